@@ -1,0 +1,142 @@
+"""Bot profiles: each bot family described as data, validated when loaded.
+
+A profile is `profiles/<family>.yml`. It is checked against `profile_schema.yml` (JSON Schema)
+and a few cross-field rules; every error names the file, the key path and what was expected.
+Secrets never live in a profile: it names the inventory variables that hold them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA_FILE = Path(__file__).with_name("profile_schema.yml")
+
+
+class ProfileError(ValueError):
+    """A profile is missing or invalid; the message says where and what was expected."""
+
+
+def profiles_dir() -> Path:
+    return Path(os.environ.get("BOTOPS_PROFILES_DIR", REPO / "profiles"))
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = yaml.safe_load(SCHEMA_FILE.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def available(directory: Path | None = None) -> list[str]:
+    directory = directory or profiles_dir()
+    return sorted(p.stem for p in directory.glob("*.yml"))
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for part in error.absolute_path:
+        parts.append(f"[{part}]" if isinstance(part, int) else (f".{part}" if parts else str(part)))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One error as a sentence: what is wrong and what would be right."""
+    validator, expected = error.validator, error.validator_value
+    if validator == "additionalProperties":
+        allowed = sorted((error.schema.get("properties") or {}).keys())
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key {', '.join(repr(e) for e in extra)}{hint}"
+    if validator == "required":
+        missing = [k for k in expected if k not in error.instance]
+        return f"missing required key {', '.join(repr(k) for k in missing)}"
+    if validator == "type":
+        return f"expected {expected}, got {type(error.instance).__name__} {error.instance!r}"
+    if validator == "enum":
+        return f"{error.instance!r} is not valid (expected one of: {', '.join(map(str, expected))})"
+    if validator in ("oneOf", "anyOf"):
+        keys = [sorted(s.get("required", [])) for s in expected]
+        choices = [" + ".join(k) for k in keys if k]
+        if choices:
+            return f"expected exactly one of: {', '.join(choices)}"
+    return error.message
+
+
+def validate(data: object, source: str) -> dict:
+    """Validate a loaded profile; raise ProfileError naming every problem found."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [f"{source}: {_key_path(e)}: {_describe(e)}" for e in errors]
+    if not problems:
+        problems = _cross_checks(data, source)
+    if problems:
+        raise ProfileError("invalid profile\n  " + "\n  ".join(problems))
+    return data
+
+
+def _requests(node, path=""):
+    """Yield (key path, request) for every HTTP request in the profile."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else key
+            if key in ("http", "request") and isinstance(value, dict) and "path" in value:
+                yield sub, value
+            else:
+                yield from _requests(value, sub)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _requests(value, f"{path}[{i}]")
+
+
+def _cross_checks(data: dict, source: str) -> list[str]:
+    problems = []
+    stem = Path(source).stem
+    if source.endswith(".yml") and data["family"] != stem:
+        problems.append(f"{source}: family: {data['family']!r} does not match the file name (expected {stem!r})")
+    ports = data["http"]["ports"]
+    default_port = "api" if "api" in ports else next(iter(ports))
+    for key_path, request in _requests(data):
+        port = request.get("port", default_port)
+        if port not in ports:
+            problems.append(
+                f"{source}: {key_path}.port: unknown port name {port!r} (expected one of: {', '.join(ports)})"
+            )
+    migrations = data["database"].get("migrations", {})
+    if migrations.get("tool") == "alembic" and not migrations.get("config"):
+        problems.append(f"{source}: database.migrations.config: required when tool is alembic (path of alembic.ini)")
+    if migrations.get("tool") == "alembic" and data["database"]["engine"] != "postgresql":
+        problems.append(f"{source}: database.migrations.tool: alembic needs engine postgresql")
+    return problems
+
+
+def load_file(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+    return validate(data, str(path))
+
+
+def load(family: str, directory: Path | None = None) -> dict:
+    """Load and validate the profile of one bot family."""
+    directory = directory or profiles_dir()
+    if not isinstance(family, str) or not family or "/" in family or family.startswith("."):
+        raise ProfileError(f"invalid bot family {family!r} (expected one of: {', '.join(available(directory))})")
+    path = directory / f"{family}.yml"
+    if not path.is_file():
+        raise ProfileError(
+            f"no profile for bot family {family!r} in {directory} (expected one of: {', '.join(available(directory))})"
+        )
+    return load_file(path)

@@ -1,0 +1,23 @@
+"""Plain-text tables for the end of every task: one row per bot."""
+
+from __future__ import annotations
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """Render rows as an aligned table; columns are (key, heading) pairs."""
+    cells = [[heading for _, heading in columns]]
+    cells += [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

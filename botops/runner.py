@@ -1,0 +1,223 @@
+"""The one way botops runs a playbook: ansible-runner, the same entry point cron and AWX use.
+
+`PlaybookRun` builds one params dict, makes one `ansible_runner.run()` call, streams a cheap
+progress line per finished host task, maps runner status and rc to an exit code, and keeps the
+artifacts under `artifacts/<playbook>/<ident>/` (override with BOTOPS_ARTIFACTS_DIR).
+
+Playbooks hand their per-bot results back through `ansible.builtin.set_stats` under the key
+`botops_report` (a dict keyed by bot name, aggregated); AWX shows the same data as job artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ansible_runner
+
+REPO = Path(__file__).resolve().parent.parent
+PLAYBOOKS = REPO / "playbooks"
+DEFAULT_INVENTORY = REPO / "inventory" / "sandbox" / "hosts.yml"
+
+# Exit codes of every botops task.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run finished but at least one targeted bot failed
+EXIT_USAGE = 2  # bad input: nothing was changed
+EXIT_UNREACHABLE = 3  # at least one bot could not be reached
+EXIT_CANCELED = 4
+
+
+def artifacts_root() -> Path:
+    return Path(os.environ.get("BOTOPS_ARTIFACTS_DIR", REPO / "artifacts"))
+
+
+def resolve_inventory(inventory: str | None) -> Path:
+    """The inventory to run against: the sandbox unless one is given. Raises ValueError if missing."""
+    path = Path(inventory) if inventory else Path(os.environ.get("BOTOPS_INVENTORY", DEFAULT_INVENTORY))
+    if not path.exists():
+        if not inventory and path == DEFAULT_INVENTORY:
+            raise ValueError(
+                f"no inventory at {path}: start the sandbox with 'invoke sandbox.up' "
+                "or pass --inventory=PATH to a real inventory"
+            )
+        raise ValueError(f"inventory {path} does not exist (pass --inventory=PATH to an inventory file or directory)")
+    return path.resolve()
+
+
+@dataclass
+class HostOutcome:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class RunResult:
+    status: str
+    rc: int
+    exit_code: int
+    artifact_dir: Path
+    hosts: dict[str, HostOutcome] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    duration: float = 0.0
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return sorted(h for h, o in self.hosts.items() if o.failed or o.unreachable)
+
+
+class PlaybookRun:
+    """Run one playbook through ansible-runner and collect what the operator needs to see."""
+
+    def __init__(
+        self,
+        playbook: str,
+        *,
+        inventory: str | None = None,
+        limit: str | None = None,
+        extravars: dict | None = None,
+        check: bool = False,
+        diff: bool = False,
+        verbosity: int = 0,
+        progress=None,
+    ):
+        self.playbook = PLAYBOOKS / playbook if not os.path.isabs(playbook) else Path(playbook)
+        if not self.playbook.is_file():
+            raise ValueError(f"playbook {self.playbook} does not exist")
+        self.inventory = resolve_inventory(inventory)
+        self.limit = limit
+        self.extravars = dict(extravars or {})
+        self.check = check
+        self.diff = diff
+        self.verbosity = verbosity
+        self.progress = progress if progress is not None else _print_progress
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        self.ident = f"{stamp}-{os.getpid()}"
+        self.artifact_dir = artifacts_root() / self.playbook.stem
+        self._hosts: dict[str, HostOutcome] = {}
+        self._report: dict = {}
+
+    def params(self) -> dict:
+        cmdline = []
+        if self.check:
+            cmdline.append("--check")
+        if self.diff:
+            cmdline.append("--diff")
+        env = {
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_HOME": str(REPO / ".ansible"),
+            "ANSIBLE_LIBRARY": str(REPO / "library"),
+            "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_LOOKUP_PLUGINS": str(REPO / "plugins" / "lookup"),
+            "BOTOPS_PROFILES_DIR": os.environ.get("BOTOPS_PROFILES_DIR", str(REPO / "profiles")),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+        }
+        return {
+            "private_data_dir": str(self.artifact_dir / "private" / self.ident),
+            "artifact_dir": str(self.artifact_dir),
+            "ident": self.ident,
+            "project_dir": str(REPO),
+            "playbook": str(self.playbook),
+            "inventory": str(self.inventory),
+            "limit": self.limit,
+            "extravars": self.extravars,
+            "cmdline": " ".join(cmdline) or None,
+            "envvars": env,
+            "verbosity": self.verbosity or None,
+            "quiet": True,
+            "event_handler": self._on_event,
+            "cancel_callback": None,
+            "suppress_env_files": True,
+            "timeout": None,
+        }
+
+    def _on_event(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        if kind == "playbook_on_stats":
+            self._report = (data.get("artifact_data") or {}).get("botops_report", {})
+        elif host and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            outcome = self._hosts.setdefault(host, HostOutcome())
+            res = data.get("res") or {}
+            if kind == "runner_on_ok":
+                outcome.ok += 1
+                outcome.changed += bool(res.get("changed"))
+            elif kind == "runner_on_skipped":
+                outcome.skipped += 1
+            elif kind == "runner_on_failed" and data.get("ignore_errors"):
+                outcome.ok += 1
+            else:
+                if kind == "runner_on_failed":
+                    outcome.failed += 1
+                else:
+                    outcome.unreachable += 1
+                outcome.last_error = str(res.get("msg") or res.get("stderr") or "failed")
+            self.progress(host, data.get("task", ""), kind, res)
+        return False  # keep the job_events/ files lean: stdout is in the artifact dir anyway
+
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        runner = ansible_runner.run(**self.params())
+        status, rc = runner.status, runner.rc
+        if status == "successful" and rc == 0:
+            code = EXIT_OK
+        elif status == "canceled":
+            code = EXIT_CANCELED
+        elif any(o.unreachable for o in self._hosts.values()):
+            code = EXIT_UNREACHABLE
+        else:
+            code = EXIT_FAILED
+        result = RunResult(
+            status=status,
+            rc=rc if rc is not None else -1,
+            exit_code=code,
+            artifact_dir=self.artifact_dir / self.ident,
+            hosts=self._hosts,
+            report=self._report,
+            duration=time.monotonic() - started,
+        )
+        self._write_summary(result)
+        return result
+
+    def _write_summary(self, result: RunResult) -> None:
+        summary = {
+            "playbook": self.playbook.name,
+            "inventory": str(self.inventory),
+            "limit": self.limit,
+            "check": self.check,
+            "status": result.status,
+            "rc": result.rc,
+            "exit_code": result.exit_code,
+            "duration_s": round(result.duration, 3),
+            "hosts": {h: vars(o) for h, o in sorted(result.hosts.items())},
+            "bots": result.report,
+        }
+        result.artifact_dir.mkdir(parents=True, exist_ok=True)
+        path = result.artifact_dir / "botops-summary.json"
+        path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        os.chmod(path, 0o600)
+
+
+def _print_progress(host: str, task: str, kind: str, res: dict) -> None:
+    word = {
+        "runner_on_ok": "changed" if res.get("changed") else "ok",
+        "runner_on_failed": "FAILED",
+        "runner_on_unreachable": "UNREACHABLE",
+        "runner_on_skipped": "skipped",
+    }[kind]
+    if kind == "runner_on_skipped":
+        return
+    line = f"  {host:<12} {word:<11} {task}"
+    if kind in ("runner_on_failed", "runner_on_unreachable"):
+        line += f": {res.get('msg', '')}"
+    print(line, file=sys.stderr, flush=True)

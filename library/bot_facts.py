@@ -1,0 +1,148 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_facts
+short_description: Gather the state of one trading bot
+description:
+  - Reads, as the bot's profile says, its liveness and readiness, the installed release, execution
+    mode (DRY / LIVE), paper flag, open positions and orders, portfolio value and, for bots with
+    Alembic migrations, the database revision.
+  - Never changes anything. A fact that cannot be read is reported as null with the reason in
+    C(errors); the module fails only when the bot's inputs are unusable.
+version_added: "0.1.0"
+options:
+  profile:
+    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    type: dict
+    required: true
+  bot:
+    description:
+      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
+      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+    type: dict
+    required: true
+  secrets:
+    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
+    type: dict
+    default: {}
+  database:
+    description: Also read the Alembic revision and the ledger count from the database.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Read the bot's state
+  bot_facts:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+  register: facts
+
+- name: Refuse to go on while positions are open
+  ansible.builtin.assert:
+    that: facts.bot.open_positions == 0
+"""
+
+RETURN = r"""
+bot:
+  description: The bot's state.
+  returned: always
+  type: dict
+  contains:
+    name: {description: Bot name., type: str}
+    live: {description: The liveness check passed., type: bool}
+    ready: {description: The readiness check passed., type: bool}
+    health: {description: The profile's health details document (component states)., type: raw}
+    release: {description: Version the C(current) symlink points to., type: str}
+    version: {description: Version the running bot reports., type: str}
+    service_state: {description: State reported by the service manager (RUNNING, STOPPED...)., type: str}
+    execution_mode: {description: DRY or LIVE., type: str}
+    paper_trading: {description: Paper flag., type: bool}
+    open_positions: {description: Number of open positions., type: int}
+    open_orders: {description: Number of open orders., type: int}
+    portfolio_value: {description: Portfolio value., type: float}
+    alembic_revision: {description: Revision in alembic_version (null without migrations)., type: str}
+    errors: {description: Fact name to the reason it could not be read., type: dict}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_pg import PgError, module_database
+
+
+def current_release(root):
+    link = os.path.join(root, "current")
+    if not os.path.islink(link):
+        return None
+    return os.path.basename(os.path.realpath(link))
+
+
+def gather(bot, profile, database=None):
+    facts = {"name": bot.name, "errors": {}}
+    health = profile["health"]
+    facts["live"], _ = bot.check(health["liveness"])
+    facts["ready"], observed = bot.check(health["readiness"])
+    if not facts["ready"]:
+        facts["errors"]["ready"] = observed
+    facts["health"] = None
+    if facts["live"] and health.get("details"):
+        try:
+            facts["health"] = bot.request(health["details"])[1]
+        except BotError as exc:
+            facts["errors"]["health"] = str(exc)
+    facts["release"] = current_release(bot.root)
+    try:
+        facts["service_state"] = bot.service_state()
+    except (BotError, OSError) as exc:
+        facts["service_state"] = None
+        facts["errors"]["service_state"] = str(exc)
+    for name in ("version", "execution_mode", "paper_trading", "open_positions", "open_orders", "portfolio_value"):
+        spec = profile["facts"].get(name)
+        facts[name] = None
+        if spec is None:
+            continue
+        if not facts["live"] and "http" in spec:
+            facts["errors"][name] = "bot is not answering"
+            continue
+        try:
+            facts[name] = bot.probe(spec)
+        except BotError as exc:
+            facts["errors"][name] = str(exc)
+    facts["alembic_revision"] = None
+    if database is not None:
+        try:
+            facts["alembic_revision"] = database.alembic_revision()
+        except PgError as exc:
+            facts["errors"]["alembic_revision"] = str(exc)
+    return facts
+
+
+def main():
+    argument_spec = bot_argument_spec()
+    argument_spec.update(database=dict(type="bool", default=True))
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    result = dict(changed=False)
+    try:
+        bot = module_bot(module)
+        database = None
+        if module.params["database"] and module.params["profile"]["database"]["engine"] == "postgresql":
+            database = module_database(module)
+    except (BotError, PgError, KeyError) as exc:
+        module.fail_json(msg=f"Failed to read facts of bot '{module.params['bot']['name']}': {exc}", **result)
+    result["bot"] = gather(bot, module.params["profile"], database)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Talk to one bot as its profile says: HTTP requests with auth, JSON probes, checks, actions,
+the service manager, processes and signals, Redis keys.
+
+Used by every bot module on the managed host, and by the fleet form of the kill switch on the
+controller (one `Bot` per thread). Stdlib only, so it runs on any host with Python 3.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.client
+import json
+import os
+import re
+import signal as signal_mod
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+
+SIGNALS = {"TERM": signal_mod.SIGTERM, "KILL": signal_mod.SIGKILL, "INT": signal_mod.SIGINT, "HUP": signal_mod.SIGHUP}
+POLL_INTERVAL = 0.05
+
+
+def bot_argument_spec():
+    """Options every bot module takes: the profile, the bot's inventory facts and its secrets."""
+    return dict(
+        profile=dict(type="dict", required=True),
+        bot=dict(
+            type="dict",
+            required=True,
+            options=dict(
+                name=dict(type="str", required=True),
+                family=dict(type="str"),
+                root=dict(type="path", required=True),
+                listen=dict(type="str", default="127.0.0.1"),
+                ports=dict(type="dict", default={}),
+                service=dict(type="dict", default={}),
+                process_match=dict(type="str"),
+                database=dict(type="dict", default={}),
+                redis_url=dict(type="str"),
+                paper_only=dict(type="bool"),
+            ),
+        ),
+        secrets=dict(
+            type="dict",
+            default={},
+            no_log=True,
+            options=dict(
+                api_token=dict(type="str", no_log=True),
+                username=dict(type="str", no_log=False),
+                password=dict(type="str", no_log=True),
+                database_password=dict(type="str", no_log=True),
+            ),
+        ),
+    )
+
+
+class BotError(Exception):
+    """An operation on a bot failed; the message names the step and the cause."""
+
+
+def json_path(document, path):
+    """Follow a dotted path ('a.b.0.c') into a JSON document; '' is the whole document.
+
+    Raises KeyError naming the part that is missing."""
+    if path in (None, ""):
+        return document
+    node = document
+    for part in str(path).split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(f"no '{part}' in the answer (path '{path}')")
+    return node
+
+
+def substitute(value, variables):
+    """Replace '{name}' placeholders in a request body or action value.
+
+    A string that is exactly one placeholder takes the variable's own type (true stays a bool)."""
+    if isinstance(value, str):
+        whole = re.fullmatch(r"\{(\w+)\}", value)
+        if whole and whole.group(1) in variables:
+            return variables[whole.group(1)]
+        return re.sub(r"\{(\w+)\}", lambda m: str(variables.get(m.group(1), m.group(0))), value)
+    if isinstance(value, dict):
+        return {k: substitute(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, variables) for v in value]
+    return value
+
+
+def describe_request(req):
+    return f"{req.get('method', 'GET')} {req['path']}"
+
+
+class Bot:
+    """One bot: its profile, its inventory facts and its secrets."""
+
+    def __init__(self, profile, bot, secrets=None, run_command=None):
+        self.profile = profile
+        self.bot = bot
+        self.secrets = {k: v for k, v in (secrets or {}).items() if v not in (None, "")}
+        self.name = bot["name"]
+        self.root = bot["root"]
+        http_conf = profile["http"]
+        self.scheme = http_conf.get("scheme", "http")
+        self.ports = dict(http_conf["ports"])
+        self.ports.update(bot.get("ports") or {})
+        self.default_port = "api" if "api" in self.ports else next(iter(self.ports))
+        self.timeout = float(http_conf.get("timeout", 2.0))
+        self.verify_tls = http_conf.get("verify_tls", True)
+        self.service_conf = dict(profile["service"])
+        self.service_conf.update(bot.get("service") or {})
+        self.process_match = bot.get("process_match") or self.service_conf["process_match"]
+        self._run_command = run_command or _run_command
+        self._token = None
+
+    # ---------------------------------------------------------------- HTTP
+    def _auth_headers(self, method):
+        auth = self.profile["auth"]
+        kind = auth["type"]
+        if kind == "none" or method not in auth.get("methods", ["GET", "POST", "PUT", "DELETE", "PATCH"]):
+            return {}
+        if kind == "bearer":
+            token = self.secrets.get("api_token")
+            if not token:
+                raise BotError("the profile needs a bearer token: set bot_api_token for this bot (vault)")
+            return {"Authorization": f"Bearer {token}"}
+        user, password = self.secrets.get("username"), self.secrets.get("password")
+        if not user or not password:
+            raise BotError(f"the profile needs {kind} credentials: set bot_api_username and bot_api_password (vault)")
+        if kind == "basic":
+            raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+            return {"Authorization": f"Basic {raw}"}
+        if self._token is None:  # login: trade basic credentials for a bearer token, once
+            login = auth["login"]
+            status, doc = self._http(login["request"], {"username": user, "password": password}, headers={})
+            if status >= 400:
+                raise BotError(f"login {describe_request(login['request'])} answered HTTP {status}")
+            try:
+                self._token = json_path(doc, login["token_json"])
+            except KeyError as exc:
+                raise BotError(f"login answer has no token: {exc}") from None
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def url(self, req):
+        port = self.ports[req.get("port", self.default_port)]
+        return f"{self.scheme}://{self.bot.get('listen') or '127.0.0.1'}:{port}{req['path']}"
+
+    def _http(self, req, body=None, headers=None, timeout=None):
+        method = req.get("method", "GET")
+        port = int(self.ports[req.get("port", self.default_port)])
+        host = self.bot.get("listen") or "127.0.0.1"
+        hdrs = {"Accept": "application/json"}
+        hdrs.update(self._auth_headers(method) if headers is None else headers)
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        if self.scheme == "https":
+            ctx = ssl.create_default_context()
+            if not self.verify_tls:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout or self.timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout or self.timeout)
+        try:
+            conn.request(method, req["path"], body=payload, headers=hdrs)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise BotError(f"{describe_request(req)} on {host}:{port}: {exc.__class__.__name__}: {exc}") from None
+        finally:
+            conn.close()
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            doc = raw.decode(errors="replace")[:200]
+        return resp.status, doc
+
+    def request(self, req, variables=None, timeout=None):
+        """Send one request of the profile; returns (status, parsed JSON)."""
+        body = req.get("body")
+        if body is not None:
+            body = substitute(copy.deepcopy(body), variables or {})
+        return self._http(req, body, timeout=timeout)
+
+    # ---------------------------------------------------------------- Redis
+    def _redis_cli(self, *args):
+        url = self.bot.get("redis_url")
+        if not url:
+            raise BotError("the profile uses Redis but this bot has no bot_redis_url")
+        rc, out, err = self._run_command(["redis-cli", "-u", url, "--no-auth-warning", *args])
+        if rc != 0 or out.startswith("ERR") or "Could not connect" in out + err:
+            raise BotError(f"redis-cli {args[0]} failed: {(err or out).strip()}")
+        return out.rstrip("\n")
+
+    def redis_get_json(self, key):
+        raw = self._redis_cli("GET", key)
+        if raw == "":
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise BotError(f"Redis key {key} does not hold JSON: {raw[:80]!r}") from None
+
+    def redis_set_json(self, key, value):
+        self._redis_cli("SET", key, json.dumps(value, separators=(",", ":")))
+
+    # ---------------------------------------------------------------- probes and checks
+    def probe(self, spec, variables=None):
+        """Read one value as a fact probe says."""
+        if "http" in spec:
+            status, doc = self.request(spec["http"], variables)
+            source = describe_request(spec["http"])
+            if status >= 400:
+                raise BotError(f"{source} answered HTTP {status}")
+        else:
+            doc = self.redis_get_json(spec["redis"]["key"])
+            source = f"Redis key {spec['redis']['key']}"
+        try:
+            value = json_path(doc, spec.get("json", ""))
+        except KeyError as exc:
+            raise BotError(f"{source}: {exc}") from None
+        if spec.get("count"):
+            value = len(value) if isinstance(value, (list, dict)) else value
+        return value
+
+    def check(self, spec):
+        """Evaluate one check; returns (ok, what was observed)."""
+        if "process" in spec:
+            pids = self.pids()
+            ok = (not pids) if spec["process"] == "absent" else bool(pids)
+            return ok, {"pids": pids}
+        if "http" in spec:
+            try:
+                status, doc = self.request(spec["http"])
+            except BotError as exc:
+                return False, {"error": str(exc)}
+            observed = {"status": status}
+            if "status" in spec and status != spec["status"]:
+                return False, dict(observed, body=doc)
+            if "status" not in spec and "json" not in spec and status >= 400:
+                return False, dict(observed, body=doc)
+        else:
+            try:
+                doc = self.redis_get_json(spec["redis"]["key"])
+            except BotError as exc:
+                return False, {"error": str(exc)}
+            observed = {}
+        if "json" in spec:
+            try:
+                value = json_path(doc, spec["json"])
+            except (KeyError, TypeError) as exc:
+                return False, dict(observed, error=str(exc))
+            observed["value"] = value
+            if "equals" in spec and value != spec["equals"]:
+                return False, observed
+        return True, observed
+
+    def check_all(self, specs):
+        observed = []
+        for spec in specs:
+            ok, seen = self.check(spec)
+            observed.append(seen)
+            if not ok:
+                return False, observed
+        return True, observed
+
+    def wait_for(self, specs, timeout):
+        """Poll the checks until all hold or the deadline passes; returns (ok, last observation)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ok, observed = self.check_all(specs)
+            if ok or time.monotonic() >= deadline:
+                return ok, observed
+            time.sleep(POLL_INTERVAL)
+
+    # ---------------------------------------------------------------- actions
+    def do(self, action, variables=None):
+        """Carry out one action of the profile; returns a short description of what was done."""
+        variables = variables or {}
+        if "http" in action:
+            req = action["http"]
+            status, doc = self.request(req, variables)
+            if status >= 400:
+                raise BotError(f"{describe_request(req)} answered HTTP {status}: {doc}")
+            return f"{describe_request(req)} -> {status}"
+        if "redis_merge" in action:
+            spec = action["redis_merge"]
+            current = self.redis_get_json(spec["key"]) or {}
+            if not isinstance(current, dict):
+                raise BotError(f"Redis key {spec['key']} does not hold a JSON object")
+            current.update(substitute(copy.deepcopy(spec["set"]), variables))
+            self.redis_set_json(spec["key"], current)
+            return f"SET {spec['key']}"
+        if "config_file" in action:
+            spec = action["config_file"]
+            path = os.path.join(self.root, spec["path"])
+            set_json_key(path, spec["key"], substitute(spec["value"], variables))
+            return f"set {spec['key']} in {spec['path']}"
+        if "service" in action:
+            self.service(action["service"])
+            return f"service {action['service']}"
+        if "signal" in action:
+            pids = self.send_signal(action["signal"])
+            return f"SIG{action['signal']} to {pids or 'no process'}"
+        raise BotError(f"unknown action {sorted(action)}")
+
+    # ---------------------------------------------------------------- service manager and processes
+    def service_command(self, op):
+        conf = self.service_conf
+        name = conf["name"]
+        manager = conf["manager"]
+        if manager == "supervisor":
+            cmd = [conf.get("supervisorctl") or supervisorctl_path()]
+            if conf.get("config"):
+                cmd += ["-c", conf["config"]]
+            return cmd + [op, name]
+        if manager == "systemd":
+            return ["systemctl", op, name]
+        if manager == "docker_compose":
+            cmd = ["docker", "compose"]
+            if conf.get("compose_file"):
+                cmd += ["-f", os.path.join(self.root, conf["compose_file"])]
+            return cmd + [op, name]
+        raise BotError(f"unknown service manager {manager!r}")
+
+    def service(self, op):
+        cmd = self.service_command(op)
+        rc, out, err = self._run_command(cmd)
+        text = (out + err).strip()
+        # supervisorctl exits non-zero for "already started" / "not running": those are fine.
+        if rc != 0 and not re.search(r"already started|not running|ERROR \(not running\)", text):
+            raise BotError(f"{' '.join(cmd)} failed (rc={rc}): {text}")
+        return text
+
+    def service_state(self):
+        """RUNNING / STOPPED / ... as the service manager reports it."""
+        conf = self.service_conf
+        if conf["manager"] == "supervisor":
+            rc, out, err = self._run_command(self.service_command("status"))
+            parts = out.split()
+            return parts[1] if len(parts) > 1 else "UNKNOWN"
+        if conf["manager"] == "systemd":
+            rc, out, err = self._run_command(["systemctl", "is-active", conf["name"]])
+            return out.strip().upper() or "UNKNOWN"
+        return "RUNNING" if self.pids() else "STOPPED"
+
+    def pids(self):
+        return find_pids(self.process_match)
+
+    def send_signal(self, name):
+        pids = self.pids()
+        for pid in pids:
+            try:
+                os.kill(pid, SIGNALS[name])
+            except ProcessLookupError:
+                pass
+        return pids
+
+
+def find_pids(pattern):
+    """PIDs whose full command line matches the pattern (like pgrep -f), this process excluded."""
+    regex = re.compile(pattern)
+    me = os.getpid()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmdline and regex.search(cmdline):
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def supervisorctl_path():
+    """supervisorctl from PATH, else the one installed beside this Python (a virtualenv)."""
+    return shutil.which("supervisorctl") or os.path.join(os.path.dirname(sys.executable), "supervisorctl")
+
+
+def set_json_key(path, key, value):
+    """Set one key of a JSON file atomically, keeping its mode; returns True when it changed."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise BotError(f"cannot read JSON config {path}: {exc}") from None
+    if data.get(key) == value:
+        return False
+    data[key] = value
+    tmp = f"{path}.botops-tmp"
+    mode = os.stat(path).st_mode & 0o7777
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return True
+
+
+def _run_command(cmd):
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def module_bot(module):
+    """A Bot for an AnsibleModule built with bot_argument_spec()."""
+    p = module.params
+
+    def run(cmd):
+        return module.run_command(cmd)
+
+    return Bot(p["profile"], p["bot"], p.get("secrets"), run_command=run)
