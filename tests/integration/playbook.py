@@ -1,0 +1,54 @@
+"""Run a playbook text against a sandbox inventory through ansible-runner; return per-task results."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import ansible_runner
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_playbook(inventory: Path | str, text: str, extravars: dict | None = None, limit: str | None = None,
+                 check: bool = False) -> dict:
+    """Run the playbook; returns {"status", "rc", "results": {(host, task name): res}, "stdout"}."""
+    workdir = Path(tempfile.mkdtemp(prefix="botops-play-"))
+    play = workdir / "play.yml"
+    play.write_text(text)
+    # group_vars next to the playbook: the same botops_bot / botops_profile the real playbooks use
+    (workdir / "group_vars").symlink_to(REPO / "playbooks" / "group_vars")
+    results: dict = {}
+
+    def on_event(event):
+        data = event.get("event_data") or {}
+        if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            res = dict(data.get("res") or {})
+            res["_event"] = event["event"]
+            results[(data.get("host"), data.get("task"))] = res
+        return True
+
+    env = {
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_HOME": str(workdir / ".ansible"),
+        "ANSIBLE_LIBRARY": str(REPO / "library"),
+        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_LOOKUP_PLUGINS": str(REPO / "plugins" / "lookup"),
+        "PYTHONPATH": str(REPO),
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(workdir),
+        playbook=str(play),
+        inventory=str(inventory),
+        extravars=extravars or {},
+        limit=limit,
+        cmdline="--check" if check else None,
+        envvars=env,
+        quiet=True,
+        event_handler=on_event,
+        suppress_env_files=True,
+    )
+    stdout = runner.stdout.read() if runner.stdout else ""
+    return {"status": runner.status, "rc": runner.rc, "results": results, "stdout": stdout, "dir": workdir}
