@@ -1,0 +1,121 @@
+"""Profile loading and validation: every shipped profile is valid; bad files say what is wrong."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from botops import profiles
+from botops.profiles import ProfileError
+
+FAMILIES = ["hyperliquid", "mojorust", "papertrader", "solana-cli", "vanta"]
+
+
+def write(tmp_path: Path, family: str, data) -> Path:
+    path = tmp_path / f"{family}.yml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+@pytest.fixture
+def valid():
+    return profiles.load("hyperliquid")
+
+
+def test_every_runbook_family_has_a_valid_profile():
+    assert profiles.available() == FAMILIES
+    for family in FAMILIES:
+        assert profiles.load(family)["family"] == family
+
+
+def test_unknown_key_names_file_key_path_and_valid_keys(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["health"]["readiness"]["jsonpath"] = "status"
+    path = write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError) as info:
+        profiles.load("hyperliquid", tmp_path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "health.readiness" in message
+    assert "unknown key 'jsonpath'" in message
+    assert "json" in message.split("expected one of:")[1]
+
+
+def test_missing_endpoint_is_named(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    del data["health"]["liveness"]
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"health: missing required key 'liveness'"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_wrong_type_is_named(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["http"]["ports"]["api"] = "eight thousand"
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"http\.ports\.api: expected integer, got str 'eight thousand'"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_wrong_enum_lists_valid_values(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["service"]["manager"] = "upstart"
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"service\.manager: 'upstart' is not valid \(expected one of: supervisor, systemd, docker_compose\)"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_unknown_port_name_in_a_request(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["health"]["liveness"]["http"]["port"] = "metrics"
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"health\.liveness\.http\.port: unknown port name 'metrics' \(expected one of: api\)"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_family_must_match_file_name(tmp_path, valid):
+    write(tmp_path, "hyperliquid2", valid)
+    with pytest.raises(ProfileError, match=r"family: 'hyperliquid' does not match the file name \(expected 'hyperliquid2'\)"):
+        profiles.load("hyperliquid2", tmp_path)
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
+    write(tmp_path, "broken", "family: [unclosed\n")
+    with pytest.raises(ProfileError, match=r"broken\.yml: not valid YAML"):
+        profiles.load("broken", tmp_path)
+    write(tmp_path, "alist", "- a\n- b\n")
+    with pytest.raises(ProfileError, match=r"alist\.yml: expected a mapping at the top level, got list"):
+        profiles.load("alist", tmp_path)
+
+
+def test_unknown_family_lists_available(tmp_path):
+    with pytest.raises(ProfileError, match=r"no profile for bot family 'kraken'.*expected one of: hyperliquid, mojorust"):
+        profiles.load("kraken")
+    with pytest.raises(ProfileError, match=r"invalid bot family '\.\./etc'"):
+        profiles.load("../etc")
+
+
+def test_a_new_family_needs_only_a_profile_file(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["family"] = "newbot"
+    data["auth"] = {"type": "login", "login": {"request": {"method": "POST", "path": "/login"}, "token_json": "token"}}
+    write(tmp_path, "newbot", data)
+    assert profiles.load("newbot", tmp_path)["auth"]["type"] == "login"
+
+
+def test_login_auth_needs_its_login_request(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["auth"] = {"type": "login"}
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"auth: missing required key 'login'"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_no_secret_values_in_shipped_profiles():
+    for family in FAMILIES:
+        text = (profiles.profiles_dir() / f"{family}.yml").read_text().lower()
+        for word in ("password:", "token:", "secret:"):
+            assert word not in text, f"{family}.yml holds a secret value ({word})"
