@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from unittest import mock
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.common.text.converters import to_bytes
+from ansible.module_utils.testing import patch_module_args
 
 
 class AnsibleExitJson(Exception):
@@ -34,7 +33,7 @@ def module_args(args: dict, check_mode: bool = False):
     payload = dict(args)
     if check_mode:
         payload["_ansible_check_mode"] = True
-    with mock.patch.object(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))), \
+    with patch_module_args(payload), \
             mock.patch.object(basic.AnsibleModule, "exit_json", _exit_json), \
             mock.patch.object(basic.AnsibleModule, "fail_json", _fail_json):
         yield
