@@ -83,61 +83,8 @@ previous:
   type: dict
 """
 
-import getpass
-import json
-import os
-import socket
-import time
-from datetime import datetime, timezone
-
 from ansible.module_utils.basic import AnsibleModule
-
-
-def read_lock(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {"unreadable": True}
-
-
-def stale_reason(lock, now):
-    if lock.get("unreadable"):
-        return "the lock file is unreadable"
-    if lock.get("expires_at_epoch", 0) < now:
-        return f"it expired at {lock.get('expires_at')}"
-    if lock.get("host") == socket.gethostname() and lock.get("pid"):
-        try:
-            os.kill(int(lock["pid"]), 0)
-        except ProcessLookupError:
-            return f"its process {lock['pid']} on {lock['host']} is gone"
-        except PermissionError:
-            pass
-    return None
-
-
-def describe(lock):
-    return (f"run {lock.get('run_id')} ({lock.get('operation')}) by {lock.get('user')}@{lock.get('host')} "
-            f"pid {lock.get('pid')} since {lock.get('started_at')}")
-
-
-def write_new(path, lock, replace):
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(lock, f, indent=2)
-    os.chmod(tmp, 0o600)
-    try:
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # atomic: fails if the lock exists
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from ansible.module_utils.botops_lock import LockError, describe, new_lock, plan_acquire, read_lock, release, stale_reason, write_lock
 
 
 def main():
@@ -157,61 +104,35 @@ def main():
     p = module.params
     path = p["path"]
     result = dict(changed=False, lock=None)
-    now = time.time()
     current = read_lock(path)
     if current is not None:
-        reason = stale_reason(current, now)
+        reason = stale_reason(current)
         result["previous"] = dict(current, stale=reason is not None, stale_reason=reason)
 
     if p["state"] == "released":
-        if current is None:
-            module.exit_json(**result)
-        if current.get("run_id") != p["run_id"] and not p["force"]:
+        if current is not None and current.get("run_id") != p["run_id"] and not p["force"]:
             result["lock"] = current
             module.fail_json(msg=f"Failed to release lock {path}: it is held by {describe(current)}, not by run "
                                  f"{p['run_id']} (force=true releases it anyway)", **result)
+        result["changed"] = current is not None
+        if result["changed"] and not module.check_mode:
+            release(path, p["run_id"], force=True)
+        module.exit_json(**result)
+
+    try:
+        action, previous = plan_acquire(path, p["run_id"], p["takeover"])
+        if action == "held":
+            result["lock"] = previous
+            module.exit_json(**result)
         result["changed"] = True
+        result["lock"] = new_lock(p["run_id"], p["operation"], p["ttl"], p["owner_pid"])
         if not module.check_mode:
-            os.unlink(path)
-        module.exit_json(**result)
-
-    if current is not None and current.get("run_id") == p["run_id"]:
-        result["lock"] = current
-        module.exit_json(**result)
-    if current is not None:
-        reason = result["previous"]["stale_reason"]
-        if reason is None:
-            result["lock"] = current
-            module.fail_json(msg=f"Failed to take lock {path}: held by {describe(current)}, "
-                                 f"expires {current.get('expires_at')}. Wait for that run to finish.", **result)
-        if not p["takeover"]:
-            result["lock"] = current
-            module.fail_json(msg=f"Failed to take lock {path}: a stale lock is held by {describe(current)} "
-                                 f"({reason}). Check that run is really gone, then take it over "
-                                 f"(--takeover / takeover=true).", **result)
-
-    started = datetime.fromtimestamp(now, timezone.utc)
-    expires = datetime.fromtimestamp(now + p["ttl"], timezone.utc)
-    lock = dict(
-        run_id=p["run_id"],
-        operation=p["operation"],
-        user=getpass.getuser(),
-        host=socket.gethostname(),
-        pid=p["owner_pid"],
-        started_at=started.isoformat(timespec="seconds"),
-        expires_at=expires.isoformat(timespec="seconds"),
-        expires_at_epoch=now + p["ttl"],
-    )
-    result["changed"] = True
-    result["lock"] = lock
-    if not module.check_mode:
-        try:
-            write_new(path, lock, replace=current is not None)
-        except FileExistsError:
-            winner = read_lock(path) or {}
-            module.fail_json(msg=f"Failed to take lock {path}: taken a moment ago by {describe(winner)}", **result)
-        except OSError as exc:
-            module.fail_json(msg=f"Failed to take lock {path}: {exc}", **result)
+            write_lock(path, result["lock"], replace=previous is not None)
+    except LockError as exc:
+        result["lock"] = exc.lock
+        module.fail_json(msg=f"Failed to take lock {path}: {exc}", **result)
+    except OSError as exc:
+        module.fail_json(msg=f"Failed to take lock {path}: {exc}", **result)
     module.exit_json(**result)
 
 
