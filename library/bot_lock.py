@@ -9,7 +9,7 @@ description:
   - A lock is a JSON file holding its owner (user, host, process), the run id, the operation,
     when it was taken and when it expires. It is created atomically, so two runs never hold it at once.
   - Run it on a bot's host with C(path) under the bot root for the per-bot lock, and on the
-    controller (C(delegate_to: localhost), C(run_once)) for the fleet lock.
+    controller (delegated to localhost, run once) for the fleet lock.
   - A lock whose expiry has passed, or whose owning process on this host is gone, is stale. A stale
     lock is reported with its owner and is only taken over when C(takeover=true).
 version_added: "0.1.0"
