@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from invoke import Exit, task
+from invoke import task
 
-from botops.report import table
-from botops.runner import EXIT_OK, PlaybookRun
+from botops.operation import run_operation
 
 COLUMNS = [
     ("name", "bot"),
@@ -23,23 +22,9 @@ COLUMNS = [
 @task(
     help={
         "inventory": "inventory file or directory (default: the sandbox, inventory/sandbox/hosts.yml)",
-        "limit": "only these bots or groups (Ansible --limit pattern)",
+        "limit": "only these bots or groups, e.g. bot01,vanta (Ansible --limit pattern)",
     }
 )
 def status(c, inventory=None, limit=None):
     """Show health, readiness, release, mode and open positions of every bot; exit 1 if one is unhealthy."""
-    try:
-        run = PlaybookRun("status.yml", inventory=inventory, limit=limit)
-    except ValueError as exc:
-        raise Exit(f"status: {exc}", code=2) from None
-    result = run.run()
-    rows = [result.report[name] for name in sorted(result.report)]
-    for host in result.failed_hosts:
-        if host not in result.report:
-            rows.append({"name": host, "live": False, "ready": False})
-    if rows:
-        print(table(rows, COLUMNS))
-    print(f"\n{len(rows)} bot(s); artifacts: {result.artifact_dir}")
-    if result.exit_code != EXIT_OK:
-        bad = ", ".join(result.failed_hosts) or "see the artifacts"
-        raise Exit(f"status: unhealthy or unreachable bot(s): {bad}", code=result.exit_code)
+    run_operation("status", "status.yml", inventory=inventory, limit=limit, columns=COLUMNS, lock=False)

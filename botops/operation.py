@@ -1,0 +1,106 @@
+"""What every fleet task does around its playbook: check the input, hold the fleet lock, run the
+playbook through ansible-runner, print the per-bot table, exit with the right code.
+
+Nothing in here differs between a person's run, a cron run and an AWX run of the same playbook,
+except that AWX runs the playbook directly and relies on the per-bot locks the playbooks take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+from invoke import Exit
+
+from botops.inventory import InventoryError, hosts
+from botops.report import table
+from botops.runner import EXIT_OK, EXIT_USAGE, REPO, PlaybookRun
+
+RESULT_COLUMNS = [
+    ("name", "bot"),
+    ("result", "result"),
+    ("changed", "changed"),
+    ("release_before", "before"),
+    ("release_after", "after"),
+    ("duration", "duration s"),
+    ("downtime", "downtime s"),
+    ("message", "message"),
+]
+
+
+def _lock_lib():
+    spec = importlib.util.spec_from_file_location("botops_lock", REPO / "module_utils" / "botops_lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get("BOTOPS_LOCK_DIR", REPO / ".locks"))
+
+
+def fleet_lock_path(inventory: Path) -> Path:
+    digest = hashlib.sha256(str(inventory).encode()).hexdigest()[:12]
+    return lock_dir() / f"fleet-{digest}.lock"
+
+
+def usage_error(task: str, message: str) -> Exit:
+    return Exit(f"{task}: {message}", code=EXIT_USAGE)
+
+
+def run_operation(
+    task: str,
+    playbook: str,
+    *,
+    inventory: str | None = None,
+    limit: str | None = None,
+    check: bool = False,
+    extravars: dict | None = None,
+    takeover: bool = False,
+    columns: list[tuple[str, str]] | None = None,
+    lock: bool = True,
+) -> dict:
+    """Run one fleet operation end to end; raises Exit with the exit code when it did not fully succeed."""
+    try:
+        inventory_path, bots = hosts(inventory, limit)
+    except InventoryError as exc:
+        raise usage_error(task, str(exc)) from None
+    mode = " (check mode: nothing will change)" if check else ""
+    print(f"{task}: {len(bots)} bot(s) from {inventory_path}{mode}", flush=True)
+
+    locks = _lock_lib()
+    lock_path = fleet_lock_path(inventory_path)
+    try:
+        run = PlaybookRun(playbook, inventory=str(inventory_path), limit=limit, check=check,
+                          extravars=dict(extravars or {}))
+    except ValueError as exc:
+        raise usage_error(task, str(exc)) from None
+    run.extravars.update(botops_run_id=run.ident, botops_owner_pid=os.getpid(), botops_takeover=takeover)
+    held = False
+    if lock and not check:
+        try:
+            held, _, _ = locks.acquire(str(lock_path), run.ident, task, ttl=6 * 3600, owner_pid=os.getpid(),
+                                       takeover=takeover)
+        except locks.LockError as exc:
+            raise Exit(f"{task}: refused, the fleet lock {lock_path} is taken: {exc}", code=EXIT_USAGE) from None
+    try:
+        result = run.run()
+    finally:
+        if held:
+            locks.release(str(lock_path), run.ident)
+
+    rows = [dict(result.report[name], name=name) for name in sorted(result.report)]
+    reported = {row["name"] for row in rows}
+    for host in result.failed_hosts:
+        if host not in reported:
+            rows.append({"name": host, "result": "failed", "message": result.hosts[host].last_error})
+    if rows:
+        print()
+        print(table(rows, columns or RESULT_COLUMNS))
+    print(f"\n{task}: {result.status}; summary: {result.artifact_dir / 'botops-summary.json'}")
+    if result.exit_code != EXIT_OK:
+        failed = ", ".join(result.failed_hosts) or "see the summary"
+        raise Exit(f"{task}: failed for {failed}", code=result.exit_code)
+    return result.report
