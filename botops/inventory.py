@@ -17,8 +17,11 @@ class InventoryError(ValueError):
 
 def hosts(inventory: str | None, limit: str | None = None) -> tuple[Path, list[str]]:
     """Parse the inventory (malformed or empty is an error) and return the bots the limit selects."""
+    from ansible import constants
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+
+    constants.HOST_PATTERN_MISMATCH = "ignore"  # an unmatched --limit is reported below, in one sentence
 
     try:
         path = resolve_inventory(inventory)

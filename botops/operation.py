@@ -100,6 +100,8 @@ def run_operation(
         print()
         print(table(rows, columns or RESULT_COLUMNS))
     print(f"\n{task}: {result.status}; summary: {result.artifact_dir / 'botops-summary.json'}")
+    if result.error:
+        print(result.error)
     if result.exit_code != EXIT_OK:
         failed = ", ".join(result.failed_hosts) or "see the summary"
         raise Exit(f"{task}: failed for {failed}", code=result.exit_code)

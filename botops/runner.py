@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -68,6 +70,7 @@ class RunResult:
     hosts: dict[str, HostOutcome] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     duration: float = 0.0
+    error: str = ""  # the end of Ansible's output when the run failed before reaching any bot
 
     @property
     def failed_hosts(self) -> list[str]:
@@ -120,9 +123,11 @@ class PlaybookRun:
             "ANSIBLE_LOOKUP_PLUGINS": str(REPO / "plugins" / "lookup"),
             "BOTOPS_PROFILES_DIR": os.environ.get("BOTOPS_PROFILES_DIR", str(REPO / "profiles")),
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+            # ansible-playbook from the same environment as this front end
+            "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
         }
         return {
-            "private_data_dir": str(self.artifact_dir / "private" / self.ident),
+            "private_data_dir": tempfile.mkdtemp(prefix="botops-runner-"),
             "artifact_dir": str(self.artifact_dir),
             "ident": self.ident,
             "project_dir": str(REPO),
@@ -144,7 +149,9 @@ class PlaybookRun:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         host = data.get("host")
-        if kind == "playbook_on_stats":
+        if kind == "playbook_on_task_start" and not data.get("is_conditional"):
+            self.progress(None, data.get("task", ""), kind, {})
+        elif kind == "playbook_on_stats":
             self._report = (data.get("artifact_data") or {}).get("botops_report", {})
         elif host and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             outcome = self._hosts.setdefault(host, HostOutcome())
@@ -167,7 +174,12 @@ class PlaybookRun:
 
     def run(self) -> RunResult:
         started = time.monotonic()
-        runner = ansible_runner.run(**self.params())
+        params = self.params()
+        private = Path(params["private_data_dir"])
+        try:
+            runner = ansible_runner.run(**params)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
         status, rc = runner.status, runner.rc
         if status == "successful" and rc == 0:
             code = EXIT_OK
@@ -186,6 +198,8 @@ class PlaybookRun:
             report=self._report,
             duration=time.monotonic() - started,
         )
+        if code != EXIT_OK and not self._hosts:
+            result.error = _tail(result.artifact_dir / "stdout")
         self._write_summary(result)
         return result
 
@@ -208,16 +222,21 @@ class PlaybookRun:
         os.chmod(path, 0o600)
 
 
-def _print_progress(host: str, task: str, kind: str, res: dict) -> None:
-    word = {
-        "runner_on_ok": "changed" if res.get("changed") else "ok",
-        "runner_on_failed": "FAILED",
-        "runner_on_unreachable": "UNREACHABLE",
-        "runner_on_skipped": "skipped",
-    }[kind]
-    if kind == "runner_on_skipped":
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _print_progress(host: str | None, task: str, kind: str, res: dict) -> None:
+    """One line per task started, one per bot that fails: readable for 5 bots and for 1000."""
+    if kind == "playbook_on_task_start":
+        line = f"- {task}"
+    elif kind in ("runner_on_failed", "runner_on_unreachable"):
+        word = "FAILED" if kind == "runner_on_failed" else "UNREACHABLE"
+        line = f"    {host}: {word}: {res.get('msg', '')}"
+    else:
         return
-    line = f"  {host:<12} {word:<11} {task}"
-    if kind in ("runner_on_failed", "runner_on_unreachable"):
-        line += f": {res.get('msg', '')}"
     print(line, file=sys.stderr, flush=True)

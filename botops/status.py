@@ -10,6 +10,7 @@ COLUMNS = [
     ("name", "bot"),
     ("live", "live"),
     ("ready", "ready"),
+    ("service_state", "service"),
     ("release", "release"),
     ("execution_mode", "mode"),
     ("paper_trading", "paper"),
