@@ -65,6 +65,7 @@ bot:
     release: {description: Version the C(current) symlink points to., type: str}
     version: {description: Version the running bot reports., type: str}
     service_state: {description: State reported by the service manager (RUNNING, STOPPED...)., type: str}
+    disk_free_mb: {description: Free space on the file system of the bot root, in MiB., type: int}
     execution_mode: {description: DRY or LIVE., type: str}
     paper_trading: {description: Paper flag., type: bool}
     open_positions: {description: Number of open positions., type: int}
@@ -102,6 +103,12 @@ def gather(bot, profile, database=None):
         except BotError as exc:
             facts["errors"]["health"] = str(exc)
     facts["release"] = current_release(bot.root)
+    try:
+        stat = os.statvfs(bot.root)
+        facts["disk_free_mb"] = stat.f_bavail * stat.f_frsize // (1024 * 1024)
+    except OSError as exc:
+        facts["disk_free_mb"] = None
+        facts["errors"]["disk_free_mb"] = str(exc)
     try:
         facts["service_state"] = bot.service_state()
     except (BotError, OSError) as exc:
