@@ -313,7 +313,8 @@ def _all_pids() -> list[int]:
     return [int(e) for e in os.listdir("/proc") if e.isdigit()]
 
 
-def _alive(pid: int, starttime: int | None = None) -> bool:
+def process_alive(pid: int, starttime: int | None = None) -> bool:
+    """True while ``pid`` runs (a zombie does not; with ``starttime``: only that very process)."""
     stat = _proc_stat(pid)
     if stat is None or stat[0] in ("Z", "X"):
         return False
@@ -710,6 +711,19 @@ class Fleet:
         """Program name -> pid of every running program."""
         return {n: i["pid"] for n, i in self.processes().items() if i["pid"]}
 
+    def service_pids(self) -> dict[str, int]:
+        """pids of everything the sandbox runs: ``supervisord``, ``postgresql`` (the postmaster), every program."""
+        found = dict(self.pids())
+        sup = self._supervisord_pid()
+        if sup:
+            found["supervisord"] = sup[0]
+        state = self._load_state()
+        if state and state.get("postgres", {}).get("dir") and self.pg_running(state):
+            postmaster = self._pg_postmaster(state)
+            if postmaster:
+                found["postgresql"] = postmaster[0]
+        return found
+
     def supervisorctl(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the venv's ``supervisorctl -c <supervisord.conf> ARGS`` (e.g. ``"stop", "bot01"``)."""
         cmd = [str(self.bindir / "supervisorctl"), "-c", str(self.supervisor_conf), *args]
@@ -828,7 +842,7 @@ class Fleet:
             rpc.supervisor.stopAllProcesses(True)
         with contextlib.suppress(OSError, xmlrpc.client.Error, http.client.HTTPException):
             rpc.supervisor.shutdown()
-        if pid and not wait_until(lambda: not _alive(*pid), timeout):
+        if pid and not wait_until(lambda: not process_alive(*pid), timeout):
             raise FleetError(f"supervisord (pid {pid[0]}) did not exit within {timeout:.0f}s")
 
     # ------------------------------------------------------------------ artifacts and bot files
@@ -1363,8 +1377,9 @@ class Fleet:
         self._save_state(state)
 
         changed = bool(actions)
-        summary = (f"sandbox is up: nothing to change ({len(names)} bots)" if not changed else
-                   f"sandbox is up: {len(names)} bots in {time.monotonic() - t0:.1f}s, inventory {self.hosts_file}")
+        bots = f"{len(names)} bot{'s' if len(names) != 1 else ''}"
+        summary = (f"sandbox is up: nothing to change ({bots})" if not changed else
+                   f"sandbox is up: {bots} in {time.monotonic() - t0:.1f}s, inventory {self.hosts_file}")
         self._log(summary)
         return {
             "changed": changed,
@@ -1452,6 +1467,7 @@ class Fleet:
             client.close()
 
     def _wait_live(self, state: dict, names: list[str], quiet: bool = False) -> None:
+        """Poll until every bot answers its liveness endpoint and supervisord reports it RUNNING."""
         timeout = 60 + 0.2 * len(names)
         log = (lambda line: None) if quiet else self._log
         log(f"bots: waiting for {len(names)} bot(s) to answer their liveness endpoint (at most {timeout:.0f}s)")
@@ -1459,24 +1475,24 @@ class Fleet:
         pending = set(names)
         deadline = time.monotonic() + timeout
         interval = 0.05
-        while pending:
+        while True:
+            procs = self.processes()
             for name in sorted(pending):
-                if self._live(bots[name]):
+                if procs.get(name, {}).get("statename") == "RUNNING" and self._live(bots[name]):
                     pending.discard(name)
             if not pending:
                 break
-            procs = self.processes()
-            dead = [n for n in pending if procs.get(n, {}).get("statename") in ("FATAL", "EXITED", "STOPPED")]
+            dead = sorted(n for n in pending if procs.get(n, {}).get("statename") in ("FATAL", "EXITED", "STOPPED"))
             if dead or time.monotonic() >= deadline:
                 failed = dead or sorted(pending)
                 details = "\n".join(
-                    f"{n} ({procs.get(n, {}).get('statename', 'unknown')}); "
+                    f"{n} ({procs.get(n, {}).get('statename', 'not in supervisord')}); "
                     f"{bots[n]['root'] / 'shared/logs/stderr.log'} ends with:\n"
                     + tail(bots[n]["root"] / "shared" / "logs" / "stderr.log")
-                    for n in sorted(failed)
+                    for n in failed
                 )
                 why = "exited" if dead else f"did not answer liveness within {timeout:.0f}s"
-                raise FleetError(self._redact(f"{', '.join(sorted(failed))} {why}:\n{details}", state))
+                raise FleetError(self._redact(f"{', '.join(failed)} {why}:\n{details}", state))
             time.sleep(interval)
             interval = min(interval * 1.5, 0.5)
         log(f"bots: all {len(names)} bot(s) answer")
@@ -1541,7 +1557,7 @@ class Fleet:
         skip = _ancestors()
         found = {}
         for pid in _all_pids():
-            if pid in skip or not _alive(pid):
+            if pid in skip or not process_alive(pid):
                 continue
             args = _proc_cmdline(pid)
             if any(a == m or (m + "/") in a for a in args for m in markers):
@@ -1593,7 +1609,7 @@ class Fleet:
 
     def _verify_gone(self, state: dict | None, tree: dict[int, int]) -> None:
         def left():
-            remaining = {p: " ".join(_proc_cmdline(p)) for p, start in tree.items() if _alive(p, start)}
+            remaining = {p: " ".join(_proc_cmdline(p)) for p, start in tree.items() if process_alive(p, start)}
             remaining.update(self.leftover_processes(state))
             return remaining
 
@@ -1618,5 +1634,7 @@ class Fleet:
         pg_dir = Path(state["postgres"]["dir"]) if state and state.get("postgres", {}).get("dir") else None
         if pg_dir and not pg_dir.is_relative_to(self.state_dir):
             shutil.rmtree(pg_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                pg_dir.parent.rmdir()  # botops-sandbox/ in the OS user's home, when no other sandbox uses it
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self._log(f"purged {self.state_dir} and the generated inventory in {self.inventory_dir}")
