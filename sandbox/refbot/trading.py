@@ -238,6 +238,8 @@ class Trader:
             tx = Tx(conn.cursor())
             tx.cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK_KEY,))
             result = fn(tx)
+            # Marks are state too: a restart values open positions exactly as the last commit did.
+            self.persist_state(tx.cur, "marks", {s: str(p) for s, p in sorted(self._prices.items())})
             snapshot = self._snapshot(tx)
         self._realized += tx.realized
         self._fees += tx.fees
@@ -347,8 +349,13 @@ class Trader:
                 self._fees = float(cur.fetchone()[0])
             else:
                 self._fees = 0.0
-            cur.execute("SELECT DISTINCT ON (symbol) symbol, price FROM trades ORDER BY symbol, id DESC")
-            for symbol, price in cur.fetchall():
+            marks = stored.get("marks")
+            if isinstance(marks, dict):
+                rows = list(marks.items())
+            else:  # written by no release yet: fall back to the last traded prices
+                cur.execute("SELECT DISTINCT ON (symbol) symbol, price FROM trades ORDER BY symbol, id DESC")
+                rows = cur.fetchall()
+            for symbol, price in rows:
                 if symbol in self._prices:
                     self._prices[symbol] = Decimal(price)
             tx = Tx(cur)
@@ -402,15 +409,16 @@ class Trader:
     # --- one tick ------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        self._connection()
+        self._move_prices()
+        self._transaction(self._tick_body, tick=True)
+        self._pending_mode = None
+
+    def _tick_body(self, tx: Tx) -> dict:
+        # Decide under the writer lock: a kill switch engaged while this tick waited for
+        # the lock is honoured by this very tick.
         if self.cfg.family == "vanta":
             self._sync_exec_mode()
         level = self.state.kill_level()
-        self._move_prices()
-        self._transaction(lambda tx: self._tick_body(tx, level), tick=True)
-        self._pending_mode = None
-
-    def _tick_body(self, tx: Tx, level: str) -> dict:
         if self._pending_mode is not None:
             mode, paper = self._pending_mode
             self.persist_state(tx.cur, "execution_mode", mode)
