@@ -1,0 +1,485 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_restore
+short_description: Restore one trading bot's database (and optionally its config) from a backup set
+description:
+  - "Restores a set taken by M(bot_backup), in an order that never leaves the live database half
+    restored:"
+  - "1. verify every checksum and size of the set, and refuse on any mismatch (nothing touched);"
+  - "2. take a safety backup of the live database and files (a set with C(safety_for) in its manifest);"
+  - "3. restore into a scratch database C(<db>_restore_<id>) with C(pg_restore --exit-on-error --no-owner)
+    (every SQL error is fatal) and compare its row counts and ledger max id with the manifest;"
+  - "4. stop the bot through its service manager (graceful) and wait until its process is gone;"
+  - "5. swap in one transaction on the maintenance database, after terminating the sessions on the live
+    database: C(ALTER DATABASE live RENAME TO <db>_pre_restore_<ts>; ALTER DATABASE scratch RENAME TO live);"
+  - "6. with C(restore_files=true), put the config and data files of the set back (each file atomically);"
+  - "7. start the bot again (when it was running) and wait for the profile's readiness check."
+  - Any failure before the swap drops the scratch database, leaves the live database untouched and starts
+    the bot again if it was stopped. After the swap the previous database is kept under its new name
+    (C(keep_previous=true)), so nothing is lost; its name is returned.
+  - "Idempotent: when the live database carries the marker of this backup (a JSON comment on the database,
+    set on the scratch database before the swap) and its row counts and ledger max id equal the manifest's,
+    and no file differs, nothing is done."
+  - "For a SQLite bot the data file is copied beside the live one, checked, and swapped with an atomic
+    rename (the previous file kept as a hard link C(<file>.pre-restore-<ts>)); its marker is
+    C(<backups>/last_restore.json)."
+version_added: "0.1.0"
+options:
+  profile:
+    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    type: dict
+    required: true
+  bot:
+    description: The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
+    type: dict
+    required: true
+  secrets:
+    description: Secrets; C(database_password) reaches psql and pg_restore through PGPASSWORD only.
+    type: dict
+    default: {}
+  backup_id:
+    description: The set to restore, or C(latest) (the newest set that is not a restore's safety backup).
+    type: str
+    required: true
+  restore_files:
+    description: Also put back the config and data paths from the set's tarball (only files that differ).
+    type: bool
+    default: false
+  keep_previous:
+    description: Keep the replaced live database as C(<db>_pre_restore_<ts>); when false it is dropped once the bot is ready.
+    type: bool
+    default: true
+  safety_backup:
+    description: Take a backup of the live database and files before changing anything.
+    type: bool
+    default: true
+  force:
+    description: Restore even when the live database already matches the backup.
+    type: bool
+    default: false
+  format:
+    description: Dump format of the safety backup (see M(bot_backup)).
+    type: str
+    choices: [custom_zstd, custom, directory]
+    default: custom_zstd
+  jobs:
+    description: Parallel jobs of pg_restore for the C(custom) and C(directory) formats.
+    type: int
+    default: 2
+  stop_timeout:
+    description: Seconds to wait for the bot's process to exit after the service stop. Default the profile's C(service.stop_timeout), else 30.
+    type: float
+  ready_timeout:
+    description: Seconds to wait for the bot's readiness after it is started again.
+    type: float
+    default: 120
+  backup_dir:
+    description: Directory of the backup sets. Default C(<bot_root>/backups).
+    type: path
+  maintenance_db:
+    description: Database the bot's role connects to for creating, renaming and dropping databases.
+    type: str
+    default: postgres
+attributes:
+  check_mode:
+    support: full
+    details: Verifies the checksums (read only), compares the live database with the backup and reports the plan; changes nothing.
+  diff_mode:
+    support: partial
+    details: The live database's restore marker, row counts and ledger max id before and after.
+notes:
+  - The bot's database role must own its database and have CREATEDB; it connects over TCP with its password
+    (PGPASSWORD in the child's environment only).
+  - The bot is started again only when it was running before the restore.
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Restore the newest backup
+  bot_restore:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+    backup_id: latest
+  register: restored
+
+- name: Restore a given set with its config files, dropping the replaced database
+  bot_restore:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+    backup_id: 20261121T020000Z-3fa9c1
+    restore_files: true
+    keep_previous: false
+"""
+
+RETURN = r"""
+backup_id:
+  description: The set restored (resolved when C(latest) was asked).
+  returned: when the set was found
+  type: str
+safety_backup_id:
+  description: The safety backup taken before the restore (null when none was needed or taken).
+  returned: always
+  type: str
+previous_database:
+  description: Name of the replaced live database (PostgreSQL) or file (SQLite) kept after the swap; null when dropped or untouched.
+  returned: always
+  type: str
+row_counts:
+  description: Row counts and ledger max id of the live database before and after the restore.
+  returned: always
+  type: dict
+  contains:
+    before: {description: "Live database before: {row_counts, ledger_max_id, alembic_revision}.", type: dict}
+    after: {description: "Live database after (what the backup holds).", type: dict}
+downtime:
+  description: Seconds from the bot's stop to its readiness (null when it was not stopped).
+  returned: always
+  type: float
+bot_was_running:
+  description: The bot was running when the restore began (and so was started again).
+  returned: always
+  type: bool
+files:
+  description: Files put back from the tarball (relative to the bot root).
+  returned: always
+  type: list
+  elements: str
+duration:
+  description: Seconds this call took.
+  returned: always
+  type: float
+actions:
+  description: What was done (or would be, in check mode), in order; empty when nothing changed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.botops_backup import (
+    FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, PostgresEngine, SqliteEngine, apply_files,
+    compare_counts, create_backup, derived_db_name, engine_for, plan_files, read_json, scratch_name, utc_iso,
+    verify_files, write_json,
+)
+from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_pg import PgError
+
+RUNNING_STATES = ("RUNNING", "STARTING", "ACTIVE", "BACKOFF")
+
+
+class RestoreFailed(Exception):
+    def __init__(self, step, cause):
+        super().__init__(f"{step}: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+def counts_doc(counts):
+    if counts is None:
+        return None
+    row_counts, ledger_max, revision = counts
+    return {"row_counts": row_counts, "ledger_max_id": ledger_max, "alembic_revision": revision}
+
+
+def live_marker(engine, store):
+    if isinstance(engine, PostgresEngine):
+        return engine.marker(engine.name)
+    try:
+        record = read_json(os.path.join(store.directory, RESTORE_RECORD))
+        st = os.stat(engine.path)
+    except (OSError, ValueError):
+        return None
+    if record.get("inode") != [st.st_dev, st.st_ino]:
+        return None
+    return record
+
+
+class Restore:
+    def __init__(self, module):
+        self.module = module
+        p = module.params
+        self.p = p
+        self.name = p["bot"]["name"]
+        self.root = p["bot"]["root"]
+        self.store = BackupStore(p["backup_dir"] or os.path.join(self.root, "backups"))
+        self.result = dict(changed=False, actions=[], backup_id=None, safety_backup_id=None, previous_database=None,
+                           row_counts={"before": None, "after": None}, downtime=None, bot_was_running=None,
+                           files=[])
+        self.started = time.monotonic()
+        self.engine = None
+        self.bot = None
+        self.scratch = None
+        self.stopped_at = None
+        self.swapped = False
+
+    def act(self, text):
+        self.result["actions"].append(text)
+
+    # ------------------------------------------------------------------ steps
+    def run(self):
+        p = self.p
+        step = "find the backup"
+        try:
+            backup_id = self.store.resolve(p["backup_id"])
+            manifest = self.store.load(backup_id)
+            set_dir = self.store.path(backup_id)
+            self.result["backup_id"] = backup_id
+
+            step = "verify the backup's checksums"
+            problems = verify_files(set_dir, manifest)
+            if problems:
+                raise RestoreFailed(step, "refusing to restore, nothing was touched: " + "; ".join(problems))
+
+            step = "compare the live state with the backup"
+            self.bot = module_bot(self.module)
+            self.engine = engine_for(p["profile"], p["bot"], p["secrets"], p["maintenance_db"])
+            dbinfo = manifest.get("database")
+            if dbinfo and self.engine is None:
+                raise BackupError("the backup holds a database but the profile backs up none")
+            if dbinfo and dbinfo.get("engine") != self.engine.engine:
+                raise BackupError(f"the backup holds a {dbinfo.get('engine')} database, the profile says {self.engine.engine}")
+            restore_db = bool(dbinfo)
+            live_exists = self.engine.exists(self.engine.name if isinstance(self.engine, PostgresEngine) else None) \
+                if restore_db else False
+            before = self.engine.counts() if live_exists else None
+            self.result["row_counts"]["before"] = counts_doc(before)
+            db_matches = False
+            marker = (live_marker(self.engine, self.store) or {}) if live_exists else {}
+            if restore_db and live_exists:
+                db_matches = marker.get("backup_id") == backup_id and not compare_counts(dbinfo, before[0], before[1])
+            file_plan = []
+            tar_path = os.path.join(set_dir, FILES_TAR)
+            if p["restore_files"] and FILES_TAR in (manifest.get("files") or {}):
+                file_plan = plan_files(self.root, tar_path, manifest.get("paths") or [])
+            self.result["diff"] = {
+                "before": {"marker": marker.get("backup_id") if live_exists else None, **(counts_doc(before) or {})},
+                "after": {"marker": backup_id, "row_counts": (dbinfo or {}).get("row_counts"),
+                          "ledger_max_id": (dbinfo or {}).get("ledger_max_id"),
+                          "alembic_revision": (dbinfo or {}).get("alembic_revision")} if restore_db else {},
+            }
+            need_db = restore_db and (p["force"] or not db_matches)
+            if not need_db and not file_plan:
+                self.result["row_counts"]["after"] = counts_doc(before)
+                return
+            if restore_db and before and dbinfo.get("alembic_revision") != before[2]:
+                self.module.warn(f"bot '{self.name}': the restore changes the Alembic revision from {before[2]} to "
+                                 f"{dbinfo.get('alembic_revision')}; the current release may expect another schema")
+
+            self.result["changed"] = True
+            if self.module.check_mode:
+                self.plan(backup_id, need_db, live_exists, file_plan)
+                return
+
+            with self.store.lock():
+                self.apply(backup_id, manifest, set_dir, dbinfo, need_db, live_exists, file_plan, tar_path)
+        except RestoreFailed as exc:
+            self.fail(exc.step, exc.cause)
+        except (BackupError, PgError, BotError, OSError, KeyError) as exc:
+            self.fail(step, exc)
+
+    def plan(self, backup_id, need_db, live_exists, file_plan):
+        verb = "would"
+        if self.p["safety_backup"]:
+            self.act(f"{verb} take a safety backup of the live state")
+        if need_db:
+            scratch = scratch_name(self.engine, "restore", backup_id)
+            self.act(f"{verb} restore {backup_id} into {scratch} and check its row counts")
+        self.act(f"{verb} stop bot {self.name} if it is running")
+        if need_db:
+            if live_exists:
+                self.act(f"{verb} keep the live database {self.engine.name} as {self.previous_name()}")
+            self.act(f"{verb} swap the restored database in as {self.engine.name}")
+        for name, _, why in file_plan:
+            self.act(f"{verb} restore file {name} ({why})")
+        self.act(f"{verb} start bot {self.name} again if it was running and wait for readiness")
+        if need_db and live_exists and not self.p["keep_previous"]:
+            self.act(f"{verb} drop the previous database once the bot is ready")
+
+    def previous_name(self):
+        """<db>_pre_restore_<ts> (or <file>.pre-restore-<ts>), with a counter when that name is taken."""
+        ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for n in range(1, 100):
+            tag = ts if n == 1 else f"{ts}_{n}"
+            if isinstance(self.engine, SqliteEngine):
+                name = f"{self.engine.path}.pre-restore-{tag}"
+                if not os.path.lexists(name):
+                    return name
+            else:
+                name = derived_db_name(self.engine.name, "pre_restore", tag)
+                if self.module.check_mode or not self.engine.exists(name):
+                    return name
+        raise BackupError("no free name for the previous database")
+
+    def apply(self, backup_id, manifest, set_dir, dbinfo, need_db, live_exists, file_plan, tar_path):
+        p = self.p
+        step = "take the safety backup"
+        try:
+            if p["safety_backup"]:
+                safety = create_backup(self.store, self.engine if live_exists else None, p["bot"], p["profile"],
+                                       fmt=p["format"], jobs=p["jobs"], label="pre-restore",
+                                       reason=f"safety backup before restoring {backup_id}", safety_for=backup_id)
+                self.result["safety_backup_id"] = safety["backup_id"]
+                self.act(f"took safety backup {safety['backup_id']}")
+
+            if need_db:
+                step = "restore into a scratch database"
+                self.scratch = scratch_name(self.engine, "restore", backup_id)
+                self.engine.drop(self.scratch)
+                if isinstance(self.engine, PostgresEngine):
+                    self.engine.create_like(self.scratch, self.engine.name if live_exists else None)
+                self.engine.restore_into(set_dir, dbinfo, self.scratch, p["jobs"])
+                self.act(f"restored {backup_id} into {self.scratch}")
+
+                step = "check the scratch database's row counts"
+                scratch_counts = self.engine.counts(self.scratch)
+                problems = compare_counts(dbinfo, scratch_counts[0], scratch_counts[1], scratch_counts[2])
+                if problems:
+                    raise BackupError("the restored copy does not match the manifest: " + "; ".join(problems))
+                self.act(f"checked row counts of {self.scratch}: they match the manifest")
+                if isinstance(self.engine, PostgresEngine):
+                    self.engine.set_marker(self.scratch, {"backup_id": backup_id, "restored_at": utc_iso(),
+                                                          "safety_backup_id": self.result["safety_backup_id"]})
+
+            step = "stop the bot"
+            self.stop_bot()
+
+            previous = None
+            if need_db:
+                step = "swap the restored database in"
+                previous = self.previous_name() if live_exists else None
+                self.engine.swap(self.scratch, previous, live_exists=live_exists)
+                self.swapped = True
+                self.scratch = None
+                self.result["previous_database"] = previous
+                self.act(f"swapped {backup_id} in as {self.engine.name}"
+                         + (f", previous database kept as {previous}" if previous else ""))
+                if isinstance(self.engine, SqliteEngine):
+                    st = os.stat(self.engine.path)
+                    write_json(os.path.join(self.store.directory, RESTORE_RECORD),
+                               {"backup_id": backup_id, "restored_at": utc_iso(), "inode": [st.st_dev, st.st_ino],
+                                "previous": previous, "safety_backup_id": self.result["safety_backup_id"]})
+                step = "count the rows of the restored database"
+                self.result["row_counts"]["after"] = counts_doc(self.engine.counts())
+            else:
+                self.result["row_counts"]["after"] = self.result["row_counts"]["before"]
+
+            if file_plan:
+                step = "restore the config and data files"
+                self.result["files"] = apply_files(self.root, tar_path, file_plan)
+                self.act(f"restored {len(self.result['files'])} file(s): {', '.join(self.result['files'])}")
+
+            step = "start the bot and wait for readiness"
+            self.start_bot(wait=True)
+
+            if previous and not p["keep_previous"]:
+                step = "drop the previous database"
+                self.engine.drop(previous)
+                self.result["previous_database"] = None
+                self.act(f"dropped the previous database {previous}")
+        except (BackupError, PgError, BotError, OSError) as exc:
+            self.undo_before_swap()
+            if self.swapped:
+                kept = self.result["previous_database"]
+                raise RestoreFailed(step, f"{exc} (the restored database is live"
+                                    + (f"; the previous one is kept as {kept})" if kept else ")")) from None
+            raise RestoreFailed(step, f"{exc} (the live database was not touched)") from None
+
+    # ------------------------------------------------------------------ bot process
+    def is_running(self):
+        if self.bot.pids():
+            return True
+        try:
+            return self.bot.service_state().upper() in RUNNING_STATES
+        except (BotError, OSError):
+            return False
+
+    def stop_bot(self):
+        running = self.is_running()
+        self.result["bot_was_running"] = running
+        if not running:
+            self.act(f"bot {self.name} was not running: left stopped")
+            return
+        timeout = self.p["stop_timeout"]
+        if timeout is None:
+            timeout = float(self.bot.service_conf.get("stop_timeout") or 30)
+        self.stopped_at = time.monotonic()
+        self.bot.service("stop")
+        deadline = time.monotonic() + timeout
+        while self.bot.pids():
+            if time.monotonic() > deadline:
+                raise BotError(f"process still running {timeout:.0f}s after the service stop: {self.bot.pids()}")
+            time.sleep(0.1)
+        self.act(f"stopped bot {self.name}")
+
+    def start_bot(self, wait):
+        if not self.result["bot_was_running"] or self.stopped_at is None:
+            return
+        self.bot.service("start")
+        self.act(f"started bot {self.name}")
+        if not wait:
+            return
+        ok, observed = self.bot.wait_for([self.p["profile"]["health"]["readiness"]], self.p["ready_timeout"])
+        if not ok:
+            raise BotError(f"not ready {self.p['ready_timeout']:.0f}s after the start: {observed}")
+        self.result["downtime"] = round(time.monotonic() - self.stopped_at, 3)
+        self.stopped_at = None
+        self.act(f"bot {self.name} is ready (downtime {self.result['downtime']}s)")
+
+    def undo_before_swap(self):
+        """After a failure: drop the scratch copy and start the bot again if this restore stopped it."""
+        if self.scratch:
+            try:
+                self.engine.drop(self.scratch)
+                self.act(f"dropped scratch {self.scratch}")
+            except (BackupError, PgError, OSError) as exc:
+                self.act(f"could not drop scratch {self.scratch}: {exc}")
+            self.scratch = None
+        if self.stopped_at is not None:
+            try:
+                self.start_bot(wait=False)
+            except (BotError, OSError) as exc:
+                self.act(f"could not start bot {self.name} again: {exc}")
+
+    # ------------------------------------------------------------------ results
+    def fail(self, step, cause):
+        self.result["duration"] = round(time.monotonic() - self.started, 3)
+        what = self.result["backup_id"] or self.p["backup_id"]
+        self.module.fail_json(msg=f"Failed to restore backup {what} on bot '{self.name}' at step '{step}': {cause}",
+                              **self.result)
+
+    def exit(self):
+        self.result["duration"] = round(time.monotonic() - self.started, 3)
+        self.module.exit_json(**self.result)
+
+
+def main():
+    argument_spec = bot_argument_spec()
+    argument_spec.update(
+        backup_id=dict(type="str", required=True),
+        restore_files=dict(type="bool", default=False),
+        keep_previous=dict(type="bool", default=True),
+        safety_backup=dict(type="bool", default=True),
+        force=dict(type="bool", default=False),
+        format=dict(type="str", choices=["custom_zstd", "custom", "directory"], default="custom_zstd"),
+        jobs=dict(type="int", default=2),
+        stop_timeout=dict(type="float"),
+        ready_timeout=dict(type="float", default=120.0),
+        backup_dir=dict(type="path"),
+        maintenance_db=dict(type="str", default="postgres"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    restore = Restore(module)
+    restore.run()
+    restore.exit()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1046 @@
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backup sets of one bot: take, list, verify, prune, and restore into a scratch database.
+
+Shared by bot_backup, bot_backup_info and bot_restore. Stdlib only (plus the PostgreSQL client
+binaries and zstd), so it runs on any managed host with Python 3.
+
+A backup set is a directory ``<backups>/<backup_id>/`` (mode 0700) holding, each file 0600:
+
+- the database: ``database.dump.zst`` (format ``custom_zstd``: ``pg_dump -Fc -Z0`` piped through
+  ``zstd``), ``database.dump`` (``custom``: plain ``pg_dump -Fc``), ``database.d/`` (``directory``:
+  ``pg_dump -Fd -j N``) or ``database.sqlite3`` (engine sqlite, copied with the sqlite3 backup API);
+- ``files.tar.gz``: the profile's ``backup.paths`` (config, data), relative to the bot root;
+- ``manifest.json``: every file with sha256 and size, the bot, family, release, Alembic revision,
+  row counts of the profile's ``database.tables`` and the ledger's max id (taken in the snapshot
+  the dump was taken in), tool versions, label, reason and linked release;
+- ``verified.json`` (later, beside the manifest): the last verification and its outcome.
+
+A set is built in ``<backups>/.tmp-<backup_id>`` and renamed into place only when complete, so a
+backup that fails or is killed never leaves a directory that looks like a set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets as secrets_mod
+import shutil
+import sqlite3
+import subprocess
+import tarfile
+import tempfile
+import time
+from datetime import datetime, timezone
+
+from ansible.module_utils.botops_pg import Database, PgError, pg_bin
+
+MANIFEST = "manifest.json"
+VERIFIED = "verified.json"
+FILES_TAR = "files.tar.gz"
+SQLITE_FILE = "database.sqlite3"
+RESTORE_RECORD = "last_restore.json"
+LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp-"
+MANIFEST_VERSION = 1
+STALE_TMP_SECONDS = 6 * 3600
+
+# Database dump formats: the file (or directory) each writes into the set.
+FORMATS = {
+    "custom_zstd": "database.dump.zst",
+    "custom": "database.dump",
+    "directory": "database.d",
+}
+DEFAULT_FORMAT = "custom_zstd"
+DEFAULT_LEVELS = {"custom_zstd": 1, "custom": None, "directory": 1}
+
+BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+PG_IDENT_MAX = 63
+MARKER_KEY = "botops_restore"
+SAFE_LEDGER_STATES = ("current", "good", "active", "deployed", "previous")
+
+
+class BackupError(Exception):
+    """A backup operation failed; the message names the step and the cause."""
+
+
+# --------------------------------------------------------------------------- ids, names, small helpers
+def validate_backup_id(value, allow_latest=False):
+    """Return the id when it is a well-formed backup id (or 'latest'); raise BackupError otherwise.
+
+    The pattern has no '/', and '..' is refused, so an id can never leave the backups directory."""
+    if allow_latest and value == "latest":
+        return value
+    if not isinstance(value, str) or not BACKUP_ID_RE.match(value) or ".." in value:
+        raise BackupError(f"invalid backup_id {value!r}: expected YYYYMMDDTHHMMSSZ-<suffix> "
+                          "(suffix: letters, digits, '.', '_', '-')" + (" or 'latest'" if allow_latest else ""))
+    return value
+
+
+def new_backup_id(now=None):
+    now = time.time() if now is None else now
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets_mod.token_hex(3)
+
+
+def utc_iso(ts=None):
+    ts = time.time() if ts is None else ts
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_iso(value):
+    """Seconds since the epoch of an ISO timestamp written by utc_iso (None when unreadable)."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def sha256_file(path, bufsize=1 << 20):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(bufsize)
+            if not chunk:
+                break
+            size += len(chunk)
+            digest.update(chunk)
+    return digest.hexdigest(), size
+
+
+def quote_ident(name):
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def quote_literal(value):
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def derived_db_name(base, kind, suffix):
+    """'<base>_<kind>_<suffix>' folded to a safe lowercase identifier of at most 63 bytes."""
+    tail = re.sub(r"[^a-z0-9_]+", "_", f"{kind}_{suffix}".lower()).strip("_")
+    head = re.sub(r"[^A-Za-z0-9_]+", "_", base)[: max(1, PG_IDENT_MAX - len(tail) - 1)]
+    return f"{head}_{tail}"[:PG_IDENT_MAX]
+
+
+def current_release(root):
+    link = os.path.join(root, "current")
+    if not os.path.islink(link):
+        return None
+    return os.path.basename(os.path.realpath(link))
+
+
+def _fsync_path(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path, data, mode=0o600):
+    """Write JSON atomically (temp file, fsync, rename) with the given mode."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def find_bin(name):
+    """A binary from PATH (or PostgreSQL's versioned directories for the pg tools)."""
+    if name in ("psql", "pg_dump", "pg_restore"):
+        try:
+            return pg_bin(name)
+        except PgError as exc:
+            raise BackupError(str(exc)) from None
+    found = shutil.which(name)
+    if not found:
+        raise BackupError(f"{name} not found: install it (apt-get install {name}) or choose another format")
+    return found
+
+
+def run(cmd, env=None, timeout=None):
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _tail(text, limit=600):
+    text = (text or "").strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+# --------------------------------------------------------------------------- the store of sets
+class BackupStore:
+    """The backups directory of one bot."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def path(self, backup_id):
+        return os.path.join(self.directory, validate_backup_id(backup_id))
+
+    def temp_path(self, backup_id):
+        return os.path.join(self.directory, TMP_PREFIX + validate_backup_id(backup_id))
+
+    def ensure(self):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+
+    @contextlib.contextmanager
+    def lock(self, timeout=600.0):
+        """Exclusive lock of the store: one backup, prune or restore at a time per bot."""
+        self.ensure()
+        fd = os.open(os.path.join(self.directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise BackupError(f"backups directory {self.directory} is locked by another operation") from None
+                    time.sleep(0.2)
+            yield
+        finally:
+            os.close(fd)
+
+    def load(self, backup_id):
+        """The manifest of a complete set; BackupError when there is none."""
+        directory = self.path(backup_id)
+        try:
+            manifest = read_json(os.path.join(directory, MANIFEST))
+        except FileNotFoundError:
+            raise BackupError(f"backup {backup_id} not found in {self.directory}") from None
+        except (OSError, ValueError) as exc:
+            raise BackupError(f"backup {backup_id}: unreadable manifest: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("backup_id") != backup_id:
+            raise BackupError(f"backup {backup_id}: manifest does not describe this set")
+        return manifest
+
+    def verification(self, backup_id):
+        try:
+            record = read_json(os.path.join(self.path(backup_id), VERIFIED))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def write_verification(self, backup_id, record):
+        write_json(os.path.join(self.path(backup_id), VERIFIED), record)
+
+    def list(self):
+        """Complete sets, newest first: dicts with backup_id, path, manifest, verification."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        sets = []
+        for name in names:
+            if not BACKUP_ID_RE.match(name) or ".." in name:
+                continue
+            try:
+                manifest = self.load(name)
+            except BackupError:
+                continue
+            sets.append({"backup_id": name, "path": os.path.join(self.directory, name),
+                         "manifest": manifest, "verification": self.verification(name)})
+        sets.sort(key=lambda s: (parse_iso(s["manifest"].get("created_at")) or 0, s["backup_id"]), reverse=True)
+        return sets
+
+    def resolve(self, backup_id):
+        """A backup id, or 'latest': the newest set that is not a restore's safety backup."""
+        validate_backup_id(backup_id, allow_latest=True)
+        if backup_id != "latest":
+            self.load(backup_id)
+            return backup_id
+        for entry in self.list():
+            if not entry["manifest"].get("safety_for"):
+                return entry["backup_id"]
+        raise BackupError(f"no backup in {self.directory}")
+
+    def stale_temp_dirs(self, max_age=STALE_TMP_SECONDS, now=None):
+        now = time.time() if now is None else now
+        stale = []
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if not name.startswith(TMP_PREFIX):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                if now - os.stat(path).st_mtime > max_age:
+                    stale.append(path)
+            except OSError:
+                continue
+        return sorted(stale)
+
+
+def summarize(entry):
+    """The short form of a set for results and listings."""
+    m = entry["manifest"]
+    v = entry.get("verification") or {}
+    db = m.get("database") or {}
+    return {
+        "backup_id": entry["backup_id"],
+        "path": entry["path"],
+        "created_at": m.get("created_at"),
+        "size": m.get("size"),
+        "release": m.get("release"),
+        "linked_release": m.get("linked_release"),
+        "label": m.get("label"),
+        "reason": m.get("reason"),
+        "safety_for": m.get("safety_for"),
+        "format": db.get("format"),
+        "alembic_revision": db.get("alembic_revision"),
+        "row_counts": db.get("row_counts"),
+        "ledger_max_id": db.get("ledger_max_id"),
+        "verified": bool(v.get("ok")),
+        "verified_at": v.get("verified_at"),
+        "test_restored": bool(v.get("ok") and v.get("test_restore")),
+    }
+
+
+# --------------------------------------------------------------------------- checksums
+def verify_files(set_dir, manifest):
+    """Re-check every file of the manifest: a list of problems (empty when all match)."""
+    problems = []
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return ["manifest lists no files"]
+    for rel, meta in sorted(files.items()):
+        path = os.path.normpath(os.path.join(set_dir, rel))
+        if os.path.isabs(rel) or not path.startswith(set_dir.rstrip("/") + "/"):
+            problems.append(f"{rel}: path outside the set")
+            continue
+        try:
+            digest, size = sha256_file(path)
+        except OSError as exc:
+            problems.append(f"{rel}: {exc.strerror or exc}")
+            continue
+        if size != meta.get("size"):
+            problems.append(f"{rel}: size {size} != {meta.get('size')}")
+        elif digest != meta.get("sha256"):
+            problems.append(f"{rel}: sha256 mismatch")
+    return problems
+
+
+def _file_entries(directory):
+    """{relative path: {sha256, size}} of every regular file under the directory."""
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, directory)
+            if rel in (MANIFEST, VERIFIED):
+                continue
+            digest, size = sha256_file(path)
+            entries[rel] = {"sha256": digest, "size": size}
+    return entries
+
+
+def _secure_tree(directory):
+    for dirpath, dirnames, filenames in os.walk(directory):
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, 0o600)
+            _fsync_path(path)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+class PsqlSession:
+    """One psql process held open: statements are sent one by one, results read back.
+
+    Used to hold the exporting transaction of pg_export_snapshot() open while pg_dump runs."""
+
+    END = "__botops_end__"
+
+    def __init__(self, database, dbname=None):
+        self._err = tempfile.TemporaryFile(mode="w+")
+        cmd = [find_bin("psql"), "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+               *database.conn_args(dbname)]
+        self.proc = subprocess.Popen(cmd, env=database.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._err, text=True, bufsize=1)
+
+    def _error(self):
+        self._err.seek(0)
+        return _tail(self._err.read())
+
+    def query(self, sql):
+        try:
+            self.proc.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo " + self.END + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.proc.wait()
+            raise PgError(self._error() or "psql exited") from None
+        rows = []
+        while True:
+            line = self.proc.stdout.readline()
+            if line == "":
+                self.proc.wait()
+                raise PgError(self._error() or "psql exited")
+            line = line.rstrip("\n")
+            if line == self.END:
+                return rows
+            if line:
+                rows.append(line.split("\t"))
+
+    def close(self, commit=True):
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write(("COMMIT;\n" if commit else "ROLLBACK;\n") + "\\q\n")
+                self.proc.stdin.flush()
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+
+
+def _int_or_none(value):
+    return int(value) if value not in (None, "") else None
+
+
+class PostgresEngine:
+    """Dump, count, restore and swap the bot's PostgreSQL database (psql, pg_dump, pg_restore)."""
+
+    engine = "postgresql"
+
+    def __init__(self, database: Database, tables=(), ledger=None, maintenance_db="postgres"):
+        self.db = database
+        self.name = database.name
+        self.tables = list(tables or [])
+        self.ledger = ledger or None
+        self.maintenance_db = maintenance_db
+
+    # ---- queries
+    def query(self, sql, dbname=None):
+        return self.db.query(sql, dbname)
+
+    def _counts_with(self, query):
+        """Row counts, ledger max id and Alembic revision through query(sql) -> rows."""
+        wanted = list(dict.fromkeys(self.tables + ([self.ledger["table"]] if self.ledger else [])))
+        names = ["alembic_version"] + wanted
+        existing = {r[0] for r in query(
+            "SELECT t FROM unnest(ARRAY[" + ",".join(quote_literal(n) for n in names) + "]::text[]) AS t "
+            "WHERE to_regclass(quote_ident(t)) IS NOT NULL")}
+        parts = [f"(SELECT count(*) FROM {quote_ident(t)})" for t in self.tables if t in existing]
+        ledger_max = None
+        if self.ledger and self.ledger["table"] in existing:
+            parts.append(f"(SELECT max({quote_ident(self.ledger['id'])}) FROM {quote_ident(self.ledger['table'])})")
+        if "alembic_version" in existing:
+            parts.append("(SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version)")
+        values = query("SELECT " + ", ".join(parts))[0] if parts else []
+        counts = {t: None for t in self.tables}
+        i = 0
+        for t in self.tables:
+            if t in existing:
+                counts[t] = int(values[i])
+                i += 1
+        if self.ledger and self.ledger["table"] in existing:
+            ledger_max = _int_or_none(values[i])
+            i += 1
+        revision = (values[i] or None) if "alembic_version" in existing else None
+        return counts, ledger_max, revision
+
+    def counts(self, dbname=None):
+        try:
+            return self._counts_with(lambda sql: self.query(sql, dbname))
+        except PgError as exc:
+            raise BackupError(f"count rows in database {dbname or self.name}: {exc}") from None
+
+    def exists(self, dbname):
+        rows = self.query(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(dbname)}", self.maintenance_db)
+        return bool(rows)
+
+    def marker(self, dbname):
+        """The restore marker (a JSON comment on the database) or None."""
+        rows = self.query("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                          f"WHERE datname = {quote_literal(dbname)}", self.maintenance_db)
+        if not rows or not rows[0] or not rows[0][0]:
+            return None
+        try:
+            doc = json.loads(rows[0][0])
+        except ValueError:
+            return None
+        return doc.get(MARKER_KEY) if isinstance(doc, dict) else None
+
+    def set_marker(self, dbname, value):
+        text = json.dumps({MARKER_KEY: value}, sort_keys=True)
+        self.query(f"COMMENT ON DATABASE {quote_ident(dbname)} IS {quote_literal(text)}", self.maintenance_db)
+
+    def pg_dump_version(self):
+        rc, out, err = run([find_bin("pg_dump"), "--version"])
+        match = re.search(r"(\d+(?:\.\d+)+)", out)
+        return match.group(1) if match else out.strip()
+
+    # ---- dump
+    def dump(self, workdir, fmt=DEFAULT_FORMAT, level=None, jobs=2):
+        """Dump the live database into workdir in one snapshot; returns the manifest's database part."""
+        if fmt not in FORMATS:
+            raise BackupError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+        level = DEFAULT_LEVELS[fmt] if level is None else level
+        target = os.path.join(workdir, FORMATS[fmt])
+        pg_dump = find_bin("pg_dump")
+        zstd = find_bin("zstd") if fmt == "custom_zstd" else None
+        session = PsqlSession(self.db)
+        try:
+            try:
+                session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                snapshot = session.query("SELECT pg_export_snapshot()")[0][0]
+                server_version = session.query("SHOW server_version")[0][0]
+                counts, ledger_max, revision = self._counts_with(session.query)
+            except PgError as exc:
+                raise BackupError(f"open a snapshot of database {self.name}: {exc}") from None
+            cmd = [pg_dump, "--snapshot", snapshot, "--lock-wait-timeout=60000", *self.db.conn_args()]
+            started = time.monotonic()
+            if fmt == "custom_zstd":
+                self._dump_pipe(cmd + ["-Fc", "-Z0"], [zstd, "-q", f"-{level}", "-T0", "-c"], target)
+            elif fmt == "custom":
+                extra = ["-Z", str(level)] if level is not None else []
+                self._dump_direct(cmd + ["-Fc", *extra, "-f", target])
+            else:
+                self._dump_direct(cmd + ["-Fd", "-j", str(max(1, int(jobs))), "-Z", str(level), "-f", target])
+            dump_seconds = round(time.monotonic() - started, 3)
+        finally:
+            session.close(commit=True)
+        part = {
+            "engine": self.engine,
+            "name": self.name,
+            "format": fmt,
+            "compression": {"custom_zstd": f"zstd:{level}", "custom": f"gzip:{6 if level is None else level}",
+                            "directory": f"gzip:{level}"}[fmt],
+            "path": FORMATS[fmt],
+            "pg_dump_version": self.pg_dump_version(),
+            "server_version": server_version,
+            "snapshot": snapshot,
+            "alembic_revision": revision,
+            "tables": self.tables,
+            "row_counts": counts,
+            "ledger": self.ledger,
+            "ledger_max_id": ledger_max,
+            "dump_seconds": dump_seconds,
+        }
+        if fmt == "directory":
+            part["jobs"] = max(1, int(jobs))
+        return part
+
+    def _dump_direct(self, cmd):
+        rc, out, err = self.db.run(cmd)
+        if rc != 0:
+            raise BackupError(f"pg_dump of database {self.name} failed (rc={rc}): {_tail(err or out)}")
+
+    def _dump_pipe(self, dump_cmd, compress_cmd, target):
+        with open(target, "wb") as out, tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2:
+            os.fchmod(out.fileno(), 0o600)
+            dump = subprocess.Popen(dump_cmd, env=self.db.env(), stdout=subprocess.PIPE, stderr=err1)
+            comp = subprocess.Popen(compress_cmd, stdin=dump.stdout, stdout=out, stderr=err2)
+            dump.stdout.close()
+            rc_comp = comp.wait()
+            rc_dump = dump.wait()
+            out.flush()
+            os.fsync(out.fileno())
+            if rc_dump != 0:
+                err1.seek(0)
+                raise BackupError(f"pg_dump of database {self.name} failed (rc={rc_dump}): "
+                                  f"{_tail(err1.read().decode(errors='replace'))}")
+            if rc_comp != 0:
+                err2.seek(0)
+                raise BackupError(f"{os.path.basename(compress_cmd[0])} failed (rc={rc_comp}): "
+                                  f"{_tail(err2.read().decode(errors='replace'))}")
+
+    # ---- scratch databases and restore
+    def create_like(self, scratch, like=None):
+        """Create an empty database with the encoding and locale of `like` (when it exists)."""
+        opts = ""
+        if like:
+            rows = self.query("SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
+                              f"WHERE datname = {quote_literal(like)}", self.maintenance_db)
+            if rows:
+                enc, coll, ctype = rows[0]
+                opts = f" ENCODING {quote_literal(enc)} LC_COLLATE {quote_literal(coll)} LC_CTYPE {quote_literal(ctype)}"
+        self.query(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0{opts}", self.maintenance_db)
+
+    def drop(self, dbname):
+        self.query(f"DROP DATABASE IF EXISTS {quote_ident(dbname)} WITH (FORCE)", self.maintenance_db)
+
+    def restore_into(self, set_dir, dbinfo, scratch, jobs=2):
+        """pg_restore the set's dump into the (empty) scratch database; every SQL error is fatal."""
+        fmt = dbinfo.get("format")
+        if fmt not in FORMATS:
+            raise BackupError(f"unknown dump format {fmt!r} in the manifest")
+        source = os.path.join(set_dir, FORMATS[fmt])
+        cmd = [find_bin("pg_restore"), "--exit-on-error", "--no-owner", *self.db.conn_args(scratch)]
+        if fmt == "custom_zstd":
+            with tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2:
+                unzip = subprocess.Popen([find_bin("zstd"), "-q", "-d", "-c", source], stdout=subprocess.PIPE,
+                                         stderr=err1)
+                restore = subprocess.Popen(cmd, env=self.db.env(), stdin=unzip.stdout, stdout=subprocess.DEVNULL,
+                                           stderr=err2)
+                unzip.stdout.close()
+                rc_restore = restore.wait()
+                rc_unzip = unzip.wait()
+                if rc_restore != 0:
+                    err2.seek(0)
+                    raise BackupError(f"pg_restore into {scratch} failed (rc={rc_restore}): "
+                                      f"{_tail(err2.read().decode(errors='replace'))}")
+                if rc_unzip != 0:
+                    err1.seek(0)
+                    raise BackupError(f"zstd -d of {FORMATS[fmt]} failed (rc={rc_unzip}): "
+                                      f"{_tail(err1.read().decode(errors='replace'))}")
+            return
+        if fmt in ("custom", "directory") and int(jobs) > 1:
+            cmd += ["-j", str(int(jobs))]
+        rc, out, err = self.db.run(cmd + [source])
+        if rc != 0:
+            raise BackupError(f"pg_restore into {scratch} failed (rc={rc}): {_tail(err or out)}")
+
+    def terminate(self, dbnames):
+        names = ",".join(quote_literal(n) for n in dbnames)
+        self.query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   f"WHERE datname IN ({names}) AND pid <> pg_backend_pid()", self.maintenance_db)
+
+    def swap(self, scratch, previous, live_exists=True, attempts=5):
+        """Make scratch the live database in one transaction; the old live one becomes `previous`."""
+        statements = []
+        if live_exists:
+            statements.append(f"ALTER DATABASE {quote_ident(self.name)} RENAME TO {quote_ident(previous)}")
+        statements.append(f"ALTER DATABASE {quote_ident(scratch)} RENAME TO {quote_ident(self.name)}")
+        sql = "BEGIN; " + "; ".join(statements) + "; COMMIT;"
+        last = None
+        for _ in range(max(1, attempts)):
+            self.terminate([self.name, scratch])
+            try:
+                self.query(sql, self.maintenance_db)
+                return statements
+            except PgError as exc:
+                last = exc
+                if "being accessed by other users" not in str(exc):
+                    break
+                time.sleep(0.5)
+        raise BackupError(f"swap databases {scratch} -> {self.name}: {last}")
+
+
+# --------------------------------------------------------------------------- SQLite
+class SqliteEngine:
+    """A bot whose database is one SQLite file (profile database.path, relative to the bot root)."""
+
+    engine = "sqlite"
+
+    def __init__(self, path, tables=(), ledger=None):
+        self.path = path
+        self.name = os.path.basename(path)
+        self.tables = list(tables or [])
+        self.ledger = ledger or None
+
+    def _connect(self, path, readonly=True):
+        if readonly:
+            return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        return sqlite3.connect(path, timeout=30)
+
+    def counts(self, path=None):
+        path = path or self.path
+        try:
+            conn = self._connect(path)
+        except sqlite3.Error as exc:
+            raise BackupError(f"open {path}: {exc}") from None
+        try:
+            existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            counts = {t: (conn.execute(f"SELECT count(*) FROM {quote_ident(t)}").fetchone()[0]
+                          if t in existing else None) for t in self.tables}
+            ledger_max = None
+            if self.ledger and self.ledger["table"] in existing:
+                ledger_max = conn.execute(f"SELECT max({quote_ident(self.ledger['id'])}) "
+                                          f"FROM {quote_ident(self.ledger['table'])}").fetchone()[0]
+            revision = None
+            if "alembic_version" in existing:
+                revision = ",".join(sorted(r[0] for r in conn.execute("SELECT version_num FROM alembic_version"))) or None
+            return counts, ledger_max, revision
+        except sqlite3.Error as exc:
+            raise BackupError(f"count rows in {path}: {exc}") from None
+        finally:
+            conn.close()
+
+    def exists(self, path=None):
+        return os.path.isfile(path or self.path)
+
+    def dump(self, workdir, fmt=None, level=None, jobs=None):
+        if not os.path.isfile(self.path):
+            raise BackupError(f"database file {self.path} does not exist")
+        target = os.path.join(workdir, SQLITE_FILE)
+        started = time.monotonic()
+        try:
+            src = self._connect(self.path)
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst)  # a consistent copy, even while the bot writes
+            finally:
+                dst.close()
+                src.close()
+        except sqlite3.Error as exc:
+            raise BackupError(f"copy {self.path}: {exc}") from None
+        os.chmod(target, 0o600)
+        counts, ledger_max, revision = self.counts(target)  # counted from the copy: exactly what it holds
+        return {
+            "engine": self.engine,
+            "name": self.name,
+            "format": "sqlite",
+            "compression": None,
+            "path": SQLITE_FILE,
+            "sqlite_version": sqlite3.sqlite_version,
+            "alembic_revision": revision,
+            "tables": self.tables,
+            "row_counts": counts,
+            "ledger": self.ledger,
+            "ledger_max_id": ledger_max,
+            "dump_seconds": round(time.monotonic() - started, 3),
+        }
+
+    def restore_into(self, set_dir, dbinfo, scratch, jobs=None):
+        source = os.path.join(set_dir, SQLITE_FILE)
+        tmp = scratch + ".part"
+        try:
+            shutil.copyfile(source, tmp)
+            os.chmod(tmp, 0o600)
+            conn = sqlite3.connect(tmp)
+            try:
+                check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            finally:
+                conn.close()
+            if check != "ok":
+                raise BackupError(f"integrity_check of the restored copy: {check}")
+            os.replace(tmp, scratch)
+        except (OSError, sqlite3.Error) as exc:
+            raise BackupError(f"copy {source} to {scratch}: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def drop(self, path):
+        for p in (path, path + "-wal", path + "-shm", path + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+    def swap(self, scratch, previous, live_exists=True):
+        """Keep the live file as `previous` (a hard link), then replace it atomically."""
+        actions = []
+        if live_exists:
+            conn = self._connect(self.path, readonly=False)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            os.link(self.path, previous)
+            actions.append(f"link {self.path} -> {previous}")
+        os.replace(scratch, self.path)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+        actions.append(f"rename {scratch} -> {self.path}")
+        return actions
+
+
+def engine_for(profile, bot, secrets=None, maintenance_db="postgres"):
+    """The database engine of this bot, or None when its backups hold no database."""
+    pdb = profile.get("database") or {}
+    backup_conf = profile.get("backup") or {}
+    engine = pdb.get("engine", "none")
+    if engine == "none" or backup_conf.get("database", True) is False:
+        return None
+    tables, ledger = pdb.get("tables") or [], pdb.get("ledger")
+    if engine == "sqlite":
+        path = pdb["path"]
+        return SqliteEngine(path if os.path.isabs(path) else os.path.join(bot["root"], path), tables, ledger)
+    if engine == "postgresql":
+        try:
+            database = Database(bot.get("database") or {}, (secrets or {}).get("database_password"), pdb)
+        except PgError as exc:
+            raise BackupError(str(exc)) from None
+        return PostgresEngine(database, tables, ledger, maintenance_db)
+    raise BackupError(f"unknown database engine {engine!r}")
+
+
+# --------------------------------------------------------------------------- files (config, data)
+def archive_paths(root, paths, target):
+    """Tar the paths (relative to root) into target; returns (archived paths, missing paths)."""
+    archived, missing = [], []
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as raw:
+        with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=3) as tar:
+            for rel in paths:
+                rel = os.path.normpath(rel)
+                if os.path.isabs(rel) or rel.startswith(".."):
+                    raise BackupError(f"backup path {rel!r} must be relative to the bot root")
+                full = os.path.join(root, rel)
+                if not os.path.lexists(full):
+                    missing.append(rel)
+                    continue
+                tar.add(full, arcname=rel, recursive=True)
+                archived.append(rel)
+        raw.flush()
+        os.fsync(raw.fileno())
+    return archived, missing
+
+
+def _safe_member(root, member, allowed):
+    name = os.path.normpath(member.name)
+    if os.path.isabs(name) or name == ".." or name.startswith("../"):
+        return None
+    if allowed and not any(name == a or name.startswith(a.rstrip("/") + "/") for a in allowed):
+        return None
+    target = os.path.join(root, name)
+    parent = os.path.realpath(os.path.dirname(target))
+    real_root = os.path.realpath(root)
+    if parent != real_root and not parent.startswith(real_root + "/"):
+        return None
+    return target
+
+
+def plan_files(root, tar_path, allowed):
+    """What restoring the tarball would change: [(member name, target, reason)] of files that differ."""
+    plan = []
+    with tarfile.open(tar_path, "r:gz") as tar:
+        for member in tar.getmembers():
+            if not member.isfile():
+                continue
+            target = _safe_member(root, member, allowed)
+            if target is None:
+                continue
+            data = tar.extractfile(member).read()
+            try:
+                with open(target, "rb") as f:
+                    same = f.read() == data
+                mode_same = (os.stat(target).st_mode & 0o7777) == (member.mode & 0o7777)
+            except FileNotFoundError:
+                plan.append((member.name, target, "missing"))
+                continue
+            if not same:
+                plan.append((member.name, target, "content"))
+            elif not mode_same:
+                plan.append((member.name, target, "mode"))
+    return plan
+
+
+def apply_files(root, tar_path, plan):
+    """Write the planned files from the tarball, each atomically (temp file, rename), keeping modes."""
+    wanted = {name for name, _, _ in plan}
+    written = []
+    with tarfile.open(tar_path, "r:gz") as tar:
+        for member in tar.getmembers():
+            if member.name not in wanted or not member.isfile():
+                continue
+            target = _safe_member(root, member, None)
+            if target is None:
+                continue
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            tmp = f"{target}.botops-restore"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(tar.extractfile(member), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, member.mode & 0o7777)
+            os.replace(tmp, target)
+            written.append(member.name)
+    return written
+
+
+# --------------------------------------------------------------------------- taking a backup
+def create_backup(store, engine, bot, profile, backup_id=None, fmt=DEFAULT_FORMAT, level=None, jobs=2,
+                  label=None, reason=None, linked_release=None, safety_for=None, paths=None):
+    """Take one complete backup set; returns its manifest. The caller holds store.lock().
+
+    Everything is written into <backups>/.tmp-<id> and renamed into place at the end; on any
+    failure the temp directory is removed and no set appears."""
+    started = time.time()
+    t0 = time.monotonic()
+    backup_id = validate_backup_id(backup_id) if backup_id else new_backup_id(started)
+    final = store.path(backup_id)
+    if os.path.exists(final):
+        raise BackupError(f"backup {backup_id} already exists")
+    store.ensure()
+    tmp = store.temp_path(backup_id)
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.mkdir(tmp, 0o700)
+    try:
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "backup_id": backup_id,
+            "bot": bot["name"],
+            "family": profile.get("family"),
+            "release": current_release(bot["root"]),
+            "created_at": utc_iso(started),
+            "label": label,
+            "reason": reason,
+            "linked_release": linked_release,
+            "safety_for": safety_for,
+            "database": None,
+        }
+        if engine is not None:
+            manifest["database"] = engine.dump(tmp, fmt, level, jobs)
+        backup_paths = list(profile.get("backup", {}).get("paths") or []) if paths is None else list(paths)
+        if backup_paths:
+            archived, missing = archive_paths(bot["root"], backup_paths, os.path.join(tmp, FILES_TAR))
+            manifest["paths"] = archived
+            manifest["missing_paths"] = missing
+        else:
+            manifest["paths"] = []
+        _secure_tree(tmp)
+        manifest["files"] = _file_entries(tmp)
+        manifest["size"] = sum(f["size"] for f in manifest["files"].values())
+        manifest["duration"] = round(time.monotonic() - t0, 3)
+        write_json(os.path.join(tmp, MANIFEST), manifest)
+        _fsync_path(tmp)
+        os.rename(tmp, final)
+        _fsync_path(store.directory)
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- verification
+def compare_counts(manifest_db, counts, ledger_max, revision=None):
+    """Differences between what the manifest recorded and what a restored copy holds."""
+    problems = []
+    expected = manifest_db.get("row_counts") or {}
+    for table, want in sorted(expected.items()):
+        got = counts.get(table)
+        if got != want:
+            problems.append(f"{table}: {got} rows, manifest says {want}")
+    if manifest_db.get("ledger_max_id") != ledger_max:
+        problems.append(f"ledger max id {ledger_max}, manifest says {manifest_db.get('ledger_max_id')}")
+    if revision is not None and manifest_db.get("alembic_revision") not in (None, revision):
+        problems.append(f"alembic revision {revision}, manifest says {manifest_db.get('alembic_revision')}")
+    return problems
+
+
+def scratch_name(engine, kind, backup_id):
+    if isinstance(engine, SqliteEngine):
+        return f"{engine.path}.{kind}-{backup_id}"
+    return derived_db_name(engine.name, kind, backup_id)
+
+
+def test_restore(engine, set_dir, manifest, jobs=2):
+    """Restore into a scratch database (created and dropped), compare row counts to the manifest.
+
+    Returns (problems, observed counts dict, scratch name)."""
+    dbinfo = manifest.get("database")
+    if not dbinfo:
+        return [], None, None
+    scratch = scratch_name(engine, "verify", manifest["backup_id"])
+    try:
+        engine.drop(scratch)
+        if isinstance(engine, PostgresEngine):
+            engine.create_like(scratch, engine.name if engine.exists(engine.name) else None)
+        engine.restore_into(set_dir, dbinfo, scratch, jobs)
+        counts, ledger_max, revision = engine.counts(scratch)
+        problems = compare_counts(dbinfo, counts, ledger_max, revision)
+        return problems, {"row_counts": counts, "ledger_max_id": ledger_max, "alembic_revision": revision}, scratch
+    except PgError as exc:
+        raise BackupError(f"test restore into {scratch}: {exc}") from None
+    finally:
+        with contextlib.suppress(PgError, BackupError, OSError):
+            engine.drop(scratch)
+
+
+# --------------------------------------------------------------------------- retention
+def protected_releases(root):
+    """Releases the ledger (<bot_root>/releases/ledger.json) still lists as current or good.
+
+    Tolerant of the ledger's shape: {"releases": [...]}, a list of entries, or {version: entry};
+    an entry names its version in version/release/name and its state in status/state."""
+    protected = set()
+    release = current_release(root)
+    if release:
+        protected.add(release)
+    try:
+        ledger = read_json(os.path.join(root, "releases", "ledger.json"))
+    except (OSError, ValueError):
+        return protected
+    if isinstance(ledger, dict):
+        for key in ("current", "previous", "last_good"):
+            if isinstance(ledger.get(key), str):
+                protected.add(ledger[key])
+        entries = ledger.get("releases", ledger.get("entries", ledger.get("history")))
+        if entries is None:
+            entries = [dict(v, version=k) for k, v in ledger.items() if isinstance(v, dict)]
+        elif isinstance(entries, dict):
+            entries = [dict(v, version=k) if isinstance(v, dict) else {"version": k, "status": v}
+                       for k, v in entries.items()]
+    else:
+        entries = ledger
+    for entry in entries or []:
+        if not isinstance(entry, dict):
+            continue
+        version = entry.get("version") or entry.get("release") or entry.get("name")
+        state = str(entry.get("status") or entry.get("state") or "").lower()
+        if version and (state in SAFE_LEDGER_STATES or entry.get("current") is True or entry.get("good") is True):
+            protected.add(str(version))
+    return protected
+
+
+def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=None):
+    """Decide which sets to delete; sets are newest first (BackupStore.list()).
+
+    A set is kept when any rule keeps it (as restic's `forget`): it is one of the newest
+    keep_last, or younger than max_age_days, or the newest verified set, or linked to a release
+    in `protected`. With neither rule given nothing is deleted.
+    Returns (delete: [(backup_id, why)], keep: [(backup_id, why)])."""
+    now = time.time() if now is None else now
+    delete, keep = [], []
+    newest_verified = next((s["backup_id"] for s in sets if (s.get("verification") or {}).get("ok")), None)
+    if keep_last is None and max_age_days is None:
+        return [], [(s["backup_id"], "no retention rule") for s in sets]
+    for index, entry in enumerate(sets):
+        m = entry["manifest"]
+        created = parse_iso(m.get("created_at"))
+        age_days = (now - created) / 86400.0 if created is not None else None
+        if keep_last is not None and index < keep_last:
+            keep.append((entry["backup_id"], f"one of the newest {keep_last}"))
+        elif max_age_days is not None and (age_days is None or age_days <= max_age_days):
+            keep.append((entry["backup_id"], f"younger than {max_age_days} days"))
+        elif entry["backup_id"] == newest_verified:
+            keep.append((entry["backup_id"], "newest verified backup"))
+        elif m.get("linked_release") and m["linked_release"] in protected:
+            keep.append((entry["backup_id"], f"linked to release {m['linked_release']} (still current or good)"))
+        else:
+            why = []
+            if keep_last is not None:
+                why.append(f"not one of the newest {keep_last}")
+            if max_age_days is not None:
+                why.append(f"{age_days:.1f} days old (> {max_age_days})")
+            delete.append((entry["backup_id"], ", ".join(why)))
+    return delete, keep
