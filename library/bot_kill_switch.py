@@ -1,0 +1,235 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_kill_switch
+short_description: Engage or release a trading bot's kill switch, escalating until it is verified
+description:
+  - Walks the ladder the bot's profile describes. To engage a level it tries the level's own
+    C(engage) rungs, then (with O(escalate)) the profile's C(kill_switch.escalation) rungs
+    (service manager stop, SIGTERM, SIGKILL...). A rung is its C(do) actions, then its C(verify)
+    checks polled until the rung's C(timeout) (default 5 seconds). The first rung verified ends the
+    walk; nothing is assumed.
+  - A rung whose actions fail (the bot does not answer) gets one look at its checks, not its whole
+    timeout, so a dead bot goes down its ladder fast. Each HTTP request has the profile's
+    C(http.timeout).
+  - The engaged level is read from the bot, not remembered. A level is engaged while its
+    C(engaged) checks hold; a stopped process counts as every level engaged. Where levels look
+    the same (one circuit breaker serves pause and halt, or every level stops the process), the
+    last unreleased record of the audit log says which one was engaged.
+  - Engaging a level that is already engaged, or weaker than the one engaged, changes nothing.
+    Releasing a level weaker than the one engaged is refused (the message says what is engaged,
+    by whom and when) unless O(force). Releasing a level that is not engaged changes nothing.
+  - To release, the level's C(release) rungs are walked; a rung is verified when its checks hold
+    and the level's C(engaged) checks no longer do. If escalation had stopped the process, the
+    service is started first (and the release rungs run only if the level survived the restart).
+  - Every engagement and release (also failed and refused ones) is appended to the audit log on
+    the bot's host as one JSON line - time, bot, level, reason, who, the rung that worked,
+    outcome. Calls that change nothing and check mode write nothing.
+  - To stop a whole fleet at once from the controller use M(bot_fleet_kill_switch), which runs this
+    same code for every bot in parallel.
+version_added: "0.1.0"
+options:
+  state:
+    description: V(engaged) engages O(level), V(released) releases it.
+    type: str
+    choices: [engaged, released]
+    default: engaged
+  level:
+    description:
+      - V(pause) stops new entries, V(halt) stops all trading and cancels open orders, V(flatten)
+        also closes open positions. What each does on a family is its profile's business.
+    type: str
+    choices: [pause, halt, flatten]
+    default: halt
+  reason:
+    description: Why; required to engage. Sent to bots whose API takes a reason, and audited.
+    type: str
+  force:
+    description: Release even when a stronger level than O(level) is engaged (it is released too).
+    type: bool
+    default: false
+  escalate:
+    description: When the level's own rungs do not verify, go on down the profile's escalation rungs.
+    type: bool
+    default: true
+  who:
+    description:
+      - The operator, for the audit log. Default is E(BOTOPS_OPERATOR), else E(SUDO_USER), else the
+        user the module runs as on the host; playbooks pass the controller user
+        (C(lookup('env', 'USER'))).
+    type: str
+  audit_log:
+    description: The audit log on the bot's host (JSON lines, mode 0600).
+    type: path
+    default: <bot root>/shared/data/botops-kill-switch.log
+  profile:
+    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    type: dict
+    required: true
+  bot:
+    description:
+      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
+      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+    type: dict
+    required: true
+  secrets:
+    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether it would engage or release and which rung would run first; changes nothing.
+  diff_mode:
+    support: full
+    description: The engaged level before and after.
+notes:
+  - Runs on the bot's host (service manager, signals and processes are local there).
+seealso:
+  - module: bot_fleet_kill_switch
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Halt the bot (escalating to the service manager and signals if its API does not answer)
+  bot_kill_switch:
+    level: halt
+    reason: "drawdown over limit"
+    who: "{{ lookup('env', 'USER') }}"
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+  register: kill
+
+- name: Resume trading after the incident
+  bot_kill_switch:
+    state: released
+    level: halt
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+"""
+
+RETURN = r"""
+level:
+  description: The level asked for.
+  returned: always
+  type: str
+  sample: halt
+previous_level:
+  description: The level engaged before the call (null when none).
+  returned: always
+  type: str
+current_level:
+  description: The level engaged after the call (null when none).
+  returned: always
+  type: str
+engaged_by:
+  description: Name of the rung that engaged the level (null when nothing was done).
+  returned: always
+  type: str
+  sample: circuit breaker
+released_by:
+  description: Name of the rung that released the level.
+  returned: always
+  type: str
+released_levels:
+  description: Levels released (the asked one, and with O(force) the stronger ones).
+  returned: when something was released
+  type: list
+  elements: str
+steps:
+  description: The rungs tried, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name: {description: Rung name., type: str}
+    actions: {description: Actions done., type: list, elements: str}
+    errors: {description: Actions that failed and why., type: list, elements: str}
+    verified: {description: The rung's checks held within its timeout., type: bool}
+    seconds: {description: Time spent on the rung., type: float}
+    observed: {description: Last observation of the checks when not verified., type: list}
+actions:
+  description: Every action done, in order (empty when nothing changed).
+  returned: always
+  type: list
+  elements: str
+ladder:
+  description: The rungs an engage would walk, in order.
+  returned: when an engage has something to do
+  type: list
+  elements: str
+rung:
+  description: In check mode, the rung that would run first.
+  returned: check mode, when something would change
+  type: str
+audit:
+  description: The record appended to the audit log.
+  returned: when something was attempted
+  type: dict
+audit_errors:
+  description: Audit logs that could not be written (the operation itself went on).
+  returned: when an audit log could not be written
+  type: list
+  elements: str
+seconds:
+  description: Duration of the call.
+  returned: always
+  type: float
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_kill_switch import AUDIT_LOG, KillSwitch, KillSwitchError
+
+
+def warn_audit(module, result):
+    for problem in result.get("audit_errors") or []:
+        module.warn(problem)
+
+
+def main():
+    argument_spec = bot_argument_spec()
+    argument_spec.update(
+        state=dict(type="str", choices=["engaged", "released"], default="engaged"),
+        level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
+        reason=dict(type="str"),
+        force=dict(type="bool", default=False),
+        escalate=dict(type="bool", default=True),
+        who=dict(type="str"),
+        audit_log=dict(type="path"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        required_if=[("state", "engaged", ("reason",))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    name = p["bot"]["name"]
+    result = dict(changed=False, bot=name, level=p["level"], steps=[], actions=[])
+    action = "engage" if p["state"] == "engaged" else "release"
+    try:
+        bot = module_bot(module)
+        switch = KillSwitch(
+            bot, p["profile"], p["level"], reason=p["reason"], who=p["who"], escalate=p["escalate"],
+            force=p["force"], check_mode=module.check_mode,
+            audit_logs=[p["audit_log"] or os.path.join(p["bot"]["root"], AUDIT_LOG)],
+        )
+        result = switch.run(p["state"])
+    except KillSwitchError as exc:
+        result = exc.result
+        warn_audit(module, result)
+        module.fail_json(msg=str(exc), **result)
+    except (BotError, KeyError, OSError) as exc:
+        module.fail_json(msg=f"Failed to {action} kill switch level '{p['level']}' on bot '{name}': {exc}", **result)
+    warn_audit(module, result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,515 @@
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The kill switch: engage or release a level by walking the bot's ladder as its profile says.
+
+A level (pause < halt < flatten) has its own `engage` rungs, `engaged` checks and `release`
+rungs; `kill_switch.escalation` holds the rungs tried after the level's own ones fail. A rung is
+its `do` actions, then its `verify` checks polled until the rung's timeout. The first rung that
+verifies ends the walk. Every engagement and release is appended to an audit log (JSON lines).
+
+Shared by `bot_kill_switch` (one bot, on its host) and `bot_fleet_kill_switch` (many bots from the
+controller, one thread per bot): both call `KillSwitch(...).engage()` / `.release()`.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+
+from ansible.module_utils.botops_bot import POLL_INTERVAL, Bot, BotError, describe_request
+
+LEVELS = ("pause", "halt", "flatten")
+DEFAULT_RUNG_TIMEOUT = 5.0
+START_TIMEOUT = 60.0
+AUDIT_LOG = "shared/data/botops-kill-switch.log"
+AUDIT_TAIL_BYTES = 1 << 20
+PROCESS_ABSENT = "process absent"
+
+_audit_lock = threading.Lock()
+
+
+def rank(level):
+    return LEVELS.index(level) if level in LEVELS else -1
+
+
+def utcnow():
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_who():
+    """The operator: BOTOPS_OPERATOR, else the sudo caller, else the user running this code."""
+    for var in ("BOTOPS_OPERATOR", "SUDO_USER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def describe_action(action):
+    if "http" in action:
+        return describe_request(action["http"])
+    if "redis_merge" in action:
+        return f"SET {action['redis_merge']['key']}"
+    if "config_file" in action:
+        return f"set {action['config_file']['key']} in {action['config_file']['path']}"
+    if "service" in action:
+        return f"service {action['service']}"
+    if "signal" in action:
+        return f"SIG{action['signal']}"
+    return str(sorted(action))
+
+
+class HostlessBot(Bot):
+    """A bot seen from the controller without a shell on its host: HTTP and Redis only.
+
+    Rungs that need the host (service manager, signals, processes, the config file) fail with a
+    message saying so, and the ladder goes on to the next rung."""
+
+    def _needs_host(self, what):
+        raise BotError(f"{what} needs a shell on the bot's host, which this controller-side run does not have "
+                       "(run bot_kill_switch on the host, or mark the bot local)")
+
+    def pids(self):
+        self._needs_host("a process check")
+
+    def service(self, op):
+        self._needs_host(f"service {op}")
+
+    def service_state(self):
+        self._needs_host("the service state")
+
+    def send_signal(self, name):
+        self._needs_host(f"SIG{name}")
+
+    def do(self, action, variables=None):
+        if "config_file" in action:
+            self._needs_host("editing the bot's config file")
+        return super().do(action, variables)
+
+
+# ---------------------------------------------------------------------------------- audit log
+def read_audit(path, bot_name):
+    """This bot's records in one audit log (its last MiB), oldest first; [] when there is none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - AUDIT_TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BotError(f"cannot read the audit log {path}: {exc.strerror}") from None
+    lines = data.split(b"\n")
+    if size > AUDIT_TAIL_BYTES:
+        lines = lines[1:]  # the first line was cut
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("bot") == bot_name:
+            records.append(record)
+    return records
+
+
+def read_audits(paths, bot_name):
+    """Records of several logs merged by time, each once (the fleet form writes one record to two logs)."""
+    seen, merged = set(), []
+    for path in paths:
+        for record in read_audit(path, bot_name):
+            key = (record.get("time"), record.get("action"), record.get("level"), record.get("outcome"))
+            if key not in seen:
+                seen.add(key)
+                merged.append(record)
+    merged.sort(key=lambda r: str(r.get("time")))
+    return merged
+
+
+def unreleased(records):
+    """The engagement the audit records say is still in force, or None."""
+    current = None
+    for record in records:
+        outcome = record.get("outcome")
+        if outcome == "engaged" and record.get("level") in LEVELS:
+            current = record
+        elif outcome == "released":
+            remaining = record.get("remaining_level")
+            if remaining not in LEVELS:
+                current = None
+            elif current is None or current.get("level") != remaining:
+                current = {"level": remaining, "time": record.get("time"), "who": None, "reason": None, "rung": None}
+    return current
+
+
+def append_audit(path, record):
+    """Append one JSON line to the audit log, creating it 0600 (and keeping it 0600)."""
+    line = (json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode()
+    with _audit_lock:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o7777 != 0o600:
+                os.fchmod(fd, 0o600)
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------------- checks
+def check_all(bot, specs):
+    """All checks hold? (ok, observations); a check that cannot be made does not hold."""
+    observed = []
+    for spec in specs:
+        try:
+            ok, seen = bot.check(spec)
+        except BotError as exc:
+            ok, seen = False, {"error": str(exc)}
+        observed.append(seen)
+        if not ok:
+            return False, observed
+    return True, observed
+
+
+def poll(bot, specs, timeout, released=None):
+    """Poll until `specs` hold (and, for a release, the `released` checks no longer all hold)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ok, observed = check_all(bot, specs)
+        if ok and released:
+            still, seen = check_all(bot, released)
+            if still:
+                ok, observed = False, observed + [{"still_engaged": seen}]
+        if ok or time.monotonic() >= deadline:
+            return ok, observed
+        time.sleep(POLL_INTERVAL)
+
+
+def summarize(observed):
+    """A short text of the last observation of a check list (for failure messages)."""
+    text = json.dumps(observed, default=str, separators=(",", ":"))
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class Observation:
+    """What the bot shows of its kill switch now: which levels' `engaged` checks hold.
+
+    A stopped process counts as every level engaged (the escalation ladder ends there and a
+    stopped bot does not trade). Levels whose checks are identical cannot be told apart by
+    looking: the last unreleased audit record says which of them was engaged."""
+
+    def __init__(self, bot, profile, record):
+        self.record = record
+        levels = profile["kill_switch"]["levels"]
+        try:
+            self.pids = bot.pids()
+            self.process = "present" if self.pids else "absent"
+        except BotError:
+            self.pids, self.process = None, None
+        self.holds, self.keys, self.observed = {}, {}, {}
+        cache = {}
+        for level in LEVELS:
+            specs = levels[level]["engaged"]
+            if self.process == "absent":
+                self.holds[level], self.keys[level], self.observed[level] = True, PROCESS_ABSENT, [{"pids": []}]
+                continue
+            key = json.dumps(specs, sort_keys=True)
+            if key not in cache:
+                cache[key] = check_all(bot, specs)
+            self.holds[level], self.observed[level] = cache[key]
+            self.keys[level] = key
+        if record is not None and not self.holds.get(record.get("level")):
+            self.record = None  # stale: what it engaged is no longer engaged
+
+    def distinct(self, level):
+        """Its checks differ from those of every weaker level: seeing them hold means this level."""
+        return all(self.keys[level] != self.keys[weaker] for weaker in LEVELS[:rank(level)])
+
+    def current(self):
+        """The strongest level known to be engaged (the audit record choosing among look-alikes), or None."""
+        holding = [level for level in LEVELS if self.holds[level]]
+        if not holding:
+            return None
+        look_alikes = [level for level in holding if self.keys[level] == self.keys[holding[-1]]]
+        if self.record is not None and self.record["level"] in look_alikes:
+            return self.record["level"]
+        return look_alikes[0]  # without a record, only the weakest of the look-alikes is certain
+
+    def satisfies(self, level):
+        """For an engage: this level or a stronger one is known to be engaged."""
+        if self.record is not None and rank(self.record["level"]) >= rank(level):
+            return True
+        return any(self.holds[h] and self.distinct(h) for h in LEVELS[rank(level):])
+
+    def stronger_than(self, level):
+        """For a release: a stronger level is engaged that releasing this one would leave engaged."""
+        if self.record is not None and rank(self.record["level"]) > rank(level):
+            return self.record["level"]
+        for h in reversed(LEVELS[rank(level) + 1:]):
+            if self.holds[h] and self.keys[h] != self.keys[level]:
+                return h
+        return None
+
+
+class KillSwitchError(Exception):
+    """The kill switch could not be engaged or released; `result` holds what was done."""
+
+    def __init__(self, msg, result):
+        super().__init__(msg)
+        self.result = result
+
+
+class KillSwitch:
+    """One kill-switch operation on one bot.
+
+    `audit_logs`: the logs whose records say which level is engaged (read) and which receive the
+    new record (append). `source`: the module name written in the record."""
+
+    def __init__(self, bot, profile, level, reason=None, who=None, escalate=True, force=False,
+                 check_mode=False, audit_logs=(), source="bot_kill_switch"):
+        self.bot = bot
+        self.profile = profile
+        self.level = level
+        self.reason = reason
+        self.who = who or default_who()
+        self.escalate = escalate
+        self.force = force
+        self.check_mode = check_mode
+        self.audit_logs = [p for p in audit_logs if p]
+        self.source = source
+        self.levels = profile["kill_switch"]["levels"]
+        self.started = time.monotonic()
+        self.result = dict(changed=False, bot=bot.name, level=level, previous_level=None, current_level=None,
+                           engaged_by=None, released_by=None, steps=[], actions=[], audit=None)
+        message = f"{reason} (botops kill switch {level}, by {self.who})" if reason else None
+        self.variables = {"reason": reason or "", "message": message or "", "level": level, "who": self.who}
+
+    # ------------------------------------------------------------------ helpers
+    def _fail(self, msg):
+        raise KillSwitchError(msg, self.result)
+
+    def _observe(self):
+        record = unreleased(read_audits(self.audit_logs, self.bot.name)) if self.audit_logs else None
+        return Observation(self.bot, self.profile, record)
+
+    def _diff(self, before, after):
+        self.result["diff"] = {"before": f"kill_switch: {before or 'none'}\n", "after": f"kill_switch: {after or 'none'}\n"}
+
+    def _audit(self, action, outcome, rung=None, error=None, remaining=None):
+        record = {
+            "time": utcnow(),
+            "bot": self.bot.name,
+            "family": self.profile.get("family"),
+            "action": action,
+            "level": self.level,
+            "reason": self.reason,
+            "who": self.who,
+            "rung": rung,
+            "outcome": outcome,
+            "previous_level": self.result["previous_level"],
+            "seconds": round(time.monotonic() - self.started, 3),
+            "via": self.source,
+            "from_host": socket.gethostname(),
+        }
+        if action == "release":
+            record["force"] = self.force
+            record["remaining_level"] = remaining
+        if error:
+            record["error"] = error
+        written = []
+        for path in self.audit_logs:
+            try:
+                append_audit(path, record)
+                written.append(path)
+            except OSError as exc:
+                self.result.setdefault("audit_errors", []).append(f"could not write the audit log {path}: {exc}")
+        self.result["audit"] = record
+        self.result["audit_logs"] = written
+        return record
+
+    def _run_rung(self, rung, released=None):
+        start = time.monotonic()
+        step = {"name": rung["name"], "actions": [], "errors": [], "verified": False}
+        for action in rung["do"]:
+            try:
+                done = self.bot.do(action, self.variables)
+            except BotError as exc:
+                step["errors"].append(f"{describe_action(action)}: {exc}")
+            else:
+                step["actions"].append(done)
+                self.result["actions"].append(done)
+        # An action that failed (bot not answering...) gets one look, not the whole timeout:
+        # a bot that does not answer must not hold up the next rung.
+        timeout = 0 if step["errors"] else float(rung.get("timeout", DEFAULT_RUNG_TIMEOUT))
+        ok, observed = poll(self.bot, rung["verify"], timeout, released)
+        step["verified"] = ok
+        if not ok:
+            step["observed"] = observed
+        step["seconds"] = round(time.monotonic() - start, 3)
+        self.result["steps"].append(step)
+        return step
+
+    @staticmethod
+    def _tried(steps):
+        parts = []
+        for step in steps:
+            why = "; ".join(step["errors"])
+            seen = summarize(step.get("observed"))
+            parts.append(f"'{step['name']}' ({why + '; ' if why else ''}verify saw {seen} after {step['seconds']}s)")
+        return ", ".join(parts)
+
+    def _finish(self):
+        self.result["seconds"] = round(time.monotonic() - self.started, 3)
+        return self.result
+
+    # ------------------------------------------------------------------ engage
+    def ladder(self):
+        rungs = list(self.levels[self.level].get("engage") or [])
+        if self.escalate:
+            rungs += list(self.profile["kill_switch"].get("escalation") or [])
+        return rungs
+
+    def engage(self):
+        r = self.result
+        r["state"] = "engaged"
+        what = f"engage kill switch level '{self.level}' on bot '{self.bot.name}'"
+        if not self.reason:
+            self._fail(f"Failed to {what}: a reason is required to engage")
+        obs = self._observe()
+        previous = obs.current()
+        r["previous_level"] = previous
+        if obs.satisfies(self.level):
+            r["current_level"] = previous if rank(previous) >= rank(self.level) else self.level
+            r["msg"] = f"kill switch already engaged at '{r['current_level']}' on bot '{self.bot.name}'"
+            return self._finish()
+        rungs = self.ladder()
+        r["ladder"] = [rung["name"] for rung in rungs]
+        if not rungs:
+            self._fail(f"Failed to {what}: profile '{self.profile.get('family')}' gives this level no rungs of its "
+                       "own; it needs escalate=true")
+        r["changed"] = True
+        self._diff(previous, self.level)
+        if self.check_mode:
+            r["rung"] = rungs[0]["name"]
+            r["current_level"] = previous
+            r["msg"] = f"would engage '{self.level}' starting with rung '{rungs[0]['name']}'"
+            return self._finish()
+        for rung in rungs:
+            step = self._run_rung(rung)
+            if step["verified"]:
+                r["engaged_by"] = rung["name"]
+                r["current_level"] = self.level
+                self._audit("engage", "engaged", rung=rung["name"])
+                r["msg"] = f"kill switch '{self.level}' engaged on bot '{self.bot.name}' by rung '{rung['name']}'"
+                return self._finish()
+        msg = f"Failed to {what}: no rung verified: {self._tried(r['steps'])}"
+        r["current_level"] = self._observe().current()
+        self._audit("engage", "failed", error=msg)
+        self._fail(msg)
+
+    # ------------------------------------------------------------------ release
+    def release(self):
+        r = self.result
+        r["state"] = "released"
+        what = f"release kill switch level '{self.level}' on bot '{self.bot.name}'"
+        obs = self._observe()
+        previous = obs.current()
+        r["previous_level"] = previous
+        stronger = obs.stronger_than(self.level)
+        if stronger and not self.force:
+            rec = obs.record if obs.record is not None and obs.record.get("level") == stronger else None
+            if rec is not None:
+                by = f"engaged by {rec.get('who') or 'unknown'} at {rec.get('time')}"
+                if rec.get("reason"):
+                    by += f", reason '{rec['reason']}'"
+                if rec.get("rung"):
+                    by += f", rung '{rec['rung']}'"
+            else:
+                by = "seen by its engaged checks, no audit record of who engaged it"
+            msg = (f"Refused to {what}: level '{stronger}' is engaged ({by}); release '{stronger}' instead, "
+                   "or set force=true to release it too")
+            r["current_level"] = previous
+            r["refused"] = True
+            if not self.check_mode:
+                self._audit("release", "refused", error=msg, remaining=previous)
+            self._fail(msg)
+        if self.force:
+            targets = [h for h in reversed(LEVELS[rank(self.level):]) if obs.holds[h]]
+        else:
+            targets = [self.level] if obs.holds[self.level] else []
+        if not targets:
+            r["current_level"] = previous
+            r["msg"] = f"kill switch level '{self.level}' is not engaged on bot '{self.bot.name}'"
+            return self._finish()
+        r["changed"] = True
+        r["released_levels"] = targets
+        if self.check_mode:
+            first = targets[0]
+            if obs.process == "absent" and not self.levels[first].get("stops_process"):
+                r["rung"] = "service start"
+            else:
+                rungs = self.levels[first].get("release") or []
+                r["rung"] = rungs[0]["name"] if rungs else None
+            r["current_level"] = previous
+            released_keys = {obs.keys[t] for t in targets}
+            left = [lv for lv in LEVELS if obs.holds[lv] and obs.keys[lv] not in released_keys]
+            self._diff(previous, left[-1] if left else None)
+            r["msg"] = f"would release {', '.join(targets)} starting with rung '{r['rung']}'"
+            return self._finish()
+        for index, target in enumerate(targets):
+            if index:
+                obs = self._observe()
+                if not obs.holds[target]:
+                    continue  # the stronger level's release released this one too
+            r["released_by"] = self._release_level(target, obs, what)
+        after = self._observe()
+        remaining = after.current()
+        r["current_level"] = remaining
+        self._diff(previous, remaining)
+        self._audit("release", "released", rung=r["released_by"], remaining=remaining)
+        r["msg"] = f"kill switch {', '.join(targets)} released on bot '{self.bot.name}' by rung '{r['released_by']}'"
+        return self._finish()
+
+    def _release_level(self, target, obs, what):
+        conf = self.levels[target]
+        engaged = conf["engaged"]
+        start_at = len(self.result["steps"])
+        if obs.process == "absent" and not conf.get("stops_process"):
+            # Escalation stopped the process: start it, then see whether the level survived the restart.
+            readiness = self.profile["health"]["readiness"]
+            step = self._run_rung({"name": "service start", "do": [{"service": "start"}], "verify": [readiness],
+                                   "timeout": START_TIMEOUT})
+            if not step["verified"]:
+                self._fail_release(what, start_at)
+            ok, _ = check_all(self.bot, engaged)
+            if not ok:
+                return "service start"
+        rungs = conf.get("release") or []
+        if not rungs:
+            self._fail_release(what, start_at, f"profile '{self.profile.get('family')}' has no release rungs for "
+                                               f"level '{target}'")
+        for rung in rungs:
+            step = self._run_rung(rung, released=engaged)
+            if step["verified"]:
+                return rung["name"]
+        self._fail_release(what, start_at)
+
+    def _fail_release(self, what, start_at, cause=None):
+        msg = f"Failed to {what}: {cause or 'no rung verified: ' + self._tried(self.result['steps'][start_at:])}"
+        self.result["current_level"] = self._observe().current()
+        self._audit("release", "failed", error=msg, remaining=self.result["current_level"])
+        self._fail(msg)
+
+    def run(self, state):
+        return self.engage() if state == "engaged" else self.release()
