@@ -1,0 +1,244 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_fleet_kill_switch
+short_description: Engage or release the kill switch of many trading bots at once, from the controller
+description:
+  - The fleet form of M(bot_kill_switch). Run once on the controller (C(delegate_to=localhost) and
+    C(run_once), or a play on localhost) with the list of bots; every bot goes through exactly the
+    same ladder code as M(bot_kill_switch), all bots concurrently (one thread per bot, at most
+    O(max_workers)).
+  - A bot that does not answer does not slow the others - each request has its profile's
+    C(http.timeout), a rung whose actions fail gets one look at its checks, and the bot goes on
+    down its own ladder in its own thread.
+  - Every bot is tried. The task fails after all bots were tried if any bot could not be brought
+    to the asked state, naming each such bot and why.
+  - The audit log is written on the controller (O(audit_log)), because the controller may not
+    share the bots' filesystems. For bots marked C(local) (on the controller's own host, as the
+    sandbox's C(ansible_connection=local) bots are) the record is also appended to the bot's own
+    audit log, and both logs are read to learn which level is engaged.
+  - Rungs that need a shell on the bot's host (service manager, signals, process checks, config
+    file) only run for C(local) bots; for the others they fail with a message saying so and the
+    ladder goes on. For remote fleets whose ladders end in the service manager, run
+    M(bot_kill_switch) on the hosts.
+version_added: "0.1.0"
+options:
+  bots:
+    description: The bots, each with its profile and secrets.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      bot:
+        description: The bot's inventory facts (C(botops_bot)).
+        type: dict
+        required: true
+      profile:
+        description: The bot family's profile.
+        type: dict
+        required: true
+      secrets:
+        description: The bot's secrets (C(botops_secrets)).
+        type: dict
+        default: {}
+      local:
+        description:
+          - The bot runs on the controller's host (C(ansible_connection=local)) - host rungs run and
+            the bot's own audit log is written too.
+        type: bool
+        default: false
+      audit_log:
+        description: The bot's own audit log, for C(local) bots.
+        type: path
+        default: <bot root>/shared/data/botops-kill-switch.log
+  state:
+    description: V(engaged) engages O(level) on every bot, V(released) releases it.
+    type: str
+    choices: [engaged, released]
+    default: engaged
+  level:
+    description: V(pause), V(halt) or V(flatten), as in M(bot_kill_switch).
+    type: str
+    choices: [pause, halt, flatten]
+    default: halt
+  reason:
+    description: Why; required to engage.
+    type: str
+  force:
+    description: Release even when a stronger level is engaged.
+    type: bool
+    default: false
+  escalate:
+    description: Go on down each bot's escalation rungs when the level's own rungs do not verify.
+    type: bool
+    default: true
+  who:
+    description: The operator for the audit log (default E(BOTOPS_OPERATOR), E(SUDO_USER), or the controller user).
+    type: str
+  audit_log:
+    description:
+      - The controller-side audit log (JSON lines, mode 0600). The default lives under the
+        controller user's home so it does not depend on the working directory (ansible-runner and
+        AWX change it); playbooks usually pass C({{ playbook_dir }}/../artifacts/kill-switch-audit.log).
+    type: path
+    default: ~/.botops/kill-switch-audit.log
+  max_workers:
+    description: Bots handled at the same time.
+    type: int
+    default: 256
+attributes:
+  check_mode:
+    support: full
+    description: Reports per bot whether it would engage or release and which rung would run first.
+  diff_mode:
+    support: full
+    description: The engaged level of every bot before and after.
+seealso:
+  - module: bot_kill_switch
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Halt every bot of the play at once
+  bot_fleet_kill_switch:
+    level: halt
+    reason: "exchange incident"
+    who: "{{ lookup('env', 'USER') }}"
+    audit_log: "{{ playbook_dir }}/../artifacts/kill-switch-audit.log"
+    bots: "{{ botops__fleet }}"
+  vars:
+    botops__fleet: >-
+      [{% for h in ansible_play_hosts %}{{ {'bot': hostvars[h].botops_bot, 'profile': hostvars[h].botops_profile,
+      'secrets': hostvars[h].botops_secrets,
+      'local': hostvars[h].ansible_connection | default('ssh') == 'local'} | to_json }}{{ '' if loop.last else ',' }}{% endfor %}]
+  delegate_to: localhost
+  run_once: true
+  register: fleet_halt
+"""
+
+RETURN = r"""
+bots:
+  description: Per bot (by name), the result M(bot_kill_switch) returns, plus C(failed) and C(msg).
+  returned: always
+  type: dict
+summary:
+  description: What the run did.
+  returned: always
+  type: dict
+  contains:
+    total: {description: Bots given., type: int}
+    halted: {description: "For V(engaged): bots now engaged at O(level) or stronger.", type: int}
+    released: {description: "For V(released): bots on which O(level) is no longer engaged.", type: int}
+    changed: {description: Bots changed (or that would change, in check mode)., type: int}
+    failed: {description: Bots that could not be brought to the asked state., type: int}
+    failed_bots: {description: Their names., type: list, elements: str}
+    duration: {description: Seconds for the whole fleet., type: float}
+actions:
+  description: "Every action done, as C(<bot>: <action>)."
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.botops_bot import Bot, BotError, bot_argument_spec
+from ansible.module_utils.botops_kill_switch import AUDIT_LOG, HostlessBot, KillSwitch, KillSwitchError
+
+
+def one_bot(entry, p, check_mode):
+    """The kill switch on one bot; never raises (the fleet goes on)."""
+    name = (entry.get("bot") or {}).get("name", "?")
+    verb = "engage" if p["state"] == "engaged" else "release"
+    try:
+        cls = Bot if entry["local"] else HostlessBot
+        bot = cls(entry["profile"], entry["bot"], entry.get("secrets"))
+        logs = [p["audit_log"]]
+        if entry["local"]:
+            logs.append(entry.get("audit_log") or os.path.join(entry["bot"]["root"], AUDIT_LOG))
+        switch = KillSwitch(bot, entry["profile"], p["level"], reason=p["reason"], who=p["who"],
+                            escalate=p["escalate"], force=p["force"], check_mode=check_mode,
+                            audit_logs=logs, source="bot_fleet_kill_switch")
+        result = switch.run(p["state"])
+        result["failed"] = False
+    except KillSwitchError as exc:
+        result = dict(exc.result, failed=True, msg=str(exc))
+    except (BotError, KeyError, TypeError, OSError) as exc:
+        result = dict(changed=False, bot=name, failed=True, steps=[], actions=[],
+                      msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {exc}")
+    return name, result
+
+
+def main():
+    entry_spec = bot_argument_spec()
+    entry_spec.update(
+        local=dict(type="bool", default=False),
+        audit_log=dict(type="path"),
+    )
+    module = AnsibleModule(
+        argument_spec=dict(
+            bots=dict(type="list", elements="dict", required=True, options=entry_spec),
+            state=dict(type="str", choices=["engaged", "released"], default="engaged"),
+            level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
+            reason=dict(type="str"),
+            force=dict(type="bool", default=False),
+            escalate=dict(type="bool", default=True),
+            who=dict(type="str"),
+            audit_log=dict(type="path", default="~/.botops/kill-switch-audit.log"),
+            max_workers=dict(type="int", default=256),
+        ),
+        required_if=[("state", "engaged", ("reason",))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    started = time.monotonic()
+    verb = "engage" if p["state"] == "engaged" else "release"
+    result = dict(changed=False, bots={}, actions=[], summary={})
+    names = [e["bot"]["name"] for e in p["bots"]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: bots given twice: {', '.join(duplicates)}",
+                         **result)
+    if p["max_workers"] < 1:
+        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: max_workers must be 1 or more", **result)
+
+    workers = min(p["max_workers"], len(p["bots"])) or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
+        outcomes = list(pool.map(lambda e: one_bot(e, p, module.check_mode), p["bots"]))
+
+    before, after = [], []
+    for name, res in outcomes:
+        result["bots"][name] = res
+        result["actions"] += [f"{name}: {a}" for a in res.get("actions", [])]
+        diff = res.get("diff")
+        if diff:
+            before.append(f"{name}: {diff['before'].split(': ', 1)[1]}")
+            after.append(f"{name}: {diff['after'].split(': ', 1)[1]}")
+    failed = sorted(n for n, r in result["bots"].items() if r["failed"])
+    ok = [r for r in result["bots"].values() if not r["failed"]]
+    result["changed"] = any(r.get("changed") for r in result["bots"].values())
+    result["summary"] = dict(
+        total=len(outcomes),
+        halted=len(ok) if p["state"] == "engaged" else 0,
+        released=len(ok) if p["state"] == "released" else 0,
+        changed=sum(1 for r in result["bots"].values() if r.get("changed")),
+        failed=len(failed),
+        failed_bots=failed,
+        duration=round(time.monotonic() - started, 3),
+    )
+    if before:
+        result["diff"] = {"before": "".join(before), "after": "".join(after)}
+    if failed:
+        details = "; ".join(f"{n}: {result['bots'][n]['msg']}" for n in failed)
+        module.fail_json(msg=f"Failed to {verb} kill switch level '{p['level']}' on {len(failed)} of "
+                             f"{len(outcomes)} bots: {details}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""bot_fleet_kill_switch: all bots at once, the same ladder code, failure only after trying all."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import bot_fleet_kill_switch
+
+from .fake_bot import TOKEN, api_profile, fake, fakes  # noqa: F401  (fixtures)
+from .utils import run_module
+
+
+def entry(fake, local=True):
+    args = fake.args()
+    return {"bot": args["bot"], "profile": args["profile"], "secrets": args["secrets"], "local": local}
+
+
+def fleet(bots, tmp_path, check_mode=False, **kw):
+    args = dict(bots=bots, level="halt", reason="exchange incident", who="carol",
+                audit_log=str(tmp_path / "controller" / "audit.log"))
+    args.update(kw)
+    return run_module(bot_fleet_kill_switch.main, args, check_mode=check_mode)
+
+
+def lines(path):
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def test_halts_every_bot_then_again_is_unchanged(fakes, tmp_path):
+    bots = [fakes(f"b{i:02d}") for i in range(1, 5)]
+    res = fleet([entry(b) for b in bots], tmp_path)
+    assert not res.get("failed"), res["msg"]
+    assert res["changed"] and sorted(res["bots"]) == ["b01", "b02", "b03", "b04"]
+    assert all(r["engaged_by"] == "breaker" for r in res["bots"].values())
+    assert all(b.breaker == "open" for b in bots)
+    summary = res["summary"]
+    assert (summary["total"], summary["halted"], summary["failed"], summary["changed"]) == (4, 4, 0, 4)
+    assert summary["duration"] >= 0
+    controller = lines(tmp_path / "controller" / "audit.log")
+    assert sorted(r["bot"] for r in controller) == ["b01", "b02", "b03", "b04"]
+    assert all(r["via"] == "bot_fleet_kill_switch" and r["who"] == "carol" for r in controller)
+    # local bots: the record is also on the bot's own log
+    assert lines(os.path.join(bots[0].root, "shared", "data", "botops-kill-switch.log"))[0]["outcome"] == "engaged"
+    assert (tmp_path / "controller" / "audit.log").stat().st_mode & 0o777 == 0o600
+
+    again = fleet([entry(b) for b in bots], tmp_path)
+    assert again["changed"] is False and again["summary"]["changed"] == 0 and again["actions"] == []
+
+    released = fleet([entry(b) for b in bots], tmp_path, state="released")
+    assert not released.get("failed") and released["summary"]["released"] == 4
+    assert all(b.breaker == "closed" for b in bots)
+
+
+def test_check_mode_changes_no_bot(fakes, tmp_path):
+    bots = [fakes("b01"), fakes("b02")]
+    res = fleet([entry(b) for b in bots], tmp_path, check_mode=True)
+    assert res["changed"] and all(r["rung"] == "breaker" for r in res["bots"].values())
+    assert all(b.breaker == "closed" for b in bots)
+    assert not (tmp_path / "controller" / "audit.log").exists()
+
+
+def test_one_failing_bot_fails_the_task_after_all_were_tried(fakes, tmp_path):
+    good, bad = fakes("b01"), fakes("b02")
+    bad.failing.add("/breaker")
+    bad.ignore.update({"stop", "TERM", "KILL"})
+    res = fleet([entry(good), entry(bad)], tmp_path)
+    assert res["failed"]
+    assert good.breaker == "open" and res["bots"]["b01"]["failed"] is False
+    assert res["bots"]["b02"]["failed"] and res["summary"]["failed_bots"] == ["b02"]
+    assert res["summary"]["halted"] == 1
+    assert "on 1 of 2 bots" in res["msg"] and "b02" in res["msg"] and "'SIGKILL'" in res["msg"]
+
+
+def test_remote_bots_cannot_use_host_rungs(fakes, tmp_path):
+    bot = fakes("b01")
+    bot.failing.add("/breaker")
+    res = fleet([entry(bot, local=False)], tmp_path)
+    assert res["failed"]
+    steps = res["bots"]["b01"]["steps"]
+    assert [s["name"] for s in steps] == ["breaker", "service stop", "SIGTERM", "SIGKILL"]
+    assert "needs a shell on the bot's host" in steps[1]["errors"][0]
+    assert bot.running, "nothing on the controller may touch a remote bot's process"
+    assert not os.path.exists(os.path.join(bot.root, "shared")), "only the controller log for remote bots"
+
+
+class _Hang(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        time.sleep(3)
+
+    do_POST = do_GET
+
+
+def test_a_hung_bot_does_not_slow_the_others(fakes, tmp_path):
+    quick = [fakes(f"b{i:02d}") for i in range(1, 4)]
+    hung = ThreadingHTTPServer(("127.0.0.1", 0), _Hang)
+    hung.daemon_threads = True
+    threading.Thread(target=hung.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        profile = api_profile()
+        profile["http"]["timeout"] = 0.3
+        dead = {"bot": {"name": "b99", "root": str(tmp_path / "b99"), "ports": {"api": hung.server_address[1]}},
+                "profile": profile, "secrets": {"api_token": TOKEN}, "local": False}
+        started = time.monotonic()
+        res = fleet([entry(b) for b in quick] + [dead], tmp_path)
+        took = time.monotonic() - started
+        assert res["failed"] and res["summary"]["failed_bots"] == ["b99"]
+        assert all(res["bots"][b.name]["seconds"] < 1.0 for b in quick)
+        assert took < 5, f"the hung bot held the fleet for {took:.1f}s"
+    finally:
+        hung.shutdown()
+        hung.server_close()
+
+
+def test_bots_given_twice_are_refused(fake, tmp_path):
+    res = fleet([entry(fake), entry(fake)], tmp_path)
+    assert res["failed"] and "given twice" in res["msg"] and fake.breaker == "closed"
+
+
+def test_secrets_are_not_in_the_result(fakes, tmp_path):
+    res = fleet([entry(fakes("b01"))], tmp_path)
+    assert TOKEN not in json.dumps(res)
