@@ -59,7 +59,7 @@ FORMATS = {
 DEFAULT_FORMAT = "custom_zstd"
 DEFAULT_LEVELS = {"custom_zstd": 1, "custom": None, "directory": 1}
 
-BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+BACKUP_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
 PG_IDENT_MAX = 63
 MARKER_KEY = "botops_restore"
 SAFE_LEDGER_STATES = ("current", "good", "active", "deployed", "previous")
@@ -76,7 +76,7 @@ def validate_backup_id(value, allow_latest=False):
     The pattern has no '/', and '..' is refused, so an id can never leave the backups directory."""
     if allow_latest and value == "latest":
         return value
-    if not isinstance(value, str) or not BACKUP_ID_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not BACKUP_ID_RE.fullmatch(value) or ".." in value:
         raise BackupError(f"invalid backup_id {value!r}: expected YYYYMMDDTHHMMSSZ-<suffix> "
                           "(suffix: letters, digits, '.', '_', '-')" + (" or 'latest'" if allow_latest else ""))
     return value
@@ -261,7 +261,7 @@ class BackupStore:
             return []
         sets = []
         for name in names:
-            if not BACKUP_ID_RE.match(name) or ".." in name:
+            if not BACKUP_ID_RE.fullmatch(name) or ".." in name:
                 continue
             try:
                 manifest = self.load(name)

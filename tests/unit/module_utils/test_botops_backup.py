@@ -1,0 +1,243 @@
+"""module_utils/botops_backup: ids, names, retention, ledger protection, file safety, and the
+PostgreSQL engine (snapshot-consistent dump in every format, scratch restore, swap) on a
+throwaway cluster."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+
+import pytest
+
+from ansible.module_utils import botops_backup as bb
+from ansible.module_utils.botops_pg import Database, pg_bin
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+@pytest.mark.parametrize("good", ["20261121T020000Z-3fa9c1", "20261121T020000Z-pre-deploy-1.1.0", "20261121T020000Z-a_b"])
+def test_valid_backup_ids(good):
+    assert bb.validate_backup_id(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "latest", "..", "20261121T020000Z-", "20261121T020000Z-../x", "20261121T020000Z-a/b",
+                                 "2026-11-21-x", "20261121T020000Z-.hidden", "/abs", "20261121T020000Z-x\n"])
+def test_invalid_backup_ids(bad):
+    with pytest.raises(bb.BackupError):
+        bb.validate_backup_id(bad)
+
+
+def test_latest_only_where_allowed():
+    assert bb.validate_backup_id("latest", allow_latest=True) == "latest"
+    assert bb.BACKUP_ID_RE.fullmatch(bb.new_backup_id())
+
+
+def test_derived_names_are_short_safe_identifiers():
+    name = bb.derived_db_name("x" * 80, "restore", "20261121T020000Z-Pre-Deploy.1")
+    assert len(name) <= 63 and name.endswith("_restore_20261121t020000z_pre_deploy_1")
+    assert bb.derived_db_name("trading_db", "verify", "20261121T020000Z-ab12") == "trading_db_verify_20261121t020000z_ab12"
+
+
+def sets_of(*specs):
+    return [{"backup_id": b, "manifest": {"created_at": at, "linked_release": rel}, "verification": {"ok": ok} if ok else None}
+            for b, at, rel, ok in specs]
+
+
+NOW = bb.parse_iso("2026-11-21T00:00:00Z")
+
+
+def test_retention_keeps_what_any_rule_keeps():
+    sets = sets_of(("e", "2026-11-20T00:00:00Z", None, False), ("d", "2026-11-01T00:00:00Z", None, False),
+                   ("c", "2026-10-01T00:00:00Z", None, True), ("b", "2026-09-01T00:00:00Z", "1.0.0", False),
+                   ("a", "2026-08-01T00:00:00Z", None, True))
+    delete, keep = bb.plan_retention(sets, keep_last=1, max_age_days=30, protected={"1.0.0"}, now=NOW)
+    assert [d for d, _ in delete] == ["a"]  # verified, but not the newest verified one
+    assert dict(keep) == {"e": "one of the newest 1", "d": "younger than 30 days", "c": "newest verified backup",
+                          "b": "linked to release 1.0.0 (still current or good)"}
+    assert bb.plan_retention(sets, None, None, now=NOW)[0] == []
+
+
+def test_protected_releases_reads_the_release_ledger(tmp_path):
+    (tmp_path / "releases" / "1.1.0").mkdir(parents=True)
+    os.symlink("releases/1.1.0", tmp_path / "current")
+    assert bb.protected_releases(str(tmp_path)) == {"1.1.0"}  # no ledger yet: the current release
+    (tmp_path / "releases" / "ledger.json").write_text(json.dumps({"format": 1, "history": [], "releases": {
+        "1.0.0": {"version": "1.0.0", "status": "good"}, "1.2.0-broken": {"version": "1.2.0-broken", "status": "bad"},
+        "0.9.0": {"version": "0.9.0", "status": "installed"}, "1.1.0": {"version": "1.1.0", "status": "installed"}}}))
+    assert bb.protected_releases(str(tmp_path)) == {"1.0.0", "1.1.0"}
+    (tmp_path / "releases" / "ledger.json").write_text("{not json")
+    assert bb.protected_releases(str(tmp_path)) == {"1.1.0"}
+
+
+def test_compare_counts_names_each_difference():
+    db = {"row_counts": {"trades": 10, "orders": 2}, "ledger_max_id": 10, "alembic_revision": "0002"}
+    assert bb.compare_counts(db, {"trades": 10, "orders": 2}, 10, "0002") == []
+    assert bb.compare_counts(db, {"trades": 9, "orders": 2}, 9, "0003") == [
+        "trades: 9 rows, manifest says 10", "ledger max id 9, manifest says 10", "alembic revision 0003, manifest says 0002"]
+
+
+def test_file_restore_ignores_members_outside_the_allowed_paths(tmp_path):
+    root = tmp_path / "root"
+    (root / "shared" / "config").mkdir(parents=True)
+    tar_path = tmp_path / "files.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        for name in ("shared/config/bot.json", "../evil", "/etc/evil", "shared/other/x"):
+            data = b"{}\n"
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    plan = bb.plan_files(str(root), str(tar_path), ["shared/config"])
+    assert [(n, why) for n, _, why in plan] == [("shared/config/bot.json", "missing")]
+    assert bb.apply_files(str(root), str(tar_path), plan) == ["shared/config/bot.json"]
+    assert (root / "shared" / "config" / "bot.json").read_bytes() == b"{}\n"
+    assert not (tmp_path / "evil").exists()
+    assert bb.plan_files(str(root), str(tar_path), ["shared/config"]) == []
+
+
+# --------------------------------------------------------------------------- PostgreSQL engine
+
+try:
+    pg_bin("pg_dump")
+    from tests.integration.pgredis import PostgresCluster
+    HAVE_PG = True
+except Exception:  # noqa: BLE001 - no PostgreSQL here: those tests are skipped
+    HAVE_PG = False
+
+needs_pg = pytest.mark.skipif(not HAVE_PG, reason="PostgreSQL binaries not installed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not HAVE_PG:
+        pytest.skip("PostgreSQL binaries not installed")
+    c = PostgresCluster()
+    try:
+        c.init()
+        c.start()
+        yield c
+    finally:
+        c.destroy()
+
+
+DATABASES = iter(range(1, 1000))
+
+
+@pytest.fixture
+def engine(cluster):
+    import psycopg
+
+    name = f"bkbot{next(DATABASES):03d}"
+    url = cluster.create_database(name, password="pw")
+    cluster.execute(f'ALTER ROLE "{name}" CREATEDB')
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("""
+            CREATE TABLE trades (id bigint PRIMARY KEY, symbol text NOT NULL, qty numeric NOT NULL);
+            CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL);
+            CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
+            INSERT INTO alembic_version VALUES ('0002_trade_fee');
+            INSERT INTO trades SELECT g, 'BTC-USD', 1 FROM generate_series(1, 500) g;
+            INSERT INTO orders SELECT g, 'open' FROM generate_series(1, 7) g;
+        """)
+    db = Database({"host": "127.0.0.1", "port": cluster.port, "name": name, "user": name}, "pw")
+    return bb.PostgresEngine(db, ["trades", "orders", "positions"], {"table": "trades", "id": "id"})
+
+
+def bot_for(tmp_path):
+    root = tmp_path / "bot"
+    (root / "shared" / "config").mkdir(parents=True)
+    (root / "shared" / "config" / "bot.json").write_text("{}\n")
+    return {"name": "b07", "root": str(root)}
+
+
+PROFILE = {"family": "mojorust", "backup": {"paths": ["shared/config"]}}
+
+
+@needs_pg
+def test_counts_missing_tables_are_null(engine):
+    counts, ledger_max, revision = engine.counts()
+    assert counts == {"trades": 500, "orders": 7, "positions": None}
+    assert (ledger_max, revision) == (500, "0002_trade_fee")
+
+
+@needs_pg
+@pytest.mark.parametrize("fmt", ["custom_zstd", "custom", "directory"])
+def test_every_format_round_trips_through_a_scratch_database(engine, tmp_path, fmt):
+    store = bb.BackupStore(str(tmp_path / "backups"))
+    manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, fmt=fmt)
+    db = manifest["database"]
+    assert db["format"] == fmt and db["row_counts"] == {"trades": 500, "orders": 7, "positions": None}
+    assert db["pg_dump_version"][0].isdigit() and db["snapshot"]
+    set_dir = store.path(manifest["backup_id"])
+    assert bb.verify_files(set_dir, manifest) == []
+    problems, observed, scratch = bb.test_restore(engine, set_dir, manifest)
+    assert problems == [] and observed["row_counts"]["trades"] == 500
+    assert not engine.exists(scratch)
+
+
+@needs_pg
+def test_counts_are_taken_in_the_dump_snapshot_while_the_bot_writes(engine, tmp_path):
+    stop = threading.Event()
+
+    def writer():
+        next_id = 501
+        while not stop.is_set():
+            engine.query(f"INSERT INTO trades VALUES ({next_id}, 'ETH-USD', 2)")
+            next_id += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        store = bb.BackupStore(str(tmp_path / "backups"))
+        manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    db = manifest["database"]
+    assert db["row_counts"]["trades"] == db["ledger_max_id"] > 500
+    assert engine.counts()[1] > db["ledger_max_id"]  # the writer went on after the snapshot
+    problems, observed, _ = bb.test_restore(engine, store.path(manifest["backup_id"]), manifest)
+    assert problems == [] and observed["ledger_max_id"] == db["ledger_max_id"]
+
+
+@needs_pg
+def test_swap_keeps_the_previous_database_and_marks_the_new_one(engine, tmp_path):
+    store = bb.BackupStore(str(tmp_path / "backups"))
+    manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
+    engine.query("DELETE FROM trades WHERE id > 100")
+    scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
+    engine.create_like(scratch, engine.name)
+    engine.restore_into(store.path(manifest["backup_id"]), manifest["database"], scratch)
+    engine.set_marker(scratch, {"backup_id": manifest["backup_id"]})
+    previous = bb.derived_db_name(engine.name, "pre_restore", "20261121T000000Z")
+    engine.swap(scratch, previous)
+    assert engine.counts()[1] == 500 and engine.counts(previous)[1] == 100
+    assert engine.marker(engine.name) == {"backup_id": manifest["backup_id"]}
+    assert engine.marker(previous) is None and not engine.exists(scratch)
+    engine.drop(previous)
+
+
+@needs_pg
+def test_database_down_leaves_no_set_and_no_temp_dir(engine, tmp_path):
+    engine.db.port = 1  # nothing listens there
+    store = bb.BackupStore(str(tmp_path / "backups"))
+    with pytest.raises(bb.BackupError, match="open a snapshot of database"):
+        bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
+    assert os.listdir(store.directory) == []
+
+
+@needs_pg
+def test_failed_restore_step_is_fatal(engine, tmp_path):
+    store = bb.BackupStore(str(tmp_path / "backups"))
+    manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, fmt="custom")
+    scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
+    engine.create_like(scratch, engine.name)
+    engine.query("CREATE TABLE trades (x int)", scratch)  # the restore's CREATE TABLE trades will fail
+    with pytest.raises(bb.BackupError, match="pg_restore into .* failed"):
+        engine.restore_into(store.path(manifest["backup_id"]), manifest["database"], scratch)
+    engine.drop(scratch)

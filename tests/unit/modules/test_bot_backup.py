@@ -1,0 +1,190 @@
+"""bot_backup: complete sets or none, honest check mode, idempotent ids, verification, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+
+import bot_backup
+import bot_backup_info
+import pytest
+
+from ansible.module_utils.botops_backup import sha256_file
+
+from .backup_helpers import add_trades, make_bot, module_args, sqlite_profile
+from .utils import run_module
+
+
+@pytest.fixture
+def root(tmp_path):
+    return make_bot(tmp_path / "b07", trades=25)
+
+
+def backups(root):
+    d = root / "backups"
+    return sorted(p.name for p in d.iterdir() if p.name != ".lock") if d.exists() else []
+
+
+def take(root, check_mode=False, **kw):
+    return run_module(bot_backup.main, module_args(root, **kw), check_mode=check_mode)
+
+
+def set_created_at(root, backup_id, created_at):
+    path = root / "backups" / backup_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["created_at"] = created_at
+    path.write_text(json.dumps(manifest))
+
+
+def test_check_mode_creates_nothing(root):
+    result = take(root, check_mode=True)
+    assert result["changed"] and not result.get("failed"), result
+    assert result["would_back_up"] == {"row_counts": {"trades": 25, "positions": 1, "orders": 0}, "ledger_max_id": 25}
+    assert any(a.startswith("would take backup") for a in result["actions"])
+    assert backups(root) == []
+
+
+def test_backup_set_is_complete_private_and_checksummed(root):
+    result = take(root, label="daily", reason="nightly backup", linked_release="0.9.0")
+    assert result["changed"] and not result.get("failed"), result
+    set_dir = root / "backups" / result["backup_id"]
+    assert backups(root) == [result["backup_id"]]  # no .tmp-* left behind
+    assert stat.S_IMODE(set_dir.stat().st_mode) == 0o700
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest == result["manifest"]
+    assert set(manifest["files"]) == {"database.sqlite3", "files.tar.gz"}
+    for name, meta in manifest["files"].items():
+        assert stat.S_IMODE((set_dir / name).stat().st_mode) == 0o600, name
+        assert sha256_file(set_dir / name) == (meta["sha256"], meta["size"])
+    assert stat.S_IMODE((set_dir / "manifest.json").stat().st_mode) == 0o600
+    assert manifest["size"] == result["size"] == sum(m["size"] for m in manifest["files"].values())
+    assert (manifest["bot"], manifest["family"], manifest["release"]) == ("b07", "mojorust", "1.0.0")
+    assert (manifest["label"], manifest["reason"], manifest["linked_release"]) == ("daily", "nightly backup", "0.9.0")
+    db = manifest["database"]
+    assert db["row_counts"] == {"trades": 25, "positions": 1, "orders": 0}
+    assert db["ledger_max_id"] == 25 and db["alembic_revision"] == "0001_initial" and db["format"] == "sqlite"
+    assert manifest["paths"] == ["shared/config"]
+    assert result["duration"] >= 0
+
+
+def test_explicit_backup_id_is_idempotent(root):
+    first = take(root, backup_id="20261121T020000Z-daily")
+    assert first["changed"] and first["backup_id"] == "20261121T020000Z-daily"
+    add_trades(root, 5)
+    again = take(root, backup_id="20261121T020000Z-daily")
+    assert again["changed"] is False and again["actions"] == []
+    assert again["manifest"]["database"]["ledger_max_id"] == 25  # the set was not retaken
+    assert take(root, backup_id="20261121T020000Z-daily", check_mode=True)["changed"] is False
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "20261121T020000Z-../../x", "20261121T020000Z-a/b", "latest", "x" * 80,
+                                 "20261121T020000Z-a..b"])
+def test_backup_id_is_validated(root, bad):
+    result = take(root, backup_id=bad)
+    assert result["failed"] and "invalid backup_id" in result["msg"] and "bot 'b07'" in result["msg"]
+    assert backups(root) == []
+
+
+def test_failed_backup_leaves_no_set(root):
+    (root / "shared" / "data" / "bot.sqlite3").unlink()
+    result = take(root)
+    assert result["failed"] and result["msg"].startswith("Failed to back up bot 'b07': ")
+    assert backups(root) == []
+
+
+def test_postgres_down_leaves_no_set(root):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = sqlite_profile()
+    profile["database"] = {"engine": "postgresql", "name": "b07", "tables": ["trades"], "ledger": {"table": "trades", "id": "id"}}
+    args = module_args(root, profile=profile, secrets={"database_password": "s3cret-pw"})
+    args["bot"]["database"] = {"host": "127.0.0.1", "port": port, "name": "b07", "user": "b07"}
+    result = run_module(bot_backup.main, args)
+    assert result["failed"] and "Failed to back up bot 'b07'" in result["msg"]
+    assert "s3cret-pw" not in json.dumps(result)
+    assert backups(root) == []
+
+
+def test_verify_records_and_is_idempotent(root):
+    backup_id = take(root)["backup_id"]
+    check = run_module(bot_backup.main, module_args(root, state="verified", backup_id="latest"), check_mode=True)
+    assert check["changed"] and not (root / "backups" / backup_id / "verified.json").exists()
+    first = run_module(bot_backup.main, module_args(root, state="verified", backup_id="latest", test_restore=True))
+    assert first["changed"] and first["backup_id"] == backup_id, first
+    record = json.loads((root / "backups" / backup_id / "verified.json").read_text())
+    assert record["ok"] and record["test_restore"]
+    assert record["observed"]["row_counts"] == {"trades": 25, "positions": 1, "orders": 0}
+    assert not list((root / "shared" / "data").glob("*.verify-*"))  # scratch copy dropped
+    again = run_module(bot_backup.main, module_args(root, state="verified", backup_id=backup_id, test_restore=True))
+    assert again["changed"] is False and again["actions"] == []
+
+
+def test_verify_detects_corruption(root):
+    backup_id = take(root)["backup_id"]
+    dump = root / "backups" / backup_id / "database.sqlite3"
+    data = bytearray(dump.read_bytes())
+    data[-1] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    result = run_module(bot_backup.main, module_args(root, state="verified", backup_id=backup_id))
+    assert result["failed"] and "database.sqlite3: sha256 mismatch" in result["msg"]
+    record = json.loads((root / "backups" / backup_id / "verified.json").read_text())
+    assert record["ok"] is False
+    listing = run_module(bot_backup_info.main, module_args(root))
+    assert listing["backups"][0]["verified"] is False
+
+
+def test_retention_keeps_newest_verified_and_linked_releases(root):
+    ids = [f"202611{day:02d}T020000Z-daily" for day in range(1, 8)]
+    for i, backup_id in enumerate(ids):
+        take(root, backup_id=backup_id, linked_release="0.9.0" if i == 1 else None)
+        set_created_at(root, backup_id, f"2025-11-{i + 1:02d}T02:00:00Z")  # all far older than 30 days
+    # the oldest is the only verified one; day 2 is linked to a release the ledger calls good
+    run_module(bot_backup.main, module_args(root, state="verified", backup_id=ids[0]))
+    (root / "releases" / "ledger.json").write_text(json.dumps(
+        {"format": 1, "releases": {"0.9.0": {"version": "0.9.0", "status": "good"},
+                                   "1.0.0": {"version": "1.0.0", "status": "good"}}, "history": []}))
+    stale = root / "backups" / ".tmp-20250101T000000Z-killed"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+
+    check = run_module(bot_backup.main, module_args(root, state="pruned"), check_mode=True)
+    assert check["changed"] and len(backups(root)) == 8 and stale.exists()
+    assert sorted(d["backup_id"] for d in check["deleted"]) == [ids[2], ids[3]]
+
+    result = run_module(bot_backup.main, module_args(root, state="pruned"))  # profile: keep_last 3, 30 days
+    assert result["changed"]
+    assert sorted(d["backup_id"] for d in result["deleted"]) == [ids[2], ids[3]]
+    kept = {k["backup_id"]: k["why"] for k in result["kept"]}
+    assert kept[ids[0]] == "newest verified backup"
+    assert "linked to release 0.9.0" in kept[ids[1]]
+    assert backups(root) == [ids[0], ids[1], ids[4], ids[5], ids[6]]  # the stale .tmp-* is gone too
+    again = run_module(bot_backup.main, module_args(root, state="pruned"))
+    assert again["changed"] is False and again["actions"] == []
+
+
+def test_retention_options_override_the_profile(root):
+    for day in range(1, 4):
+        take(root, backup_id=f"202611{day:02d}T020000Z-daily")
+    result = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1, max_age_days=3650))
+    assert result["changed"] is False and result["deleted"] == []  # all younger than ten years
+    result = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1))
+    assert result["max_age_days"] == 30 and result["deleted"] == []
+
+
+def test_info_lists_newest_first_and_latest_skips_safety_backups(root):
+    take(root, backup_id="20261101T020000Z-a")
+    take(root, backup_id="20261102T020000Z-b")
+    set_created_at(root, "20261101T020000Z-a", "2026-11-01T02:00:00Z")
+    set_created_at(root, "20261102T020000Z-b", "2026-11-02T02:00:00Z")
+    path = root / "backups" / "20261102T020000Z-b" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["safety_for"] = "20261101T020000Z-a"
+    path.write_text(json.dumps(manifest))
+    info = run_module(bot_backup_info.main, module_args(root))
+    assert [b["backup_id"] for b in info["backups"]] == ["20261102T020000Z-b", "20261101T020000Z-a"]
+    assert info["latest"] == "20261101T020000Z-a"
+    one = run_module(bot_backup_info.main, module_args(root, backup_id="latest"))
+    assert one["manifest"]["backup_id"] == "20261101T020000Z-a"

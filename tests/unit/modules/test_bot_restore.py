@@ -1,0 +1,149 @@
+"""bot_restore: verify first, safety backup, scratch copy checked, stop, atomic swap, start; idempotent."""
+
+from __future__ import annotations
+
+import json
+
+import bot_backup
+import bot_restore
+import pytest
+
+from ansible.module_utils import botops_backup
+
+from .backup_helpers import DB_PATH, FakeService, add_trades, db_state, make_bot, module_args
+from .utils import run_module
+
+
+@pytest.fixture
+def root(tmp_path):
+    return make_bot(tmp_path / "b07", trades=30)
+
+
+@pytest.fixture
+def service(monkeypatch):
+    return FakeService(running=True).install(monkeypatch)
+
+
+@pytest.fixture
+def backup_id(root):
+    result = run_module(bot_backup.main, module_args(root, backup_id="20261121T020000Z-base"))
+    assert result["changed"], result
+    return result["backup_id"]
+
+
+def restore(root, check_mode=False, **kw):
+    kw.setdefault("backup_id", "20261121T020000Z-base")
+    return run_module(bot_restore.main, module_args(root, **kw), check_mode=check_mode)
+
+
+def safety_sets(root):
+    return [p.name for p in (root / "backups").iterdir()
+            if (p / "manifest.json").exists() and json.loads((p / "manifest.json").read_text()).get("safety_for")]
+
+
+def test_round_trip_check_mode_apply_then_unchanged(root, service, backup_id):
+    add_trades(root, 12)  # the bot traded on after the backup
+    assert db_state(root) == (42, 42)
+
+    check = restore(root, check_mode=True)
+    assert check["changed"] and not check.get("failed"), check
+    assert check["row_counts"]["before"]["row_counts"]["trades"] == 42
+    assert any("would swap" in a for a in check["actions"])
+    assert db_state(root) == (42, 42) and service.calls == [] and safety_sets(root) == []
+
+    result = restore(root)
+    assert result["changed"] and not result.get("failed"), result
+    assert db_state(root) == (30, 30)
+    assert result["row_counts"]["after"] == {"row_counts": {"trades": 30, "positions": 1, "orders": 0},
+                                             "ledger_max_id": 30, "alembic_revision": "0001_initial"}
+    assert result["row_counts"]["before"]["ledger_max_id"] == 42
+    assert service.calls == ["stop", "start"] and service.running
+    assert result["bot_was_running"] is True and result["downtime"] >= 0
+    assert safety_sets(root) == [result["safety_backup_id"]]
+    safety = json.loads((root / "backups" / result["safety_backup_id"] / "manifest.json").read_text())
+    assert safety["database"]["ledger_max_id"] == 42 and safety["label"] == "pre-restore"
+    previous = result["previous_database"]
+    assert previous.startswith(str(root / DB_PATH) + ".pre-restore-")
+    assert botops_backup.SqliteEngine(previous, ["trades"]).counts()[0] == {"trades": 42}  # nothing lost
+    assert not list((root / "shared" / "data").glob("*.restore-*"))
+
+    service.calls.clear()
+    again = restore(root)
+    assert again["changed"] is False and again["actions"] == [] and service.calls == []
+    assert restore(root, check_mode=True)["changed"] is False
+
+
+def test_corrupt_backup_is_refused_before_anything_is_touched(root, service, backup_id):
+    add_trades(root, 3)
+    (root / "backups" / backup_id / "files.tar.gz").write_bytes(b"garbage")
+    result = restore(root)
+    assert result["failed"] and "verify the backup's checksums" in result["msg"] and "refusing" in result["msg"]
+    assert "files.tar.gz" in result["msg"] and "bot 'b07'" in result["msg"]
+    assert db_state(root) == (33, 33) and service.calls == [] and safety_sets(root) == []
+
+
+def test_copy_not_matching_the_manifest_leaves_live_untouched(root, service, backup_id):
+    path = root / "backups" / backup_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["database"]["row_counts"]["trades"] = 31  # the copy will hold 30
+    path.write_text(json.dumps(manifest))
+    add_trades(root, 2)
+    result = restore(root)
+    assert result["failed"] and "check the scratch database's row counts" in result["msg"], result
+    assert "trades: 30 rows, manifest says 31" in result["msg"] and "live database was not touched" in result["msg"]
+    assert db_state(root) == (32, 32) and service.calls == []  # never stopped
+    assert not list((root / "shared" / "data").glob("*.restore-*"))
+
+
+def test_failure_at_the_swap_starts_the_bot_again(root, service, backup_id, monkeypatch):
+    add_trades(root, 4)
+
+    def broken_swap(self, scratch, previous, live_exists=True):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(botops_backup.SqliteEngine, "swap", broken_swap)
+    result = restore(root)
+    assert result["failed"] and "swap the restored database in" in result["msg"] and "disk on fire" in result["msg"]
+    assert db_state(root) == (34, 34)
+    assert service.calls == ["stop", "start"] and service.running
+    assert not list((root / "shared" / "data").glob("*.restore-*"))
+
+
+def test_bot_not_ready_after_the_restore_fails_naming_the_previous_database(root, service, backup_id):
+    add_trades(root, 1)
+    service.ready = False
+    result = restore(root, ready_timeout=0.1)
+    assert result["failed"] and "start the bot and wait for readiness" in result["msg"]
+    assert "the restored database is live" in result["msg"] and result["previous_database"] in result["msg"]
+    assert db_state(root) == (30, 30)
+
+
+def test_stopped_bot_is_left_stopped(root, monkeypatch, backup_id):
+    service = FakeService(running=False).install(monkeypatch)
+    add_trades(root, 5)
+    result = restore(root, backup_id="latest")
+    assert result["changed"] and result["backup_id"] == backup_id and result["bot_was_running"] is False
+    assert service.calls == [] and result["downtime"] is None and db_state(root) == (30, 30)
+    # 'latest' still means the backup, not the safety backup the restore took
+    assert restore(root, backup_id="latest")["changed"] is False
+
+
+def test_restore_files_puts_back_only_what_differs(root, service, backup_id):
+    config = root / "shared" / "config" / "bot.json"
+    original = config.read_bytes()
+    config.write_text('{"name": "b07", "trade_interval": 9}\n')
+    plain = restore(root)
+    assert plain["changed"] and plain["files"] == []  # files only on request
+    service.calls.clear()
+    result = restore(root, restore_files=True)
+    assert result["changed"] and result["files"] == ["shared/config/bot.json"], result
+    assert config.read_bytes() == original and (config.stat().st_mode & 0o777) == 0o600
+    assert service.calls == ["stop", "start"]
+    assert restore(root, restore_files=True)["changed"] is False
+
+
+def test_unknown_backup_and_bad_ids_fail_cleanly(root, service, backup_id):
+    missing = restore(root, backup_id="20300101T000000Z-none")
+    assert missing["failed"] and "not found" in missing["msg"] and service.calls == []
+    bad = restore(root, backup_id="../../../etc/passwd")
+    assert bad["failed"] and "invalid backup_id" in bad["msg"]
