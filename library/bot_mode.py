@@ -1,0 +1,239 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_mode
+short_description: Read and set a trading bot's execution mode (DRY / LIVE) and paper flag, safely
+description:
+  - Reads the mode and the paper flag through the profile's C(facts.execution_mode) and
+    C(facts.paper_trading) probes; sets them with the profile's C(mode.set_execution_mode) and
+    C(mode.set_paper) actions (C({mode}) and C({paper}) are replaced).
+  - Setting V(LIVE) needs O(go_no_go) - the result of the go/no-go checklist with C(passed=true)
+    and its C(checks) - or it is refused, saying why.
+  - A paper-only bot (inventory C(bot_paper_only) or profile C(mode.paper_only)) is never set to
+    V(LIVE) nor taken off paper trading.
+  - When the actions restart the bot (a config file edit takes effect at the next start), the
+    restart is done once at the end, the module waits for readiness, then polls until the bot
+    reports the new mode; a bot that does not is a failure (the change did not take effect).
+  - Without O(execution_mode) and O(paper) it only reads.
+version_added: "0.1.0"
+options:
+  execution_mode:
+    description: V(DRY) (simulated orders) or V(LIVE).
+    type: str
+    choices: [DRY, LIVE]
+  paper:
+    description: Paper trading on or off.
+    type: bool
+  go_no_go:
+    description:
+      - The go/no-go checklist result, needed to go V(LIVE) - C(passed) (bool) and C(checks), a list
+        of C({name, passed}) (or of names).
+    type: dict
+  ready_timeout:
+    description: Seconds to wait for readiness after a restart and for the bot to report the new mode.
+    type: float
+    default: 60
+  profile:
+    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    type: dict
+    required: true
+  bot:
+    description:
+      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
+      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+    type: dict
+    required: true
+  secrets:
+    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    description: Reports the actions that would run; refusals are the same as in a real run.
+  diff_mode:
+    support: full
+    description: Mode and paper flag before and after.
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Keep the bot on DRY paper trading
+  bot_mode:
+    execution_mode: DRY
+    paper: true
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+
+- name: Go live after the go/no-go checklist passed
+  bot_mode:
+    execution_mode: LIVE
+    go_no_go: "{{ checklist }}"
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+"""
+
+RETURN = r"""
+execution_mode:
+  description: The mode the bot reports after the call.
+  returned: always
+  type: str
+  sample: DRY
+paper_trading:
+  description: The paper flag the bot reports after the call.
+  returned: always
+  type: bool
+previous:
+  description: Mode and paper flag before the call.
+  returned: always
+  type: dict
+actions:
+  description: Actions done, in order (empty when nothing changed).
+  returned: always
+  type: list
+  elements: str
+would:
+  description: In check mode, the actions that would run.
+  returned: check mode
+  type: list
+  elements: str
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
+
+
+class Refused(Exception):
+    pass
+
+
+def describe(action):
+    if "http" in action:
+        return f"{action['http'].get('method', 'GET')} {action['http']['path']}"
+    if "redis_merge" in action:
+        return f"SET {action['redis_merge']['key']}"
+    if "config_file" in action:
+        return f"set {action['config_file']['key']} in {action['config_file']['path']}"
+    if "service" in action:
+        return f"service {action['service']}"
+    return str(sorted(action))
+
+
+def plan_actions(lists):
+    """Concatenate the action lists; service actions are collapsed into one at the end (one restart)."""
+    plain, service = [], None
+    for actions in lists:
+        for action in actions:
+            if "service" in action:
+                service = "restart" if action["service"] == "restart" or service == "restart" else action["service"]
+            else:
+                plain.append(action)
+    return plain + ([{"service": service}] if service else [])
+
+
+def check_go_no_go(go_no_go):
+    if not go_no_go:
+        raise Refused("going LIVE needs a passed go/no-go checklist (go_no_go: {passed: true, checks: [...]})")
+    checks = go_no_go.get("checks")
+    if not isinstance(checks, list) or not checks:
+        raise Refused("the go/no-go result lists no checks: a checklist that checked nothing is not a pass")
+    failed = [c.get("name", str(c)) if isinstance(c, dict) else str(c)
+              for c in checks if isinstance(c, dict) and c.get("passed") is not True]
+    if go_no_go.get("passed") is not True or failed:
+        raise Refused("the go/no-go checklist did not pass" + (f" (failed: {', '.join(failed)})" if failed else ""))
+
+
+def read_mode(bot, facts):
+    return bot.probe(facts["execution_mode"]), bot.probe(facts["paper_trading"])
+
+
+def main():
+    argument_spec = bot_argument_spec()
+    argument_spec.update(
+        execution_mode=dict(type="str", choices=["DRY", "LIVE"]),
+        paper=dict(type="bool"),
+        go_no_go=dict(type="dict"),
+        ready_timeout=dict(type="float", default=60),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    name = p["bot"]["name"]
+    profile = p["profile"]
+    mode_conf = profile.get("mode") or {}
+    want_mode, want_paper = p["execution_mode"], p["paper"]
+    asked = ", ".join(x for x in (f"execution mode {want_mode}" if want_mode else "",
+                                  f"paper {str(want_paper).lower()}" if want_paper is not None else "") if x)
+    what = f"set {asked}" if asked else "read the mode"
+    actions = []
+    result = dict(changed=False, execution_mode=None, paper_trading=None, previous={}, actions=actions)
+    try:
+        bot = module_bot(module)
+        mode, paper = read_mode(bot, profile["facts"])
+        result.update(execution_mode=mode, paper_trading=paper, previous=dict(execution_mode=mode, paper_trading=paper))
+        paper_only = bool(p["bot"].get("paper_only")) or bool(mode_conf.get("paper_only"))
+        source = "inventory bot_paper_only" if p["bot"].get("paper_only") else f"profile '{profile.get('family')}' mode.paper_only"
+        lists = []
+        if want_mode is not None and want_mode != mode:
+            if want_mode == "LIVE":
+                if paper_only:
+                    raise Refused(f"the bot is paper-only ({source}): it must never trade LIVE")
+                check_go_no_go(p["go_no_go"])
+            if not mode_conf.get("set_execution_mode"):
+                raise BotError(f"profile '{profile.get('family')}' has no mode.set_execution_mode actions")
+            lists.append(mode_conf["set_execution_mode"])
+        if want_paper is not None and want_paper != paper:
+            if not want_paper and paper_only:
+                raise Refused(f"the bot is paper-only ({source}): paper trading cannot be turned off")
+            if not mode_conf.get("set_paper"):
+                raise BotError(f"profile '{profile.get('family')}' has no mode.set_paper actions")
+            lists.append(mode_conf["set_paper"])
+        plan = plan_actions(lists)
+        after = dict(execution_mode=want_mode or mode, paper_trading=paper if want_paper is None else want_paper)
+        if plan:
+            result["changed"] = True
+            result["diff"] = {
+                "before": f"execution_mode: {mode}\npaper_trading: {str(paper).lower()}\n",
+                "after": f"execution_mode: {after['execution_mode']}\npaper_trading: {str(after['paper_trading']).lower()}\n",
+            }
+        if module.check_mode or not plan:
+            if plan:
+                result["would"] = [describe(a) for a in plan]
+            module.exit_json(**result)
+
+        variables = {"mode": after["execution_mode"], "paper": after["paper_trading"]}
+        for action in plan:
+            actions.append(bot.do(action, variables))
+        deadline = time.monotonic() + p["ready_timeout"]
+        if any("service" in a for a in plan):
+            ok, observed = bot.wait_for([profile["health"]["readiness"]], p["ready_timeout"])
+            if not ok:
+                raise BotError(f"not ready within {p['ready_timeout']:g}s after the restart: last answer {observed}")
+            actions.append("ready")
+        while True:
+            try:
+                mode, paper = read_mode(bot, profile["facts"])
+            except BotError:
+                mode = paper = None
+            if (mode, paper) == (after["execution_mode"], after["paper_trading"]) or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_INTERVAL)
+        result.update(execution_mode=mode, paper_trading=paper)
+        if (mode, paper) != (after["execution_mode"], after["paper_trading"]):
+            raise BotError(f"after {', '.join(actions)} the bot reports execution mode {mode}, paper "
+                           f"{str(paper).lower()}: the change did not take effect")
+    except Refused as exc:
+        result["refused"] = True
+        module.fail_json(msg=f"Failed to {what} on bot '{name}': refused: {exc}", **result)
+    except (BotError, KeyError) as exc:
+        module.fail_json(msg=f"Failed to {what} on bot '{name}': {exc}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_service
+short_description: Start, stop or restart a trading bot gracefully, and wait until it is ready
+description:
+  - Drives the bot's service manager (supervisor, systemd or docker compose, from the profile and
+    the inventory's C(bot_service)) and verifies the result on the process itself (the profile's or
+    inventory's C(process_match)), never on the manager's word alone.
+  - A graceful stop is the service manager's stop (which sends the bot its stop signal and waits);
+    if a matching process is still there O(graceful_timeout) seconds after the stop began, it gets
+    SIGTERM, then after O(term_timeout) seconds SIGKILL, and the module verifies it is gone.
+  - A start waits for the process and, with O(wait_ready), for the profile's readiness check;
+    a restart is a graceful stop then a start. C(downtime) is the time from the stop (or the
+    start) until the bot answered ready again.
+  - Idempotent - V(started) on a running bot and V(stopped) on a stopped one change nothing
+    (V(started) still waits for readiness when O(wait_ready)).
+version_added: "0.1.0"
+options:
+  state:
+    description: V(started), V(stopped) or V(restarted) (always restarts).
+    type: str
+    choices: [started, stopped, restarted]
+    required: true
+  graceful_timeout:
+    description: Seconds after the stop began before the process gets SIGTERM. Default is the profile's C(service.stop_timeout), else 30.
+    type: float
+  term_timeout:
+    description: Seconds after SIGTERM before SIGKILL.
+    type: float
+    default: 10
+  wait_ready:
+    description: After a start or restart (and for V(started)), wait until the profile's readiness check passes.
+    type: bool
+    default: true
+  ready_timeout:
+    description: Seconds to wait for the process and for readiness.
+    type: float
+    default: 60
+  profile:
+    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    type: dict
+    required: true
+  bot:
+    description:
+      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
+      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+    type: dict
+    required: true
+  secrets:
+    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be done (C(would)); changes nothing.
+  diff_mode:
+    support: full
+    description: Process state before and after.
+notes:
+  - Runs on the bot's host. A mojorust bot closes its positions when stopped gracefully (its runbook).
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Restart the bot and wait until it is ready again
+  bot_service:
+    state: restarted
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+  register: restart
+
+- name: Stop the bot, killing it if it has not exited 20 seconds after the stop
+  bot_service:
+    state: stopped
+    graceful_timeout: 20
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+"""
+
+RETURN = r"""
+state:
+  description: The process state after the call (running or stopped).
+  returned: always
+  type: str
+actions:
+  description: What was done, in order (empty when nothing changed).
+  returned: always
+  type: list
+  elements: str
+  sample: ["service stop", "service start", "ready"]
+would:
+  description: In check mode, what would be done.
+  returned: check mode
+  type: list
+  elements: str
+downtime:
+  description: Seconds from the stop (or start) until the bot answered ready; 0 when nothing changed, null when not waited for or stopped.
+  returned: always
+  type: float
+ready:
+  description: The readiness check passed at the end (null when not checked).
+  returned: always
+  type: bool
+pids_before:
+  description: Matching processes before.
+  returned: always
+  type: list
+  elements: int
+pids_after:
+  description: Matching processes after.
+  returned: always
+  type: list
+  elements: int
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
+
+KILL_WAIT = 5.0  # seconds for a SIGKILLed process to disappear
+
+
+def wait_pids(bot, present, deadline):
+    """Poll the process table until a matching process is there (present) or gone; True on success."""
+    while True:
+        pids = bot.pids()
+        if bool(pids) == present:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL)
+
+
+def graceful_stop(bot, graceful_timeout, term_timeout, actions):
+    began = time.monotonic()
+    try:
+        bot.service("stop")
+        actions.append("service stop")
+    except BotError as exc:  # the signals below still stop it
+        actions.append(f"service stop failed: {exc}")
+    if wait_pids(bot, False, began + graceful_timeout):
+        return
+    pids = bot.send_signal("TERM")
+    actions.append(f"SIGTERM {pids}")
+    if wait_pids(bot, False, time.monotonic() + term_timeout):
+        return
+    pids = bot.send_signal("KILL")
+    actions.append(f"SIGKILL {pids}")
+    if wait_pids(bot, False, time.monotonic() + KILL_WAIT):
+        return
+    raise BotError(f"process still there after SIGKILL: pids {bot.pids()}")
+
+
+def wait_ready(bot, profile, deadline):
+    """Poll readiness until the deadline; returns (ok, last observation)."""
+    return bot.wait_for([profile["health"]["readiness"]], max(0.0, deadline - time.monotonic()))
+
+
+def start(bot, profile, p, actions, result, began):
+    deadline = began + p["ready_timeout"]
+    bot.service("start")
+    actions.append("service start")
+    if not wait_pids(bot, True, deadline):
+        raise BotError(f"no process matching {bot.process_match!r} within {p['ready_timeout']:g}s of the start")
+    if p["wait_ready"]:
+        ok, observed = wait_ready(bot, profile, deadline)
+        result["ready"] = ok
+        if not ok:
+            result["observed"] = observed
+            raise BotError(f"not ready within {p['ready_timeout']:g}s of the start: last answer {observed}")
+        actions.append("ready")
+        result["downtime"] = round(time.monotonic() - began, 3)
+
+
+def main():
+    argument_spec = bot_argument_spec()
+    argument_spec.update(
+        state=dict(type="str", choices=["started", "stopped", "restarted"], required=True),
+        graceful_timeout=dict(type="float"),
+        term_timeout=dict(type="float", default=10),
+        wait_ready=dict(type="bool", default=True),
+        ready_timeout=dict(type="float", default=60),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    name = p["bot"]["name"]
+    state = p["state"]
+    verbs = {"started": "start", "stopped": "stop", "restarted": "restart"}
+    actions = []
+    result = dict(changed=False, state=None, actions=actions, downtime=None, ready=None, pids_before=[], pids_after=[])
+    try:
+        bot = module_bot(module)
+        profile = p["profile"]
+        graceful = p["graceful_timeout"]
+        if graceful is None:
+            graceful = float(bot.service_conf.get("stop_timeout") or 30)
+        pids = bot.pids()
+        result["pids_before"] = pids
+        running = bool(pids)
+        plan = []
+        if state == "stopped" and running:
+            plan = ["service stop (then SIGTERM, SIGKILL if still running)"]
+        elif state == "started" and not running:
+            plan = ["service start"] + (["wait until ready"] if p["wait_ready"] else [])
+        elif state == "restarted":
+            plan = (["service stop (then SIGTERM, SIGKILL if still running)"] if running else []) + \
+                ["service start"] + (["wait until ready"] if p["wait_ready"] else [])
+        result["changed"] = bool(plan)
+        after_state = "stopped" if state == "stopped" else "running"
+        before_state = "running" if running else "stopped"
+        if plan:
+            result["diff"] = {"before": f"process: {before_state}\n", "after": f"process: {after_state}\n"}
+        if module.check_mode:
+            result["would"] = plan
+            result["state"] = after_state if plan else before_state
+            result["pids_after"] = pids
+            module.exit_json(**result)
+
+        began = time.monotonic()
+        if state in ("stopped", "restarted") and running:
+            graceful_stop(bot, graceful, p["term_timeout"], actions)
+        if state in ("started", "restarted") and (state == "restarted" or not running):
+            start(bot, profile, p, actions, result, began)
+        elif state == "started" and p["wait_ready"]:
+            ok, observed = wait_ready(bot, profile, began + p["ready_timeout"])
+            result["ready"] = ok
+            if not ok:
+                result["observed"] = observed
+                raise BotError(f"running but not ready within {p['ready_timeout']:g}s: last answer {observed}")
+            result["downtime"] = 0.0
+        elif not plan:
+            result["downtime"] = 0.0
+        result["pids_after"] = bot.pids()
+        result["state"] = "running" if result["pids_after"] else "stopped"
+    except (BotError, KeyError, OSError) as exc:
+        module.fail_json(msg=f"Failed to {verbs[state]} bot '{name}': {exc}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
