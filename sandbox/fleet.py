@@ -78,6 +78,8 @@ MAX_SOCKET_PATH = 107
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
+# executables (argv[0] or the script a Python runs) of the processes a sandbox runs
+OWN_PROGRAMS = frozenset({"supervisord", "alembic", "postgres", "pg_ctl", "initdb", "redis-server"})
 RUNNING_STATES = frozenset({"STARTING", "RUNNING", "BACKOFF", "STOPPING"})
 STOPPED_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
 
@@ -369,10 +371,19 @@ class Fleet:
         self.inventory_dir = Path(os.path.abspath(inventory_dir)) if inventory_dir else default_inventory_dir()
         self.requested_base_port = parse_base_port(base_port)
         self.pg_bindir = Path(pg_bindir or os.environ.get("BOTOPS_PG_BINDIR") or PG_BINDIR)
-        # the venv's interpreter: runs the bots, alembic, supervisord and Ansible's modules
-        self.python = python or sys.executable
+        # The venv's interpreter runs the bots, alembic, supervisord and Ansible's modules. The one
+        # recorded by the first up is kept (python and python3 of one venv would otherwise make the
+        # program definitions differ, and supervisord restart every bot).
+        self.python = python or self._recorded_python() or sys.executable
         self.bindir = Path(self.python).parent
         self._log = log or (lambda line: None)
+
+    def _recorded_python(self) -> str | None:
+        try:
+            recorded = json.loads(self.state_file.read_text()).get("python")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return recorded if recorded and os.access(recorded, os.X_OK) else None
 
     # ------------------------------------------------------------------ paths
     @property
@@ -818,6 +829,8 @@ class Fleet:
             "dbfilename dump.rdb\n"
             "save 300 1\n"
             "appendonly no\n"
+            "# the config path in the process title: `pgrep -f <state dir>` finds redis too\n"
+            'proc-title-template "{title} {listen-addr} {config-file}"\n'
         )
 
     def _start_supervisord(self) -> None:
@@ -1141,8 +1154,8 @@ class Fleet:
                 EXIT_USAGE,
             )
 
-    def _check_prerequisites(self, state: dict, need_redis: bool) -> bool:
-        """PostgreSQL binaries, redis-server, socket path lengths; returns True when redis must be installed."""
+    def _check_prerequisites(self, need_redis: bool) -> bool:
+        """PostgreSQL binaries and OS user, the venv's tools, redis-server; True when redis must be installed."""
         missing = [b for b in ("initdb", "pg_ctl", "postgres") if not (self.pg_bindir / b).is_file()]
         if missing:
             raise FleetError(
@@ -1163,13 +1176,6 @@ class Fleet:
             if not (self.bindir / needed).exists():
                 raise FleetError(f"{self.bindir / needed} not found: run ./scripts/bootstrap (it installs the venv)",
                                  EXIT_USAGE)
-        for sock in (self.supervisor_sock, self._pg_dir(state) / f".s.PGSQL.{state['postgres']['port']}"):
-            if len(str(sock)) > MAX_SOCKET_PATH:
-                raise FleetError(
-                    f"unix socket path {sock} is {len(str(sock))} bytes, the limit is {MAX_SOCKET_PATH}: "
-                    "use a shorter BOTOPS_SANDBOX_DIR",
-                    EXIT_USAGE,
-                )
         if need_redis and not self._redis_server():
             if os.geteuid() != 0:
                 raise FleetError(
@@ -1180,6 +1186,15 @@ class Fleet:
                 )
             return True
         return False
+
+    def _check_socket_paths(self, state: dict) -> None:
+        for sock in (self.supervisor_sock, self._pg_dir(state) / f".s.PGSQL.{state['postgres']['port']}"):
+            if len(str(sock)) > MAX_SOCKET_PATH:
+                raise FleetError(
+                    f"unix socket path {sock} is {len(str(sock))} bytes, the limit is {MAX_SOCKET_PATH}: "
+                    "use a shorter BOTOPS_SANDBOX_DIR",
+                    EXIT_USAGE,
+                )
 
     @staticmethod
     def _redis_server() -> str | None:
@@ -1246,12 +1261,23 @@ class Fleet:
                 f"--base-port {self.requested_base_port} needs `invoke sandbox.down --purge` first",
                 EXIT_USAGE,
             )
+        state["python"] = self.python
         plan = self._plan(state, count, families, interval)
         all_bots = {**state["bots"], **plan["new"]}
         need_redis = any(FAMILIES[s["family"]].redis for s in all_bots.values())
+        install_redis = self._check_prerequisites(need_redis)
         if fresh_fleet:
             state["postgres"]["dir"] = str(self._choose_pg_dir())
-        install_redis = self._check_prerequisites(state, need_redis)
+        self._check_socket_paths(state)
+        if not fresh_fleet and not self.supervisor_running():
+            stray = self._orphans(state)
+            if stray:
+                raise FleetError(
+                    f"supervisord of the sandbox in {self.state_dir} is not running, but {len(stray)} of its "
+                    f"processes are (pids {', '.join(map(str, sorted(stray)))}): run `invoke sandbox.down` to stop "
+                    "them, then `invoke sandbox.up`",
+                    EXIT_USAGE,
+                )
         self._check_ports(state, plan, need_redis)
         if install_redis:
             self._install_redis()
@@ -1350,12 +1376,17 @@ class Fleet:
         conf_dir = self.supervisor_dir / "conf.d"
         write_file(self.supervisor_conf, self._supervisord_conf())
         if need_redis:
-            write_file(self.redis_dir / "redis.conf", self._redis_conf(state))
+            redis_conf = self.redis_dir / "redis.conf"
+            existed = redis_conf.exists()
+            if write_file(redis_conf, self._redis_conf(state)) and existed:
+                # supervisord does not read redis.conf: restart the program to apply it
+                changed_config.append(REDIS_PROGRAM)
+                act("redis: configuration changed" + (f" (databases raised to {state['redis']['databases']})"
+                                                      if redis_resized else "") + ": redis restarts")
             redis_cmd = [self._redis_server(), str(self.redis_dir / "redis.conf")]
             redis_prog = self._program_conf(REDIS_PROGRAM, redis_cmd, self.redis_dir, self.redis_dir / "redis.log",
                                             None, priority=10, environment={})
-            if write_file(conf_dir / f"{REDIS_PROGRAM}.conf", redis_prog) and redis_resized:
-                act(f"redis: databases raised to {state['redis']['databases']} (redis restarts)")
+            write_file(conf_dir / f"{REDIS_PROGRAM}.conf", redis_prog)
         for name in names:
             write_file(conf_dir / f"{name}.conf", self._bot_program_conf(name))
 
@@ -1394,7 +1425,7 @@ class Fleet:
         }
 
     def _apply_supervisor_config(self, changed_config: list[str], started: dict, act) -> tuple[list, list]:
-        """supervisorctl update, then start what is stopped and restart bots whose bot.json changed.
+        """supervisorctl update, then start what is stopped and restart programs whose configuration changed.
 
         Returns (programs started, programs restarted).
         """
@@ -1434,7 +1465,8 @@ class Fleet:
             self._start_program(rpc, name)
             started["programs"].append(name)
             restarted.append(name)
-            act(f"{name}: restarted to apply the new trade_interval")
+            if name != REDIS_PROGRAM:
+                act(f"{name}: restarted to apply the new trade_interval")
         return now_started, restarted
 
     @staticmethod
@@ -1551,7 +1583,11 @@ class Fleet:
         return markers
 
     def leftover_processes(self, state: dict | None = None) -> dict[int, str]:
-        """Processes whose command line names this sandbox's directories (like ``pgrep -f <state dir>``)."""
+        """The sandbox's processes found by command line (``pgrep -f <state dir>``), pid -> command line.
+
+        Only the sandbox's own programs count (bots, alembic, supervisord, postgres, pg_ctl, redis):
+        an operator's ``tail -f`` of a bot log is not the sandbox's and is never touched.
+        """
         state = state if state is not None else self._load_state()
         markers = self._markers(state)
         skip = _ancestors()
@@ -1560,7 +1596,10 @@ class Fleet:
             if pid in skip or not process_alive(pid):
                 continue
             args = _proc_cmdline(pid)
-            if any(a == m or (m + "/") in a for a in args for m in markers):
+            if not args or not any(a == m or (m + "/") in a for a in args for m in markers):
+                continue
+            programs = {os.path.basename(a.split(" ", 1)[0]) for a in args[:2]}
+            if programs & OWN_PROGRAMS or any(p.startswith("python") for p in programs):
                 found[pid] = " ".join(args)
         return found
 
@@ -1597,6 +1636,13 @@ class Fleet:
                 self._stop_supervisord()
                 stopped.append("supervisord")
                 stopped += programs
+            stray = self._orphans(state)
+            if stray:
+                # left running by a supervisord that died: stop them as it would have, before the database
+                self._log(f"stopping {len(stray)} process(es) of the sandbox that run without supervisord "
+                          f"(pids {', '.join(map(str, sorted(stray)))}): SIGTERM")
+                self._signal_and_wait(stray)
+                stopped += [f"pid {pid}" for pid in sorted(stray)]
             if pg_up:
                 self._log("PostgreSQL: pg_ctl stop -m fast")
                 self._pg_stop(state, "fast")
@@ -1607,26 +1653,53 @@ class Fleet:
             self._purge(state)
         return {"was_up": bool(stopped or orphans), "stopped": stopped, "purged": purge}
 
+    def _orphans(self, state: dict | None) -> dict[int, int]:
+        """Sandbox processes (not PostgreSQL's) outside a running supervisord: pid -> start time."""
+        postmaster = self._pg_postmaster(state) if state and state.get("postgres", {}).get("dir") else None
+        pg_family = set(_descendants([postmaster[0]])) | {postmaster[0]} if postmaster else set()
+        supervised = set(_descendants([self._supervisord_pid()[0]])) if self._supervisord_pid() else set()
+        found = {}
+        for pid in self.leftover_processes(state):
+            stat = _proc_stat(pid)
+            if stat and pid not in pg_family and pid not in supervised and not self._is_supervisord(pid):
+                found[pid] = stat[2]
+        return found
+
+    def _is_supervisord(self, pid: int) -> bool:
+        return any(os.path.basename(a) == "supervisord" for a in _proc_cmdline(pid)[:2])
+
+    @staticmethod
+    def _signal_and_wait(pids: dict[int, int], grace: float = 15) -> None:
+        """SIGTERM, wait ``grace`` seconds (supervisord's stopwaitsecs), then SIGKILL what is left."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+            for pid, start in pids.items():
+                if process_alive(pid, start):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, sig)
+            if wait_until(lambda: not any(process_alive(p, t) for p, t in pids.items()), wait):
+                return
+
     def _verify_gone(self, state: dict | None, tree: dict[int, int]) -> None:
-        def left():
-            remaining = {p: " ".join(_proc_cmdline(p)) for p, start in tree.items() if process_alive(p, start)}
-            remaining.update(self.leftover_processes(state))
+        """Poll until none of ``tree`` (pid -> start time) nor any sandbox process is left; escalate if needed."""
+        def left() -> dict[int, int]:
+            remaining = {p: start for p, start in tree.items() if process_alive(p, start)}
+            for pid in self.leftover_processes(state):
+                stat = _proc_stat(pid)
+                if stat:
+                    remaining[pid] = stat[2]
             return remaining
 
         if wait_until(lambda: not left(), 15):
             return
         remaining = left()
         # they outlived a graceful stop: the sandbox owns them, so escalate
-        self._log(f"down: {len(remaining)} process(es) outlived the stop: SIGTERM, then SIGKILL")
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            for pid in remaining:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            if wait_until(lambda: not left(), grace):
-                return
-            remaining = left()
-        raise FleetError("processes of the sandbox are still running after SIGKILL: "
-                         + "; ".join(f"{p}: {c}" for p, c in sorted(remaining.items())))
+        self._log(f"down: {len(remaining)} process(es) outlived the stop "
+                  f"(pids {', '.join(map(str, sorted(remaining)))}): SIGTERM, then SIGKILL")
+        self._signal_and_wait(remaining, grace=10)
+        remaining = left()
+        if remaining:
+            raise FleetError("processes of the sandbox are still running after SIGKILL: "
+                             + "; ".join(f"{p}: {' '.join(_proc_cmdline(p))}" for p in sorted(remaining)))
 
     def _purge(self, state: dict | None) -> None:
         names = list((state or {}).get("bots") or [])

@@ -25,9 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 INVOKE = [str(Path(sys.executable).parent / "invoke"), "-r", str(REPO)]
 
 
-def invoke(*args: str, state_dir: Path, inventory_dir: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+def invoke(*args: str, state_dir: Path, inventory_dir: Path, env: dict | None = None,
+           timeout: float = 180) -> subprocess.CompletedProcess:
     """Run the real CLI against an isolated sandbox."""
-    env = {**os.environ, "BOTOPS_SANDBOX_DIR": str(state_dir), "BOTOPS_SANDBOX_INVENTORY": str(inventory_dir)}
+    env = {**os.environ, "BOTOPS_SANDBOX_DIR": str(state_dir), "BOTOPS_SANDBOX_INVENTORY": str(inventory_dir),
+           **(env or {})}
     return subprocess.run([*INVOKE, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -171,29 +173,32 @@ def test_status_has_one_row_per_bot_with_release_state_and_trades(fleet):
 
 # ----------------------------------------------------------------------------- separate sandboxes
 BAD_INPUT = [
-    (["--bots", "0"], "--bots must be 1 or more"),
-    (["--bots", "-2"], "--bots must be 1 or more"),
-    (["--bots", "many"], "--bots must be a whole number"),
-    (["--families", "mojorust,dogecoin"], "unknown family 'dogecoin': valid families are mojorust, papertrader, "
-                                          "solana-cli, hyperliquid, vanta"),
-    (["--trade-interval", "0"], "--trade-interval must be more than 0"),
+    (["--bots", "0"], {}, "--bots must be 1 or more"),
+    (["--bots", "-2"], {}, "--bots must be 1 or more"),
+    (["--bots", "many"], {}, "--bots must be a whole number"),
+    (["--families", "mojorust,dogecoin"], {}, "unknown family 'dogecoin': valid families are mojorust, "
+                                              "papertrader, solana-cli, hyperliquid, vanta"),
+    (["--trade-interval", "0"], {}, "--trade-interval must be more than 0"),
+    (["--base-port", "80"], {}, "--base-port must be between 1024"),
+    (["--bots", "2"], {"BOTOPS_PG_BINDIR": "/nonexistent/postgresql/15/bin"},
+     "install them with `apt-get install postgresql-15` or run ./scripts/bootstrap"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
-def test_bad_input_exits_2_with_a_message_and_starts_nothing(tmp_path, args, message):
+@pytest.mark.parametrize("args,env,message", BAD_INPUT,
+                         ids=[" ".join(a) + (" (no PostgreSQL)" if e else "") for a, e, _ in BAD_INPUT])
+def test_bad_input_exits_2_with_a_message_and_starts_nothing(tmp_path, args, env, message):
     state_dir, inventory_dir = tmp_path / "state", tmp_path / "inventory"
-    result = invoke("sandbox.up", *args, state_dir=state_dir, inventory_dir=inventory_dir)
+    result = invoke("sandbox.up", *args, state_dir=state_dir, inventory_dir=inventory_dir, env=env)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr
     assert not state_dir.exists() and not inventory_dir.exists()
     assert Fleet(state_dir, inventory_dir).leftover_processes() == {}
 
 
-def test_a_taken_port_is_named_and_nothing_starts(sandbox_dir):
+def test_a_taken_port_is_named_and_nothing_starts(sandbox_dir, free_port_block):
     state_dir, inventory_dir = sandbox_dir / "state", sandbox_dir / "inventory"
-    base = 28500
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+    with free_port_block(2, 28500) as base, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", base + 20))  # bot02's api port
         squatter.listen()
@@ -206,13 +211,14 @@ def test_a_taken_port_is_named_and_nothing_starts(sandbox_dir):
     assert not (inventory_dir / "hosts.yml").exists()
 
 
-def test_down_stops_everything_up_started_and_leaves_no_process(sandbox_dir):
+def test_down_stops_everything_up_started_and_leaves_no_process(sandbox_dir, free_port_block):
     state_dir, inventory_dir = sandbox_dir / "state", sandbox_dir / "inventory"
     inventory_dir.mkdir()
     (inventory_dir / "README.md").write_text("committed, not generated\n")
     fleet = Fleet(state_dir, inventory_dir)
-    up = invoke("sandbox.up", "--bots", "2", "--families", "vanta,mojorust", "--base-port", "28700",
-                state_dir=state_dir, inventory_dir=inventory_dir)
+    with free_port_block(2, 28700) as base:
+        up = invoke("sandbox.up", "--bots", "2", "--families", "vanta,mojorust", "--base-port", str(base),
+                    state_dir=state_dir, inventory_dir=inventory_dir)
     assert up.returncode == 0, up.stderr
     assert "sandbox is up" in up.stdout
     for b in fleet.bots():  # progress output never shows a secret
