@@ -2,9 +2,11 @@
 
 from invoke import Collection
 
-from botops import sandbox
+from botops import release, sandbox
 from botops.status import status
 
 ns = Collection()
 ns.add_task(status)
+ns.add_task(release.deploy)
+ns.add_task(release.rollback)
 ns.add_collection(sandbox.collection)

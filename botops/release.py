@@ -1,0 +1,137 @@
+"""`invoke deploy`, `invoke rollback`, `invoke releases`: code and data move together, fleet-wide."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from invoke import task
+
+from botops.operation import run_operation, usage_error
+from botops.runner import REPO
+
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+BATCH_RE = re.compile(r"^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)$")
+POSITION_POLICIES = ("refuse", "wait", "flatten", "carry")
+ARTIFACT_NAME = "refbot"
+
+DEPLOY_COLUMNS = [
+    ("name", "bot"),
+    ("result", "result"),
+    ("release_before", "before"),
+    ("release_after", "after"),
+    ("ready", "ready"),
+    ("downtime", "downtime s"),
+    ("backup_id", "backup"),
+    ("message", "message"),
+]
+
+
+def artifacts_dir(given: str | None) -> Path:
+    if given:
+        return Path(given).resolve()
+    sandbox = Path(os.environ.get("BOTOPS_SANDBOX_DIR", REPO / ".sandbox"))
+    return (sandbox / "artifacts").resolve()
+
+
+def available_versions(directory: Path) -> list[str]:
+    return sorted(p.name[len(ARTIFACT_NAME) + 1:-len(".json")] for p in directory.glob(f"{ARTIFACT_NAME}-*.json"))
+
+
+def check_version(task_name: str, version: str, directory: Path) -> None:
+    if not version or not VERSION_RE.match(version) or ".." in version:
+        raise usage_error(task_name, f"--version {version!r} is not a release version (e.g. --version=1.1.0)")
+    if not directory.is_dir():
+        raise usage_error(task_name, f"artifacts directory {directory} does not exist (pass --artifacts=DIR)")
+    manifest = directory / f"{ARTIFACT_NAME}-{version}.json"
+    tarball = directory / f"{ARTIFACT_NAME}-{version}.tar.gz"
+    if not manifest.is_file() or not tarball.is_file():
+        known = ", ".join(available_versions(directory)) or "none"
+        raise usage_error(task_name, f"no release {version} in {directory} (available: {known})")
+    try:
+        json.loads(manifest.read_text())["sha256"]
+    except (ValueError, KeyError):
+        raise usage_error(task_name, f"manifest {manifest} is not a release manifest (no sha256)") from None
+
+
+def serial_plan(task_name: str, canary: int, batch: str) -> list:
+    if canary < 0:
+        raise usage_error(task_name, f"--canary {canary} must be 0 (no canary) or a number of bots")
+    if not BATCH_RE.match(str(batch)):
+        raise usage_error(task_name, f"--batch {batch!r} must be a number of bots or a percentage, e.g. 5 or 25%")
+    size = batch if str(batch).endswith("%") else int(batch)
+    return [canary, size] if canary else [size]
+
+
+def check_max_fail(task_name: str, max_fail: int) -> int:
+    if not 0 <= max_fail <= 100:
+        raise usage_error(task_name, f"--max-fail {max_fail} must be a percentage between 0 and 100")
+    return max_fail
+
+
+COMMON_HELP = {
+    "inventory": "inventory file or directory (default: the sandbox)",
+    "limit": "only these bots or groups, e.g. bot01,vanta",
+    "check": "dry run: report what would change, change nothing",
+    "takeover": "take over a stale lock left by a crashed run (never a live one)",
+}
+
+
+@task(
+    help=dict(
+        COMMON_HELP,
+        version="release version to deploy, e.g. 1.1.0 (required)",
+        artifacts="directory holding <name>-<version>.tar.gz and .json (default: the sandbox's artifacts)",
+        canary="bots in the first batch (default 1; 0: no canary)",
+        batch="bots per batch after the canary: a number or a percentage (default 100%)",
+        max_fail="percentage of failed bots in a batch that stops the rollout (default 0: the first failure)",
+        positions="open positions policy: refuse | wait | flatten | carry (default carry)",
+    )
+)
+def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, canary=1, batch="100%",
+           max_fail=0, positions="carry", takeover=False):
+    """Deploy a release: canary first, backup, pause, stop, switch, migrate, start, readiness gate."""
+    directory = artifacts_dir(artifacts)
+    check_version("deploy", version, directory)
+    if positions not in POSITION_POLICIES:
+        raise usage_error("deploy", f"--positions {positions!r} is not a policy (expected one of: {', '.join(POSITION_POLICIES)})")
+    extravars = {
+        "botops_version": version,
+        "botops_artifacts_dir": str(directory),
+        "botops_serial": serial_plan("deploy", int(canary), batch),
+        "botops_max_fail_percentage": check_max_fail("deploy", int(max_fail)),
+        "bot_guard_positions_policy": positions,
+    }
+    run_operation("deploy", "deploy.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
+                  takeover=takeover, columns=DEPLOY_COLUMNS)
+
+
+@task(
+    help=dict(
+        COMMON_HELP,
+        target="'latest' (the previous good release in the ledger, skipping bad ones) or a version",
+        backup="roll back to this backup id instead (code of the release it was taken on, data of the backup)",
+        batch="bots rolled back at once: a number or a percentage (default 100%)",
+    )
+)
+def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False):
+    """Roll bots back to the previous good release (or a version, or a backup): code and data together."""
+    if backup is not None:
+        if not BACKUP_ID_RE.match(backup):
+            raise usage_error("rollback", f"--backup {backup!r} is not a backup id (e.g. 20261121T020000Z-1.0.0-ab12); "
+                                          "'invoke backups' lists them")
+        if target != "latest":
+            raise usage_error("rollback", "give --target or --backup, not both")
+    elif target != "latest" and (not VERSION_RE.match(target) or ".." in target):
+        raise usage_error("rollback", f"--target {target!r} is not 'latest' or a release version")
+    extravars = {
+        "botops_target": target,
+        "botops_serial": serial_plan("rollback", 0, batch),
+    }
+    if backup is not None:
+        extravars["botops_backup_id"] = backup
+    run_operation("rollback", "rollback.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
+                  takeover=takeover, columns=DEPLOY_COLUMNS)
