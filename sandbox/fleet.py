@@ -70,6 +70,7 @@ PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
 PG_OS_USER = "postgres"  # runs the cluster when we are root (initdb and postgres refuse root)
 PG_SUPERUSER = "postgres"
 PG_MAX_CONNECTIONS = 300
+PG_CONNECTIONS_PER_BOT = 3  # the trading loop's connection, health checks, an operator's psql or pg_dump
 REDIS_PROGRAM = "redis"
 STATE_FORMAT = 1
 # unix socket paths (sun_path) are limited to 108 bytes including the terminating NUL
@@ -647,6 +648,19 @@ class Fleet:
                 "unix_socket_permissions = 0700\n"
                 f"max_connections = {PG_MAX_CONNECTIONS}\n"
             )
+
+    def _ensure_max_connections(self, state: dict, bots: int) -> bool:
+        """Raise max_connections (a restart) when the fleet outgrew it; True when it did."""
+        wanted = max(PG_MAX_CONNECTIONS, PG_CONNECTIONS_PER_BOT * bots + 50)
+        with self._admin(state) as conn:
+            current = int(conn.execute("SHOW max_connections").fetchone()[0])
+            if current >= wanted:
+                return False
+            conn.execute(sql.SQL("ALTER SYSTEM SET max_connections = {}").format(sql.Literal(wanted)))
+        self._log(f"PostgreSQL: max_connections {current} is too low for {bots} bots: restarting with {wanted}")
+        self._pg_run(state, "pg_ctl", "-D", str(self._pg_data(state)), "-l", str(self._pg_dir(state) / "postgresql.log"),
+                     "-m", "fast", "-w", "-t", "60", "-s", "restart")
+        return True
 
     def _pg_start(self, state: dict) -> None:
         pg_dir = self._pg_dir(state)
@@ -1347,6 +1361,8 @@ class Fleet:
             started["pg"] = True
             actions.append("started PostgreSQL")
         names = sorted(state["bots"], key=lambda n: state["bots"][n]["index"])
+        if self._ensure_max_connections(state, len(names)):
+            act(f"PostgreSQL: restarted to raise max_connections for {len(names)} bots")
         unprovisioned = [n for n in names if not state["bots"][n].get("provisioned")]
         # per bot: database and role, bot root, release, current, bot.json
         changed_config = []
@@ -1458,10 +1474,19 @@ class Fleet:
             started["programs"].append(name)
             now_started.append(name)
             act(f"{name}: was {statename}: started")
-        for name in changed_config:
-            if name in changed or name in started["programs"]:
-                continue
-            rpc.supervisor.stopProcess(name, True)
+        # restart the rest together: each stop may take a graceful shutdown (up to stopwaitsecs)
+        to_restart = [n for n in changed_config if n not in changed and n not in started["programs"]]
+        for name in to_restart:
+            with contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: just start it
+                rpc.supervisor.stopProcess(name, False)
+
+        def all_stopped():
+            states = {i["name"]: i["statename"] for i in rpc.supervisor.getAllProcessInfo()}
+            return all(states.get(n) in STOPPED_STATES for n in to_restart)
+
+        if to_restart and not wait_until(all_stopped, 30):
+            raise FleetError(f"{', '.join(to_restart)} did not stop within 30s")
+        for name in to_restart:
             self._start_program(rpc, name)
             started["programs"].append(name)
             restarted.append(name)
