@@ -107,8 +107,9 @@ EXAMPLES = r"""
     reason: "exchange incident"
     who: "{{ lookup('env', 'USER') }}"
     audit_log: "{{ playbook_dir }}/../artifacts/kill-switch-audit.log"
-    bots: "{{ botops__fleet }}"
+    bots: "{{ botops__fleet | from_json }}"
   vars:
+    # one entry per bot of the play, built on the controller from each bot's variables
     botops__fleet: >-
       [{% for h in ansible_play_hosts %}{{ {'bot': hostvars[h].botops_bot, 'profile': hostvars[h].botops_profile,
       'secrets': hostvars[h].botops_secrets,

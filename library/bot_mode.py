@@ -15,7 +15,9 @@ description:
     V(LIVE) nor taken off paper trading.
   - When the actions restart the bot (a config file edit takes effect at the next start), the
     restart is done once at the end, the module waits for readiness, then polls until the bot
-    reports the new mode; a bot that does not is a failure (the change did not take effect).
+    reports the new mode; a bot that does not is a failure (the change did not take effect), and
+    when the bot still reports the old values the actions are run again with them (a config file
+    is put back, so that no later start switches the bot unexpectedly).
   - Without O(execution_mode) and O(paper) it only reads.
 version_added: "0.1.0"
 options:
@@ -94,6 +96,11 @@ previous:
 actions:
   description: Actions done, in order (empty when nothing changed).
   returned: always
+  type: list
+  elements: str
+rolled_back:
+  description: When the bot did not take the change at all, the actions run again with the old values.
+  returned: when a change did not take effect
   type: list
   elements: str
 would:
@@ -225,8 +232,16 @@ def main():
             time.sleep(POLL_INTERVAL)
         result.update(execution_mode=mode, paper_trading=paper)
         if (mode, paper) != (after["execution_mode"], after["paper_trading"]):
-            raise BotError(f"after {', '.join(actions)} the bot reports execution mode {mode}, paper "
-                           f"{str(paper).lower()}: the change did not take effect")
+            cause = (f"after {', '.join(actions)} the bot reports execution mode {mode}, paper "
+                     f"{str(paper).lower()}: the change did not take effect")
+            if (mode, paper) == (result["previous"]["execution_mode"], result["previous"]["paper_trading"]):
+                # Nothing took effect: put back what the actions wrote (a config file would otherwise
+                # switch the bot at some later start), without another restart.
+                old = {"mode": mode, "paper": paper}
+                undo = [a for a in plan if "service" not in a]
+                result["rolled_back"] = [bot.do(a, old) for a in undo]
+                cause += f"; rolled back: {', '.join(result['rolled_back'])}"
+            raise BotError(cause)
     except Refused as exc:
         result["refused"] = True
         module.fail_json(msg=f"Failed to {what} on bot '{name}': refused: {exc}", **result)

@@ -75,6 +75,7 @@ def test_change_that_does_not_take_effect_fails(fake):
     fake.ignore.add("config")
     res = mode(fake, execution_mode="LIVE", go_no_go=PASSED, ready_timeout=0.5)
     assert res["failed"] and "did not take effect" in res["msg"] and "reports execution mode DRY" in res["msg"]
+    assert res["rolled_back"] == ["set execution_mode in config.json"] and config_mode(fake) == "DRY"
 
 
 def test_check_mode_reports_the_actions(fake):
