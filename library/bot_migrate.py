@@ -254,7 +254,7 @@ class MigrateRun:
     def alembic(self, cwd, config, *args):
         cmd = self.alembic_cmd + ["-c", config, *args]
         self.result["commands"].append(cmd)
-        env = {"DATABASE_URL": self.url}
+        env = {"DATABASE_URL": self.url, "PYTHONDONTWRITEBYTECODE": "1"}
         timeout = self.module.params["lock_timeout"]
         if timeout:
             options = os.environ.get("PGOPTIONS", "")
@@ -262,21 +262,24 @@ class MigrateRun:
         rc, out, err = self.module.run_command(cmd, cwd=cwd, environ_update=env)
         return rc, self.scrub(out), self.scrub(err)
 
-    def backup_hint(self, undone):
-        """The ledger's backup linked to the release that brought the contract revisions."""
+    def backup_hint(self, undone, graph):
+        """How to get back across the contract: the backup linked to the release that brought it.
+
+        `undone` is the downgrade path, newest first; the release is the one whose head is the
+        oldest contract revision crossed, or the nearest release above it."""
+        oldest = max(undone.index(r) for r in graph.contracts(undone))
         try:
             ledger = Ledger(self.root, self.name)
         except ReleaseError:
-            return ""
-        candidates = [e for e in ledger.entries.values() if e.get("alembic_head") in undone]
-        with_backup = [e for e in candidates if e.get("backup_id")]
-        if with_backup:
-            entry = max(with_backup, key=lambda e: undone.index(e["alembic_head"]))
-            return f"restore backup {entry['backup_id']} (taken before release {entry['version']} was deployed)"
-        if candidates:
-            entry = max(candidates, key=lambda e: undone.index(e["alembic_head"]))
-            return f"restore the backup taken before release {entry['version']} was deployed (none is linked in the ledger)"
-        return "restore the backup taken before the contract migration"
+            ledger = None
+        entries = [e for e in (ledger.entries.values() if ledger else [])
+                   if e.get("alembic_head") in undone[: oldest + 1]]
+        if not entries:
+            return f"restore the backup taken before {undone[oldest]} was applied"
+        entry = max(entries, key=lambda e: undone.index(e["alembic_head"]))
+        if entry.get("backup_id"):
+            return f"restore backup {entry['backup_id']} (linked to release {entry['version']}, taken before it was deployed)"
+        return f"restore the backup taken before release {entry['version']} was deployed (the ledger links none)"
 
 
 def main():
@@ -345,7 +348,7 @@ def main():
         direction = "upgrade" if state == "upgraded" else "downgrade"
         if direction == "downgrade" and result["contract"] and not p["force_contract_downgrade"]:
             step = "check the downgrade"
-            hint = run.backup_hint(pending)
+            hint = run.backup_hint(pending, graph)
             described = ", ".join(f"{r['revision']} ({r['description']})" for r in graph.describe(result["contract"]))
             raise MigrationError(
                 f"refusing to downgrade across contract migration {described}: older code cannot run on the "

@@ -147,14 +147,21 @@ def test_downgrade_expand_by_id_and_relative(root, db):
 def test_downgrade_across_contract_is_refused_naming_the_backup(root, db):
     db.revision = "0003_rename_qty"
     ledger = {"format": 1, "releases": {
+        "1.1.0": {"version": "1.1.0", "alembic_head": "0002_trade_fee", "backup_id": "older-backup"},
         "2.0.0": {"version": "2.0.0", "alembic_head": "0003_rename_qty", "backup_id": "20240301T020000Z-bot04",
                   "status": "bad"}}, "history": []}
     (root / "releases" / "ledger.json").write_text(json.dumps(ledger))
     res = call(root, state="downgraded", revision="0001_initial", release="2.0.0")
     assert res["failed"] and "contract migration 0003_rename_qty" in res["msg"]
-    assert "restore backup 20240301T020000Z-bot04" in res["msg"]
+    assert "restore backup 20240301T020000Z-bot04 (linked to release 2.0.0" in res["msg"]
     assert res["pending"] == ["0003_rename_qty", "0002_trade_fee"] and res["contract"] == ["0003_rename_qty"]
     assert db.calls == [] and db.revision == "0003_rename_qty"
+
+
+def test_contract_refusal_without_a_linked_backup(root, db):
+    db.revision = "0003_rename_qty"
+    res = call(root, state="downgraded", revision="base", release="2.0.0")
+    assert res["failed"] and "restore the backup taken before 0003_rename_qty was applied" in res["msg"]
 
 
 def test_forced_contract_downgrade(root, db):
