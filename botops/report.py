@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 
+MAX_CELL = 100  # longer values are cut here; the JSON summary keeps them whole
+
+
 def _cell(value) -> str:
+    text = _text(value)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
+
+
+def _text(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):

@@ -153,6 +153,10 @@ class PlaybookRun:
             self.progress(None, data.get("task", ""), kind, {})
         elif kind == "playbook_on_stats":
             self._report = (data.get("artifact_data") or {}).get("botops_report", {})
+            # Ansible's own final count: a failure later rescued is not a failure of the bot
+            for name, outcome in self._hosts.items():
+                outcome.failed = (data.get("failures") or {}).get(name, 0)
+                outcome.unreachable = (data.get("dark") or {}).get(name, 0)
         elif host and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             outcome = self._hosts.setdefault(host, HostOutcome())
             res = data.get("res") or {}
@@ -163,6 +167,7 @@ class PlaybookRun:
                 outcome.skipped += 1
             elif kind == "runner_on_failed" and data.get("ignore_errors"):
                 outcome.ok += 1
+                return False
             else:
                 if kind == "runner_on_failed":
                     outcome.failed += 1

@@ -317,6 +317,15 @@ def _parse_tasks(data, where: str, problems: list[str]) -> tuple[str, ...] | Non
     return tuple(t for t in TASKS if t in data)
 
 
+def check_tasks(names: list[str], where: str = "tasks") -> tuple[str, ...]:
+    """Validate a task list given by a person (--tasks); returns it in role order or raises WindowError."""
+    problems: list[str] = []
+    parsed = _parse_tasks(names, where, problems)
+    if problems:
+        raise WindowError("; ".join(problems))
+    return parsed
+
+
 def validate(data, source: str = "windows", families: list[str] | None = None) -> dict[str, Window]:
     """Parse loaded YAML into windows; raise WindowError naming every problem (file, key, expected).
 
@@ -401,6 +410,7 @@ def plan(window: Window, now: datetime, family: str | None = None) -> dict:
         "family": family,
         "open": current is not None,
         "opened_at": current[0].isoformat() if current else None,
+        "occurrence_id": f"{current[0]:%Y%m%dT%H%M%SZ}" if current else None,
         "closes_at": current[1].isoformat() if current else None,
         "next_open": schedule.next_start(now).isoformat(),
         "schedule": schedule.as_dict(),

@@ -39,6 +39,12 @@ options:
     description: Seconds to wait for the process and for readiness.
     type: float
     default: 60
+  ready_stable_for:
+    description:
+      - Seconds readiness must hold without a break before the bot counts as ready, so that a
+        release that answers ready and then falls over (a schema it cannot write) fails the gate.
+    type: float
+    default: 1.0
   profile:
     description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
     type: dict
@@ -157,9 +163,9 @@ def graceful_stop(bot, graceful_timeout, term_timeout, actions):
     raise BotError(f"process still there after SIGKILL: pids {bot.pids()}")
 
 
-def wait_ready(bot, profile, deadline):
-    """Poll readiness until the deadline; returns (ok, last observation)."""
-    return bot.wait_for([profile["health"]["readiness"]], max(0.0, deadline - time.monotonic()))
+def wait_ready(bot, profile, deadline, stable_for):
+    """Poll readiness until it holds for stable_for seconds, or the deadline; returns (ok, last observation)."""
+    return bot.wait_stable([profile["health"]["readiness"]], max(0.0, deadline - time.monotonic()), stable_for)
 
 
 def start(bot, profile, p, actions, result, began):
@@ -169,7 +175,7 @@ def start(bot, profile, p, actions, result, began):
     if not wait_pids(bot, True, deadline):
         raise BotError(f"no process matching {bot.process_match!r} within {p['ready_timeout']:g}s of the start")
     if p["wait_ready"]:
-        ok, observed = wait_ready(bot, profile, deadline)
+        ok, observed = wait_ready(bot, profile, deadline, p["ready_stable_for"])
         result["ready"] = ok
         if not ok:
             result["observed"] = observed
@@ -186,6 +192,7 @@ def main():
         term_timeout=dict(type="float", default=10),
         wait_ready=dict(type="bool", default=True),
         ready_timeout=dict(type="float", default=60),
+        ready_stable_for=dict(type="float", default=1.0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -228,7 +235,7 @@ def main():
         if state in ("started", "restarted") and (state == "restarted" or not running):
             start(bot, profile, p, actions, result, began)
         elif state == "started" and p["wait_ready"]:
-            ok, observed = wait_ready(bot, profile, began + p["ready_timeout"])
+            ok, observed = wait_ready(bot, profile, began + p["ready_timeout"], p["ready_stable_for"])
             result["ready"] = ok
             if not ok:
                 result["observed"] = observed

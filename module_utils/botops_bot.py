@@ -285,6 +285,23 @@ class Bot:
                 return ok, observed
             time.sleep(POLL_INTERVAL)
 
+    def wait_stable(self, specs, timeout, stable_for):
+        """Poll until the checks hold without a break for stable_for seconds (a bot that turns
+        ready and then falls over is not ready); returns (ok, last observation)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ok, observed = self.wait_for(specs, max(0.0, deadline - time.monotonic()))
+            if not ok:
+                return False, observed
+            held_until = time.monotonic() + stable_for
+            while ok and time.monotonic() < held_until:
+                time.sleep(POLL_INTERVAL)
+                ok, observed = self.check_all(specs)
+            if ok:
+                return True, observed
+            if time.monotonic() >= deadline:
+                return False, observed
+
     # ---------------------------------------------------------------- actions
     def do(self, action, variables=None):
         """Carry out one action of the profile; returns a short description of what was done."""
