@@ -81,8 +81,8 @@ options:
     type: str
   keep:
     description:
-      - After O(state=present), O(state=current) or O(state=absent), remove the oldest installed
-        releases until this many remain. The current release, the last good one and
+      - After O(state=present), O(state=current), O(state=marked) or O(state=absent), remove the
+        oldest installed releases until this many remain. The current release, the last good one and
         C(previous_good) are always kept, even beyond this number.
     type: int
 attributes:
@@ -404,6 +404,8 @@ def main():
                     changed |= run.prune(p["keep"])
             elif state == "marked":
                 changed |= run.mark(version, p["status"])
+                if p["keep"]:
+                    changed |= run.prune(p["keep"])
             run.save()
         run.report(version)
         if state == "list":

@@ -273,6 +273,16 @@ def test_absent_with_keep_only_prunes(root, tmp_path):
     assert call(root, state="absent", keep=1)["changed"] is False
 
 
+def test_marking_good_then_pruning(root, tmp_path):
+    art = tmp_path / "many"
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        make_artifact(art, v)
+        call(root, version=v, artifact=str(art), state="current")
+    res = call(root, version="1.2.0", state="marked", status="good", keep=1)
+    assert res["changed"] and res["pruned"] == ["1.0.0", "1.1.0"] and res["last_good"] == "1.2.0"
+    assert sorted(p for p in os.listdir(root / "releases") if not p.startswith(".")) == ["1.2.0", "ledger.json"]
+
+
 def test_required_options(root):
     assert call(root, state="marked", version="1.0.0")["failed"]
     assert call(root, state="absent")["failed"]
