@@ -26,7 +26,7 @@ description:
 version_added: "0.1.0"
 options:
   profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    description: The bot family's profile, as the C(bot_profile) lookup returns it for the bot's C(bot_family).
     type: dict
     required: true
   bot:
@@ -49,8 +49,8 @@ options:
     default: upgraded
   revision:
     description:
-      - Target revision as Alembic spells it, resolved against the release's revision files
-        C(head) (default), C(base), a revision id or unique prefix, C(-N) / C(+N) relative to the current revision.
+      - Target revision as Alembic spells it - C(head) (default), C(base), a revision id or a unique
+        prefix of one, C(-N) / C(+N) relative to the current revision - resolved against the release's revision files.
       - Relative targets move on every run; playbooks that must be idempotent name a revision id.
       - Required with O(state=downgraded).
     type: str
@@ -63,7 +63,7 @@ options:
   force_contract_downgrade:
     description:
       - Downgrade across contract revisions anyway. B(Dangerous) - a contract downgrade may lose the
-        data the contract step transformed, and must only be used when its C(downgrade()) is known to be
+        data the contract step transformed, and must only be used when its downgrade function is known to be
         lossless (a rename) or the database is disposable. Restoring the release's backup is the safe way back.
     type: bool
     default: false

@@ -27,7 +27,7 @@ description:
 version_added: "0.1.0"
 options:
   profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    description: The bot family's profile, as the C(bot_profile) lookup returns it for the bot's C(bot_family).
     type: dict
     required: true
   bot:
