@@ -264,7 +264,13 @@ def hyperliquid(bot: Bot) -> list[ServerSpec]:
             "{fees} FROM trades WHERE ts >= date_trunc('day', now())"
         ).format(qty=qty, fees=sql.SQL(", coalesce(sum(fee), 0) AS fees") if bot.release.writes_fee
                  else sql.SQL(""))
-        return _operate(lambda: bot.read(query)[0])
+        def stats() -> dict:
+            row = bot.read(query)[0]
+            v = bot.view()
+            return {**row, "portfolio_value": v["portfolio_value"], "realized_pnl": v["realized_pnl"],
+                    "open_positions": v["open_positions"]}
+
+        return _operate(stats)
 
     def positions(request: Request):
         query = sql.SQL(

@@ -139,6 +139,8 @@ class BotState:
                 "open_positions": self.snapshot.open_positions,
                 "open_orders": self.snapshot.open_orders,
                 "portfolio_value": round(self.snapshot.portfolio_value, 2),
+                "realized_pnl": round(self.snapshot.realized_pnl, 2),
+                "fees": round(self.snapshot.fees, 4),
                 "ticks": self.ticks,
                 "trading_error": self.trading_error,
                 "last_tick_ok_at": self.last_tick_ok_at,

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -345,6 +345,19 @@ def test_hyperliquid_post_routes_need_the_bearer_token(fleet):
     assert bot.status()["circuit_breaker"] == "closed"
 
 
+def test_hyperliquid_read_routes(fleet):
+    bot = fleet["hyperliquid"]
+    status, body = bot.get("/api/trades?limit=5")
+    assert status == 200
+    ids = [t["id"] for t in body["trades"]]
+    assert len(ids) == 5 and ids == list(range(ids[0], ids[0] - 5, -1)), ids
+    assert {"symbol", "side", "qty", "price", "mode", "paper"} <= set(body["trades"][0])
+    status, daily = bot.get("/api/trades/stats/daily")
+    assert status == 200 and daily["trades"] >= 5 and isinstance(daily["portfolio_value"], float)
+    status, body = bot.get("/api/trades/positions")
+    assert status == 200 and all(p["status"] == "open" for p in body["positions"])
+
+
 def test_papertrader_maintenance_pauses_entries_but_keeps_orders_and_exits(fleet):
     bot = fleet["papertrader"]
     with ThreadPoolExecutor(1) as pool:
@@ -468,6 +481,20 @@ def test_mojorust_sigterm_closes_positions_and_exits_0(fleet):
 
 # --- outages ------------------------------------------------------------------------------
 
+def test_sigkill_then_start_recovers_from_the_database(fleet):
+    bot = fleet["solana-cli"]
+    bot.wait_ready()
+    bot.kill()
+    last = bot.assert_continuous_ids()
+    open_positions = bot.open_position_count()
+    bot.start()
+    bot.wait_ready()
+    recovered = [line for line in bot.log_path.read_text().splitlines() if "recovered state:" in line][-1]
+    assert f"last_trade_id={last} open_positions={open_positions} " in recovered
+    assert bot.wait_trade_growth(3) > last
+
+
+
 def test_database_outage_fails_readiness_and_recovers(fleet, pg_cluster):
     for bot in fleet.values():
         bot.wait_ready()
@@ -495,7 +522,7 @@ def test_database_outage_fails_readiness_and_recovers(fleet, pg_cluster):
 def test_sigterm_writes_last_shutdown_and_exits_0(fleet, family):
     bot = fleet[family]
     bot.wait_ready()
-    before = datetime.now(timezone.utc)
+    before = datetime.now(timezone.utc) - timedelta(milliseconds=1)  # "at" has millisecond precision
     assert bot.stop() == 0
     shutdown = json.loads(bot.shutdown_path.read_text())
     assert shutdown["reason"] == "graceful_shutdown" and shutdown["signal"] == "SIGTERM"
