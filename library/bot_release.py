@@ -209,7 +209,8 @@ from ansible.module_utils.botops_bot import bot_argument_spec
 from ansible.module_utils.botops_release import (Ledger, ReleaseError, check_version, current_version,
                                                   find_artifact, install_release, installed_versions,
                                                   ledger_lock, read_manifest, read_release_json,
-                                                  remove_release, switch_current, utcnow, verify_artifact)
+                                                  remove_leftovers, remove_release, switch_current, utcnow,
+                                                  verify_artifact)
 
 ACTION_WORDS = {"present": "install", "current": "activate", "absent": "remove", "list": "list", "marked": "mark"}
 
@@ -263,6 +264,7 @@ class ReleaseRun:
         self.actions.append(f"verify {os.path.basename(tarball)} sha256")
         self.actions.append(f"install {version}")
         if not self.check_mode:
+            remove_leftovers(self.releases_dir)
             path = install_release(tarball, self.releases_dir, version)
             inner = read_release_json(path) or {}
             for key in ("alembic_head", "migration", "description", "name"):

@@ -53,6 +53,8 @@ def utcnow():
 def find_artifact(artifact, version, name=None):
     """(tarball, manifest) paths for `artifact`: a tarball, or a directory holding
     `<name>-<version>.tar.gz` (name optional when exactly one artifact of that version is there)."""
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}", name):
+        raise ReleaseError(f"invalid artifact name {name!r}")
     if os.path.isdir(artifact):
         if name:
             tarball = os.path.join(artifact, f"{name}-{version}.tar.gz")
@@ -158,6 +160,18 @@ def install_release(tarball, releases_dir, version):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def remove_leftovers(releases_dir):
+    """Delete temporary directories an interrupted install or removal left behind (call it with
+    the ledger lock held: no other run can be using them). Returns their names."""
+    found = []
+    for name in os.listdir(releases_dir):
+        path = os.path.join(releases_dir, name)
+        if name.startswith((".install-", ".remove-")) and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            found.append(name)
+    return found
 
 
 def read_release_json(path):

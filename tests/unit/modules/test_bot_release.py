@@ -96,6 +96,17 @@ def test_present_installs_then_is_unchanged(root, artifacts):
     assert res["current"] is None and not (root / "current").exists()
 
 
+def test_interrupted_install_leftovers_are_cleaned(root, artifacts):
+    (root / "releases" / ".install-1.1.0-abc" / "refbot").mkdir(parents=True)
+    res = call(root, version="1.1.0", artifact=str(artifacts))
+    assert res["changed"] and not (root / "releases" / ".install-1.1.0-abc").exists()
+
+
+def test_invalid_artifact_name_is_refused(root, artifacts):
+    res = call(root, version="1.1.0", artifact=str(artifacts), artifact_name="../x")
+    assert res["failed"] and "invalid artifact name" in res["msg"]
+
+
 def test_artifact_given_as_the_tarball_path(root, artifacts):
     res = call(root, version="1.0.0", artifact=str(artifacts / "refbot-1.0.0.tar.gz"))
     assert res["changed"] and (root / "releases" / "1.0.0").is_dir()
