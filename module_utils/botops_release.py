@@ -276,7 +276,10 @@ class Ledger:
         for version in installed:
             if version in self.entries:
                 continue
-            entry = self.new_entry(version, None, who)
+            # what the release says about itself (alembic_head, migration) when it ships a release.json
+            inner = read_release_json(os.path.join(self.releases_dir, version)) or {}
+            entry = self.new_entry(version, {k: inner.get(k) for k in ("name", "alembic_head", "migration", "description")},
+                                   who)
             entry["adopted"] = True
             if version == current and not self.exists:
                 entry.update(status="good", activated_at=entry["installed_at"], marked_at=entry["installed_at"])

@@ -204,6 +204,7 @@ def test_adopted_current_is_good_and_previous_good_skips_bad(root, artifacts):
     os.symlink("releases/1.0.0", root / "current")
     listed = call(root, state="list")
     assert listed["current"] == "1.0.0" and listed["last_good"] == "1.0.0" and listed["previous_good"] is None
+    assert listed["releases"][0]["alembic_head"] == "0001_initial" and listed["releases"][0]["adopted"]
     assert not (root / "releases" / "ledger.json").exists()  # list writes nothing
 
     call(root, version="1.1.0", artifact=str(artifacts), state="current")
