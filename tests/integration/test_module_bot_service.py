@@ -1,0 +1,130 @@
+"""bot_service on the shared sandbox fleet, through real Ansible.
+
+Every bot restarted (check mode first) reports its downtime and is ready again with a new
+process; one bot is stopped (the process really gone), stopped again (unchanged) and started.
+The fleet is put back (running, ready) even when a step fails.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+try:  # tests/integration as a package or as a plain directory on sys.path
+    from .playbook import run_playbook
+    from .trading_state import restore_fleet, venv_on_path, wait_trading
+except ImportError:
+    from playbook import run_playbook
+    from trading_state import restore_fleet, venv_on_path, wait_trading
+
+ARGS = """\
+        profile: "{{ botops_profile }}"
+        bot: "{{ botops_bot }}"
+        secrets: "{{ botops_secrets }}"
+"""
+
+RESTART = f"""\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Restart in check mode
+      bot_service:
+        state: restarted
+{ARGS}      check_mode: true
+    - name: Restart
+      bot_service:
+        state: restarted
+{ARGS}
+    - name: Started
+      bot_service:
+        state: started
+{ARGS}
+"""
+
+STOP_START = f"""\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Stop in check mode
+      bot_service:
+        state: stopped
+{ARGS}      check_mode: true
+    - name: Stop
+      bot_service:
+        state: stopped
+{ARGS}
+    - name: Stop again
+      bot_service:
+        state: stopped
+{ARGS}
+    - name: See no process left
+      ansible.builtin.command:
+        argv: [pgrep, -f, --, "{{{{ bot_process_match }}}}"]
+      register: pgrep
+      changed_when: false
+      failed_when: pgrep.rc != 1
+    - name: Start
+      bot_service:
+        state: started
+{ARGS}
+"""
+
+
+def by_host(out, task, names):
+    found = {h: r for (h, t), r in out["results"].items() if t == task}
+    assert sorted(found) == sorted(names), f"{task}: results for {sorted(found)}\n{out['stdout'][-3000:]}"
+    return found
+
+
+@pytest.fixture
+def bots(fleet, venv_on_path):
+    names = fleet.bot_names()
+    restore_fleet(fleet, names)
+    try:
+        yield names
+    finally:
+        restore_fleet(fleet, names)
+
+
+def test_restart_reports_downtime_and_the_bot_is_ready_after(fleet, bots):
+    pids = fleet.pids()
+    out = run_playbook(fleet.hosts_file, RESTART)
+    assert out["rc"] == 0, out["stdout"][-3000:]
+    check = by_host(out, "Restart in check mode", bots)
+    for name, res in check.items():
+        assert res["changed"] and res["actions"] == [] and res["would"][-1] == "wait until ready", (name, res)
+    restart = by_host(out, "Restart", bots)
+    for name, res in restart.items():
+        assert res["pids_before"] == [pids[name]], f"{name}: check mode restarted it: {res}"
+        assert res["changed"] and res["actions"] == ["service stop", "service start", "ready"], (name, res)
+        assert isinstance(res["downtime"], float) and 0 < res["downtime"] < 60, (name, res)
+        assert res["ready"] is True and res["pids_after"] and res["pids_after"] != res["pids_before"], (name, res)
+    started = by_host(out, "Started", bots)
+    for name, res in started.items():
+        assert res["changed"] is False and res["actions"] == [] and res["ready"] is True, (name, res)
+        assert res["pids_before"] == restart[name]["pids_after"], (name, res)
+
+    now = fleet.pids()
+    assert all(now[n] == restart[n]["pids_after"][0] for n in bots), (now, restart)
+    assert all(fleet.is_ready(n) for n in bots)
+    wait_trading(fleet, bots)
+
+
+def test_stop_then_start(fleet, bots):
+    name = "bot03"
+    before = fleet.pids()[name]
+    out = run_playbook(fleet.hosts_file, STOP_START, limit=name)
+    assert out["rc"] == 0, out["stdout"][-3000:]
+    check = by_host(out, "Stop in check mode", [name])[name]
+    assert check["changed"] and check["actions"] == [] and check["pids_after"] == [before]
+    stop = by_host(out, "Stop", [name])[name]
+    assert stop["pids_before"] == [before], f"check mode stopped it: {stop}"
+    assert stop["changed"] and stop["actions"] == ["service stop"] and stop["pids_after"] == []
+    assert stop["state"] == "stopped" and stop["downtime"] is None
+    again = by_host(out, "Stop again", [name])[name]
+    assert again["changed"] is False and again["actions"] == []
+    assert by_host(out, "See no process left", [name])[name]["rc"] == 1
+    start = by_host(out, "Start", [name])[name]
+    assert start["changed"] and start["actions"] == ["service start", "ready"] and start["ready"] is True
+    assert start["downtime"] > 0
+    assert fleet.processes()[name]["statename"] == "RUNNING" and fleet.is_ready(name)
+    wait_trading(fleet, [name])
