@@ -144,6 +144,7 @@ def test_plan_is_json_friendly():
     plan = windows.plan(FIRST_SUNDAY, at("2026-12-06T03:00:00"))
     assert plan["open"] is True
     assert plan["opened_at"] == "2026-12-06T02:00:00+00:00"
+    assert plan["occurrence_id"] == "20261206T020000Z"
     assert plan["next_open"] == "2027-01-03T02:00:00+00:00"
     assert plan["tasks"] == ["backup"]
     assert plan["schedule"] == {"start": "02:00", "duration_minutes": 240, "weekday": "sunday", "nth": 1,
