@@ -194,14 +194,16 @@ class Trader:
         next_tick = time.monotonic()
         try:
             while not self._stop.is_set():
-                try:
-                    item = self._commands.get(timeout=max(0.0, next_tick - time.monotonic()))
-                except queue.Empty:
-                    item = None
+                now = time.monotonic()
+                if now >= next_tick:  # a due tick goes first: commands cannot starve trading
                     self._tick_safely()
                     next_tick = max(next_tick + interval, time.monotonic())
                     continue
-                if item is not None:
+                try:
+                    item = self._commands.get(timeout=next_tick - now)
+                except queue.Empty:
+                    continue
+                if item is not None:  # None only wakes the loop (stop)
                     self._execute(*item)
         except BaseException:
             log.exception("trading loop crashed")

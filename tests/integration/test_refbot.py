@@ -516,6 +516,26 @@ def test_database_outage_fails_readiness_and_recovers(fleet, pg_cluster):
         bot.wait_trade_growth(3)
 
 
+def test_redis_outage_stops_vanta_trading_until_redis_returns(fleet, redis_server):
+    """vanta reads its kill switch from Redis: without Redis it fails closed (no trading)."""
+    bot = fleet["vanta"]
+    bot.wait_ready()
+    redis_server.stop()
+    try:
+        wait_until(lambda: bot.readiness()[0] == 503, 10, "vanta readiness 503 without Redis")
+        assert "redis" in bot.readiness()[1]["failing"]
+        wait_until(lambda: "redis" in bot.status()["components"]["trading"]["detail"], 10,
+                   "vanta trading to stop for lack of Redis")
+        bot.assert_no_trades_for(5)
+    finally:
+        redis_server.start()
+    bot.wait_ready(20)
+    # The restarted Redis is empty: the bot writes exec_mode again from its own state.
+    value = redis_server.client(FAMILIES.index("vanta") + 1).get("exec_mode")
+    assert json.loads(value) == {"mode": "DRY", "emergency_stop": False, "paper": True}
+    bot.wait_trade_growth(3)
+
+
 # --- graceful shutdown ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FAMILIES)
