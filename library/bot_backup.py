@@ -47,7 +47,7 @@ options:
     description:
       - "C(present): the id of the new set (C(YYYYMMDDTHHMMSSZ-<suffix>)); when that set exists the module
         changes nothing. Default: a new id from the time and a random suffix, so every run takes a backup."
-      - "C(verified): the set to verify, or C(latest) (the newest that is not a restore's safety backup)."
+      - "C(verified): the set to verify, or C(latest) (the default: the newest that is not a restore's safety backup)."
     type: str
   label:
     description: A short label recorded in the manifest (e.g. C(pre-deploy), C(daily)).
@@ -105,6 +105,8 @@ attributes:
     support: partial
     details: The list of backup ids before and after (present, pruned).
 notes:
+  - "Retention also keeps the backups that the release ledger (C(<bot_root>/releases/ledger.json), written by
+    bot_release) names for the current release and the releases it marks good."
   - The bot's database role connects over TCP with its password (PGPASSWORD in the child's environment only);
     a test restore needs the role to have CREATEDB.
   - Format C(custom_zstd) needs the C(zstd) binary on the host.
@@ -161,6 +163,10 @@ duration:
   description: Seconds this call took.
   returned: always
   type: float
+would_back_up:
+  description: In check mode, the row counts and ledger max id the backup would hold now (proves the database answers).
+  returned: check mode, state is present
+  type: dict
 verification:
   description: The verification record written to C(verified.json) (ok, verified_at, checksums, test_restore, problems, observed row counts).
   returned: state is verified
@@ -263,16 +269,18 @@ def verify(module, store, engine, result):
             module.fail_json(msg=f"Failed to verify backup {backup_id} of bot '{p['bot']['name']}': "
                                  + "; ".join(problems), **result)
         return
-    if run_test:
-        if engine is None:
-            raise BackupError("the profile has no database to test-restore into")
-        test_problems, observed, scratch = test_restore(engine, path, manifest, p["jobs"])
-        result["actions"].append(f"test-restored {backup_id} into {scratch} and dropped it")
-        record = {"ok": not test_problems, "checksums": "ok", "problems": test_problems, "test_restore": True,
-                  "observed": observed, "scratch_database": scratch}
-    record["verified_at"] = utc_iso()
     if changed:
-        store.write_verification(backup_id, record)
+        with store.lock():  # retention must not delete the set while it is being restored
+            store.load(backup_id)
+            if run_test:
+                if engine is None:
+                    raise BackupError("the profile has no database to test-restore into")
+                test_problems, observed, scratch = test_restore(engine, path, manifest, p["jobs"])
+                result["actions"].append(f"test-restored {backup_id} into {scratch} and dropped it")
+                record = {"ok": not test_problems, "checksums": "ok", "problems": test_problems, "test_restore": True,
+                          "observed": observed, "scratch_database": scratch}
+            record["verified_at"] = utc_iso()
+            store.write_verification(backup_id, record)
         result["changed"] = True
         result["actions"].append(f"recorded verification of {backup_id}: {'ok' if record['ok'] else 'FAILED'}")
         result["verification"] = record
@@ -289,8 +297,8 @@ def prune(module, store, result):
     keep_last = p["keep_last"] if p["keep_last"] is not None else retention.get("keep_last")
     max_age = p["max_age_days"] if p["max_age_days"] is not None else retention.get("max_age_days")
     sets = store.list()
-    protected = protected_releases(p["bot"]["root"])
-    delete, keep = plan_retention(sets, keep_last, max_age, protected)
+    releases, backup_ids = protected_releases(p["bot"]["root"])
+    delete, keep = plan_retention(sets, keep_last, max_age, releases, protected_ids=backup_ids)
     stale = store.stale_temp_dirs()
     result.update(keep_last=keep_last, max_age_days=max_age,
                   deleted=[{"backup_id": b, "why": why} for b, why in delete],
@@ -339,6 +347,7 @@ def main():
     result = dict(changed=False, actions=[])
     name = p["bot"]["name"]
     action = {"present": "back up", "verified": "verify backup of", "pruned": "prune backups of"}[p["state"]]
+    engine = None
     try:
         if p["keep_last"] is not None and p["keep_last"] < 1:
             raise BackupError("keep_last must be at least 1")
@@ -355,6 +364,9 @@ def main():
     except (BackupError, PgError, OSError, KeyError) as exc:
         result["duration"] = round(time.monotonic() - started, 3)
         module.fail_json(msg=f"Failed to {action} bot '{name}': {exc}", **result)
+    finally:
+        if engine is not None:
+            engine.close()
     result["duration"] = round(time.monotonic() - started, 3)
     module.exit_json(**result)
 

@@ -94,6 +94,8 @@ notes:
   - The bot's database role must own its database and have CREATEDB; it connects over TCP with its password
     (PGPASSWORD in the child's environment only).
   - The bot is started again only when it was running before the restore.
+  - The dump holds the database's contents, not its cluster-level properties; settings made with
+    C(ALTER DATABASE ... SET) and grants on the database itself are not carried over to the restored one.
 author: botops contributors
 """
 
@@ -144,6 +146,10 @@ bot_was_running:
   description: The bot was running when the restore began (and so was started again).
   returned: always
   type: bool
+timings:
+  description: Seconds spent in each step of the restore (safety backup, scratch restore, stop, swap, start...).
+  returned: always
+  type: dict
 files:
   description: Files put back from the tarball (relative to the bot root).
   returned: always
@@ -212,8 +218,10 @@ class Restore:
         self.store = BackupStore(p["backup_dir"] or os.path.join(self.root, "backups"))
         self.result = dict(changed=False, actions=[], backup_id=None, safety_backup_id=None, previous_database=None,
                            row_counts={"before": None, "after": None}, downtime=None, bot_was_running=None,
-                           files=[])
+                           files=[], timings={})
         self.started = time.monotonic()
+        self._step = None
+        self._step_started = None
         self.engine = None
         self.bot = None
         self.scratch = None
@@ -303,6 +311,14 @@ class Restore:
         if need_db and live_exists and not self.p["keep_previous"]:
             self.act(f"{verb} drop the previous database once the bot is ready")
 
+    def mark(self, step):
+        """Close the timing of the step in progress and open the next (None: just close)."""
+        now = time.monotonic()
+        if self._step is not None:
+            self.result["timings"][self._step] = round(now - self._step_started, 3)
+        self._step, self._step_started = step, now
+        return step
+
     def previous_name(self):
         """<db>_pre_restore_<ts> (or <file>.pre-restore-<ts>), with a counter when that name is taken."""
         ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -320,7 +336,7 @@ class Restore:
 
     def apply(self, backup_id, manifest, set_dir, dbinfo, need_db, live_exists, file_plan, tar_path):
         p = self.p
-        step = "take the safety backup"
+        step = self.mark("take the safety backup")
         try:
             if p["safety_backup"]:
                 safety = create_backup(self.store, self.engine if live_exists else None, p["bot"], p["profile"],
@@ -330,7 +346,7 @@ class Restore:
                 self.act(f"took safety backup {safety['backup_id']}")
 
             if need_db:
-                step = "restore into a scratch database"
+                step = self.mark("restore into a scratch database")
                 self.scratch = scratch_name(self.engine, "restore", backup_id)
                 self.engine.drop(self.scratch)
                 if isinstance(self.engine, PostgresEngine):
@@ -338,7 +354,7 @@ class Restore:
                 self.engine.restore_into(set_dir, dbinfo, self.scratch, p["jobs"])
                 self.act(f"restored {backup_id} into {self.scratch}")
 
-                step = "check the scratch database's row counts"
+                step = self.mark("check the scratch database's row counts")
                 scratch_counts = self.engine.counts(self.scratch)
                 problems = compare_counts(dbinfo, scratch_counts[0], scratch_counts[1], scratch_counts[2])
                 if problems:
@@ -348,12 +364,12 @@ class Restore:
                     self.engine.set_marker(self.scratch, {"backup_id": backup_id, "restored_at": utc_iso(),
                                                           "safety_backup_id": self.result["safety_backup_id"]})
 
-            step = "stop the bot"
+            step = self.mark("stop the bot")
             self.stop_bot()
 
             previous = None
             if need_db:
-                step = "swap the restored database in"
+                step = self.mark("swap the restored database in")
                 previous = self.previous_name() if live_exists else None
                 self.engine.swap(self.scratch, previous, live_exists=live_exists)
                 self.swapped = True
@@ -366,25 +382,27 @@ class Restore:
                     write_json(os.path.join(self.store.directory, RESTORE_RECORD),
                                {"backup_id": backup_id, "restored_at": utc_iso(), "inode": [st.st_dev, st.st_ino],
                                 "previous": previous, "safety_backup_id": self.result["safety_backup_id"]})
-                step = "count the rows of the restored database"
-                self.result["row_counts"]["after"] = counts_doc(self.engine.counts())
+                # counted in the scratch copy before the swap: nothing has written to it since
+                self.result["row_counts"]["after"] = counts_doc(scratch_counts)
             else:
                 self.result["row_counts"]["after"] = self.result["row_counts"]["before"]
 
             if file_plan:
-                step = "restore the config and data files"
+                step = self.mark("restore the config and data files")
                 self.result["files"] = apply_files(self.root, tar_path, file_plan)
                 self.act(f"restored {len(self.result['files'])} file(s): {', '.join(self.result['files'])}")
 
-            step = "start the bot and wait for readiness"
+            step = self.mark("start the bot and wait for readiness")
             self.start_bot(wait=True)
 
             if previous and not p["keep_previous"]:
-                step = "drop the previous database"
+                step = self.mark("drop the previous database")
                 self.engine.drop(previous)
                 self.result["previous_database"] = None
                 self.act(f"dropped the previous database {previous}")
+            self.mark(None)
         except (BackupError, PgError, BotError, OSError) as exc:
+            self.mark(None)
             self.undo_before_swap()
             if self.swapped:
                 kept = self.result["previous_database"]
@@ -477,7 +495,11 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     restore = Restore(module)
-    restore.run()
+    try:
+        restore.run()
+    finally:
+        if restore.engine is not None:
+            restore.engine.close()
     restore.exit()
 
 

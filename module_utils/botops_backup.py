@@ -62,7 +62,7 @@ DEFAULT_LEVELS = {"custom_zstd": 1, "custom": None, "directory": 1}
 BACKUP_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
 PG_IDENT_MAX = 63
 MARKER_KEY = "botops_restore"
-SAFE_LEDGER_STATES = ("current", "good", "active", "deployed", "previous")
+SAFE_LEDGER_STATES = ("current", "good")
 
 
 class BackupError(Exception):
@@ -414,9 +414,11 @@ class PsqlSession:
                 rows.append(line.split("\t"))
 
     def close(self, commit=True):
+        """End the session: COMMIT (True), ROLLBACK (False) or just quit (None)."""
         if self.proc.poll() is None:
             with contextlib.suppress(OSError):
-                self.proc.stdin.write(("COMMIT;\n" if commit else "ROLLBACK;\n") + "\\q\n")
+                end = {True: "COMMIT;\n", False: "ROLLBACK;\n", None: ""}[commit]
+                self.proc.stdin.write(end + "\\q\n")
                 self.proc.stdin.flush()
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
@@ -443,35 +445,54 @@ class PostgresEngine:
         self.tables = list(tables or [])
         self.ledger = ledger or None
         self.maintenance_db = maintenance_db
+        self._admin = None
 
     # ---- queries
     def query(self, sql, dbname=None):
-        return self.db.query(sql, dbname)
+        """One statement; on the maintenance database through one psql session held open for all
+        of them (creating, renaming and dropping databases takes a dozen statements), elsewhere
+        through a one-shot psql (a session held on the live database would block its rename)."""
+        if dbname != self.maintenance_db:
+            return self.db.query(sql, dbname)
+        if self._admin is None:
+            self._admin = PsqlSession(self.db, self.maintenance_db)
+        try:
+            return self._admin.query(sql)
+        except PgError as exc:
+            self._admin.close(commit=None)
+            self._admin = None
+            raise PgError(f"query on database {self.maintenance_db} failed: {exc}") from None
+
+    def close(self):
+        if self._admin is not None:
+            self._admin.close(commit=None)
+            self._admin = None
+
+    def counts_sql(self):
+        """One statement that yields (kind, name, value) rows: the row count of each table, the
+        ledger's max id and the Alembic revision. Tables that do not exist yield no row; the
+        statements run through query_to_xml so a missing table is skipped, not an error, and
+        everything is read in the caller's snapshot."""
+
+        def dynamic(kind, name, statement, table):
+            return (f"SELECT {quote_literal(kind)}, {quote_literal(name)}, "
+                    f"(xpath('/row/c/text()', query_to_xml({quote_literal(statement)}, false, true, '')))[1]::text "
+                    f"WHERE to_regclass({quote_literal(quote_ident(table))}) IS NOT NULL")
+
+        parts = [dynamic("count", t, f"SELECT count(*) AS c FROM {quote_ident(t)}", t) for t in self.tables]
+        if self.ledger:
+            table, column = self.ledger["table"], self.ledger["id"]
+            parts.append(dynamic("max", table, f"SELECT max({quote_ident(column)}) AS c FROM {quote_ident(table)}", table))
+        parts.append(dynamic("alembic", "", "SELECT string_agg(version_num, ',' ORDER BY version_num) AS c "
+                                            "FROM alembic_version", "alembic_version"))
+        return " UNION ALL ".join(parts)
 
     def _counts_with(self, query):
         """Row counts, ledger max id and Alembic revision through query(sql) -> rows."""
-        wanted = list(dict.fromkeys(self.tables + ([self.ledger["table"]] if self.ledger else [])))
-        names = ["alembic_version"] + wanted
-        existing = {r[0] for r in query(
-            "SELECT t FROM unnest(ARRAY[" + ",".join(quote_literal(n) for n in names) + "]::text[]) AS t "
-            "WHERE to_regclass(quote_ident(t)) IS NOT NULL")}
-        parts = [f"(SELECT count(*) FROM {quote_ident(t)})" for t in self.tables if t in existing]
-        ledger_max = None
-        if self.ledger and self.ledger["table"] in existing:
-            parts.append(f"(SELECT max({quote_ident(self.ledger['id'])}) FROM {quote_ident(self.ledger['table'])})")
-        if "alembic_version" in existing:
-            parts.append("(SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version)")
-        values = query("SELECT " + ", ".join(parts))[0] if parts else []
-        counts = {t: None for t in self.tables}
-        i = 0
-        for t in self.tables:
-            if t in existing:
-                counts[t] = int(values[i])
-                i += 1
-        if self.ledger and self.ledger["table"] in existing:
-            ledger_max = _int_or_none(values[i])
-            i += 1
-        revision = (values[i] or None) if "alembic_version" in existing else None
+        found = {(row[0], row[1]): (row[2] if len(row) > 2 else "") for row in query(self.counts_sql())}
+        counts = {t: _int_or_none(found[("count", t)]) if ("count", t) in found else None for t in self.tables}
+        ledger_max = _int_or_none(found.get(("max", self.ledger["table"]))) if self.ledger else None
+        revision = found.get(("alembic", "")) or None
         return counts, ledger_max, revision
 
     def counts(self, dbname=None):
@@ -663,6 +684,9 @@ class SqliteEngine:
         self.name = os.path.basename(path)
         self.tables = list(tables or [])
         self.ledger = ledger or None
+
+    def close(self):
+        pass
 
     def _connect(self, path, readonly=True):
         if readonly:
@@ -978,46 +1002,43 @@ def test_restore(engine, set_dir, manifest, jobs=2):
 
 # --------------------------------------------------------------------------- retention
 def protected_releases(root):
-    """Releases the ledger (<bot_root>/releases/ledger.json) still lists as current or good.
+    """What the release ledger (<bot_root>/releases/ledger.json, written by bot_release) protects.
 
-    Tolerant of the ledger's shape: {"releases": [...]}, a list of entries, or {version: entry};
-    an entry names its version in version/release/name and its state in status/state."""
-    protected = set()
+    Returns (releases, backup_ids): the current release (the `current` symlink) and every release
+    the ledger lists as current or good, and the backups its entries for those releases name
+    (bot_release records the backup taken before activating a release: the way back from it).
+    An absent or unreadable ledger protects the current release only. Tolerant of the ledger's
+    shape: {"releases": {version: entry}}, {"releases": [entry]} or a list of entries."""
+    releases, backup_ids = set(), set()
     release = current_release(root)
     if release:
-        protected.add(release)
+        releases.add(release)
     try:
         ledger = read_json(os.path.join(root, "releases", "ledger.json"))
     except (OSError, ValueError):
-        return protected
-    if isinstance(ledger, dict):
-        for key in ("current", "previous", "last_good"):
-            if isinstance(ledger.get(key), str):
-                protected.add(ledger[key])
-        entries = ledger.get("releases", ledger.get("entries", ledger.get("history")))
-        if entries is None:
-            entries = [dict(v, version=k) for k, v in ledger.items() if isinstance(v, dict)]
-        elif isinstance(entries, dict):
-            entries = [dict(v, version=k) if isinstance(v, dict) else {"version": k, "status": v}
-                       for k, v in entries.items()]
-    else:
-        entries = ledger
-    for entry in entries or []:
+        return releases, backup_ids
+    entries = ledger.get("releases") if isinstance(ledger, dict) else ledger
+    if isinstance(entries, dict):
+        entries = [dict(v, version=v.get("version") or k) for k, v in entries.items() if isinstance(v, dict)]
+    for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
-        version = entry.get("version") or entry.get("release") or entry.get("name")
-        state = str(entry.get("status") or entry.get("state") or "").lower()
-        if version and (state in SAFE_LEDGER_STATES or entry.get("current") is True or entry.get("good") is True):
-            protected.add(str(version))
-    return protected
+        version = str(entry.get("version") or "")
+        status = str(entry.get("status") or "").lower()
+        if version and (status in SAFE_LEDGER_STATES or version == release):
+            releases.add(version)
+            if entry.get("backup_id"):
+                backup_ids.add(str(entry["backup_id"]))
+    return releases, backup_ids
 
 
-def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=None):
+def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=None, protected_ids=()):
     """Decide which sets to delete; sets are newest first (BackupStore.list()).
 
     A set is kept when any rule keeps it (as restic's `forget`): it is one of the newest
     keep_last, or younger than max_age_days, or the newest verified set, or linked to a release
-    in `protected`. With neither rule given nothing is deleted.
+    in `protected`, or named in `protected_ids` (the release ledger's backups of current and
+    good releases). With neither rule given nothing is deleted.
     Returns (delete: [(backup_id, why)], keep: [(backup_id, why)])."""
     now = time.time() if now is None else now
     delete, keep = [], []
@@ -1036,6 +1057,8 @@ def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=No
             keep.append((entry["backup_id"], "newest verified backup"))
         elif m.get("linked_release") and m["linked_release"] in protected:
             keep.append((entry["backup_id"], f"linked to release {m['linked_release']} (still current or good)"))
+        elif entry["backup_id"] in protected_ids:
+            keep.append((entry["backup_id"], "named by the release ledger for a current or good release"))
         else:
             why = []
             if keep_last is not None:

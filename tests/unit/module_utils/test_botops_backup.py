@@ -64,13 +64,21 @@ def test_retention_keeps_what_any_rule_keeps():
 def test_protected_releases_reads_the_release_ledger(tmp_path):
     (tmp_path / "releases" / "1.1.0").mkdir(parents=True)
     os.symlink("releases/1.1.0", tmp_path / "current")
-    assert bb.protected_releases(str(tmp_path)) == {"1.1.0"}  # no ledger yet: the current release
+    assert bb.protected_releases(str(tmp_path)) == ({"1.1.0"}, set())  # no ledger yet: the current release
     (tmp_path / "releases" / "ledger.json").write_text(json.dumps({"format": 1, "history": [], "releases": {
-        "1.0.0": {"version": "1.0.0", "status": "good"}, "1.2.0-broken": {"version": "1.2.0-broken", "status": "bad"},
-        "0.9.0": {"version": "0.9.0", "status": "installed"}, "1.1.0": {"version": "1.1.0", "status": "installed"}}}))
-    assert bb.protected_releases(str(tmp_path)) == {"1.0.0", "1.1.0"}
+        "1.0.0": {"version": "1.0.0", "status": "good", "backup_id": None},
+        "1.2.0-broken": {"version": "1.2.0-broken", "status": "bad", "backup_id": "20261120T000000Z-b"},
+        "0.9.0": {"version": "0.9.0", "status": "installed"},
+        "1.1.0": {"version": "1.1.0", "status": "installed", "backup_id": "20261121T000000Z-a"}}}))
+    assert bb.protected_releases(str(tmp_path)) == ({"1.0.0", "1.1.0"}, {"20261121T000000Z-a"})
     (tmp_path / "releases" / "ledger.json").write_text("{not json")
-    assert bb.protected_releases(str(tmp_path)) == {"1.1.0"}
+    assert bb.protected_releases(str(tmp_path)) == ({"1.1.0"}, set())
+
+
+def test_retention_keeps_backups_the_ledger_names():
+    sets = sets_of(("b", "2026-11-20T00:00:00Z", None, False), ("a", "2026-01-01T00:00:00Z", None, False))
+    delete, keep = bb.plan_retention(sets, keep_last=1, now=NOW, protected_ids={"a"})
+    assert delete == [] and dict(keep)["a"].startswith("named by the release ledger")
 
 
 def test_compare_counts_names_each_difference():
