@@ -219,10 +219,10 @@ def awx_assets(loaded: dict[str, windows.Window], organization: str = "Default",
         "playbook": "playbooks/maintenance.yml",
         "project": _natural("project", project, organization),
         "inventory": _natural("inventory", inventory, organization),
-        "execution_environment": _natural("execution_environment", execution_environment, organization),
+        "execution_environment": _natural("execution_environment", execution_environment, None),
         "forks": 20,
         "verbosity": 0,
-        "extra_vars": "---\nbotops_maintenance_window: " + default_window + "\n",
+        "extra_vars": json.dumps({"botops_maintenance_window": default_window}),
         "ask_limit_on_launch": True,
         "ask_variables_on_launch": False,
         "survey_enabled": True,
@@ -241,11 +241,17 @@ HEADER = """\
 """
 
 
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True
+
+
 def write_awx(assets: dict, directory: Path = AWX_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
+    text = yaml.dump(assets, Dumper=_NoAliases, sort_keys=False, width=120)
     for path, text in (
-        (directory / "job_templates.yml", HEADER + yaml.safe_dump(assets, sort_keys=False, width=120)),
+        (directory / "job_templates.yml", HEADER + text),
         (directory / "job_templates.json", json.dumps(assets, indent=2) + "\n"),
     ):
         if not path.exists() or path.read_text() != text:
