@@ -75,64 +75,10 @@ bot:
     errors: {description: Fact name to the reason it could not be read., type: dict}
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_facts import gather
 from ansible.module_utils.botops_pg import PgError, module_database
-
-
-def current_release(root):
-    link = os.path.join(root, "current")
-    if not os.path.islink(link):
-        return None
-    return os.path.basename(os.path.realpath(link))
-
-
-def gather(bot, profile, database=None):
-    facts = {"name": bot.name, "errors": {}}
-    health = profile["health"]
-    facts["live"], _ = bot.check(health["liveness"])
-    facts["ready"], observed = bot.check(health["readiness"])
-    if not facts["ready"]:
-        facts["errors"]["ready"] = observed
-    facts["health"] = None
-    if facts["live"] and health.get("details"):
-        try:
-            facts["health"] = bot.request(health["details"])[1]
-        except BotError as exc:
-            facts["errors"]["health"] = str(exc)
-    facts["release"] = current_release(bot.root)
-    try:
-        stat = os.statvfs(bot.root)
-        facts["disk_free_mb"] = stat.f_bavail * stat.f_frsize // (1024 * 1024)
-    except OSError as exc:
-        facts["disk_free_mb"] = None
-        facts["errors"]["disk_free_mb"] = str(exc)
-    try:
-        facts["service_state"] = bot.service_state()
-    except (BotError, OSError) as exc:
-        facts["service_state"] = None
-        facts["errors"]["service_state"] = str(exc)
-    for name in ("version", "execution_mode", "paper_trading", "open_positions", "open_orders", "portfolio_value"):
-        spec = profile["facts"].get(name)
-        facts[name] = None
-        if spec is None:
-            continue
-        if not facts["live"] and "http" in spec:
-            facts["errors"][name] = "bot is not answering"
-            continue
-        try:
-            facts[name] = bot.probe(spec)
-        except BotError as exc:
-            facts["errors"][name] = str(exc)
-    facts["alembic_revision"] = None
-    if database is not None:
-        try:
-            facts["alembic_revision"] = database.alembic_revision()
-        except PgError as exc:
-            facts["errors"]["alembic_revision"] = str(exc)
-    return facts
 
 
 def main():
