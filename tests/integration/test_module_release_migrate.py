@@ -5,7 +5,8 @@ refused), switch `current`, stop, migrate the expand revision, start and see the
 written, then downgrade it, go up to 2.0.0's contract head, see the downgrade refused, and go
 back. Every step in the rhythm check mode -> apply -> apply again, then the real state (symlinks,
 alembic_version, columns, trades). The bots end as they started: release 1.0.0, revision
-0001_initial, running and ready, no ledger (a fixture restores that even when a step fails).
+0001_initial, running and ready, with the release ledger they had (a fixture restores that
+even when a step fails).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def service(fleet, op, names):
     assert ok, f"supervisorctl {op} {names}: {proc.stdout} {proc.stderr}"
 
 
-def restore(fleet, names):
-    """Put the bots back on release 1.0.0 at revision 0001_initial, running and ready, no ledger."""
+def restore(fleet, names, ledgers):
+    """Put the bots back on release 1.0.0 at revision 0001_initial, running and ready, with the
+    ledger they had (or none)."""
     artifacts = fleet.artifacts_dir
     for name in names:
         b = fleet.bot(name)
@@ -83,6 +85,8 @@ def restore(fleet, names):
         for entry in (root / "releases").iterdir():
             if entry.name != BASE:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if ledgers.get(name) is not None:
+            (root / "releases" / "ledger.json").write_bytes(ledgers[name])
     stopped = [n for n in names if fleet.processes()[n]["statename"] != "RUNNING"]
     if stopped:
         service(fleet, "start", stopped)
@@ -97,13 +101,20 @@ def venv_on_path(monkeypatch):
 
 @pytest.fixture
 def bots(fleet):
+    """The two bots, on 1.0.0 at 0001_initial; a ledger other tests left is set aside meanwhile."""
+    ledgers = {}
     for name in BOTS:
         root = Path(fleet.bot(name)["root"])
         assert os.readlink(root / "current") == f"releases/{BASE}", f"{name} is not on {BASE}"
         assert revision(fleet, name) == BASE_REVISION, name
-        assert sorted(p.name for p in (root / "releases").iterdir()) == [BASE], name
+        others = sorted(p.name for p in (root / "releases").iterdir() if p.is_dir() and not p.name.startswith("."))
+        assert others == [BASE], f"{name}: releases other than {BASE} are installed: {others}"
+    for name in BOTS:
+        ledger = Path(fleet.bot(name)["root"]) / "releases" / "ledger.json"
+        ledgers[name] = ledger.read_bytes() if ledger.exists() else None
+        ledger.unlink(missing_ok=True)
     yield BOTS
-    restore(fleet, BOTS)
+    restore(fleet, BOTS, ledgers)
 
 
 @pytest.fixture
