@@ -283,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, type=Path,
                         help="bot root holding shared/config/bot.json (cwd: <root>/current)")
     args = parser.parse_args(argv)
+    # Signals are taken synchronously by the main thread (sigtimedwait): block them before
+    # any thread starts so that every thread inherits the mask. A SIGTERM arriving during
+    # start-up stays pending and leads to a graceful shutdown once running.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     root = args.root.absolute()
     try:
         cfg = load_config(root)
@@ -305,9 +309,6 @@ def main(argv: list[str] | None = None) -> int:
              mask_url(cfg.database_url), mask_url(cfg.redis_url) if cfg.redis_url else "none",
              cfg.trade_interval, cfg.execution_mode, str(cfg.paper_trading).lower())
 
-    # Signals are taken synchronously by the main thread (sigtimedwait): block them before
-    # any thread starts so that every thread inherits the mask.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     bot = Bot(cfg, release)
     try:
         bot.start()
