@@ -1,0 +1,231 @@
+"""The fleet tasks an infra team runs, end to end through the real `invoke` CLI on a fleet of their
+own (one bot per family): check mode, deploy, a broken canary, concurrent runs, a rollback across
+a contract migration, an emergency stop.
+
+The tests run in file order and build on each other, like an operator's day.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sandbox.fleet import Fleet
+
+from .conftest import make_sandbox_dir, port_block
+
+REPO = Path(__file__).resolve().parents[2]
+INVOKE = Path(sys.executable).with_name("invoke")
+BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory):
+    """A fleet of five bots, one per family, with its own artifacts, locks and audit directories."""
+    workdir = make_sandbox_dir("botops-ops-")
+    fleet = None
+    try:
+        with port_block(len(BOTS), 33000) as base:
+            fleet = Fleet(workdir / "state", workdir / "inventory", base_port=base)
+            fleet.up(bots=len(BOTS), trade_interval=0.1)
+        env = dict(
+            os.environ,
+            BOTOPS_SANDBOX_DIR=str(workdir / "state"),
+            BOTOPS_ARTIFACTS_DIR=str(workdir / "runs"),
+            BOTOPS_LOCK_DIR=str(workdir / "locks"),
+        )
+        yield {"fleet": fleet, "env": env, "dir": workdir, "inventory": str(workdir / "inventory" / "hosts.yml")}
+    finally:
+        if fleet is not None:
+            fleet.down(purge=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def invoke(ops, *args, background=False):
+    cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={ops['inventory']}"]
+    if background:
+        return subprocess.Popen(cmd, env=ops["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=ops["env"], capture_output=True, text=True, timeout=600)
+
+
+def output(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def last_summary(ops, playbook: str) -> dict:
+    runs = sorted((ops["dir"] / "runs" / playbook).glob("*/botops-summary.json"))
+    return json.loads(runs[-1].read_text())
+
+
+def current(ops, bot: str) -> str:
+    return Path(os.path.realpath(Path(ops["fleet"].bot(bot)["root"]) / "current")).name
+
+
+def trades(ops, bot: str) -> tuple[int, int]:
+    count, top = ops["fleet"].db_query(bot, "SELECT count(*), coalesce(max(id), 0) FROM trades")[0]
+    return int(count), int(top)
+
+
+def revision(ops, bot: str) -> str:
+    return ops["fleet"].db_query(bot, "SELECT version_num FROM alembic_version")[0][0]
+
+
+def wait_growth(ops, bot: str, timeout: float = 20.0) -> None:
+    """The bot is trading: its trade count grows (polled)."""
+    start = trades(ops, bot)[0]
+    deadline = time.monotonic() + timeout
+    while trades(ops, bot)[0] <= start:
+        assert time.monotonic() < deadline, f"{bot} made no trade in {timeout}s"
+        time.sleep(0.1)
+
+
+def assert_continuous(ops, bot: str) -> None:
+    count, top = trades(ops, bot)
+    assert count == top, f"{bot}: {count} trades but max id {top}: a trade was lost or duplicated"
+
+
+def backups(ops, bot: str) -> list[str]:
+    path = Path(ops["fleet"].bot(bot)["root"]) / "backups"
+    return sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if path.exists() else []
+
+
+def test_check_mode_changes_nothing(ops):
+    pids = ops["fleet"].service_pids()
+    proc = invoke(ops, "deploy", "--version=1.1.0", "--check")
+    assert proc.returncode == 0, output(proc)
+    assert "check mode" in proc.stdout
+    for bot in BOTS:
+        assert current(ops, bot) == "1.0.0"
+        assert revision(ops, bot) == "0001_initial"
+        assert backups(ops, bot) == []
+        assert not (Path(ops["fleet"].bot(bot)["root"]) / "releases" / "1.1.0").exists()
+        wait_growth(ops, bot)
+    assert ops["fleet"].service_pids() == pids
+
+
+def test_bad_input_fails_before_anything_changes(ops):
+    for args, expected in [
+        (["deploy", "--version=9.9.9"], "no release 9.9.9"),
+        (["deploy", "--version=../../etc"], "is not a release version"),
+        (["deploy", "--version=1.1.0", "--positions=yolo"], "not a policy"),
+        (["deploy", "--version=1.1.0", "--limit=nosuchbot"], "matches no bot"),
+        (["rollback", "--target=latest", "--backup=../x"], "is not a backup id"),
+        (["kill-switch", "--level=nuke", "--reason=x"], "is not a level"),
+        (["kill-switch", "--level=halt"], "--reason is required"),
+    ]:
+        proc = invoke(ops, *args)
+        assert proc.returncode == 2, (args, output(proc))
+        assert expected in output(proc), (args, output(proc))
+    assert all(current(ops, bot) == "1.0.0" for bot in BOTS)
+
+
+def test_deploy_expand_release_to_every_family(ops):
+    proc = invoke(ops, "deploy", "--version=1.1.0", "--canary=1", "--batch=100%")
+    assert proc.returncode == 0, output(proc)
+    summary = last_summary(ops, "deploy")
+    assert summary["exit_code"] == 0
+    for bot in BOTS:
+        row = summary["bots"][bot]
+        assert (row["result"], row["release_before"], row["release_after"]) == ("ok", "1.0.0", "1.1.0"), row
+        assert row["backup_id"] in backups(ops, bot)
+        assert current(ops, bot) == "1.1.0"
+        assert revision(ops, bot) == "0002_trade_fee"
+        wait_growth(ops, bot)
+        assert_continuous(ops, bot)
+        fee_rows = ops["fleet"].db_query(bot, "SELECT count(*) FROM trades WHERE fee IS NOT NULL")[0][0]
+        assert int(fee_rows) > 0, f"{bot} is not running 1.1.0 code (no fee written)"
+        ledger = json.loads((Path(ops["fleet"].bot(bot)["root"]) / "releases" / "ledger.json").read_text())
+        assert "good" in json.dumps(ledger)
+
+
+def test_broken_release_stops_at_the_canary_which_rolls_itself_back(ops):
+    proc = invoke(ops, "deploy", "--version=1.2.0-broken", "--canary=1")
+    assert proc.returncode == 1, output(proc)
+    summary = last_summary(ops, "deploy")
+    touched = [bot for bot, row in summary["bots"].items() if row["result"] != "ok" or row.get("backup_id")]
+    assert len(touched) == 1, summary["bots"]
+    canary = touched[0]
+    assert summary["bots"][canary]["result"] == "rolled back"
+    assert current(ops, canary) == "1.1.0"
+    ledger = (Path(ops["fleet"].bot(canary)["root"]) / "releases" / "ledger.json").read_text()
+    assert '"bad"' in ledger
+    for bot in BOTS:
+        assert current(ops, bot) == "1.1.0"
+        wait_growth(ops, bot)
+        assert_continuous(ops, bot)
+        if bot != canary:
+            assert not (Path(ops["fleet"].bot(bot)["root"]) / "releases" / "1.2.0-broken").exists(), bot
+
+
+def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_nothing(ops):
+    first = invoke(ops, "deploy", "--version=2.0.0", "--batch=100%", background=True)
+    locks = ops["dir"] / "locks"
+    deadline = time.monotonic() + 60
+    while not (locks.exists() and any(locks.glob("fleet-*.lock"))):
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "the first deploy never took the fleet lock"
+        time.sleep(0.05)
+    second = invoke(ops, "deploy", "--version=1.1.0")
+    assert second.returncode == 2, output(second)
+    assert "fleet lock" in output(second) and "held by run" in output(second)
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out
+    assert not any(locks.glob("fleet-*.lock")), "the fleet lock was not given back"
+    for bot in BOTS:
+        assert current(ops, bot) == "2.0.0"
+        assert revision(ops, bot) == "0003_rename_qty"
+        wait_growth(ops, bot)
+
+    proc = invoke(ops, "rollback", "--target=latest")
+    assert proc.returncode == 0, output(proc)
+    summary = last_summary(ops, "rollback")
+    for bot in BOTS:
+        row = summary["bots"][bot]
+        assert (row["release_before"], row["release_after"]) == ("2.0.0", "1.1.0"), row
+        assert row["downtime"] is not None
+        assert current(ops, bot) == "1.1.0"
+        assert revision(ops, bot) == "0002_trade_fee"
+        wait_growth(ops, bot)
+        assert_continuous(ops, bot)
+        kept = ops["fleet"].db_query(bot, "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+                                     (f"{bot}_pre_restore_%",))[0][0]
+        assert int(kept) >= 1, f"{bot}: the database replaced by the restore was not kept"
+
+
+def test_emergency_stop_halts_every_bot_and_writes_a_redacted_bundle(ops):
+    proc = invoke(ops, "emergency-stop", "--reason=drawdown limit hit")
+    assert proc.returncode == 0, output(proc)
+    for bot in BOTS:
+        before = trades(ops, bot)[0]
+        time.sleep(0.5)  # several trade intervals: a halted bot writes none
+        assert trades(ops, bot)[0] == before, f"{bot} still trades after the emergency stop"
+    bundles = sorted((ops["dir"] / "runs" / "incidents").glob("*.tar.gz"))
+    assert len(bundles) == 1
+    assert bundles[0].stat().st_mode & 0o777 == 0o600
+    with tarfile.open(bundles[0]) as tar:
+        names = tar.getnames()
+        text = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+    for bot in BOTS:
+        assert any(n.endswith(f"/{bot}/status.json") for n in names), bot
+        assert any(n.endswith(f"/{bot}/logs/bot.log") for n in names), bot
+    secrets = []
+    for path in (Path(ops["inventory"]).parent / "host_vars").glob("*/secrets.yml"):
+        secrets += [str(v) for v in yaml.safe_load(path.read_text()).values() if v]
+    assert secrets
+    written = [text] + [p.read_bytes() for p in (ops["dir"] / "runs").rglob("*") if p.is_file()]
+    for secret in secrets:
+        assert not any(secret.encode() in blob for blob in written), "a secret reached the artifacts"
+
+    proc = invoke(ops, "kill-switch", "--release")
+    assert proc.returncode == 0, output(proc)
+    for bot in BOTS:
+        wait_growth(ops, bot, timeout=60)
