@@ -194,8 +194,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_backup import (
-    BackupError, BackupStore, create_backup, engine_for, new_backup_id, plan_retention, protected_releases,
-    test_restore, utc_iso, validate_backup_id, verify_files,
+    BackupError, BackupStore, PostgresEngine, create_backup, engine_for, find_bin, new_backup_id, plan_retention,
+    protected_releases, test_restore, utc_iso, validate_backup_id, verify_files,
 )
 from ansible.module_utils.botops_bot import bot_argument_spec
 from ansible.module_utils.botops_pg import PgError
@@ -218,7 +218,11 @@ def take(module, store, engine, result):
                           size=manifest.get("size"))
             return
     if module.check_mode:
-        # Prove the database is reachable and show what the dump would hold; write nothing.
+        # Prove the tools are there and the database answers, show what the dump would hold; write nothing.
+        if isinstance(engine, PostgresEngine):
+            find_bin("pg_dump")
+            if p["format"] == "custom_zstd":
+                find_bin("zstd")
         counts = engine.counts() if engine is not None else None
         backup_id = p["backup_id"]
         result.update(changed=True, backup_id=backup_id, path=store.path(backup_id) if backup_id else None,
@@ -227,6 +231,11 @@ def take(module, store, engine, result):
         result["diff"]["after"] = {"backups": sorted(before + [backup_id or "(new id)"], reverse=True)}
         return
     with store.lock():
+        if p["backup_id"] and os.path.isdir(store.path(p["backup_id"])):  # taken meanwhile by another run
+            manifest = store.load(p["backup_id"])
+            result.update(backup_id=p["backup_id"], path=store.path(p["backup_id"]), manifest=manifest,
+                          size=manifest.get("size"))
+            return
         manifest = create_backup(store, engine, bot, profile, backup_id=p["backup_id"] or new_backup_id(),
                                  fmt=p["format"], level=p["compress_level"], jobs=p["jobs"], label=p["label"],
                                  reason=p["reason"], linked_release=p["linked_release"])

@@ -913,6 +913,9 @@ def create_backup(store, engine, bot, profile, backup_id=None, fmt=DEFAULT_FORMA
     final = store.path(backup_id)
     if os.path.exists(final):
         raise BackupError(f"backup {backup_id} already exists")
+    backup_paths = list(profile.get("backup", {}).get("paths") or []) if paths is None else list(paths)
+    if engine is None and not backup_paths:
+        raise BackupError("nothing to back up: the profile backs up no database and no paths")
     store.ensure()
     tmp = store.temp_path(backup_id)
     if os.path.exists(tmp):
@@ -934,7 +937,6 @@ def create_backup(store, engine, bot, profile, backup_id=None, fmt=DEFAULT_FORMA
         }
         if engine is not None:
             manifest["database"] = engine.dump(tmp, fmt, level, jobs)
-        backup_paths = list(profile.get("backup", {}).get("paths") or []) if paths is None else list(paths)
         if backup_paths:
             archived, missing = archive_paths(bot["root"], backup_paths, os.path.join(tmp, FILES_TAR))
             manifest["paths"] = archived

@@ -188,3 +188,15 @@ def test_info_lists_newest_first_and_latest_skips_safety_backups(root):
     assert info["latest"] == "20261101T020000Z-a"
     one = run_module(bot_backup_info.main, module_args(root, backup_id="latest"))
     assert one["manifest"]["backup_id"] == "20261101T020000Z-a"
+
+
+def test_files_only_profile_and_nothing_to_back_up(root):
+    profile = sqlite_profile()
+    profile["database"] = {"engine": "none"}
+    files_only = take(root, profile=profile)
+    assert files_only["changed"] and files_only["manifest"]["database"] is None, files_only
+    assert set(files_only["manifest"]["files"]) == {"files.tar.gz"}
+    profile["backup"]["paths"] = []
+    nothing = take(root, profile=profile)
+    assert nothing["failed"] and "nothing to back up" in nothing["msg"]
+    assert backups(root) == [files_only["backup_id"]]
