@@ -130,8 +130,7 @@ def corrupt_artifacts(fleet, tmp_path):
 
 
 def run(fleet, tasks, **extravars):
-    out = run_playbook(fleet.hosts_file, play(tasks), extravars=extravars, limit=",".join(BOTS))
-    return out
+    return run_playbook(fleet.hosts_file, play(tasks), extravars=extravars, limit=",".join(BOTS))
 
 
 def results(out, task):
