@@ -2,13 +2,14 @@
 
 from invoke import Collection
 
-from botops import maintenance, release, safety, sandbox, schedule
+from botops import maintenance, release, restart, safety, sandbox, schedule
 from botops.status import status
 
 ns = Collection()
 ns.add_task(status)
 ns.add_task(release.deploy)
 ns.add_task(release.rollback)
+ns.add_task(restart.restart)
 ns.add_task(safety.kill_switch)
 ns.add_task(safety.emergency_stop)
 ns.add_task(maintenance.maintenance)

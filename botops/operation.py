@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from invoke import Exit
@@ -61,8 +62,12 @@ def run_operation(
     takeover: bool = False,
     columns: list[tuple[str, str]] | None = None,
     lock: bool = True,
+    rows: Callable[[dict], list[dict]] | None = None,
 ) -> dict:
-    """Run one fleet operation end to end; raises Exit with the exit code when it did not fully succeed."""
+    """Run one fleet operation end to end; raises Exit with the exit code when it did not fully succeed.
+
+    `rows` turns the playbook's report (keyed by bot) into the table's rows, each with the bot's
+    `name`, when one bot needs several rows (its backups, its checks); default: one row per bot."""
     try:
         inventory_path, bots = hosts(inventory, limit)
     except InventoryError as exc:
@@ -91,14 +96,17 @@ def run_operation(
         if held:
             locks.release(str(lock_path), run.ident)
 
-    rows = [dict(result.report[name], name=name) for name in sorted(result.report)]
-    reported = {row["name"] for row in rows}
+    if rows is not None:
+        lines = rows(result.report)
+    else:
+        lines = [dict(result.report[name], name=name) for name in sorted(result.report)]
+    reported = {line["name"] for line in lines}
     for host in result.failed_hosts:
         if host not in reported:
-            rows.append({"name": host, "result": "failed", "message": result.hosts[host].last_error})
-    if rows:
+            lines.append({"name": host, "result": "failed", "message": result.hosts[host].last_error})
+    if lines:
         print()
-        print(table(rows, columns or RESULT_COLUMNS))
+        print(table(lines, columns or RESULT_COLUMNS))
     print(f"\n{task}: {result.status}; summary: {result.artifact_dir / 'botops-summary.json'}")
     if result.error:
         print(result.error)
