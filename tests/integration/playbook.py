@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def run_playbook(inventory: Path | str, text: str, extravars: dict | None = None
         if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
             res = dict(data.get("res") or {})
             res["_event"] = event["event"]
+            res.setdefault("failed", event["event"] != "runner_on_ok")
             results[(data.get("host"), data.get("task"))] = res
         return True
 
@@ -37,6 +39,8 @@ def run_playbook(inventory: Path | str, text: str, extravars: dict | None = None
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
         "ANSIBLE_LOOKUP_PLUGINS": str(REPO / "plugins" / "lookup"),
         "PYTHONPATH": str(REPO),
+        # ansible-playbook from the same environment as the tests
+        "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
     }
     runner = ansible_runner.run(
         private_data_dir=str(workdir),
