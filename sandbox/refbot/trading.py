@@ -30,6 +30,9 @@ from psycopg.types.json import Jsonb
 from .config import EXECUTION_MODES, BotConfig, Release
 from .state import BotState, Snapshot, level_rank
 
+
+# families whose execution mode and paper flag are configuration (bot.json), not an API or Redis key
+MODE_FROM_CONFIG = {"mojorust", "solana-cli", "hyperliquid"}
 log = logging.getLogger("refbot.trading")
 
 INITIAL_CAPITAL = 10_000.0
@@ -314,9 +317,12 @@ class Trader:
         cfg, state = self.cfg, self.state
         with conn.transaction():
             cur = conn.cursor()
+            # Families without a mode API take their mode from the config file at every start (as
+            # mojorust's trading.toml and hyperliquid's .env do); the others keep what was set since.
+            conflict = "DO UPDATE SET value = EXCLUDED.value" if cfg.family in MODE_FROM_CONFIG else "DO NOTHING"
             cur.execute(
                 "INSERT INTO bot_state (key, value) VALUES ('execution_mode', %s), ('paper_trading', %s)"
-                " ON CONFLICT (key) DO NOTHING",
+                f" ON CONFLICT (key) {conflict}",
                 (Jsonb(cfg.execution_mode), Jsonb(cfg.paper_trading)),
             )
             cur.execute("SELECT key, value FROM bot_state")
