@@ -5,8 +5,8 @@ again and verifies it with a test restore; the sets are checked on disk (modes, 
 taken in the dump's snapshot: the ledger's count equals its max id). Two bots of two families then
 make the slow round trip: trade on, restore (check mode leaves bot and database alone; the restore
 brings back exactly what the backup holds, keeps the replaced database, restarts the bot, which
-trades on from there), restore again with the bot stopped (unchanged), refuse a corrupted set
-before touching anything, and apply retention. The fleet ends as it started: every bot running
+trades on from there), restore with the bot stopped, then again (unchanged), refuse a corrupted
+set before touching anything (bot never stopped, ledger never goes back), and apply retention. The fleet ends as it started: every bot running
 and ready, no backup sets, no scratch or previous databases (a fixture cleans up even on failure).
 """
 
@@ -209,11 +209,6 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
         dest: "{{{{ bot_root }}}}/backups/{CORRUPT_ID}/database.dump.zst"
         content: not a dump
         mode: '0600'
-    - name: Restore the corrupted set
-      bot_restore:
-        {COMMON}
-        backup_id: "{CORRUPT_ID}"
-      ignore_errors: true
     - name: Restore in check mode
       bot_restore:
         {COMMON}
@@ -243,13 +238,6 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
       changed_when: true
 """)
     manifests = {h: r["manifest"] for h, r in results(out, "Take a backup", SLOW).items()}
-
-    # a corrupted set is refused before anything is touched: no safety backup, no stop, no database
-    for host, res in results(out, "Restore the corrupted set", SLOW).items():
-        assert failed(res) and "refusing to restore, nothing was touched" in res["msg"], (host, res.get("msg"))
-        assert "database.dump.zst: size" in res["msg"] and f"bot '{host}'" in res["msg"], res["msg"]
-        assert res["actions"] == [] and res["safety_backup_id"] is None and res["bot_was_running"] is None, host
-        assert res["row_counts"] == {"before": None, "after": None}, host
 
     for host, res in results(out, "Restore in check mode", SLOW).items():
         assert res["changed"] and any("would swap" in a for a in res["actions"]), (host, res.get("msg"))
@@ -287,7 +275,8 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
         count, max_id = ledger(fleet, name)
         assert count == max_id, (name, count, max_id)
 
-    # ------------------------------------------------------------ retention keeps the newest verified
+    # ------------------------------------------------------------ refusal, then retention
+    before = {name: (pid(fleet, name), ledger(fleet, name)[1], sets(fleet, name)) for name in SLOW}
     for name in SLOW:  # age every set (retention reads created_at; the manifest itself is not checksummed)
         root = Path(fleet.bot(name)["root"]) / "backups"
         for backup_id in sets(fleet, name):
@@ -302,6 +291,11 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
         keep_last: 1
         max_age_days: 1"""
     out = run(fleet, SLOW, f"""\
+    - name: Restore the corrupted set
+      bot_restore:
+        {COMMON}
+        backup_id: "{CORRUPT_ID}"
+      ignore_errors: true
     - name: Verify the first backup
       bot_backup:
         {COMMON}
@@ -316,6 +310,16 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
     - name: Prune{prune}
     - name: Prune again{prune}
 """)
+    # a corrupted set is refused before anything is touched: no safety backup, no stop, no database
+    for host, res in results(out, "Restore the corrupted set", SLOW).items():
+        assert failed(res) and "refusing to restore, nothing was touched" in res["msg"], (host, res.get("msg"))
+        assert "database.dump.zst: size" in res["msg"] and f"bot '{host}'" in res["msg"], res["msg"]
+        assert res["actions"] == [] and res["safety_backup_id"] is None and res["bot_was_running"] is None, host
+    for name in SLOW:
+        old_pid, old_max, _ = before[name]
+        assert pid(fleet, name) == old_pid, f"{name} was stopped for a refused restore"
+        assert ledger(fleet, name)[1] > old_max, f"{name}: the live database went back or stopped trading"
+        assert side_databases(fleet, name) == [restored[name]["previous_database"]], name
     for host, res in results(out, "Verify the first backup", SLOW).items():
         assert res["changed"] and res["verification"]["ok"], (host, res.get("msg"))
     for host, res in results(out, "Prune in check mode", SLOW).items():
