@@ -20,8 +20,9 @@ description:
     with the manifest. The outcome is recorded in C(verified.json) beside the manifest."
   - "C(state=pruned) applies retention: a set is kept when any rule keeps it (one of the newest
     C(keep_last), younger than C(max_age_days)); the newest verified set and sets linked to a release the
-    release ledger still lists as current or good are never deleted. Stale C(.tmp-*) directories of
-    killed backups are removed too."
+    release ledger still lists as current or good are never deleted. The C(.tmp-*) directories that
+    killed backups left are removed too (a backup in progress holds the store's lock, so none is removed
+    under it)."
   - Listing the sets is the read-only module M(bot_backup_info).
 version_added: "0.1.0"
 options:
@@ -308,7 +309,7 @@ def prune(module, store, result):
     sets = store.list()
     releases, backup_ids = protected_releases(p["bot"]["root"])
     delete, keep = plan_retention(sets, keep_last, max_age, releases, protected_ids=backup_ids)
-    stale = store.stale_temp_dirs()
+    stale = store.temp_dirs()
     result.update(keep_last=keep_last, max_age_days=max_age,
                   deleted=[{"backup_id": b, "why": why} for b, why in delete],
                   kept=[{"backup_id": b, "why": why} for b, why in keep])
@@ -327,7 +328,7 @@ def prune(module, store, result):
         for backup_id, why in delete:
             shutil.rmtree(store.path(backup_id))
             result["actions"].append(f"{verb} backup {backup_id} ({why})")
-        for tmp in stale:
+        for tmp in store.temp_dirs():  # under the lock: every one was left by a killed run
             shutil.rmtree(tmp, ignore_errors=True)
             result["actions"].append(f"{verb} stale temporary directory {os.path.basename(tmp)}")
 

@@ -48,7 +48,6 @@ RESTORE_RECORD = "last_restore.json"
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
 MANIFEST_VERSION = 1
-STALE_TMP_SECONDS = 6 * 3600
 
 # Database dump formats: the file (or directory) each writes into the set.
 FORMATS = {
@@ -283,23 +282,14 @@ class BackupStore:
                 return entry["backup_id"]
         raise BackupError(f"no backup in {self.directory}")
 
-    def stale_temp_dirs(self, max_age=STALE_TMP_SECONDS, now=None):
-        now = time.time() if now is None else now
-        stale = []
+    def temp_dirs(self):
+        """The .tmp-* directories of unfinished backups. Every writer holds the store's lock while its
+        temporary directory exists, so under the lock each of them was left by a killed run."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
-        for name in names:
-            if not name.startswith(TMP_PREFIX):
-                continue
-            path = os.path.join(self.directory, name)
-            try:
-                if now - os.stat(path).st_mtime > max_age:
-                    stale.append(path)
-            except OSError:
-                continue
-        return sorted(stale)
+        return sorted(os.path.join(self.directory, n) for n in names if n.startswith(TMP_PREFIX))
 
 
 def summarize(entry):
@@ -917,9 +907,9 @@ def create_backup(store, engine, bot, profile, backup_id=None, fmt=DEFAULT_FORMA
     if engine is None and not backup_paths:
         raise BackupError("nothing to back up: the profile backs up no database and no paths")
     store.ensure()
+    for stale in store.temp_dirs():  # left by a killed run (see BackupStore.temp_dirs)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = store.temp_path(backup_id)
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
     os.mkdir(tmp, 0o700)
     try:
         manifest = {

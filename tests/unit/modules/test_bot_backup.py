@@ -200,3 +200,15 @@ def test_files_only_profile_and_nothing_to_back_up(root):
     nothing = take(root, profile=profile)
     assert nothing["failed"] and "nothing to back up" in nothing["msg"]
     assert backups(root) == [files_only["backup_id"]]
+
+
+def test_the_next_backup_removes_what_a_killed_one_left(root):
+    first = take(root)["backup_id"]
+    killed = root / "backups" / ".tmp-20261121T030000Z-killed"
+    (killed / "database.d").mkdir(parents=True)
+    (killed / "database.d" / "toc.dat").write_bytes(b"half a dump")
+    info = run_module(bot_backup_info.main, module_args(root))
+    assert [b["backup_id"] for b in info["backups"]] == [first]  # never listed as a set
+    second = take(root)
+    assert second["changed"] and not killed.exists()
+    assert backups(root) == sorted([first, second["backup_id"]])
