@@ -147,3 +147,15 @@ def test_unknown_backup_and_bad_ids_fail_cleanly(root, service, backup_id):
     assert missing["failed"] and "not found" in missing["msg"] and service.calls == []
     bad = restore(root, backup_id="../../../etc/passwd")
     assert bad["failed"] and "invalid backup_id" in bad["msg"]
+
+
+def test_lost_database_is_restored(root, monkeypatch, backup_id):
+    service = FakeService(running=False).install(monkeypatch)
+    (root / DB_PATH).unlink()
+    result = restore(root)
+    assert result["changed"] and not result.get("failed"), result
+    assert result["row_counts"]["before"] is None and result["previous_database"] is None
+    assert db_state(root) == (30, 30) and service.calls == []
+    safety = json.loads((root / "backups" / result["safety_backup_id"] / "manifest.json").read_text())
+    assert safety["database"] is None and safety["paths"] == ["shared/config"]  # the files were still saved
+    assert restore(root)["changed"] is False
