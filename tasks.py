@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from botops import maintenance, release, restart, safety, sandbox, schedule
+from botops import backup, maintenance, release, restart, safety, sandbox, schedule
 from botops.status import status
 
 ns = Collection()
