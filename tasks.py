@@ -2,13 +2,14 @@
 
 from invoke import Collection
 
-from botops import backup, maintenance, release, restart, safety, sandbox, schedule
+from botops import backup, maintenance, release, releases, restart, safety, sandbox, schedule
 from botops.status import status
 
 ns = Collection()
 ns.add_task(status)
 ns.add_task(release.deploy)
 ns.add_task(release.rollback)
+ns.add_task(releases.releases)
 ns.add_task(restart.restart)
 ns.add_task(backup.backup)
 ns.add_task(backup.restore)
