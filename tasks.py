@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from botops import backup, maintenance, release, releases, restart, safety, sandbox, schedule
+from botops import backup, maintenance, promote, release, releases, restart, safety, sandbox, schedule
 from botops.status import status
 
 ns = Collection()
@@ -14,6 +14,7 @@ ns.add_task(restart.restart)
 ns.add_task(backup.backup)
 ns.add_task(backup.restore)
 ns.add_task(backup.backups)
+ns.add_task(promote.promote)
 ns.add_task(safety.kill_switch)
 ns.add_task(safety.emergency_stop)
 ns.add_task(maintenance.maintenance)
