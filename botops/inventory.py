@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
+import jsonschema
+import yaml
+
+from botops import profiles
 from botops.runner import resolve_inventory
+
+SCHEMA_FILE = Path(__file__).with_name("inventory_schema.yml")
 
 # what a --limit may hold: host and group names, patterns, commas, ranges; never shell or path tricks
 LIMIT_PATTERN = re.compile(r"^[A-Za-z0-9_.,:*!&\[\]~-]{1,2000}$")
@@ -15,8 +22,11 @@ class InventoryError(ValueError):
     pass
 
 
-def hosts(inventory: str | None, limit: str | None = None) -> tuple[Path, list[str]]:
-    """Parse the inventory (malformed or empty is an error) and return the bots the limit selects."""
+def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = False) -> tuple[Path, list[str]]:
+    """Parse the inventory (malformed or empty is an error) and return the bots the limit selects.
+
+    With check_vars, also check every selected bot's variables against the inventory schema and
+    its family's profile, so that a wrong value fails before anything changes."""
     from ansible import constants
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -46,5 +56,56 @@ def hosts(inventory: str | None, limit: str | None = None) -> tuple[Path, list[s
             shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
             groups = ", ".join(sorted(g for g in manager.groups if g not in ("all", "ungrouped")))
             raise InventoryError(f"--limit {limit!r} matches no bot (bots: {shown}; groups: {groups})")
-        return path, selected
-    return path, known
+    else:
+        selected = known
+    if check_vars:
+        problems = check_bot_vars(manager, selected)
+        if problems:
+            raise InventoryError(f"inventory {path} has wrong bot variables:\n  " + "\n  ".join(problems))
+    return path, selected
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    schema = yaml.safe_load(SCHEMA_FILE.read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def _plain(value):
+    """The inventory value as plain data; templated strings are left for Ansible to render."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if not _templated(v)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value if not _templated(v)]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _templated(value):
+    return isinstance(value, str) and "{{" in value
+
+
+def check_bot_vars(manager, names: list[str]) -> list[str]:
+    """Problems with the bots' inventory variables, each naming the bot, the key and what is expected."""
+    from ansible.vars.manager import VariableManager
+
+    variables = VariableManager(loader=manager._loader, inventory=manager)
+    known_families = profiles.available()
+    problems = []
+    for name in names:
+        host_vars = variables.get_vars(host=manager.get_host(name), include_hostvars=False)
+        data = {k: _plain(v) for k, v in host_vars.items() if k.startswith("bot_") and not _templated(v)}
+        for error in _validator().iter_errors(data):
+            key = ".".join(str(p) for p in error.absolute_path) or "(bot variables)"
+            problems.append(f"{name}: {key}: {profiles.describe_error(error)}")
+        family = data.get("bot_family")
+        if isinstance(family, str) and family not in known_families:
+            problems.append(f"{name}: bot_family: no profile {family!r} (expected one of: {', '.join(known_families)})")
+        elif isinstance(family, str) and isinstance(data.get("bot_ports"), dict):
+            names_ok = profiles.load(family)["http"]["ports"]
+            for port_name in data["bot_ports"]:
+                if port_name not in names_ok:
+                    problems.append(f"{name}: bot_ports.{port_name}: not a port of {family} "
+                                    f"(expected one of: {', '.join(names_ok)})")
+    return list(dict.fromkeys(problems))

@@ -63,13 +63,16 @@ def run_operation(
     columns: list[tuple[str, str]] | None = None,
     lock: bool = True,
     rows: Callable[[dict], list[dict]] | None = None,
+    check_vars: bool = True,
 ) -> dict:
     """Run one fleet operation end to end; raises Exit with the exit code when it did not fully succeed.
 
     `rows` turns the playbook's report (keyed by bot) into the table's rows, each with the bot's
-    `name`, when one bot needs several rows (its backups, its checks); default: one row per bot."""
+    `name`, when one bot needs several rows (its backups, its checks); default: one row per bot.
+    `check_vars` checks every targeted bot's inventory variables first (the emergency tasks skip
+    it: at 3 a.m. the per-bot results name a bad bot without holding up the others)."""
     try:
-        inventory_path, bots = hosts(inventory, limit)
+        inventory_path, bots = hosts(inventory, limit, check_vars=check_vars)
     except InventoryError as exc:
         raise usage_error(task, str(exc)) from None
     mode = " (check mode: nothing will change)" if check else ""

@@ -46,7 +46,7 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return "".join(parts) or "(top level)"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def describe_error(error: jsonschema.ValidationError) -> str:
     """One error as a sentence: what is wrong and what would be right."""
     validator, expected = error.validator, error.validator_value
     if validator == "additionalProperties":
@@ -61,6 +61,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"expected {expected}, got {type(error.instance).__name__} {error.instance!r}"
     if validator == "enum":
         return f"{error.instance!r} is not valid (expected one of: {', '.join(map(str, expected))})"
+    if validator in ("pattern", "not", "minLength") and error.schema.get("description"):
+        return f"{error.instance!r} is not {error.schema['description']}"
+    if validator in ("minimum", "maximum"):
+        return f"{error.instance!r} is out of range (expected {error.schema.get('minimum', '...')} to {error.schema.get('maximum', '...')})"
     if validator in ("oneOf", "anyOf"):
         keys = [sorted(s.get("required", [])) for s in expected]
         choices = [" + ".join(k) for k in keys if k]
@@ -74,7 +78,7 @@ def validate(data: object, source: str) -> dict:
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    problems = [f"{source}: {_key_path(e)}: {_describe(e)}" for e in errors]
+    problems = [f"{source}: {_key_path(e)}: {describe_error(e)}" for e in errors]
     if not problems:
         problems = _cross_checks(data, source)
     if problems:

@@ -60,7 +60,7 @@ def kill_switch(c, level="halt", reason=None, release=False, force=False, invent
     if reason:
         extravars["botops_reason"] = reason
     run_operation("kill-switch", "kill_switch.yml", inventory=inventory, limit=limit, check=check,
-                  extravars=extravars, columns=KILL_COLUMNS, lock=False)
+                  extravars=extravars, columns=KILL_COLUMNS, lock=False, check_vars=False)
 
 
 @task(
@@ -76,4 +76,4 @@ def emergency_stop(c, reason=None, inventory=None, limit=None, check=False):
     check_reason("emergency-stop", reason, required=True)
     extravars = {"botops_reason": reason, "botops_who": operator()}
     run_operation("emergency-stop", "emergency_stop.yml", inventory=inventory, limit=limit, check=check,
-                  extravars=extravars, columns=KILL_COLUMNS, lock=False)
+                  extravars=extravars, columns=KILL_COLUMNS, lock=False, check_vars=False)

@@ -1,0 +1,59 @@
+"""Inventory checks before a run: malformed files, unknown bots, wrong bot variables, all named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from botops.inventory import InventoryError, hosts
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventory" / "production.example"
+
+
+@pytest.fixture
+def inventory(tmp_path):
+    shutil.copytree(EXAMPLE, tmp_path / "inv")
+    return tmp_path / "inv"
+
+
+def test_the_production_example_is_valid(inventory):
+    path, bots = hosts(str(inventory / "hosts.yml"), check_vars=True)
+    assert bots == ["hl-eu-1", "hl-eu-2", "mojo-1", "vanta-1"]
+
+
+def test_limit_selects_bots_and_groups(inventory):
+    assert hosts(str(inventory / "hosts.yml"), "hyperliquid")[1] == ["hl-eu-1", "hl-eu-2"]
+    with pytest.raises(InventoryError, match=r"--limit 'nope' matches no bot \(bots: hl-eu-1, hl-eu-2, mojo-1"):
+        hosts(str(inventory / "hosts.yml"), "nope")
+    with pytest.raises(InventoryError, match="is not a valid host pattern"):
+        hosts(str(inventory / "hosts.yml"), "a;rm -rf /")
+
+
+def test_wrong_bot_variables_are_each_named(inventory):
+    vanta = inventory / "group_vars" / "vanta" / "main.yml"
+    vanta.write_text(vanta.read_text() + 'bot_ports: {api: "80x", metrics: 9000}\nbot_paper_only: "yes"\n')
+    hl = inventory / "group_vars" / "hyperliquid" / "main.yml"
+    hl.write_text(hl.read_text().replace("bot_root: /opt/trading-bot", "bot_root: /opt/../etc"))
+    mojo = inventory / "group_vars" / "mojorust" / "main.yml"
+    mojo.write_text(mojo.read_text().replace("bot_family: mojorust", "bot_family: mojo"))
+    with pytest.raises(InventoryError) as info:
+        hosts(str(inventory / "hosts.yml"), check_vars=True)
+    lines = str(info.value).splitlines()[1:]
+    assert "  hl-eu-1: bot_root: '/opt/../etc' is not an absolute path without '..'" in lines
+    assert "  mojo-1: bot_family: no profile 'mojo' (expected one of: hyperliquid, mojorust, papertrader, solana-cli, vanta)" in lines
+    assert "  vanta-1: bot_ports.api: expected integer, got str '80x'" in lines
+    assert "  vanta-1: bot_ports.metrics: not a port of vanta (expected one of: api)" in lines
+    assert "  vanta-1: bot_paper_only: expected boolean, got str 'yes'" in lines
+    assert len(lines) == len(set(lines))
+
+
+def test_malformed_and_empty_inventories(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("all: [this is: not an inventory\n")
+    with pytest.raises(InventoryError, match="malformed or holds no bots|cannot be parsed"):
+        hosts(str(bad))
+    with pytest.raises(InventoryError, match="does not exist"):
+        hosts(str(tmp_path / "missing.yml"))
