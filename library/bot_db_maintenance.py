@@ -38,6 +38,15 @@ options:
     description: Run C(REINDEX TABLE) on each table (rebuilds its indexes; locks the table meanwhile).
     type: bool
     default: false
+  concurrently:
+    description:
+      - Rebuild with C(REINDEX TABLE CONCURRENTLY), which does not block the bot's reads and writes
+        (slower; PostgreSQL 12 or later).
+      - Use it when the bot is running. A plain C(REINDEX) locks the table against writes and each
+        index against reads while it rebuilds, and can deadlock with a running bot's transactions
+        (PostgreSQL then aborts one of them); the maintenance role stops the bot first.
+    type: bool
+    default: false
   tables:
     description:
       - Only these tables (names as C(regclass) shows them, e.g. C(trades) or C(audit.events)).
@@ -187,6 +196,7 @@ def main():
     argument_spec.update(
         vacuum_analyze=dict(type="bool", default=False),
         reindex=dict(type="bool", default=False),
+        concurrently=dict(type="bool", default=False),
         tables=dict(type="list", elements="str"),
         min_interval=dict(type="int", default=0),
         timeout=dict(type="int", default=1800),
@@ -226,7 +236,8 @@ def main():
     queries = []
     if done["vacuum_analyze"]:
         queries.append("VACUUM (ANALYZE) " + ", ".join(quote_table(t) for t in done["vacuum_analyze"]))
-    queries += [f"REINDEX TABLE {quote_table(t)}" for t in done["reindex"]]
+    reindex = "REINDEX TABLE CONCURRENTLY" if p["concurrently"] else "REINDEX TABLE"
+    queries += [f"{reindex} {quote_table(t)}" for t in done["reindex"]]
     result.update(tables_done=done, tables_skipped=skipped, queries=queries, actions=list(queries),
                   changed=bool(queries))
     if not queries or module.check_mode:

@@ -98,6 +98,11 @@ def test_check_mode_runs_nothing(db, tmp_path):
     assert not (tmp_path / "shared").exists()
 
 
+def test_reindex_concurrently_for_a_running_bot(db, tmp_path):
+    run_module(bot_db_maintenance.main, args(tmp_path, reindex=True, concurrently=True, tables=["trades"]))
+    assert statements(db.runs[0]) == ['REINDEX TABLE CONCURRENTLY "trades"']
+
+
 def test_only_the_tables_asked(db, tmp_path):
     result = run_module(bot_db_maintenance.main, args(tmp_path, vacuum_analyze=True, tables=["trades"]))
     assert statements(db.runs[0]) == ['VACUUM (ANALYZE) "trades"']
