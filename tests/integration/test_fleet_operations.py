@@ -8,10 +8,6 @@ The tests run in file order and build on each other, like an operator's day.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -19,83 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.fleet import Fleet
+from .fleet_tasks import (
+    assert_continuous, backups, current, invoke, last_summary, ops_fleet, output, revision, trades, wait_growth,
+)
 
-from .conftest import make_sandbox_dir, port_block
-
-REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).with_name("invoke")
 BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
 
 
 @pytest.fixture(scope="module")
-def ops(tmp_path_factory):
+def ops():
     """A fleet of five bots, one per family, with its own artifacts, locks and audit directories."""
-    workdir = make_sandbox_dir("botops-ops-")
-    fleet = None
-    try:
-        with port_block(len(BOTS), 33000) as base:
-            fleet = Fleet(workdir / "state", workdir / "inventory", base_port=base)
-            fleet.up(bots=len(BOTS), trade_interval=0.1)
-        env = dict(
-            os.environ,
-            BOTOPS_SANDBOX_DIR=str(workdir / "state"),
-            BOTOPS_ARTIFACTS_DIR=str(workdir / "runs"),
-            BOTOPS_LOCK_DIR=str(workdir / "locks"),
-        )
-        yield {"fleet": fleet, "env": env, "dir": workdir, "inventory": str(workdir / "inventory" / "hosts.yml")}
-    finally:
-        if fleet is not None:
-            fleet.down(purge=True)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def invoke(ops, *args, background=False):
-    cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={ops['inventory']}"]
-    if background:
-        return subprocess.Popen(cmd, env=ops["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, env=ops["env"], capture_output=True, text=True, timeout=600)
-
-
-def output(proc) -> str:
-    return proc.stdout + proc.stderr
-
-
-def last_summary(ops, playbook: str) -> dict:
-    runs = sorted((ops["dir"] / "runs" / playbook).glob("*/botops-summary.json"))
-    return json.loads(runs[-1].read_text())
-
-
-def current(ops, bot: str) -> str:
-    return Path(os.path.realpath(Path(ops["fleet"].bot(bot)["root"]) / "current")).name
-
-
-def trades(ops, bot: str) -> tuple[int, int]:
-    count, top = ops["fleet"].db_query(bot, "SELECT count(*), coalesce(max(id), 0) FROM trades")[0]
-    return int(count), int(top)
-
-
-def revision(ops, bot: str) -> str:
-    return ops["fleet"].db_query(bot, "SELECT version_num FROM alembic_version")[0][0]
-
-
-def wait_growth(ops, bot: str, timeout: float = 20.0) -> None:
-    """The bot is trading: its trade count grows (polled)."""
-    start = trades(ops, bot)[0]
-    deadline = time.monotonic() + timeout
-    while trades(ops, bot)[0] <= start:
-        assert time.monotonic() < deadline, f"{bot} made no trade in {timeout}s"
-        time.sleep(0.1)
-
-
-def assert_continuous(ops, bot: str) -> None:
-    count, top = trades(ops, bot)
-    assert count == top, f"{bot}: {count} trades but max id {top}: a trade was lost or duplicated"
-
-
-def backups(ops, bot: str) -> list[str]:
-    path = Path(ops["fleet"].bot(bot)["root"]) / "backups"
-    return sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if path.exists() else []
+    with ops_fleet("botops-ops-", len(BOTS), 33000) as fleet_ops:
+        yield fleet_ops
 
 
 def test_check_mode_changes_nothing(ops):
