@@ -29,7 +29,6 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
     its family's profile, so that a wrong value fails before anything changes."""
     from ansible import constants
     from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
 
     constants.HOST_PATTERN_MISMATCH = "ignore"  # an unmatched --limit is reported below, in one sentence
 
@@ -43,7 +42,9 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
             "e.g. --limit=bot01,vanta)"
         )
     try:
-        manager = InventoryManager(loader=DataLoader(), sources=[str(path)], parse=True)
+        manager = InventoryManager(loader=data_loader(), sources=[str(path)], parse=True)
+    except InventoryError:
+        raise
     except Exception as exc:  # ansible raises several types for a broken file
         raise InventoryError(f"inventory {path} cannot be parsed: {exc}") from None
     known = sorted(h.name for h in manager.get_hosts() if h.name != "localhost")
@@ -63,6 +64,37 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
         if problems:
             raise InventoryError(f"inventory {path} has wrong bot variables:\n  " + "\n  ".join(problems))
     return path, selected
+
+
+def data_loader():
+    """Ansible's DataLoader, able to read vault-encrypted inventory files the way ansible-playbook
+    does: with the password file of ANSIBLE_VAULT_PASSWORD_FILE (or the vault identities of
+    ANSIBLE_VAULT_IDENTITY_LIST / ansible.cfg), never prompting."""
+    from ansible import constants
+    from ansible.cli import CLI
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import VaultSecretsContext
+
+    loader = DataLoader()
+    if constants.DEFAULT_VAULT_PASSWORD_FILE or constants.DEFAULT_VAULT_IDENTITY_LIST:
+        try:
+            secrets = CLI.setup_vault_secrets(loader, vault_ids=list(constants.DEFAULT_VAULT_IDENTITY_LIST),
+                                              auto_prompt=False, initialize_context=False)
+        except Exception as exc:  # AnsibleError, OSError: a missing or unreadable password file
+            raise InventoryError(f"cannot read the vault password: {exc}") from None
+        loader.set_vault_secrets(secrets)
+        if VaultSecretsContext.current(optional=True) is None:  # inline !vault values decrypt through it
+            VaultSecretsContext.initialize(VaultSecretsContext(secrets))
+    return loader
+
+
+def _vars(variables, manager, name: str) -> dict:
+    try:
+        return variables.get_vars(host=manager.get_host(name), include_hostvars=False)
+    except Exception as exc:  # AnsibleParserError and friends, raised by a vars file
+        hint = (" (the file is vault-encrypted: give its password file with ANSIBLE_VAULT_PASSWORD_FILE)"
+                if "vault" in str(exc).lower() else "")
+        raise InventoryError(f"cannot read the variables of bot {name!r}: {exc}{hint}") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,7 +126,7 @@ def check_bot_vars(manager, names: list[str]) -> list[str]:
     known_families = profiles.available()
     problems = []
     for name in names:
-        host_vars = variables.get_vars(host=manager.get_host(name), include_hostvars=False)
+        host_vars = _vars(variables, manager, name)
         data = {k: _plain(v) for k, v in host_vars.items() if k.startswith("bot_") and not _templated(v)}
         for error in _validator().iter_errors(data):
             key = ".".join(str(p) for p in error.absolute_path) or "(bot variables)"
