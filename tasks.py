@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from botops import backup, maintenance, promote, release, releases, restart, safety, sandbox, schedule
+from botops import backup, maintenance, promote, release, releases, remote, restart, safety, sandbox, schedule
 from botops.status import status
 
 ns = Collection()
@@ -17,6 +17,9 @@ ns.add_task(backup.backups)
 ns.add_task(promote.promote)
 ns.add_task(safety.kill_switch)
 ns.add_task(safety.emergency_stop)
+ns.add_task(remote.last_resort_kill)
+ns.add_task(remote.logs)
+ns.add_task(remote.exec_)
 ns.add_task(maintenance.maintenance)
 ns.add_task(schedule.schedule)
 ns.add_collection(sandbox.collection)
