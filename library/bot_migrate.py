@@ -174,112 +174,12 @@ actions:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_alembic import MigrationError, RevisionGraph, alembic_command, database_url
+from ansible.module_utils.botops_alembic import MigrationError
 from ansible.module_utils.botops_bot import bot_argument_spec
+from ansible.module_utils.botops_migrate import AlembicFailed, Migrations
 from ansible.module_utils.botops_pg import PgError, module_database
-from ansible.module_utils.botops_release import Ledger, ReleaseError, check_version, current_version, installed_versions
-
-REDACTED = "********"
-
-
-class MigrateRun:
-    def __init__(self, module, result):
-        self.module = module
-        self.result = result
-        p = module.params
-        self.root = p["bot"]["root"]
-        self.name = p["bot"]["name"]
-        profile_db = p["profile"].get("database") or {}
-        migrations = profile_db.get("migrations") or {}
-        if profile_db.get("engine") != "postgresql" or migrations.get("tool") != "alembic":
-            raise MigrationError(f"the {p['profile'].get('family')} profile declares no Alembic migrations on PostgreSQL "
-                                 "(database.engine: postgresql, database.migrations.tool: alembic)")
-        self.config_rel = migrations.get("config") or "alembic.ini"
-        self.db = module_database(module)
-        self.url = database_url(self.db)
-        self.secrets = [s for s in (self.db.password, self.url) if s]
-        self.alembic_cmd = alembic_command()
-
-    # ------------------------------------------------------------ where the migrations are
-    def release_dir(self, version):
-        if version is None:
-            path = os.path.join(self.root, "current")
-            if not os.path.exists(path):
-                raise MigrationError(f"{path} does not exist: no release is current (set release)")
-            return current_version(self.root) or "current", path
-        path = os.path.join(self.root, "releases", version)
-        if not os.path.isdir(path):
-            raise MigrationError(f"release {version} is not installed ({path})")
-        return version, path
-
-    def load(self, version):
-        version, path = self.release_dir(version)
-        config = os.path.join(path, self.config_rel)
-        return version, path, config, RevisionGraph.from_config(config, cwd=path)
-
-    def release_knowing(self, revision, exclude):
-        """An installed release whose migrations know `revision` (newest in the ledger first)."""
-        ledger = Ledger(self.root, self.name)
-        installed = installed_versions(os.path.join(self.root, "releases"))
-        order = sorted(installed, key=lambda v: ((ledger.get(v) or {}).get("installed_at") or "", v), reverse=True)
-        for version in order:
-            if version == exclude:
-                continue
-            try:
-                loaded = self.load(version)
-            except MigrationError:
-                continue
-            if revision in loaded[3]:
-                return loaded
-        return None
-
-    # ------------------------------------------------------------ database and alembic
-    def current_revision(self):
-        rows = self.db.query("SELECT version_num FROM alembic_version") if self.has_version_table() else []
-        if len(rows) > 1:
-            raise MigrationError(f"alembic_version holds {len(rows)} revisions (branches): merge them first")
-        return rows[0][0] if rows else None
-
-    def has_version_table(self):
-        return self.db.scalar("SELECT to_regclass('public.alembic_version') IS NOT NULL") == "t"
-
-    def scrub(self, text):
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
-
-    def alembic(self, cwd, config, *args):
-        cmd = self.alembic_cmd + ["-c", config, *args]
-        self.result["commands"].append(cmd)
-        env = {"DATABASE_URL": self.url, "PYTHONDONTWRITEBYTECODE": "1"}
-        timeout = self.module.params["lock_timeout"]
-        if timeout:
-            options = os.environ.get("PGOPTIONS", "")
-            env["PGOPTIONS"] = f"{options} -c lock_timeout={int(timeout) * 1000}".strip()
-        rc, out, err = self.module.run_command(cmd, cwd=cwd, environ_update=env)
-        return rc, self.scrub(out), self.scrub(err)
-
-    def backup_hint(self, undone, graph):
-        """How to get back across the contract: the backup linked to the release that brought it.
-
-        `undone` is the downgrade path, newest first; the release is the one whose head is the
-        oldest contract revision crossed, or the nearest release above it."""
-        oldest = max(undone.index(r) for r in graph.contracts(undone))
-        try:
-            ledger = Ledger(self.root, self.name)
-        except ReleaseError:
-            ledger = None
-        entries = [e for e in (ledger.entries.values() if ledger else [])
-                   if e.get("alembic_head") in undone[: oldest + 1]]
-        if not entries:
-            return f"restore the backup taken before {undone[oldest]} was applied"
-        entry = max(entries, key=lambda e: undone.index(e["alembic_head"]))
-        if entry.get("backup_id"):
-            return f"restore backup {entry['backup_id']} (linked to release {entry['version']}, taken before it was deployed)"
-        return f"restore the backup taken before release {entry['version']} was deployed (the ledger links none)"
+from ansible.module_utils.botops_release import ReleaseError, check_version
 
 
 def main():
@@ -302,84 +202,51 @@ def main():
     verb = {"upgraded": "upgrade", "downgraded": "downgrade", "current": "read the migration state of"}[state]
     result = dict(changed=False, release=None, config=None, current_before=None, current=None, target=None,
                   head=None, pending=[], executed=[], revisions=[], contract=[], commands=[], actions=[])
+    run = None
     step = "read the migrations"
     try:
         if p["release"] is not None:
             check_version(p["release"])
-        run = MigrateRun(module, result)
-        version, path, config, graph = run.load(p["release"])
-        step = "read alembic_version"
-        before = run.current_revision()
-        result.update(release=version, config=config, current_before=before, current=before)
-        step = "resolve the target"
-        if before is not None and before not in graph and state == "current":
-            module.warn(f"release {version} does not know the database's revision {before}")
+        run = Migrations(p["bot"]["root"], name, p["profile"], module_database(module),
+                         lambda cmd, cwd, env: module.run_command(cmd, cwd=cwd, environ_update=env),
+                         lock_timeout=p["lock_timeout"], commands=result["commands"])
+        plan = run.plan(state, p["revision"], p["release"], warn=module.warn)
+        result.update(release=plan.release, config=plan.config, current_before=plan.before, current=plan.before)
+        if plan.unknown:
             module.exit_json(**result)
-        if before is not None and before not in graph:
-            other = run.release_knowing(before, version) if (state == "downgraded" and p["release"] is None) else None
-            if other is None:
-                raise MigrationError(
-                    f"the database is at revision {before}, which release {version} does not know "
-                    f"(a newer release migrated it?): use the release that brought it (release option)")
-            module.warn(f"release {version} does not know revision {before}: using the migrations of release {other[0]}")
-            version, path, config, graph = other
-            result.update(release=version, config=config)
-        result["head"] = graph.head
-        target = graph.resolve(p["revision"] or "head", before)
-        result["target"] = target
-        if state == "downgraded":
-            if graph.is_ancestor(before, target):
-                pending = []  # already at or below the target
-            else:
-                if not graph.is_ancestor(target, before):
-                    raise MigrationError(f"{target} is not below the current revision {before}: not a downgrade")
-                pending = graph.downgrade_path(before, target)
-        else:
-            if graph.is_ancestor(target, before):
-                pending = []  # already at or beyond the target
-            else:
-                if not graph.is_ancestor(before, target):
-                    raise MigrationError(f"{target} is not above the current revision {before}: not an upgrade")
-                pending = graph.upgrade_path(before, target)
-        result.update(pending=pending, revisions=graph.describe(pending), contract=graph.contracts(pending))
+        pending = plan.pending
+        result.update(head=plan.head, target=plan.target, pending=pending, revisions=plan.describe(),
+                      contract=plan.contract)
         if state == "current" or not pending:
             module.exit_json(**result)
 
-        direction = "upgrade" if state == "upgraded" else "downgrade"
+        direction = plan.direction
+        before, target = plan.before, plan.target
         if direction == "downgrade" and result["contract"] and not p["force_contract_downgrade"]:
             step = "check the downgrade"
-            hint = run.backup_hint(pending, graph)
-            described = ", ".join(f"{r['revision']} ({r['description']})" for r in graph.describe(result["contract"]))
+            hint = run.backup_hint(pending, plan.graph)
+            described = ", ".join(f"{r['revision']} ({r['description']})" for r in plan.graph.describe(result["contract"]))
             raise MigrationError(
                 f"refusing to downgrade across contract migration {described}: older code cannot run on the "
                 f"contracted schema and its downgrade may lose data; the way back is to {hint}")
-        action = f"{direction} {before or 'base'} -> {target or 'base'}"
-        result["actions"].append(action)
+        result["actions"].append(f"{direction} {before or 'base'} -> {target or 'base'}")
         result["diff"] = {"before": {"revision": before}, "after": {"revision": target}}
-        target_arg = target or "base"
         if module.check_mode:
             step = "render the offline SQL"
-            span = f"{before}:{target_arg}" if before else target_arg
-            rc, out, err = run.alembic(path, config, direction, "--sql", span)
-            if rc != 0:
-                raise MigrationError(f"alembic {direction} --sql {span} failed (rc={rc}): {err.strip() or out.strip()}")
-            result.update(sql=out, current=target, changed=True)
+            result.update(sql=run.sql(plan), current=target, changed=True)
             module.exit_json(**result)
 
         step = f"run alembic {direction}"
-        rc, out, err = run.alembic(path, config, direction, target_arg)
-        after = run.current_revision()
-        result["current"] = after
-        if direction == "upgrade":
-            result["executed"] = [r for r in pending if r in graph.ancestors(after)] if after in graph else []
-        else:
-            result["executed"] = [r for r in pending if r not in graph.ancestors(after)]
-        result["changed"] = after != before
-        if rc != 0 or after != target:
-            result["diff"]["after"]["revision"] = after
-            raise MigrationError(f"alembic {direction} {target_arg} failed (rc={rc}), database left at "
-                                 f"{after or 'base'}: {err.strip()[-2000:] or out.strip()[-2000:]}")
+        try:
+            after, executed = run.apply(plan)
+        except AlembicFailed as exc:
+            result.update(current=exc.after, executed=exc.executed, changed=exc.after != before)
+            result["diff"]["after"]["revision"] = exc.after
+            raise
+        result.update(current=after, executed=executed, changed=after != before)
     except (MigrationError, PgError, ReleaseError, OSError) as exc:
+        if run is not None and step == "read the migrations":
+            step = run.step
         module.fail_json(msg=f"Failed to {verb} the database on bot '{name}': {step}: {exc}", **result)
     module.exit_json(**result)
 

@@ -114,6 +114,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_mode import plan_actions, read_mode
 
 
 class Refused(Exception):
@@ -132,18 +133,6 @@ def describe(action):
     return str(sorted(action))
 
 
-def plan_actions(lists):
-    """Concatenate the action lists; service actions are collapsed into one at the end (one restart)."""
-    plain, service = [], None
-    for actions in lists:
-        for action in actions:
-            if "service" in action:
-                service = "restart" if action["service"] == "restart" or service == "restart" else action["service"]
-            else:
-                plain.append(action)
-    return plain + ([{"service": service}] if service else [])
-
-
 def check_go_no_go(go_no_go):
     if not go_no_go:
         raise Refused("going LIVE needs a passed go/no-go checklist (go_no_go: {passed: true, checks: [...]})")
@@ -154,10 +143,6 @@ def check_go_no_go(go_no_go):
               for c in checks if isinstance(c, dict) and c.get("passed") is not True]
     if go_no_go.get("passed") is not True or failed:
         raise Refused("the go/no-go checklist did not pass" + (f" (failed: {', '.join(failed)})" if failed else ""))
-
-
-def read_mode(bot, facts):
-    return bot.probe(facts["execution_mode"]), bot.probe(facts["paper_trading"])
 
 
 def main():

@@ -127,60 +127,21 @@ pids_after:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
-
-KILL_WAIT = 5.0  # seconds for a SIGKILLed process to disappear
-
-
-def wait_pids(bot, present, deadline):
-    """Poll the process table until a matching process is there (present) or gone; True on success."""
-    while True:
-        pids = bot.pids()
-        if bool(pids) == present:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_INTERVAL)
+from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_service import (KILL_WAIT, NotReady, graceful_stop, start, stop_timeout,
+                                                  wait_ready)
 
 
-def graceful_stop(bot, graceful_timeout, term_timeout, actions):
-    began = time.monotonic()
+def start_ready(bot, profile, p, actions, result, began):
+    """Start, then the readiness gate; the result gets ready, downtime and (on failure) observed."""
     try:
-        bot.service("stop")
-        actions.append("service stop")
-    except BotError as exc:  # the signals below still stop it
-        actions.append(f"service stop failed: {exc}")
-    if wait_pids(bot, False, began + graceful_timeout):
-        return
-    pids = bot.send_signal("TERM")
-    actions.append(f"SIGTERM {pids}")
-    if wait_pids(bot, False, time.monotonic() + term_timeout):
-        return
-    pids = bot.send_signal("KILL")
-    actions.append(f"SIGKILL {pids}")
-    if wait_pids(bot, False, time.monotonic() + KILL_WAIT):
-        return
-    raise BotError(f"process still there after SIGKILL: pids {bot.pids()}")
-
-
-def wait_ready(bot, profile, deadline, stable_for):
-    """Poll readiness until it holds for stable_for seconds, or the deadline; returns (ok, last observation)."""
-    return bot.wait_stable([profile["health"]["readiness"]], max(0.0, deadline - time.monotonic()), stable_for)
-
-
-def start(bot, profile, p, actions, result, began):
-    deadline = began + p["ready_timeout"]
-    bot.service("start")
-    actions.append("service start")
-    if not wait_pids(bot, True, deadline):
-        raise BotError(f"no process matching {bot.process_match!r} within {p['ready_timeout']:g}s of the start")
+        gate = start(bot, profile, actions, p["ready_timeout"], p["wait_ready"], p["ready_stable_for"], began)
+    except NotReady as exc:
+        result["ready"] = False
+        result["observed"] = exc.observed
+        raise
     if p["wait_ready"]:
-        ok, observed = wait_ready(bot, profile, deadline, p["ready_stable_for"])
-        result["ready"] = ok
-        if not ok:
-            result["observed"] = observed
-            raise BotError(f"not ready within {p['ready_timeout']:g}s of the start: last answer {observed}")
-        actions.append("ready")
+        result["ready"] = gate["ready"]
         result["downtime"] = round(time.monotonic() - began, 3)
 
 
@@ -204,9 +165,7 @@ def main():
     try:
         bot = module_bot(module)
         profile = p["profile"]
-        graceful = p["graceful_timeout"]
-        if graceful is None:
-            graceful = float(bot.service_conf.get("stop_timeout") or 30)
+        graceful = stop_timeout(bot, p["graceful_timeout"])
         pids = bot.pids()
         result["pids_before"] = pids
         running = bool(pids)
@@ -231,11 +190,11 @@ def main():
 
         began = time.monotonic()
         if state in ("stopped", "restarted") and running:
-            graceful_stop(bot, graceful, p["term_timeout"], actions)
+            graceful_stop(bot, graceful, p["term_timeout"], actions, kill_wait=KILL_WAIT)
         if state in ("started", "restarted") and (state == "restarted" or not running):
-            start(bot, profile, p, actions, result, began)
+            start_ready(bot, profile, p, actions, result, began)
         elif state == "started" and p["wait_ready"]:
-            ok, observed = wait_ready(bot, profile, began + p["ready_timeout"], p["ready_stable_for"])
+            ok, observed, _ = wait_ready(bot, profile, began + p["ready_timeout"], p["ready_stable_for"])
             result["ready"] = ok
             if not ok:
                 result["observed"] = observed

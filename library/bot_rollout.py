@@ -1,0 +1,329 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_rollout
+short_description: Move one trading bot to a release in one short window - pause, stop, migrate, switch, start, ready - reverting by itself on failure
+description:
+  - "The whole change window of a deploy or a rollback of one bot, in one call on the bot's host, so
+    that the bot is down only as long as its own steps take (never while other bots of the batch are
+    handled): pause entries (the profile's kill switch level V(pause)), graceful stop (service
+    manager, then SIGTERM, SIGKILL), bring the database to what the target release needs, switch the
+    C(current) symlink (recorded in the release ledger with O(backup_id)), start, wait until the
+    profile's readiness check passes, release the pause this call engaged (never one engaged before),
+    hold readiness for O(ready_stable_for) seconds, keep a bot that was DRY or paper out of LIVE, and
+    mark the release good."
+  - "The direction of the migration is worked out from the revision graphs of the releases (their
+    files, no alembic run): when the target release knows the database's revision, its scripts
+    upgrade the database after the switch (deploy); when the database is at a revision the target
+    does not know, the scripts of the release being left (or of an installed release that knows the
+    revision) downgrade it to the target's head before the switch (rollback)."
+  - A downgrade across a contract migration (one older code cannot run on) is not attempted - the
+    data comes back from the backup leading back (O(backup_id), else the backup the ledger links to
+    the release being left) - it is restored into a scratch database and checked B(before) the stop,
+    and swapped in (two renames) inside the window; the replaced database is kept as
+    C(<db>_pre_restore_<time>). Without such a backup the call refuses before touching anything.
+  - With O(online_migrations) (default), migrations that are expand-only (no contract revision) run
+    outside the window, since by definition the older release runs on the expanded schema - an
+    upgrade before the stop while the old release still trades, a downgrade after the older release
+    is started and ready. Contract migrations always run inside the window, the bot stopped.
+  - On any failure after the first change, the call reverts by itself - stops the new release, undoes
+    the data (downgrade with the new release's scripts, upgrade back, swap the previous database back,
+    or restore O(backup_id) when a contract migration cannot be undone), switches back, starts the
+    previous release behind the readiness gate, releases the pause, marks the target bad - and then
+    fails with the step, the cause and what it reverted (C(reverted=true)). A failure after the bot
+    is up and ready (the expand-only downgrade after the start, the ledger) is reported without a
+    revert.
+  - C(downtime) is the trading downtime - from the moment the stop began (the pause, for families
+    whose pause stops the process) until the bot was ready again and the pause released.
+  - Idempotent - when the target is current, the database needs nothing and the bot runs and is
+    ready, nothing is done (C(changed=false)), except marking the release good if it is not yet.
+version_added: "0.2.0"
+options:
+  version:
+    description:
+      - The release to move to, installed beside the running one (M(bot_release) O(state=present)).
+      - V(latest) is the latest release marked good in the ledger other than the current one (the
+        rollback target); it is resolved at each call, so a second call rolls back one good release
+        further - name a version for a call that is idempotent.
+      - Default with O(backup_id) and no version - the release the backup was taken on.
+    type: str
+  backup_id:
+    description:
+      - The backup leading back, taken before this change (M(bot_backup)). On a deploy it is recorded
+        on the target's ledger entry and restored if a contract migration must be undone; on a
+        rollback across a contract migration it is the data restored (default the one the ledger links
+        to the release being left). V(latest) is the newest set.
+    type: str
+  restore:
+    description:
+      - V(needed) restores O(backup_id) only when a contract migration cannot be undone; V(always)
+        brings the data back from O(backup_id) whatever the migrations (a rollback to a backup).
+    type: str
+    choices: [needed, always]
+    default: needed
+  online_migrations:
+    description: Run expand-only migrations outside the window (upgrade before the stop, downgrade after the start).
+    type: bool
+    default: true
+  pause:
+    description: Engage the kill switch level V(pause) before the stop (released by this call once the bot is ready again).
+    type: bool
+    default: true
+  reason:
+    description: Why, for the kill switch audit log and the ledger notes.
+    type: str
+    default: botops rollout
+  who:
+    description: Operator recorded in the ledger and the audit log. Default E(BOTOPS_OPERATOR), else E(SUDO_USER), else the user running the module.
+    type: str
+  graceful_timeout:
+    description: Seconds after the stop began before SIGTERM. Default the profile's C(service.stop_timeout), else 30.
+    type: float
+  term_timeout:
+    description: Seconds after SIGTERM before SIGKILL.
+    type: float
+    default: 10
+  ready_timeout:
+    description: Seconds a started release gets to become ready (the revert waits as long for the previous one).
+    type: float
+    default: 60
+  ready_stable_for:
+    description: Seconds readiness must then hold without a break, so a release that answers ready and falls over is reverted.
+    type: float
+    default: 1.0
+  keep_mode:
+    description: A bot that was DRY (or paper trading) before the change is put back to DRY (paper) if it comes back LIVE (off paper).
+    type: bool
+    default: true
+  mark:
+    description: Mark the target release good in the ledger on success, bad when the change was reverted.
+    type: bool
+    default: true
+  replaced_status:
+    description: On success, also mark the release being replaced with this status (rollbacks set V(bad), so V(latest) never points back at it).
+    type: str
+    choices: [bad, failed]
+  keep:
+    description: On success, remove the oldest installed releases until this many remain (the current, the last good and the rollback target are always kept).
+    type: int
+  lock_timeout:
+    description: Seconds a migration statement waits for a table lock before failing (PostgreSQL C(lock_timeout)).
+    type: int
+    default: 30
+  audit_log:
+    description: The kill switch audit log on the bot's host.
+    type: path
+  backup_dir:
+    description: Directory of the backup sets. Default C(<bot_root>/backups).
+    type: path
+  maintenance_db:
+    description: Database the bot's role connects to for creating, renaming and dropping databases (restores).
+    type: str
+    default: postgres
+  profile:
+    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
+    type: dict
+    required: true
+  bot:
+    description:
+      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
+      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+    type: dict
+    required: true
+  secrets:
+    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)); never returned.
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    details: Plans every step from the releases, the ledger, the database's revision and the backup's manifest (C(would)); changes nothing.
+  diff_mode:
+    support: full
+    details: The release and the database revision before and after.
+notes:
+  - Runs on the bot's host, once per bot; the playbook takes the bot's lock, checks it and takes the
+    backup before (M(bot_lock), M(bot_facts), M(bot_backup)).
+  - The scripts of a release are its own C(alembic.ini) and revision files; the database URL reaches
+    alembic through its environment only.
+seealso:
+  - module: bot_release
+  - module: bot_migrate
+  - module: bot_service
+  - module: bot_restore
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Deploy 1.1.0 in one window, linking the backup taken before
+  bot_rollout:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+    version: 1.1.0
+    backup_id: "{{ backup.backup_id }}"
+    reason: "deploy 1.1.0"
+    keep: 5
+  register: rollout
+
+- name: Roll back to the previous good release; it becomes the rollback target no more
+  bot_rollout:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+    version: latest
+    replaced_status: bad
+
+- name: Roll back to a backup (code of the release it was taken on, its data)
+  bot_rollout:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+    backup_id: 20261121T020000Z-1a2b3c
+    restore: always
+"""
+
+RETURN = r"""
+version:
+  description: The target release (V(latest) and the backup's release resolved).
+  returned: always
+  type: str
+release_before:
+  description: The release C(current) pointed to before the call.
+  returned: always
+  type: str
+release_after:
+  description: The release C(current) points to after the call (the previous one again when reverted).
+  returned: always
+  type: str
+revision_before:
+  description: The database's Alembic revision before the call (null without migrations).
+  returned: always
+  type: str
+revision_after:
+  description: The database's Alembic revision after the call.
+  returned: always
+  type: str
+downtime:
+  description: Seconds from the stop (or the pause that stopped the process) until the bot was ready again with its pause released - the trading downtime. Null when the window was not reached.
+  returned: always
+  type: float
+ready:
+  description: The readiness gate passed (null when not reached).
+  returned: always
+  type: bool
+timings:
+  description: Seconds spent in each step (restore into a scratch database, migrate before the stop, pause entries, stop, switch current, upgrade the database, start, release the pause, readiness gate, mark the release, revert steps...).
+  returned: always
+  type: dict
+  sample: {"pause entries": 0.031, "stop": 0.412, "switch current": 0.004, "start": 0.853, "release the pause": 0.02, "readiness gate": 1.004}
+migration:
+  description: "What the database needs: C({release, direction, from, to, pending, contract}) of the migration, or C({restore, revision}) when the data comes back from a backup; null without migrations."
+  returned: always
+  type: dict
+backup_id:
+  description: The backup whose data was (or would be) restored.
+  returned: always
+  type: str
+restored:
+  description: The database was swapped for the restored backup.
+  returned: always
+  type: bool
+previous_database:
+  description: Name of the replaced database, kept after a restore.
+  returned: always
+  type: str
+paused:
+  description: This call engaged the pause (and so released it).
+  returned: always
+  type: bool
+mode:
+  description: The execution mode and paper flag before the change (after, when it was kept out of LIVE).
+  returned: always
+  type: dict
+reverted:
+  description: The change failed and was reverted by this call.
+  returned: always
+  type: bool
+failure:
+  description: The step that failed and why (when the change was reverted).
+  returned: on failure
+  type: str
+pruned:
+  description: Releases removed by O(keep).
+  returned: always
+  type: list
+  elements: str
+would:
+  description: In check mode, the steps that would run, in order.
+  returned: check mode
+  type: list
+  elements: str
+actions:
+  description: What was done, in order (a revert's actions after C(revert:)); empty when nothing changed.
+  returned: always
+  type: list
+  elements: str
+  sample: ["pause entries (maintenance)", "service stop", "switch current 1.0.0 -> 1.1.0", "upgrade 0001_initial -> 0002_trade_fee (release 1.1.0's scripts)", "service start", "ready", "release the pause (maintenance off)", "mark 1.1.0 good"]
+seconds:
+  description: Duration of the call.
+  returned: always
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_rollout import Rollout, RolloutFailed
+
+
+def main():
+    argument_spec = bot_argument_spec()
+    argument_spec.update(
+        version=dict(type="str"),
+        backup_id=dict(type="str"),
+        restore=dict(type="str", choices=["needed", "always"], default="needed"),
+        online_migrations=dict(type="bool", default=True),
+        pause=dict(type="bool", default=True),
+        reason=dict(type="str", default="botops rollout"),
+        who=dict(type="str"),
+        graceful_timeout=dict(type="float"),
+        term_timeout=dict(type="float", default=10),
+        ready_timeout=dict(type="float", default=60),
+        ready_stable_for=dict(type="float", default=1.0),
+        keep_mode=dict(type="bool", default=True),
+        mark=dict(type="bool", default=True),
+        replaced_status=dict(type="str", choices=["bad", "failed"]),
+        keep=dict(type="int"),
+        lock_timeout=dict(type="int", default=30),
+        audit_log=dict(type="path"),
+        backup_dir=dict(type="path"),
+        maintenance_db=dict(type="str", default="postgres"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        required_one_of=[("version", "backup_id")],
+        required_if=[("restore", "always", ["backup_id"])],
+        supports_check_mode=True,
+    )
+    p = module.params
+    name = p["bot"]["name"]
+    result = dict(changed=False, actions=[])
+    try:
+        if p["keep"] is not None and p["keep"] < 1:
+            raise BotError(f"keep must be at least 1, got {p['keep']}")
+        rollout = Rollout(module_bot(module), p["profile"], p, secrets=p["secrets"],
+                          run_command=lambda cmd, cwd, env: module.run_command(cmd, cwd=cwd, environ_update=env),
+                          check_mode=module.check_mode, warn=module.warn)
+        result = rollout.run()
+    except RolloutFailed as exc:
+        module.fail_json(msg=str(exc), **exc.result)
+    except (BotError, KeyError) as exc:
+        module.fail_json(msg=f"Failed to roll out release {p['version'] or p['backup_id']} on bot '{name}': {exc}",
+                         **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
