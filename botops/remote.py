@@ -380,12 +380,15 @@ set -u
 umask 077
 pat=%(pattern)s
 audit=%(audit)s
-grace_ticks=%(grace_ticks)d
-settle_ticks=%(settle_ticks)d
+grace_ms=%(grace_ms)d
+settle_ms=%(settle_ms)d
 dry=%(dry)d
 now_ms() { t=$(date +%%s%%N); case $t in *N) echo $(( $(date +%%s) * 1000 ));; *) echo $(( t / 1000000 ));; esac; }
 pids() { pgrep -f -- "$pat" | tr '\n' ',' | sed 's/,$//'; }
-wait_gone() { n=0; while [ "$n" -lt "$1" ] && [ -n "$(pids)" ]; do sleep 0.1; n=$((n + 1)); done; }
+# any of the processes found first still there (a zombie's cmdline is empty: it is gone)
+first_alive() { for p in $(echo "$before" | tr ',' ' '); do grep -q . "/proc/$p/cmdline" 2>/dev/null && return 0; done; return 1; }
+# wait_gone MS: poll until the processes found first are gone, at most MS milliseconds
+wait_gone() { end=$(( $(now_ms) + $1 )); while first_alive && [ "$(now_ms)" -lt "$end" ]; do sleep 0.1; done; }
 start=$(now_ms)
 before=$(pids)
 signals=""
@@ -402,21 +405,21 @@ else
   fi
   if [ -n "$before" ]; then
     pkill -TERM -f -- "$pat"; pkill -CONT -f -- "$pat"; signals='"TERM"'
-    wait_gone "$grace_ticks"
-    if [ -n "$(pids)" ]; then
+    wait_gone "$grace_ms"
+    if first_alive; then
       pkill -KILL -f -- "$pat"; signals='"TERM","KILL"'
-      wait_gone 50
+      wait_gone 5000
     fi
   fi
   if [ -n "$svc" ]; then
-    n=0; while [ "$n" -lt 50 ] && kill -0 "$svc" 2>/dev/null; do sleep 0.1; n=$((n + 1)); done
+    end=$(( $(now_ms) + 5000 )); while kill -0 "$svc" 2>/dev/null && [ "$(now_ms)" -lt "$end" ]; do sleep 0.1; done
     if kill -0 "$svc" 2>/dev/null; then service="no answer"
     elif wait "$svc"; then service="stopped"
     else service="failed"
     fi
   fi
   if [ -z "$(pids)" ]; then
-    n=0; while [ "$n" -lt "$settle_ticks" ] && [ -z "$(pids)" ]; do sleep 0.1; n=$((n + 1)); done
+    end=$(( $(now_ms) + settle_ms )); while [ -z "$(pids)" ] && [ "$(now_ms)" -lt "$end" ]; do sleep 0.1; done
   fi
 fi
 after=$(pids)
@@ -459,13 +462,15 @@ def service_stop_command(service: dict | None) -> list[str] | None:
     return None
 
 
-def kill_script(target: BotHost, reason: str, who: str, grace: float, dry: bool, service: bool = True) -> str:
+def kill_script(target: BotHost, reason: str, who: str, grace: float, dry: bool, service: bool = True,
+                settle: float = SETTLE_SECONDS) -> str:
+    """The kill script for one bot (see KILL_SCRIPT)."""
     q = shlex.quote
     return KILL_SCRIPT % {
         "pattern": q(target.process_match or ""),
         "audit": q(f"{target.root.rstrip('/')}/{AUDIT_LOG}"),
-        "grace_ticks": max(1, int(grace * 10)),
-        "settle_ticks": int(SETTLE_SECONDS * 10),
+        "grace_ms": max(100, int(grace * 1000)),
+        "settle_ms": int(settle * 1000),
         "dry": int(dry),
         "service_stop": shlex.quote(shlex.join(target.service_stop)) if service and target.service_stop else "''",
         "bot": _printf_json(target.name),
@@ -531,7 +536,8 @@ def last_resort_kill(c, reason=None, bot=None, limit=None, grace=10, service=Tru
     who = operator()
     mode = " (check: nothing is killed)" if check else ""
     print(f"last-resort-kill: {len(bots)} bot(s) from {path}{mode}", flush=True)
-    outcomes = run_everywhere(bots, lambda t: ("sh -s", kill_script(t, reason or "", who, grace_s, check, service)),
+    outcomes = run_everywhere(bots, lambda t: ("sh -s", kill_script(t, reason or "", who, grace_s, check, service,
+                                                                          settle=SETTLE_SECONDS)),
                               timeout=grace_s + SETTLE_SECONDS + 60)
     rows, results = [], {}
     for o in outcomes:
