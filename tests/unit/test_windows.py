@@ -250,3 +250,28 @@ def test_missing_file(tmp_path):
 def test_tasks_are_put_in_role_order():
     w = load_text("windows: {w: {schedule: {start: '02:00', duration: 30}, tasks: [verify, restart, backup, graceful_stop]}}")
     assert w["w"].tasks == ("graceful_stop", "backup", "restart", "verify")
+
+
+# ------------------------------------------------------------------ the lookup playbooks use
+def lookup(*terms, **kwargs):
+    from ansible.plugins.loader import lookup_loader
+
+    lookup_loader.add_directory(str(windows.REPO / "plugins" / "lookup"))
+    return lookup_loader.get("maintenance_window").run(list(terms), variables={}, **kwargs)
+
+
+def test_lookup_plans_the_window_for_a_family():
+    [plan] = lookup("weekly", family="papertrader", now="2026-11-22T02:30:00Z")
+    assert plan["open"] is True and plan["occurrence_id"] == "20261122T020000Z"
+    assert plan["tasks"] == list(windows.load()["weekly"].tasks)
+    [closed] = lookup("weekly", family="mojorust", now="2026-11-22T02:30:00Z")
+    assert closed["open"] is False and closed["next_open"] == "2026-11-22T03:00:00+00:00"
+
+
+def test_lookup_errors_name_what_is_expected():
+    from ansible.errors import AnsibleLookupError
+
+    with pytest.raises(AnsibleLookupError, match="expected one of: daily, weekly, monthly"):
+        lookup("yearly", family="mojorust")
+    with pytest.raises(AnsibleLookupError, match="not an ISO 8601 instant"):
+        lookup("weekly", family="mojorust", now="tomorrow")
