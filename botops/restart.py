@@ -16,7 +16,7 @@ COLUMNS = [
     ("release_after", "release"),
     ("ready", "ready"),
     ("downtime", "downtime s"),
-    ("kill_level", "kill switch kept"),
+    ("kill_level", "kill switch"),
     ("recovered", "recovered"),
     ("message", "message"),
 ]
