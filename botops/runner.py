@@ -51,6 +51,19 @@ def resolve_inventory(inventory: str | None) -> Path:
     return path.resolve()
 
 
+# Actions that run in the controller's strategy and never execute a module on a host: they cost
+# a task slot but no module call.
+CONTROLLER_ACTIONS = frozenset({
+    "set_fact", "set_stats", "assert", "fail", "debug", "meta", "include_tasks", "import_tasks",
+    "include_role", "import_role", "include_vars", "add_host", "group_by", "pause", "end_play", "end_host",
+})
+
+
+def is_module_call(action: str | None) -> bool:
+    """Does a task with this action run a module (ansible.builtin.set_fact and set_fact are the same)?"""
+    return bool(action) and str(action).rsplit(".", 1)[-1] not in CONTROLLER_ACTIONS
+
+
 @dataclass
 class HostOutcome:
     ok: int = 0
@@ -58,6 +71,7 @@ class HostOutcome:
     failed: int = 0
     unreachable: int = 0
     skipped: int = 0
+    module_calls: int = 0  # modules run for this bot (a loop counts each item), set_fact & co. excluded
     last_error: str = ""
 
 
@@ -160,6 +174,10 @@ class PlaybookRun:
         elif host and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             outcome = self._hosts.setdefault(host, HostOutcome())
             res = data.get("res") or {}
+            if kind != "runner_on_skipped" and is_module_call(data.get("resolved_action") or data.get("task_action")):
+                items = res.get("results")
+                outcome.module_calls += (sum(1 for r in items if isinstance(r, dict) and not r.get("skipped"))
+                                         if isinstance(items, list) else 1)
             if kind == "runner_on_ok":
                 outcome.ok += 1
                 outcome.changed += bool(res.get("changed"))

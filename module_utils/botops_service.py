@@ -117,22 +117,37 @@ class NotReady(BotError):
 class Starting:
     """The service manager's start, running in a thread while the caller polls readiness: some
     managers return only after the program has run for a while (supervisor's startsecs), and the
-    bot may be ready before that. `check()` raises as soon as the start failed; `wait()` joins."""
+    bot may be ready before that. `check()` raises as soon as the start failed - unless the
+    manager is still bringing the program up (a process that crashed during its start is
+    restarted: the readiness gate decides); `wait()` joins."""
+
+    STILL_STARTING = ("RUNNING", "STARTING", "BACKOFF", "ACTIVE", "ACTIVATING")
 
     def __init__(self, bot):
+        self.bot = bot
         self.error = None
-        self._thread = threading.Thread(target=self._run, args=(bot,), daemon=True)
+        self.tolerated = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self, bot):
+    def _run(self):
         try:
-            bot.service("start")
+            self.bot.service("start")
         except Exception as exc:  # reported by check() / wait() in the caller's thread
             self.error = exc
 
     def check(self):
-        if self.error is not None:
-            raise BotError(f"service start failed: {self.error}")
+        if self.error is None:
+            return
+        try:
+            state = self.bot.service_state()
+        except (BotError, OSError):
+            state = "UNKNOWN"
+        if str(state).upper() in self.STILL_STARTING:
+            self.tolerated = f"{self.error} (the service manager still brings it up: {state})"
+            self.error = None
+            return
+        raise BotError(f"service start failed: {self.error} (service state {state})")
 
     def wait(self, timeout):
         self._thread.join(timeout)

@@ -132,6 +132,21 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         assert int(kept) >= 1, f"{bot}: the database replaced by the restore was not kept"
 
 
+def test_deploys_and_rollbacks_cost_at_most_10_module_calls_per_bot(ops):
+    """Counted by the front end from ansible-runner's events of every run above (set_fact, assert
+    and the like run no module and are not counted)."""
+    counted = 0
+    for playbook in ("deploy", "rollback"):
+        for path in sorted((ops["dir"] / "runs" / playbook).glob("*/botops-summary.json")):
+            summary = json.loads(path.read_text())
+            if summary["check"]:
+                continue
+            for bot, host in summary["hosts"].items():
+                assert host["module_calls"] <= 10, f"{playbook} {path.parent.name}: {bot} cost {host['module_calls']} module calls"
+                counted += host["module_calls"] > 0
+    assert counted >= 2 * len(BOTS), "no run was counted"
+
+
 def test_emergency_stop_halts_every_bot_and_writes_a_redacted_bundle(ops):
     proc = invoke(ops, "emergency-stop", "--reason=drawdown limit hit")
     assert proc.returncode == 0, output(proc)

@@ -287,3 +287,97 @@ def test_gate_failure_undoes_the_upgrade_with_the_new_scripts(fake, db, monkeypa
     assert db.calls == [("upgrade", "0002_trade_fee", "1.1.0"), ("downgrade", "0001_initial", "1.1.0")]
     assert "downgraded the database back to 0001_initial" in res["msg"]
     assert db.revision == "0001_initial" and current(fake) == "1.0.0" and res["revision_after"] == "0001_initial"
+
+
+# ---------------------------------------------------------------------------- restoring a backup
+class FakeEngine:
+    """The bot's database seen by botops_backup: names of the databases and what each holds."""
+
+    engine = "postgresql"
+
+    def __init__(self, db):
+        self.name = "b07"
+        self.db = db
+        self.databases = {"b07": "live"}
+        self.calls = []
+
+    def exists(self, name):
+        return name in self.databases
+
+    def drop(self, name):
+        self.calls.append(("drop", name))
+        self.databases.pop(name, None)
+
+    def create_like(self, scratch, like=None):
+        self.calls.append(("create", scratch))
+        self.databases[scratch] = "empty"
+
+    def restore_into(self, set_dir, dbinfo, scratch, jobs=2):
+        self.calls.append(("restore", scratch))
+        self.databases[scratch] = "backup"
+
+    def counts(self, name=None):
+        return {"trades": 10}, 10, "0002_trade_fee"
+
+    def set_marker(self, name, value):
+        self.calls.append(("marker", name))
+
+    def marker(self, name):
+        return None
+
+    def swap(self, scratch, previous, live_exists=True):
+        self.calls.append(("swap", scratch, previous))
+        if live_exists:
+            self.databases[previous] = self.databases.pop(self.name)
+        self.databases[self.name] = self.databases.pop(scratch)
+        if self.databases[self.name] == "backup":
+            self.db.revision = "0002_trade_fee"
+
+    def close(self):
+        pass
+
+
+def make_backup(fake, backup_id, release_version, revision):
+    import hashlib
+    set_dir = Path(fake.root) / "backups" / backup_id
+    set_dir.mkdir(parents=True)
+    data = b"dump"
+    (set_dir / "database.dump.zst").write_bytes(data)
+    manifest = {"backup_id": backup_id, "release": release_version, "created_at": "2026-11-21T02:00:00Z",
+                "files": {"database.dump.zst": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}},
+                "database": {"engine": "postgresql", "format": "custom_zstd", "alembic_revision": revision,
+                             "row_counts": {"trades": 10}, "ledger_max_id": 10}}
+    (set_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_it_in(fake, db, monkeypatch):
+    from ansible.module_utils import botops_backup, botops_rollout
+    engine = FakeEngine(db)
+    monkeypatch.setattr(botops_rollout, "engine_for", lambda *a, **kw: engine)
+    monkeypatch.setattr(botops_rollout, "PostgresEngine", FakeEngine)
+    monkeypatch.setattr(botops_backup.BackupStore, "lock", lambda self, timeout=600: __import__("contextlib").nullcontext())
+    setup_releases(fake, current="2.0.0", versions=("1.1.0", "2.0.0"), migrations=True)
+    db.revision = "0003_rename_qty"
+    backup_id = "20261121T020000Z-abc123"
+    make_backup(fake, backup_id, "1.1.0", "0002_trade_fee")
+    (Path(fake.root) / "releases" / "ledger.json").write_text(json.dumps({"format": 1, "history": [], "releases": {
+        "1.1.0": {"version": "1.1.0", "status": "good", "activated_at": "2026-01-01T00:00:00Z"},
+        "2.0.0": {"version": "2.0.0", "status": "good", "backup_id": backup_id, "activated_at": "2026-01-02T00:00:00Z"}}}))
+
+    plan = rollout(fake, check_mode=True, profile=pg_profile(), version="latest", replaced_status="bad")
+    assert plan["would"][0] == f"restore backup {backup_id} into a scratch database before the stop"
+    assert engine.calls == [] and fake.calls == []
+
+    res = rollout(fake, profile=pg_profile(), version="latest", replaced_status="bad")
+    assert not res.get("failed"), res["msg"]
+    assert res["version"] == "1.1.0" and current(fake) == "1.1.0" and db.calls == []  # no alembic: the backup
+    actions = res["actions"]
+    restored = actions.index(f"restore {backup_id} into b07_restore_{backup_id.lower().replace('-', '_')}, "
+                             "row counts checked")
+    swapped = next(i for i, a in enumerate(actions) if a.startswith(f"swap backup {backup_id} in"))
+    assert restored < actions.index("pause entries (maintenance)") < actions.index("service stop") < swapped \
+        < actions.index("switch current 2.0.0 -> 1.1.0") < actions.index("service start")
+    assert res["restored"] and res["previous_database"].startswith("b07_pre_restore_")
+    assert engine.databases["b07"] == "backup" and engine.databases[res["previous_database"]] == "live"
+    assert (res["revision_before"], res["revision_after"]) == ("0003_rename_qty", "0002_trade_fee")
+    assert ledger(fake)["2.0.0"]["status"] == "bad" and ledger(fake)["1.1.0"]["status"] == "good"
