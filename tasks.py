@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from botops import backup, maintenance, promote, release, releases, remote, restart, safety, sandbox, schedule
+from botops import backup, bench, maintenance, promote, release, releases, remote, restart, safety, sandbox, schedule
 from botops.status import status
 
 ns = Collection()
@@ -22,4 +22,5 @@ ns.add_task(remote.logs)
 ns.add_task(remote.exec_)
 ns.add_task(maintenance.maintenance)
 ns.add_task(schedule.schedule)
+ns.add_task(bench.bench)
 ns.add_collection(sandbox.collection)

@@ -1,0 +1,24 @@
+"""invoke bench: benchmarks are found by file name and selected with --only."""
+
+from __future__ import annotations
+
+import pytest
+
+from botops import bench
+
+
+def test_rollout_is_found_and_selected_by_name():
+    assert "rollout" in bench.available()
+    (name, path), = bench.select("rollout")
+    assert name == "rollout" and path.name == "bench_rollout.py"
+
+
+def test_dashes_and_underscores_are_alike_and_unknown_names_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "bench_kill_switch.py").write_text("def main(argv):\n    return 0\n")
+    (tmp_path / "bench_rollout.py").write_text("def main(argv):\n    return len(argv)\n")
+    monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
+    assert [n for n, _ in bench.select("kill-switch,rollout")] == ["kill_switch", "rollout"]
+    assert [n for n, _ in bench.select(None)] == ["kill_switch", "rollout"]
+    with pytest.raises(ValueError, match="no benchmark 'nope' .available: kill_switch, rollout"):
+        bench.select("nope")
+    assert bench.run_selected("rollout", ["--bots", "5"]) == 2
