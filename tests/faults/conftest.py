@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.integration.fleet_tasks import ops_fleet
 
 BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
-BASE_PORT = 36000
+# below the kernel's ephemeral ports (32768-60999), which client connections may hold at any time
+BASE_PORT = int(os.environ.get("BOTOPS_FAULTS_BASE_PORT", "30000"))
 
 
 @pytest.fixture(scope="module")
