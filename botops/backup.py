@@ -129,7 +129,8 @@ def backup(c, label=None, inventory=None, limit=None, check=False, takeover=Fals
         COMMON_HELP,
         backup="'latest' (the newest set that is not a restore's safety backup) or a backup id (required); "
                "'invoke backups' lists them",
-        batch="bots restored at once: a number or a percentage (default 100%)",
+        batch="bots restored at once: a number or a percentage (default 100%); "
+              "a batch with a failed bot stops the next ones",
     )
 )
 def restore(c, backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False):

@@ -29,7 +29,8 @@ COLUMNS = [
              "quick (a hung bot: short graceful timeout, then signals) | "
              "recover (restart, then verify the bot recovered mode, kill switch level, positions and ledger)",
         positions="graceful: open positions policy refuse | wait | flatten | carry (default carry)",
-        batch="bots restarted at once: a number or a percentage (default 100%)",
+        batch="bots restarted at once: a number or a percentage (default 100%); "
+              "a batch with a failed bot stops the next ones",
     )
 )
 def restart(c, mode="graceful", inventory=None, limit=None, check=False, positions="carry", batch="100%",
