@@ -148,8 +148,8 @@ backup_id:
   returned: state is present or verified
   type: str
   sample: 20261121T020000Z-3fa9c1
-path:
-  description: Directory of the set.
+backup_path:
+  description: Directory of the set (not C(path), which Ansible would overwrite with that directory's own attributes and C(size)).
   returned: state is present or verified
   type: str
 manifest:
@@ -215,7 +215,7 @@ def take(module, store, engine, result):
         validate_backup_id(p["backup_id"])
         if p["backup_id"] in before:
             manifest = store.load(p["backup_id"])
-            result.update(backup_id=p["backup_id"], path=store.path(p["backup_id"]), manifest=manifest,
+            result.update(backup_id=p["backup_id"], backup_path=store.path(p["backup_id"]), manifest=manifest,
                           size=manifest.get("size"))
             return
     if module.check_mode:
@@ -226,7 +226,7 @@ def take(module, store, engine, result):
                 find_bin("zstd")
         counts = engine.counts() if engine is not None else None
         backup_id = p["backup_id"]
-        result.update(changed=True, backup_id=backup_id, path=store.path(backup_id) if backup_id else None,
+        result.update(changed=True, backup_id=backup_id, backup_path=store.path(backup_id) if backup_id else None,
                       would_back_up={"row_counts": counts[0], "ledger_max_id": counts[1]} if counts else None)
         result["actions"].append(f"would take backup {backup_id or '(new id)'} in {store.directory}")
         result["diff"]["after"] = {"backups": sorted(before + [backup_id or "(new id)"], reverse=True)}
@@ -234,14 +234,14 @@ def take(module, store, engine, result):
     with store.lock():
         if p["backup_id"] and os.path.isdir(store.path(p["backup_id"])):  # taken meanwhile by another run
             manifest = store.load(p["backup_id"])
-            result.update(backup_id=p["backup_id"], path=store.path(p["backup_id"]), manifest=manifest,
+            result.update(backup_id=p["backup_id"], backup_path=store.path(p["backup_id"]), manifest=manifest,
                           size=manifest.get("size"))
             return
         manifest = create_backup(store, engine, bot, profile, backup_id=p["backup_id"] or new_backup_id(),
                                  fmt=p["format"], level=p["compress_level"], jobs=p["jobs"], label=p["label"],
                                  reason=p["reason"], linked_release=p["linked_release"])
     backup_id = manifest["backup_id"]
-    result.update(changed=True, backup_id=backup_id, path=store.path(backup_id), manifest=manifest,
+    result.update(changed=True, backup_id=backup_id, backup_path=store.path(backup_id), manifest=manifest,
                   size=manifest["size"])
     result["actions"].append(f"took backup {backup_id} ({manifest['size']} bytes)")
     result["diff"]["after"] = {"backups": [backup_id] + before}
@@ -252,7 +252,7 @@ def verify(module, store, engine, result):
     backup_id = store.resolve(p["backup_id"] or "latest")
     manifest = store.load(backup_id)
     path = store.path(backup_id)
-    result.update(backup_id=backup_id, path=path, manifest=manifest, size=manifest.get("size"))
+    result.update(backup_id=backup_id, backup_path=path, manifest=manifest, size=manifest.get("size"))
     previous = store.verification(backup_id) or {}
     problems = verify_files(path, manifest)
     want_test = p["test_restore"] and bool(manifest.get("database"))
