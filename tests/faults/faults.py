@@ -102,7 +102,7 @@ def databases(ops, bot: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-class dump_held:  # noqa: N801 (used as a context manager, like contextlib's)
+class HeldDump:
     """Make the bot's next pg_dump wait, as a slow dump of a big database would.
 
     A probe table in the bot's database is held under ACCESS EXCLUSIVE by a session of the test:
