@@ -10,15 +10,17 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
-from . import families
+from . import context, families
 from .config import BotConfig, ConfigError, Release, load_config, load_release, mask_url
 from .health import HealthChecker
+from .memory import MemoryTrader
 from .server import JsonServer, bearer_authorizer
 from .state import BotState, level_rank, utcnow_iso
 from .trading import Trader, Tx, describe_error
@@ -35,9 +37,8 @@ class RedactingFormatter(logging.Formatter):
 
     converter = time.gmtime
 
-    def __init__(self, secrets: list[str]):
-        super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
-                         "%Y-%m-%dT%H:%M:%S")
+    def __init__(self, secrets: list[str], fmt: str = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"):
+        super().__init__(fmt, "%Y-%m-%dT%H:%M:%S")
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
@@ -58,6 +59,43 @@ def setup_logging(cfg: BotConfig) -> None:
     stderr_handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [file_handler, stderr_handler]
+    root.setLevel(logging.INFO)
+
+
+class RoutingHandler(logging.Handler):
+    """One process, many bots: a record goes to the ``bot.log`` of the bot its thread works for
+    (``context.bind``); warnings and errors also go to the process's stderr, prefixed with the bot."""
+
+    def __init__(self, files: dict[str, logging.Handler], stderr: logging.Handler):
+        super().__init__()
+        self.files = files
+        self.stderr = stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = context.current()
+        handler = self.files.get(name)
+        if handler is not None:
+            handler.handle(record)
+        if record.levelno >= logging.WARNING or handler is None:
+            record.bot = name or "-"
+            self.stderr.handle(record)
+
+
+def setup_packed_logging(cfgs: list[BotConfig]) -> None:
+    """Per-bot log files for a process that serves many bots (see RoutingHandler)."""
+    files: dict[str, logging.Handler] = {}
+    all_secrets: list[str] = []
+    for cfg in cfgs:
+        cfg.log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(cfg.log_path, encoding="utf-8")
+        handler.setFormatter(RedactingFormatter(cfg.secrets()))
+        files[cfg.name] = handler
+        all_secrets += cfg.secrets()
+    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.setFormatter(RedactingFormatter(
+        all_secrets, "%(asctime)s.%(msecs)03dZ %(levelname)s [%(bot)s] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [RoutingHandler(files, stderr_handler)]
     root.setLevel(logging.INFO)
 
 
@@ -91,12 +129,14 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 class Bot:
-    def __init__(self, cfg: BotConfig, release: Release):
+    def __init__(self, cfg: BotConfig, release: Release, poll_interval: float = 0.2):
         self.cfg = cfg
         self.release = release
+        self.poll_interval = poll_interval
         self.state = BotState(cfg.execution_mode, cfg.paper_trading)
         self.redis = make_redis(cfg.redis_url) if cfg.uses_redis and cfg.redis_url else None
-        self.trader = Trader(cfg, release, self.state, self.redis)
+        trader = MemoryTrader if cfg.memory_ledger else Trader
+        self.trader = trader(cfg, release, self.state, self.redis)
         self.health = HealthChecker(cfg, release, self.state, self.redis)
         self.servers: list[JsonServer] = []
 
@@ -115,7 +155,8 @@ class Bot:
             port = self.cfg.ports[spec.port_name]
             try:
                 server = JsonServer(spec.port_name, self.cfg.listen, port, spec.routes,
-                                    authorize=authorize, protect=spec.protect)
+                                    authorize=authorize, protect=spec.protect, owner=self.cfg.name,
+                                    poll_interval=self.poll_interval)
             except OSError as exc:
                 self.stop_servers()
                 raise OSError(f"cannot listen on {self.cfg.listen}:{port} ({spec.port_name}): {exc.strerror}") from exc
@@ -278,16 +319,46 @@ def _wait_for_stop_signal(bot: Bot) -> int | None:
             return None
 
 
+def _log_start(cfg: BotConfig, release: Release) -> None:
+    log.info("starting refbot %s for bot %s (family %s), pid %d",
+             release.version, cfg.name, cfg.family, os.getpid())
+    log.info("release %s: alembic head %s, migration %s; trades column %s, writes fee: %s%s",
+             release.version, release.alembic_head, release.migration, release.qty_column,
+             str(release.writes_fee).lower(), "; BROKEN build" if release.broken else "")
+    database = "in-memory ledger" if cfg.memory_ledger else mask_url(cfg.database_url)
+    log.info("database %s; redis %s; trade interval %.3fs; execution mode at first start %s, paper %s",
+             database, mask_url(cfg.redis_url) if cfg.redis_url else "none",
+             cfg.trade_interval, cfg.execution_mode, str(cfg.paper_trading).lower())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="refbot", description="Reference trading bot (paper trading).")
-    parser.add_argument("--root", required=True, type=Path,
-                        help="bot root holding shared/config/bot.json (cwd: <root>/current)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--root", type=Path,
+                       help="bot root holding shared/config/bot.json (cwd: <root>/current)")
+    where.add_argument("--roots", type=Path, nargs="+", metavar="ROOT",
+                       help="serve several bots from this one process, one root each")
+    where.add_argument("--fleet-file", type=Path,
+                       help='serve the bots of a JSON file {"roots": [...]} from this one process')
     args = parser.parse_args(argv)
     # Signals are taken synchronously by the main thread (sigtimedwait): block them before
     # any thread starts so that every thread inherits the mask. A SIGTERM arriving during
     # start-up stays pending and leads to a graceful shutdown once running.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    root = args.root.absolute()
+    if args.root is not None:
+        return run_bot(args.root.absolute())
+    roots = args.roots
+    if args.fleet_file is not None:
+        try:
+            roots = [Path(r) for r in json.loads(args.fleet_file.read_text())["roots"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"refbot: cannot read the fleet file {args.fleet_file}: {exc}", file=sys.stderr)
+            return 2
+    return run_bots([r.absolute() for r in roots])
+
+
+def run_bot(root: Path) -> int:
+    """One bot, this process: ``python -m refbot --root <bot_root>``."""
     try:
         cfg = load_config(root)
     except ConfigError as exc:
@@ -300,15 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
 
-    log.info("starting refbot %s for bot %s (family %s), pid %d",
-             release.version, cfg.name, cfg.family, os.getpid())
-    log.info("release %s: alembic head %s, migration %s; trades column %s, writes fee: %s%s",
-             release.version, release.alembic_head, release.migration, release.qty_column,
-             str(release.writes_fee).lower(), "; BROKEN build" if release.broken else "")
-    log.info("database %s; redis %s; trade interval %.3fs; execution mode at first start %s, paper %s",
-             mask_url(cfg.database_url), mask_url(cfg.redis_url) if cfg.redis_url else "none",
-             cfg.trade_interval, cfg.execution_mode, str(cfg.paper_trading).lower())
-
+    _log_start(cfg, release)
     bot = Bot(cfg, release)
     try:
         bot.start()
@@ -323,3 +386,85 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bot.shutdown(signum)
     return 0
+
+
+PACKED_POLL_INTERVAL = 0.5
+
+
+def run_bots(roots: list[Path]) -> int:
+    """Many bots, this one process: each with its own ports, state, kill switches, writer and bot.log.
+
+    Every bot behaves as it would alone; what they share is the process (its signals, its exit
+    code and so its process manager's program). A bot's release is the one its own ``current``
+    points at (the code running is this process's). SIGTERM shuts every bot down gracefully, all
+    at once; if one bot's trading loop dies, the others are shut down gracefully and the process
+    exits 1, as a single bot would, so that the process manager restarts them all.
+    """
+    package_dir = Path(__file__).resolve().parent
+    cfgs: list[BotConfig] = []
+    for root in roots:
+        try:
+            cfgs.append(load_config(root))
+        except ConfigError as exc:
+            print(f"refbot: configuration error: {exc}", file=sys.stderr)
+            return 2
+    names = [c.name for c in cfgs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        print(f"refbot: bots given twice: {', '.join(twice)}", file=sys.stderr)
+        return 2
+    setup_packed_logging(cfgs)
+    bots: list[Bot] = []
+    for cfg in cfgs:
+        context.bind(cfg.name)
+        current = cfg.root / "current"
+        try:
+            release = load_release(current if current.is_dir() else Path.cwd(), package_dir)
+        except ConfigError as exc:
+            log.error("cannot start: %s", exc)
+            return 2
+        _log_start(cfg, release)
+        bots.append(Bot(cfg, release, poll_interval=PACKED_POLL_INTERVAL))
+    started: list[Bot] = []
+    for bot in bots:
+        context.bind(bot.cfg.name)
+        try:
+            bot.start()
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            _shutdown_all(started, signal.SIGTERM)
+            return 1
+        started.append(bot)
+    context.bind(None)
+    log.info("serving %d bots from pid %d", len(bots), os.getpid())
+
+    while True:
+        info = signal.sigtimedwait(STOP_SIGNALS, 0.5)
+        if info is not None:
+            _shutdown_all(bots, info.si_signo)
+            return 0
+        dead = [b for b in bots if not b.trader.alive()]
+        if dead:
+            for bot in dead:
+                context.bind(bot.cfg.name)
+                log.critical("trading loop died unexpectedly: exiting so the process manager restarts the bot "
+                             "(and the %d other bots of this process)", len(bots) - 1)
+                bot.stop_servers()
+            _shutdown_all([b for b in bots if b not in dead], signal.SIGTERM)
+            return 1
+
+
+def _shutdown_all(bots: list[Bot], signum: int) -> None:
+    """Shut every bot down gracefully at the same time (each one as ``Bot.shutdown``)."""
+    def one(bot: Bot) -> None:
+        context.bind(bot.cfg.name)
+        try:
+            bot.shutdown(signum)
+        except Exception:  # noqa: BLE001 - one bot's failure must not keep the others running
+            log.exception("shutdown failed")
+
+    threads = [threading.Thread(target=one, args=(b,), name=f"shutdown-{b.cfg.name}") for b in bots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -24,6 +24,9 @@ REDIS_FAMILIES = frozenset({"papertrader", "solana-cli", "hyperliquid", "vanta"}
 
 EXECUTION_MODES = ("DRY", "LIVE")
 
+# Where the trading writer keeps its tables: its PostgreSQL database, or (bench-only bots) memory.
+LEDGERS = ("postgres", "memory")
+
 
 class ConfigError(Exception):
     """bot.json or release.json is missing or invalid."""
@@ -43,6 +46,11 @@ class BotConfig:
     execution_mode: str
     paper_trading: bool
     paper_only: bool
+    ledger: str = "postgres"
+
+    @property
+    def memory_ledger(self) -> bool:
+        return self.ledger == "memory"
 
     @property
     def log_path(self) -> Path:
@@ -140,9 +148,15 @@ def load_config(root: Path) -> BotConfig:
         port = ports.get(port_name)
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ConfigError(f"{where}: family {family} needs ports.{port_name} (an integer port)")
-    database_url = _require(data, "database_url", str, where)
-    if not database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{where}: database_url must be a postgresql:// URL")
+    ledger = data.get("ledger", "postgres")
+    if ledger not in LEDGERS:
+        raise ConfigError(f"{where}: ledger must be postgres or memory, got {ledger!r}")
+    if ledger == "memory" and not data.get("database_url"):
+        database_url = ""
+    else:
+        database_url = _require(data, "database_url", str, where)
+        if not database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{where}: database_url must be a postgresql:// URL")
     redis_url = data.get("redis_url")
     if family in REDIS_FAMILIES and not redis_url:
         raise ConfigError(f"{where}: family {family} needs redis_url")
@@ -170,6 +184,7 @@ def load_config(root: Path) -> BotConfig:
         execution_mode=execution_mode,
         paper_trading=paper_trading,
         paper_only=paper_only,
+        ledger=ledger,
     )
 
 

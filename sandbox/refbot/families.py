@@ -252,6 +252,8 @@ def hyperliquid(bot: Bot) -> list[ServerSpec]:
 
     def trades(request: Request):
         limit = request.query_int("limit", 50, 1, 1000)
+        if bot.cfg.memory_ledger:
+            return 200, {"trades": bot.trader.recent_trades(limit)}
         query = sql.SQL(
             "SELECT id, ts, symbol, side, {qty} AS qty, price, position_id, order_id, mode, paper{fee}"
             " FROM trades ORDER BY id DESC LIMIT %s"
@@ -265,7 +267,7 @@ def hyperliquid(bot: Bot) -> list[ServerSpec]:
         ).format(qty=qty, fees=sql.SQL(", coalesce(sum(fee), 0) AS fees") if bot.release.writes_fee
                  else sql.SQL(""))
         def stats() -> dict:
-            row = bot.read(query)[0]
+            row = bot.trader.daily_stats() if bot.cfg.memory_ledger else bot.read(query)[0]
             v = bot.view()
             return {**row, "portfolio_value": v["portfolio_value"], "realized_pnl": v["realized_pnl"],
                     "open_positions": v["open_positions"]}
@@ -273,6 +275,8 @@ def hyperliquid(bot: Bot) -> list[ServerSpec]:
         return _operate(stats)
 
     def positions(request: Request):
+        if bot.cfg.memory_ledger:
+            return 200, {"positions": bot.trader.open_position_rows()}
         query = sql.SQL(
             "SELECT id, symbol, side, qty, entry_price, status, opened_at FROM positions"
             " WHERE status = 'open' ORDER BY id"

@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from . import context
+
 log = logging.getLogger("refbot.http")
 
 MAX_BODY = 64 * 1024
@@ -155,6 +157,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+    owner: str | None = None  # the bot this server answers for (its request threads log as that bot)
+
+    def process_request_thread(self, request, client_address):
+        context.bind(self.owner)
+        super().process_request_thread(request, client_address)
 
 
 class JsonServer:
@@ -162,15 +169,18 @@ class JsonServer:
 
     def __init__(self, label: str, host: str, port: int, routes: Routes,
                  authorize: Callable[[Request], bool] | None = None,
-                 protect: Callable[[Request], bool] = lambda request: False):
+                 protect: Callable[[Request], bool] = lambda request: False,
+                 owner: str | None = None, poll_interval: float = 0.2):
         self.label = label
         self.address = (host, port)
+        self.poll_interval = poll_interval
         self._httpd = _Server(self.address, _make_handler(label, routes, authorize, protect))
+        self._httpd.owner = owner
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+            target=self._httpd.serve_forever, kwargs={"poll_interval": self.poll_interval},
             name=f"http-{self.label}", daemon=True,
         )
         self._thread.start()

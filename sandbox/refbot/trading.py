@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from . import context
 from .config import EXECUTION_MODES, BotConfig, Release
 from .state import BotState, Snapshot, level_rank
 
@@ -108,6 +109,8 @@ def _pnl(side: str, qty: Decimal, entry: Decimal, exit_price: Decimal) -> float:
 
 
 class Trader:
+    memory = False  # the tables are in PostgreSQL (see refbot.memory for the in-memory ledger)
+
     def __init__(self, cfg: BotConfig, release: Release, state: BotState, redis_client=None):
         self.cfg = cfg
         self.release = release
@@ -193,6 +196,7 @@ class Trader:
     # --- the loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        context.bind(self.cfg.name)
         interval = self.cfg.trade_interval
         next_tick = time.monotonic()
         try:
