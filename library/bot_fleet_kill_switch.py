@@ -10,9 +10,16 @@ description:
     C(run_once), or a play on localhost) with the list of bots; every bot goes through exactly the
     same ladder code as M(bot_kill_switch), all bots concurrently (one thread per bot, at most
     O(max_workers)).
+  - Built for a thousand bots per call. A family's profile is given once in O(profiles) rather
+    than with every bot. The bots of the call share one process table (one /proc scan serves
+    every bot that asked before it began), one read of the controller's audit log, and their
+    service operations - bots behind the same service (several bots in one process) share one
+    stop, start or restart; supervisord is driven over its XML-RPC socket and Redis over a socket,
+    without a C(supervisorctl) or C(redis-cli) process per bot.
   - A bot that does not answer does not slow the others - each request has its profile's
-    C(http.timeout), a rung whose actions fail gets one look at its checks, and the bot goes on
-    down its own ladder in its own thread.
+    C(http.timeout), once a request to a bot timed out its later requests wait at most
+    O(fail_fast) seconds, a rung whose actions fail gets one look at its checks, and the bot goes
+    on down its own ladder in its own thread.
   - Every bot is tried. The task fails after all bots were tried if any bot could not be brought
     to the asked state, naming each such bot and why.
   - The audit log is written on the controller (O(audit_log)), because the controller may not
@@ -36,9 +43,8 @@ options:
         type: dict
         required: true
       profile:
-        description: The bot family's profile.
+        description: The bot family's profile. Default - the entry of O(profiles) named by the bot's C(family).
         type: dict
-        required: true
       secrets:
         description: The bot's secrets (C(botops_secrets)).
         type: dict
@@ -53,6 +59,12 @@ options:
         description: The bot's own audit log, for C(local) bots.
         type: path
         default: <bot root>/shared/data/botops-kill-switch.log
+  profiles:
+    description:
+      - Profiles by family name, for bots given without their own C(profile) (their C(bot.family)
+        names the profile). Giving each profile once keeps a large fleet's arguments small.
+    type: dict
+    default: {}
   state:
     description: V(engaged) engages O(level) on every bot, V(released) releases it.
     type: str
@@ -85,9 +97,16 @@ options:
     type: path
     default: ~/.botops/kill-switch-audit.log
   max_workers:
-    description: Bots handled at the same time.
+    description: Bots handled at the same time (one thread each).
     type: int
-    default: 256
+    default: 1024
+  fail_fast:
+    description:
+      - Once a request to a bot timed out (after its profile's C(http.timeout)), its later requests
+        in this call wait at most this many seconds, so that the timeouts of a bot that does not
+        answer do not add up before its ladder reaches the rungs that do not need its API.
+    type: float
+    default: 0.5
 attributes:
   check_mode:
     support: full
@@ -117,6 +136,20 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: fleet_halt
+
+- name: The same, each family's profile given once (playbooks/tasks/fleet_kill_switch.yml builds both lists)
+  bot_fleet_kill_switch:
+    level: halt
+    reason: "exchange incident"
+    bots:
+      - bot: {name: bot01, family: hyperliquid, root: /srv/bots/bot01, ports: {api: 8000}}
+        secrets: {api_token: "{{ vault_bot01_api_token }}"}
+      - bot: {name: bot02, family: hyperliquid, root: /srv/bots/bot02, ports: {api: 8000}, listen: 10.0.0.12}
+        secrets: {api_token: "{{ vault_bot02_api_token }}"}
+    profiles:
+      hyperliquid: "{{ lookup('bot_profile', 'hyperliquid') }}"
+  delegate_to: localhost
+  run_once: true
 """
 
 RETURN = r"""
@@ -149,22 +182,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import Bot, BotError, bot_argument_spec
-from ansible.module_utils.botops_kill_switch import AUDIT_LOG, HostlessBot, KillSwitch, KillSwitchError
+from ansible.module_utils.botops_fleet import FleetRun, scrub
+from ansible.module_utils.botops_kill_switch import AUDIT_LOG, AuditIndex, HostlessBot, KillSwitch, KillSwitchError
 
 
-def one_bot(entry, p, check_mode):
+def one_bot(entry, p, check_mode, run, index):
     """The kill switch on one bot; never raises (the fleet goes on)."""
     name = (entry.get("bot") or {}).get("name", "?")
     verb = "engage" if p["state"] == "engaged" else "release"
     try:
+        profile = entry["profile"]
         cls = Bot if entry["local"] else HostlessBot
-        bot = cls(entry["profile"], entry["bot"], entry.get("secrets"))
+        bot = run.attach(cls(profile, entry["bot"], entry.get("secrets")))
         logs = [p["audit_log"]]
         if entry["local"]:
             logs.append(entry.get("audit_log") or os.path.join(entry["bot"]["root"], AUDIT_LOG))
-        switch = KillSwitch(bot, entry["profile"], p["level"], reason=p["reason"], who=p["who"],
+        switch = KillSwitch(bot, profile, p["level"], reason=p["reason"], who=p["who"],
                             escalate=p["escalate"], force=p["force"], check_mode=check_mode,
-                            audit_logs=logs, source="bot_fleet_kill_switch")
+                            audit_logs=logs, source="bot_fleet_kill_switch", audit_index=index)
         result = switch.run(p["state"])
         result["failed"] = False
     except KillSwitchError as exc:
@@ -177,6 +212,7 @@ def one_bot(entry, p, check_mode):
 
 def main():
     entry_spec = bot_argument_spec()
+    entry_spec["profile"] = dict(type="dict")
     entry_spec.update(
         local=dict(type="bool", default=False),
         audit_log=dict(type="path"),
@@ -184,6 +220,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             bots=dict(type="list", elements="dict", required=True, options=entry_spec),
+            profiles=dict(type="dict", default={}),
             state=dict(type="str", choices=["engaged", "released"], default="engaged"),
             level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
             reason=dict(type="str"),
@@ -191,7 +228,8 @@ def main():
             escalate=dict(type="bool", default=True),
             who=dict(type="str"),
             audit_log=dict(type="path", default="~/.botops/kill-switch-audit.log"),
-            max_workers=dict(type="int", default=256),
+            max_workers=dict(type="int", default=1024),
+            fail_fast=dict(type="float", default=0.5),
         ),
         required_if=[("state", "engaged", ("reason",))],
         supports_check_mode=True,
@@ -201,16 +239,29 @@ def main():
     verb = "engage" if p["state"] == "engaged" else "release"
     result = dict(changed=False, bots={}, actions=[], summary={})
     names = [e["bot"]["name"] for e in p["bots"]]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    seen, duplicates = set(), set()
+    for n in names:
+        (duplicates if n in seen else seen).add(n)
     if duplicates:
-        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: bots given twice: {', '.join(duplicates)}",
+        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: bots given twice: {', '.join(sorted(duplicates))}",
                          **result)
     if p["max_workers"] < 1:
         module.fail_json(msg=f"Failed to {verb} the fleet kill switch: max_workers must be 1 or more", **result)
+    if p["fail_fast"] <= 0:
+        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: fail_fast must be more than 0 seconds", **result)
+    for e in p["bots"]:
+        if not e.get("profile"):
+            family = e["bot"].get("family")
+            if family not in p["profiles"]:
+                module.fail_json(msg=f"Failed to {verb} the fleet kill switch: bot '{e['bot']['name']}' has no profile: "
+                                     f"give its entry a profile, or profiles a '{family}' entry", **result)
+            e["profile"] = p["profiles"][family]
 
+    run = FleetRun(fail_fast=p["fail_fast"])
+    index = AuditIndex([p["audit_log"]])
     workers = min(p["max_workers"], len(p["bots"])) or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
-        outcomes = list(pool.map(lambda e: one_bot(e, p, module.check_mode), p["bots"]))
+        outcomes = list(pool.map(lambda e: one_bot(e, p, module.check_mode, run, index), p["bots"]))
 
     before, after = [], []
     for name, res in outcomes:
@@ -234,6 +285,13 @@ def main():
     )
     if before:
         result["diff"] = {"before": "".join(before), "after": "".join(after)}
+    # AnsibleModule would scrub the secrets (no_log values) out of every string of the result for
+    # each secret: quadratic for a large fleet. Same rule, each distinct string once.
+    result = scrub(result, sorted(module.no_log_values, key=len, reverse=True))
+    module.no_log_values = set()
+    # the invocation names the bots rather than echo every bot's arguments and profile back
+    args = {k: v for k, v in p.items() if k not in ("bots", "profiles")}
+    result["invocation"] = {"module_args": dict(args, bots=names, profiles=sorted(p["profiles"]))}
     if failed:
         details = "; ".join(f"{n}: {result['bots'][n]['msg']}" for n in failed)
         module.fail_json(msg=f"Failed to {verb} kill switch level '{p['level']}' on {len(failed)} of "

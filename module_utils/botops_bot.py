@@ -10,6 +10,7 @@ controller (one `Bot` per thread). Stdlib only, so it runs on any host with Pyth
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import http.client
 import json
@@ -102,7 +103,20 @@ def describe_request(req):
 
 
 class Bot:
-    """One bot: its profile, its inventory facts and its secrets."""
+    """One bot: its profile, its inventory facts and its secrets.
+
+    A fleet run (module_utils/botops_fleet.py) may give many Bots shared helpers; without them
+    (the default) every Bot works on its own, exactly as before:
+    `processes` (`.pids(pattern)`: one /proc scan serves many bots), `services` (`.run(bot, op)`,
+    `.state(bot)`: bots behind one service share one operation), `redis` (`.command(url, *args)`:
+    Redis without a redis-cli process), `fail_fast` (seconds: once a request to this bot timed
+    out, later ones wait at most this long, so that the timeouts of a bot that does not answer
+    do not add up)."""
+
+    processes = None
+    services = None
+    redis = None
+    fail_fast = None
 
     def __init__(self, profile, bot, secrets=None, run_command=None):
         self.profile = profile
@@ -122,6 +136,9 @@ class Bot:
         self.process_match = bot.get("process_match") or self.service_conf["process_match"]
         self._run_command = run_command or _run_command
         self._token = None
+        self._memo = None
+        self.unresponsive = False  # a request timed out
+        self.last_action_at = time.monotonic()  # end of the last action done (see botops_fleet.ServiceGate)
 
     # ---------------------------------------------------------------- HTTP
     def _auth_headers(self, method):
@@ -159,6 +176,9 @@ class Bot:
         method = req.get("method", "GET")
         port = int(self.ports[req.get("port", self.default_port)])
         host = self.bot.get("listen") or "127.0.0.1"
+        timeout = timeout or self.timeout
+        if self.unresponsive and self.fail_fast:
+            timeout = min(timeout, self.fail_fast)
         hdrs = {"Accept": "application/json"}
         hdrs.update(self._auth_headers(method) if headers is None else headers)
         payload = None
@@ -170,14 +190,16 @@ class Bot:
             if not self.verify_tls:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout or self.timeout, context=ctx)
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout or self.timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
             conn.request(method, req["path"], body=payload, headers=hdrs)
             resp = conn.getresponse()
             raw = resp.read()
         except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError):
+                self.unresponsive = True
             raise BotError(f"{describe_request(req)} on {host}:{port}: {exc.__class__.__name__}: {exc}") from None
         finally:
             conn.close()
@@ -190,15 +212,53 @@ class Bot:
     def request(self, req, variables=None, timeout=None):
         """Send one request of the profile; returns (status, parsed JSON)."""
         body = req.get("body")
+        key = None
+        if self._memo is not None and body is None and req.get("method", "GET") == "GET":
+            key = (req.get("port"), req["path"])
+            if key in self._memo:
+                answer = self._memo[key]
+                if isinstance(answer, BotError):
+                    raise answer
+                return answer
         if body is not None:
             body = substitute(copy.deepcopy(body), variables or {})
-        return self._http(req, body, timeout=timeout)
+        try:
+            answer = self._http(req, body, timeout=timeout)
+        except BotError as exc:
+            if key is not None:
+                self._memo[key] = exc
+            raise
+        if key is not None:
+            self._memo[key] = answer
+        return answer
+
+    @contextlib.contextmanager
+    def memoized(self):
+        """Within the block, a GET (and a Redis read) is sent once: later identical reads get the same
+        answer. For looking at several checks that read the same endpoint at one moment."""
+        self._memo = {}
+        try:
+            yield self
+        finally:
+            self._memo = None
 
     # ---------------------------------------------------------------- Redis
     def _redis_cli(self, *args):
         url = self.bot.get("redis_url")
         if not url:
             raise BotError("the profile uses Redis but this bot has no bot_redis_url")
+        if self.redis is not None:
+            key = ("redis", args) if args[0] == "GET" else None
+            if key is not None and self._memo is not None and key in self._memo:
+                return self._memo[key]
+            try:
+                value = self.redis.command(url, *args)
+            except (OSError, ValueError) as exc:
+                raise BotError(f"Redis {args[0]} failed: {exc}") from None
+            text = "" if value is None else value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            if key is not None and self._memo is not None:
+                self._memo[key] = text
+            return text
         rc, out, err = self._run_command(["redis-cli", "-u", url, "--no-auth-warning", *args])
         if rc != 0 or out.startswith("ERR") or "Could not connect" in out + err:
             raise BotError(f"redis-cli {args[0]} failed: {(err or out).strip()}")
@@ -305,7 +365,12 @@ class Bot:
     # ---------------------------------------------------------------- actions
     def do(self, action, variables=None):
         """Carry out one action of the profile; returns a short description of what was done."""
-        variables = variables or {}
+        try:
+            return self._do(action, variables or {})
+        finally:
+            self.last_action_at = time.monotonic()
+
+    def _do(self, action, variables):
         if "http" in action:
             req = action["http"]
             status, doc = self.request(req, variables)
@@ -353,6 +418,12 @@ class Bot:
         raise BotError(f"unknown service manager {manager!r}")
 
     def service(self, op):
+        if self.services is not None:
+            return self.services.run(self, op)
+        return self.service_run(op)
+
+    def service_run(self, op):
+        """The service manager's own command for `op` (start, stop, restart)."""
         cmd = self.service_command(op)
         rc, out, err = self._run_command(cmd)
         text = (out + err).strip()
@@ -363,6 +434,11 @@ class Bot:
 
     def service_state(self):
         """RUNNING / STOPPED / ... as the service manager reports it."""
+        if self.services is not None:
+            return self.services.state(self)
+        return self.service_state_run()
+
+    def service_state_run(self):
         conf = self.service_conf
         if conf["manager"] == "supervisor":
             rc, out, err = self._run_command(self.service_command("status"))
@@ -374,6 +450,8 @@ class Bot:
         return "RUNNING" if self.pids() else "STOPPED"
 
     def pids(self):
+        if self.processes is not None:
+            return self.processes.pids(self.process_match)
         return find_pids(self.process_match)
 
     def send_signal(self, name):

@@ -122,11 +122,63 @@ def read_audit(path, bot_name):
     return records
 
 
-def read_audits(paths, bot_name):
+class AuditIndex:
+    """Shared audit logs read once for a whole fleet run: records by bot, kept up to date with what
+    the run appends. Without it each bot would parse the same log's tail again."""
+
+    def __init__(self, paths, tail_bytes=64 * AUDIT_TAIL_BYTES):
+        self.paths = set(paths)
+        self.tail_bytes = tail_bytes
+        self._lock = threading.Lock()
+        self._records = {}
+
+    def covers(self, path):
+        return path in self.paths
+
+    def _load(self, path):
+        by_bot = {}
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - self.tail_bytes))
+                data = f.read()
+        except FileNotFoundError:
+            return by_bot
+        except OSError as exc:
+            raise BotError(f"cannot read the audit log {path}: {exc.strerror}") from None
+        lines = data.split(b"\n")
+        if size > self.tail_bytes:
+            lines = lines[1:]
+        for line in lines:
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("bot"), str):
+                by_bot.setdefault(record["bot"], []).append(record)
+        return by_bot
+
+    def records(self, path, bot_name):
+        with self._lock:
+            if path not in self._records:
+                self._records[path] = self._load(path)
+            return list(self._records[path].get(bot_name, ()))
+
+    def add(self, path, record):
+        with self._lock:
+            if path in self._records:
+                self._records[path].setdefault(record["bot"], []).append(record)
+
+
+def read_audits(paths, bot_name, index=None):
     """Records of several logs merged by time, each once (the fleet form writes one record to two logs)."""
     seen, merged = set(), []
     for path in paths:
-        for record in read_audit(path, bot_name):
+        found = index.records(path, bot_name) if index is not None and index.covers(path) else read_audit(path, bot_name)
+        for record in found:
             key = (record.get("time"), record.get("action"), record.get("level"), record.get("outcome"))
             if key not in seen:
                 seen.add(key)
@@ -219,16 +271,17 @@ class Observation:
             self.pids, self.process = None, None
         self.holds, self.keys, self.observed = {}, {}, {}
         cache = {}
-        for level in LEVELS:
-            specs = levels[level]["engaged"]
-            if self.process == "absent":
-                self.holds[level], self.keys[level], self.observed[level] = True, PROCESS_ABSENT, [{"pids": []}]
-                continue
-            key = json.dumps(specs, sort_keys=True)
-            if key not in cache:
-                cache[key] = check_all(bot, specs)
-            self.holds[level], self.observed[level] = cache[key]
-            self.keys[level] = key
+        with bot.memoized():  # one moment: checks that read the same endpoint read it once
+            for level in LEVELS:
+                specs = levels[level]["engaged"]
+                if self.process == "absent":
+                    self.holds[level], self.keys[level], self.observed[level] = True, PROCESS_ABSENT, [{"pids": []}]
+                    continue
+                key = json.dumps(specs, sort_keys=True)
+                if key not in cache:
+                    cache[key] = check_all(bot, specs)
+                self.holds[level], self.observed[level] = cache[key]
+                self.keys[level] = key
         if record is not None and not self.holds.get(record.get("level")):
             self.record = None  # stale: what it engaged is no longer engaged
 
@@ -277,7 +330,7 @@ class KillSwitch:
     new record (append). `source`: the module name written in the record."""
 
     def __init__(self, bot, profile, level, reason=None, who=None, escalate=True, force=False,
-                 check_mode=False, audit_logs=(), source="bot_kill_switch"):
+                 check_mode=False, audit_logs=(), source="bot_kill_switch", audit_index=None):
         self.bot = bot
         self.profile = profile
         self.level = level
@@ -288,6 +341,7 @@ class KillSwitch:
         self.check_mode = check_mode
         self.audit_logs = [p for p in audit_logs if p]
         self.source = source
+        self.audit_index = audit_index
         self.levels = profile["kill_switch"]["levels"]
         self.started = time.monotonic()
         self.result = dict(changed=False, bot=bot.name, level=level, previous_level=None, current_level=None,
@@ -300,7 +354,7 @@ class KillSwitch:
         raise KillSwitchError(msg, self.result)
 
     def _observe(self):
-        record = unreleased(read_audits(self.audit_logs, self.bot.name)) if self.audit_logs else None
+        record = unreleased(read_audits(self.audit_logs, self.bot.name, self.audit_index)) if self.audit_logs else None
         return Observation(self.bot, self.profile, record)
 
     def _diff(self, before, after):
@@ -332,6 +386,8 @@ class KillSwitch:
             try:
                 append_audit(path, record)
                 written.append(path)
+                if self.audit_index is not None:
+                    self.audit_index.add(path, record)
             except OSError as exc:
                 self.result.setdefault("audit_errors", []).append(f"could not write the audit log {path}: {exc}")
         self.result["audit"] = record
