@@ -370,9 +370,10 @@ RESULT_PREFIX = "botops-last-resort-kill: "
 # Runs on the bot's host as `sh -s`, the script on stdin: the pattern is in no process's command
 # line, so pgrep/pkill cannot match the shell running them.
 # 1. The service manager is asked to stop the bot, in the background (a hung manager cannot block
-#    the kill), so that it does not start the bot again once killed.
-# 2. SIGTERM, then SIGCONT (as systemd does) so that a stopped process can act on it; SIGKILL for
-#    whatever outlives the grace period.
+#    the kill), and given the grace period: a process it stops is one it will not start again.
+#    A stopped process gets SIGCONT once the manager's SIGTERM waits on it, so it can act on it.
+# 2. What is left gets SIGTERM, then SIGCONT (as systemd does), and SIGKILL if it outlives the
+#    grace period.
 # 3. Verified: nothing matches, and nothing new matches after a settle period (a restart by the
 #    service manager shows up as "respawned").
 KILL_SCRIPT = r"""
@@ -387,6 +388,15 @@ now_ms() { t=$(date +%%s%%N); case $t in *N) echo $(( $(date +%%s) * 1000 ));; *
 pids() { pgrep -f -- "$pat" | tr '\n' ',' | sed 's/,$//'; }
 # any of the processes found first still there (a zombie's cmdline is empty: it is gone)
 first_alive() { for p in $(echo "$before" | tr ',' ' '); do grep -q . "/proc/$p/cmdline" 2>/dev/null && return 0; done; return 1; }
+# stopped_with_term PID: the process is stopped (SIGSTOP) and a SIGTERM waits for it to continue
+stopped_with_term() {
+  st=$(cat "/proc/$1/status" 2>/dev/null) || return 1
+  echo "$st" | grep -q '^State:[[:space:]]*[Tt]' || return 1
+  for mask in $(echo "$st" | sed -n -e 's/^ShdPnd:[[:space:]]*//p' -e 's/^SigPnd:[[:space:]]*//p'); do
+    [ $(( 0x${mask#????????} & 0x4000 )) -ne 0 ] && return 0
+  done
+  return 1
+}
 # wait_gone MS: poll until the processes found first are gone, at most MS milliseconds
 wait_gone() { end=$(( $(now_ms) + $1 )); while first_alive && [ "$(now_ms)" -lt "$end" ]; do sleep 0.1; done; }
 start=$(now_ms)
@@ -403,7 +413,15 @@ else
     ( eval "$svc_cmd" ) >/dev/null 2>&1 </dev/null &
     svc=$!
   fi
-  if [ -n "$before" ]; then
+  if [ -n "$before" ] && [ -n "$svc" ]; then
+    # the manager's own stop first, for at most the grace period (SIGCONT: a stopped process can act on it)
+    end=$(( $(now_ms) + grace_ms ))
+    while first_alive && kill -0 "$svc" 2>/dev/null && [ "$(now_ms)" -lt "$end" ]; do
+      for p in $(echo "$before" | tr ',' ' '); do stopped_with_term "$p" && kill -CONT "$p" 2>/dev/null; done
+      sleep 0.1
+    done
+  fi
+  if [ -n "$before" ] && first_alive; then
     pkill -TERM -f -- "$pat"; pkill -CONT -f -- "$pat"; signals='"TERM"'
     wait_gone "$grace_ms"
     if first_alive; then

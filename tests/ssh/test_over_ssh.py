@@ -177,7 +177,7 @@ def test_last_resort_kill_over_ssh_when_the_api_hangs(ssh_fleet):
     proc = invoke(ssh_fleet, "last-resort-kill", "--bot=vanta-stg-1", "--reason=API hangs (ssh tier)", "--grace=3")
     assert proc.returncode == 0, output(proc)
     row = next(line for line in proc.stdout.splitlines() if line.startswith("vanta-stg-1 "))
-    assert row.split()[2] == "killed", proc.stdout
+    assert row.split()[2] == "killed" and row.split()[4] == "stopped", proc.stdout  # and its supervisord will not restart it
     assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
     assert host.fleet.processes()["bot01"]["statename"] in ("STOPPED", "EXITED")  # not restarted behind our back
     assert_not_trading(host)
