@@ -298,3 +298,16 @@ def test_last_resort_kill_task_on_a_local_bot(inventory, vault_file, tmp_path, m
         assert "killed" in capsys.readouterr().out
     finally:
         dummy.close()
+
+
+def test_a_stopped_bot_is_continued_once_its_managers_sigterm_waits(tmp_path):
+    dummy = Dummy(stop=True)
+    pid = dummy.proc.pid
+    # a service manager's stop: SIGTERM, then wait for the process to be gone (as supervisorctl does)
+    manager = ["sh", "-c", f"sleep 0.3; kill -TERM {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.05; done"]
+    try:
+        record = kill(dummy.target(tmp_path, service_stop=manager), grace=5)["record"]
+        assert (record["outcome"], record["signals"], record["service_stop"]) == ("killed", [], "stopped")
+        assert dummy.proc.wait(5) == -signal.SIGTERM  # the manager's SIGTERM, acted on once continued
+    finally:
+        dummy.close()
