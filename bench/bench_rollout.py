@@ -160,6 +160,10 @@ class Bench:
         calls = {b: (hosts.get(b) or {}).get("module_calls") for b in self.names}
         downtime = {b: (rows.get(b) or {}).get("downtime") for b in self.names}
         failed = sorted(b for b in self.names if (rows.get(b) or {}).get("result") != "ok")
+        steps = {}
+        for b in self.names:
+            for step, secs in ((rows.get(b) or {}).get("timings") or {}).items():
+                steps.setdefault(step, []).append(secs)
         by_family = {}
         for b in self.fleet.bots():
             by_family.setdefault(b["family"], []).append(b["name"])
@@ -169,6 +173,7 @@ class Bench:
                              "min": min((c for c in calls.values() if c is not None), default=None)},
             "downtime_report": quantiles(float(d) if d is not None else None for d in downtime.values()),
             "downtime_trades": quantiles(gaps.values()),
+            "steps": {step: quantiles(v) for step, v in steps.items()},
             "by_family": {f: {"report_max": quantiles(float(downtime[b]) for b in names if downtime[b] is not None)["max"],
                               "trades_max": quantiles(gaps[b] for b in names)["max"]}
                           for f, names in sorted(by_family.items())},
@@ -188,7 +193,7 @@ def run_mode(mode, bots, extra_env, families=None):
     try:
         up_s = bench.up()
         print(f"[{mode}] up in {up_s}s; normal trading gaps ...", flush=True)
-        result = {"mode": mode, "up_s": up_s, "load_before": round(os.getloadavg()[0], 2),
+        result = {"mode": mode, "bots": bots, "up_s": up_s, "load_before": round(os.getloadavg()[0], 2),
                   "normal_gap": bench.normal_gap()}
         print(f"[{mode}] invoke deploy --version=1.1.0 ...", flush=True)
         result["deploy"] = bench.measure(extra_env, "deploy", "--version=1.1.0")
@@ -223,14 +228,15 @@ def table(results):
             cells += [fmt(value, unit), ratio(value, target) if target else "-"]
         lines.append(f"| {label} | {fmt(target, unit) if target else '-'} | " + " | ".join(cells) + " |")
 
-    row("deploy 1.1.0, 50 bots (total)", TARGETS["deploy_s"], lambda r: r["deploy"]["seconds"])
+    bots = results[0]["bots"]
+    row(f"deploy 1.1.0, {bots} bots (total)", TARGETS["deploy_s"], lambda r: r["deploy"]["seconds"])
     row("module calls per bot, deploy (max)", TARGETS["module_calls"], lambda r: r["deploy"]["module_calls"]["max"], "")
     row("module calls per bot, rollback (max)", TARGETS["module_calls"],
         lambda r: r["rollback"]["module_calls"]["max"], "")
     row("deploy downtime per bot, report (median)", None, lambda r: r["deploy"]["downtime_report"]["median"])
     row("deploy downtime per bot, report (max)", None, lambda r: r["deploy"]["downtime_report"]["max"])
     row("deploy downtime per bot, trades gap (max)", None, lambda r: r["deploy"]["downtime_trades"]["max"])
-    row("rollback --target=latest, 50 bots (total)", TARGETS["rollback_s"], lambda r: r["rollback"]["seconds"])
+    row(f"rollback --target=latest, {bots} bots (total)", TARGETS["rollback_s"], lambda r: r["rollback"]["seconds"])
     row("rollback downtime per bot, report (median)", TARGETS["rollback_downtime_s"],
         lambda r: r["rollback"]["downtime_report"]["median"])
     row("rollback downtime per bot, report (max)", TARGETS["rollback_downtime_s"],
@@ -240,6 +246,16 @@ def table(results):
     row("rollback downtime per bot, trades gap (max)", TARGETS["rollback_downtime_s"],
         lambda r: r["rollback"]["downtime_trades"]["max"])
     row("normal largest trades gap (max, before the runs)", None, lambda r: r["normal_gap"]["max"])
+    return "\n".join(lines)
+
+
+def steps_table(results):
+    """Median / max seconds of each step of the window (bot_rollout's timings), per mode and run."""
+    lines = ["| mode | run | step | median s | max s |", "|---|---|---|---|---|"]
+    for r in results:
+        for run in ("deploy", "rollback"):
+            for step, q in r[run].get("steps", {}).items():
+                lines.append(f"| {r['mode']} | {run} | {step} | {fmt(q['median'])} | {fmt(q['max'])} |")
     return "\n".join(lines)
 
 
@@ -274,7 +290,7 @@ def section(results, info, mitogen_version, note):
     load = info["load_at_start"]
     lines = [
         f"<!-- bench:{SECTION}:start -->",
-        "## Rollout: deploy and rollback of 50 bots (`invoke bench --only=rollout`)",
+        f"## Rollout: deploy and rollback of {info['bots']} bots (`invoke bench --only=rollout`)",
         "",
         f"- date: {now}",
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, kernel {info['kernel']}; "
@@ -298,6 +314,12 @@ def section(results, info, mitogen_version, note):
         "<details><summary>Per family</summary>",
         "",
         family_table(results),
+        "",
+        "</details>",
+        "",
+        "<details><summary>Steps of the window (bot_rollout timings)</summary>",
+        "",
+        steps_table(results),
         "",
         "</details>",
         "",

@@ -45,7 +45,7 @@ from ansible.module_utils.botops_release import (Ledger, ReleaseError, check_ver
                                                  installed_versions, ledger_lock, remove_release,
                                                  switch_current, utcnow)
 from ansible.module_utils.botops_service import (NotReady, graceful_stop, start_until_ready, stop_timeout,
-                                                  wait_pids, wait_ready)
+                                                  supervisor_rpc, wait_pids, wait_ready)
 
 ERRORS = (BotError, MigrationError, BackupError, PgError, ReleaseError, KillSwitchError, OSError, KeyError)
 
@@ -108,6 +108,7 @@ class Rollout:
         self.engine = None
         self.scratch = None
         self._store_lock = contextlib.ExitStack()
+        self._manager = None
 
     # ------------------------------------------------------------------ helpers
     def act(self, text):
@@ -285,7 +286,7 @@ class Rollout:
             self.would(f"restore backup {self.restore_id} into a scratch database before the stop")
         if self.up_online:
             self.would(self.plan_text(self.up, "before the stop (expand-only: the running release copes)"))
-        if self.was_running and o.get("pause", True):
+        if self.was_running and o.get("pause", True) and not self.pause_is_stop():
             self.would("pause entries (kill switch level pause)")
         if self.was_running:
             self.would("stop the bot gracefully")
@@ -300,7 +301,7 @@ class Rollout:
         if self.up_after_restore:
             self.would(f"upgrade the restored database to release {self.target}'s head")
         self.would(f"start the bot and wait until it is ready (held {o.get('ready_stable_for', 1.0):g}s)")
-        if self.was_running and o.get("pause", True):
+        if self.was_running and o.get("pause", True) and not self.pause_is_stop():
             self.would("release the pause this call engaged")
         if self.down and self.down.pending and self.down_online:
             self.would(self.plan_text(self.down, "once release " + self.target + " runs (expand-only)"))
@@ -332,7 +333,7 @@ class Rollout:
         if self.up_online:
             with self.step("migrate before the stop"):
                 self.migrate(self.up)
-        if self.was_running and o.get("pause", True):
+        if self.was_running and o.get("pause", True) and not self.pause_is_stop():
             began = time.monotonic()
             with self.step("pause entries"):
                 self.pause()
@@ -344,7 +345,7 @@ class Rollout:
                 self.stop_began = time.monotonic()
                 self.stopped = True
                 graceful_stop(self.bot, stop_timeout(self.bot, o.get("graceful_timeout")),
-                              o.get("term_timeout", 10.0), self.actions)
+                              o.get("term_timeout", 10.0), self.actions, manager=self.manager())
         if self.stop_began is None:
             self.stop_began = time.monotonic()  # it was not running: down since before this call
         if self.down and self.down.pending and not self.down_online:
@@ -395,7 +396,7 @@ class Rollout:
             began = time.monotonic()
             self.started = True
             try:
-                starting, _ = start_until_ready(self.bot, self.profile, began + timeout)
+                starting, _ = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
             except NotReady as exc:
                 self.result["ready"] = False
                 raise BotError(f"not ready within {timeout:g}s of the start: last answer {exc.observed}") from None
@@ -420,6 +421,19 @@ class Rollout:
             raise BotError(f"ready, then not ready again within {stable:g}s: last answer {observed}")
 
     # ------------------------------------------------------------------ steps
+    def manager(self):
+        """supervisord's XML-RPC for the stop and the start when the bot runs under supervisor
+        (no supervisorctl process in the window), else None: the service manager's command."""
+        if self._manager is None:
+            timeout = stop_timeout(self.bot, self.o.get("graceful_timeout")) + 5.0
+            self._manager = supervisor_rpc(self.bot, timeout) or False
+        return self._manager or None
+
+    def pause_is_stop(self):
+        """The family's pause level is the process stopped (no API to pause entries): the graceful
+        stop that follows is the pause, and nothing is left to release after the start."""
+        return bool(((self.profile.get("kill_switch") or {}).get("levels") or {}).get("pause", {}).get("stops_process"))
+
     def pause(self):
         switch = self.kill_switch()
         res = switch.engage()

@@ -157,10 +157,12 @@ def test_dry_bot_that_comes_back_live_is_put_back_to_dry(fake):
 
 
 def test_family_whose_pause_is_a_stop(fake):
+    """The graceful stop is the pause: no kill-switch ladder before it, nothing to release after."""
     setup_releases(fake)
     res = rollout(fake, profile=stop_profile(), version="1.1.0")
     assert not res.get("failed"), res["msg"]
-    assert events(fake)[:1] == ["stop"] and events(fake).count("stop") == 1 and fake.running
+    assert events(fake) == ["stop", "start"] and fake.running and res["paused"] is False
+    assert res["actions"][0] == "service stop" and "pause entries" not in res["timings"]
     assert res["downtime"] is not None and current(fake) == "1.1.0"
 
 
