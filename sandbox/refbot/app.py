@@ -313,7 +313,8 @@ def _wait_for_stop_signal(bot: Bot) -> int | None:
     """Block until SIGTERM/SIGINT; None if the trading loop died instead."""
     while True:
         info = signal.sigtimedwait(STOP_SIGNALS, 0.5)
-        if info is not None:
+        # After SIGSTOP/SIGCONT the wait can return without one of our signals: ignore it.
+        if info is not None and info.si_signo in {int(s) for s in STOP_SIGNALS}:
             return info.si_signo
         if not bot.trader.alive():
             return None
