@@ -441,7 +441,7 @@ def run_bots(roots: list[Path]) -> int:
 
     while True:
         info = signal.sigtimedwait(STOP_SIGNALS, 0.5)
-        if info is not None:
+        if info is not None and info.si_signo in {int(s) for s in STOP_SIGNALS}:
             _shutdown_all(bots, info.si_signo)
             return 0
         dead = [b for b in bots if not b.trader.alive()]
