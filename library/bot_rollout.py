@@ -148,6 +148,13 @@ notes:
     backup before (M(bot_lock), M(bot_facts), M(bot_backup)).
   - The scripts of a release are its own C(alembic.ini) and revision files; the database URL reaches
     alembic through its environment only.
+  - Under supervisor, the stop and the start go through supervisord's XML-RPC socket (the one
+    supervisorctl uses, from the config's C([supervisorctl] serverurl)) - no supervisorctl process in
+    the window, the stop polled until supervisord has reaped the process, the start not held for
+    C(startsecs) while readiness is polled. Other managers run their command (the start in a
+    thread, readiness polled meanwhile).
+  - A family whose V(pause) level stops the process (no API to pause entries) is paused by the
+    graceful stop itself.
 seealso:
   - module: bot_release
   - module: bot_migrate
