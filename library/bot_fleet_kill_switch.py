@@ -210,31 +210,36 @@ def one_bot(entry, p, check_mode, run, index):
     return name, result
 
 
-def main():
+def argument_spec():
     entry_spec = bot_argument_spec()
     entry_spec["profile"] = dict(type="dict")
     entry_spec.update(
         local=dict(type="bool", default=False),
         audit_log=dict(type="path"),
     )
-    module = AnsibleModule(
-        argument_spec=dict(
-            bots=dict(type="list", elements="dict", required=True, options=entry_spec),
-            profiles=dict(type="dict", default={}),
-            state=dict(type="str", choices=["engaged", "released"], default="engaged"),
-            level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
-            reason=dict(type="str"),
-            force=dict(type="bool", default=False),
-            escalate=dict(type="bool", default=True),
-            who=dict(type="str"),
-            audit_log=dict(type="path", default="~/.botops/kill-switch-audit.log"),
-            max_workers=dict(type="int", default=1024),
-            fail_fast=dict(type="float", default=0.5),
-        ),
-        required_if=[("state", "engaged", ("reason",))],
-        supports_check_mode=True,
+    return dict(
+        bots=dict(type="list", elements="dict", required=True, options=entry_spec),
+        profiles=dict(type="dict", default={}),
+        state=dict(type="str", choices=["engaged", "released"], default="engaged"),
+        level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
+        reason=dict(type="str"),
+        force=dict(type="bool", default=False),
+        escalate=dict(type="bool", default=True),
+        who=dict(type="str"),
+        audit_log=dict(type="path", default="~/.botops/kill-switch-audit.log"),
+        max_workers=dict(type="int", default=1024),
+        fail_fast=dict(type="float", default=0.5),
     )
-    p = module.params
+
+
+REQUIRED_IF = [("state", "engaged", ("reason",))]
+
+
+def run_fleet(p, check_mode, no_log_values=()):
+    """The whole operation on validated parameters: (result, failure message or None).
+
+    Shared by main() and the controller-side action plugin (playbooks/action_plugins), which runs
+    it in the controller's own process when the task runs on the controller."""
     started = time.monotonic()
     verb = "engage" if p["state"] == "engaged" else "release"
     result = dict(changed=False, bots={}, actions=[], summary={})
@@ -243,25 +248,24 @@ def main():
     for n in names:
         (duplicates if n in seen else seen).add(n)
     if duplicates:
-        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: bots given twice: {', '.join(sorted(duplicates))}",
-                         **result)
+        return result, f"Failed to {verb} the fleet kill switch: bots given twice: {', '.join(sorted(duplicates))}"
     if p["max_workers"] < 1:
-        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: max_workers must be 1 or more", **result)
+        return result, f"Failed to {verb} the fleet kill switch: max_workers must be 1 or more"
     if p["fail_fast"] <= 0:
-        module.fail_json(msg=f"Failed to {verb} the fleet kill switch: fail_fast must be more than 0 seconds", **result)
+        return result, f"Failed to {verb} the fleet kill switch: fail_fast must be more than 0 seconds"
     for e in p["bots"]:
         if not e.get("profile"):
             family = e["bot"].get("family")
             if family not in p["profiles"]:
-                module.fail_json(msg=f"Failed to {verb} the fleet kill switch: bot '{e['bot']['name']}' has no profile: "
-                                     f"give its entry a profile, or profiles a '{family}' entry", **result)
+                return result, (f"Failed to {verb} the fleet kill switch: bot '{e['bot']['name']}' has no profile: "
+                                f"give its entry a profile, or profiles a '{family}' entry")
             e["profile"] = p["profiles"][family]
 
     run = FleetRun(fail_fast=p["fail_fast"])
     index = AuditIndex([p["audit_log"]])
     workers = min(p["max_workers"], len(p["bots"])) or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
-        outcomes = list(pool.map(lambda e: one_bot(e, p, module.check_mode, run, index), p["bots"]))
+        outcomes = list(pool.map(lambda e: one_bot(e, p, check_mode, run, index), p["bots"]))
 
     before, after = [], []
     for name, res in outcomes:
@@ -287,15 +291,23 @@ def main():
         result["diff"] = {"before": "".join(before), "after": "".join(after)}
     # AnsibleModule would scrub the secrets (no_log values) out of every string of the result for
     # each secret: quadratic for a large fleet. Same rule, each distinct string once.
-    result = scrub(result, sorted(module.no_log_values, key=len, reverse=True))
-    module.no_log_values = set()
+    result = scrub(result, sorted(no_log_values, key=len, reverse=True))
     # the invocation names the bots rather than echo every bot's arguments and profile back
     args = {k: v for k, v in p.items() if k not in ("bots", "profiles")}
     result["invocation"] = {"module_args": dict(args, bots=names, profiles=sorted(p["profiles"]))}
     if failed:
         details = "; ".join(f"{n}: {result['bots'][n]['msg']}" for n in failed)
-        module.fail_json(msg=f"Failed to {verb} kill switch level '{p['level']}' on {len(failed)} of "
-                             f"{len(outcomes)} bots: {details}", **result)
+        return result, (f"Failed to {verb} kill switch level '{p['level']}' on {len(failed)} of "
+                        f"{len(outcomes)} bots: {details}")
+    return result, None
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), required_if=REQUIRED_IF, supports_check_mode=True)
+    result, failure = run_fleet(module.params, module.check_mode, module.no_log_values)
+    module.no_log_values = set()  # run_fleet scrubbed the result already
+    if failure:
+        module.fail_json(msg=failure, **result)
     module.exit_json(**result)
 
 
