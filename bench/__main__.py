@@ -1,4 +1,4 @@
-"""`python -m bench [--only NAME[,NAME]] [--list] [-- ARGS]`: the same as `invoke bench`."""
+"""`python -m bench [--only NAME[,NAME]] [--quiet LOAD] [--list] [-- ARGS]`: the same as `invoke bench`."""
 
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Run benchmarks in bench/.")
     parser.add_argument("--only", help="comma separated benchmark names (default: all)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks")
+    parser.add_argument("--quiet", type=float, help="wait until the 1-minute load average is below this")
     args = parser.parse_args(argv)
     if args.list:
         for name, path in available().items():
             print(f"{name:20} {path}")
         return 0
     try:
-        return run_selected(args.only, rest)
+        return run_selected(args.only, rest, args.quiet)
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -4,13 +4,22 @@ A benchmark is a file `bench/bench_<name>.py` with a `main(argv) -> int` that ru
 table against its targets and rewrites its own section of bench/RESULTS.md; adding one is adding
 the file (`invoke bench --only=<name>` selects it, `-` and `_` alike). Performance targets live
 here, as benchmarks with recorded results, never as timed tests.
+
+Benchmarks share the machine with other work: one runs at a time (a machine-wide lock,
+/tmp/botops-bench.lock, that `python -m bench` takes too), and `--quiet=LOAD` waits until the
+1-minute load average is below LOAD before starting (each benchmark records the load it saw).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
+import os
 import shlex
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from invoke import Exit, task
@@ -18,6 +27,7 @@ from invoke import Exit, task
 from botops.runner import EXIT_USAGE, REPO
 
 BENCH_DIR = REPO / "bench"
+LOCK = Path(tempfile.gettempdir()) / "botops-bench.lock"
 
 
 def available() -> dict[str, Path]:
@@ -48,11 +58,39 @@ def run(name: str, path: Path, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
-def run_selected(only: str | None, argv: list[str]) -> int:
+@contextlib.contextmanager
+def machine_lock(path: Path = LOCK):
+    """One benchmark at a time on this machine: two would measure each other."""
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"another benchmark holds {path}: waiting for it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def wait_quiet(load: float | None, timeout: float = 3600.0, interval: float = 15.0) -> float:
+    """Wait until the 1-minute load average is below `load` (or the timeout); returns the load seen."""
+    current = os.getloadavg()[0]
+    if not load:
+        return current
+    deadline = time.monotonic() + timeout
+    while current >= load and time.monotonic() < deadline:
+        print(f"load average {current:.2f} >= {load}: waiting for a quieter machine", flush=True)
+        time.sleep(interval)
+        current = os.getloadavg()[0]
+    return current
+
+
+def run_selected(only: str | None, argv: list[str], quiet: float | None = None) -> int:
     code = 0
-    for name, path in select(only):
-        print(f"== bench {name} ({path})", flush=True)
-        code = run(name, path, argv) or code
+    chosen = select(only)
+    with machine_lock():
+        for name, path in chosen:
+            wait_quiet(quiet)
+            print(f"== bench {name} ({path})", flush=True)
+            code = run(name, path, argv) or code
     return code
 
 
@@ -61,16 +99,17 @@ def run_selected(only: str | None, argv: list[str]) -> int:
         "only": "run only these benchmarks, comma separated (e.g. rollout); default: all in bench/",
         "args": "arguments for the benchmark, e.g. --args='--bots 50 --modes plain,mitogen'",
         "list": "list the benchmarks and exit",
+        "quiet": "wait until the 1-minute load average is below this before each benchmark (e.g. 2)",
     }
 )
-def bench(c, only=None, args="", list=False):  # noqa: A002  (the option is --list)
+def bench(c, only=None, args="", list=False, quiet=0.0):  # noqa: A002  (the option is --list)
     """Run benchmarks (bench/bench_<name>.py) against their targets; results into bench/RESULTS.md."""
     if list:
         for name, path in available().items():
             print(f"{name:20} {path}")
         return
     try:
-        code = run_selected(only, shlex.split(args or ""))
+        code = run_selected(only, shlex.split(args or ""), float(quiet) or None)
     except ValueError as exc:
         raise Exit(f"bench: {exc}", code=EXIT_USAGE) from None
     if code:
