@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+# slow tier: the packed fleet exists for the benchmarks
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 

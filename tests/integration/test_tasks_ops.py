@@ -22,6 +22,9 @@ from sandbox.fleet import wait_until
 
 from .trading_state import restore_fleet, wait_trading
 
+# slow tier: restart, backup, restore, backups, releases and promote through the CLI: several minutes; the fault suite covers backup, restore and maintenance the same way
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = Path(sys.executable).with_name("invoke")
 FAMILY_BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
