@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,16 @@ def trade_gaps(fleet, bots, since, until):
     return gaps
 
 
+def stop_group(child, grace=30.0):
+    """Interrupt a run's whole process group, then kill what is left of it."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(wait)
+            return
+
+
 class Bench:
     def __init__(self, bots, families=None):
         self.bots = bots
@@ -142,7 +153,15 @@ class Bench:
         """Run one invoke task; returns (seconds, returncode, summary, output tail, epoch start, epoch end)."""
         cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={self.workdir / 'inventory' / 'hosts.yml'}"]
         t0, m0 = time.time(), time.monotonic()
-        proc = subprocess.run(cmd, env=self.env(extra_env), capture_output=True, text=True, timeout=3600)
+        # its own session: an interrupted bench stops the whole run (ansible-playbook and its workers)
+        child = subprocess.Popen(cmd, env=self.env(extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, start_new_session=True)
+        try:
+            out, _ = child.communicate(timeout=3600)
+        except BaseException:
+            stop_group(child)
+            raise
+        proc = subprocess.CompletedProcess(cmd, child.returncode, out, "")
         seconds, t1 = time.monotonic() - m0, time.time()
         runs = sorted((self.workdir / "runs" / args[0]).glob("*/botops-summary.json"))
         summary = json.loads(runs[-1].read_text()) if runs else {}
@@ -372,6 +391,8 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args(argv)
+    # a TERM (a CI timeout, an operator) brings the fleets down like Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     load = os.getloadavg()
     info = machine(load)
