@@ -45,7 +45,7 @@ from ansible.module_utils.botops_release import (Ledger, ReleaseError, check_ver
                                                  installed_versions, ledger_lock, remove_release,
                                                  switch_current, utcnow)
 from ansible.module_utils.botops_service import (NotReady, graceful_stop, start_until_ready, stop_timeout,
-                                                  supervisor_rpc, wait_pids, wait_ready)
+                                                  supervisor_rpc, wait_ready)
 
 ERRORS = (BotError, MigrationError, BackupError, PgError, ReleaseError, KillSwitchError, OSError, KeyError)
 
@@ -602,7 +602,7 @@ class Rollout:
         if self.started or (self.stopped and self.bot.pids()):
             with self.step("revert: stop"):
                 graceful_stop(self.bot, stop_timeout(self.bot, o.get("graceful_timeout")),
-                              o.get("term_timeout", 10.0), self.actions)
+                              o.get("term_timeout", 10.0), self.actions, manager=self.manager())
                 undo.append(f"stopped release {self.target}")
         for kind, plan, reached in list(reversed(self.done)):
             if kind == "swap":
@@ -619,18 +619,23 @@ class Rollout:
             with self.step("revert: switch back"):
                 self.switch(self.target, self.current, forward=False)
                 undo.append(f"switched back to {self.current}")
-        if self.was_running:
+        if self.was_running and (self.stopped or self.started):
             with self.step("revert: start"):
+                timeout = o.get("ready_timeout", 60.0)
                 began = time.monotonic()
-                self.bot.service("start")
+                try:
+                    starting, _ = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
+                except NotReady as exc:
+                    raise BotError(f"release {self.current} not ready again within {timeout:g}s: last answer "
+                                   f"{exc.observed}") from None
                 self.act("service start")
-                if not wait_pids(self.bot, True, began + o.get("ready_timeout", 60.0)):
-                    raise BotError("no process after the start")
-                ok, observed, _ = wait_ready(self.bot, self.profile, began + o.get("ready_timeout", 60.0),
-                                             o.get("ready_stable_for", 1.0))
+                starting.wait(max(1.0, began + timeout - time.monotonic()))
+                ok, observed, _ = wait_ready(self.bot, self.profile, began + timeout, o.get("ready_stable_for", 1.0))
                 if not ok:
-                    raise BotError(f"release {self.current} not ready again: last answer {observed}")
+                    raise BotError(f"release {self.current} ready, then not ready again: last answer {observed}")
                 self.act("ready")
+                if self.stop_began is not None:
+                    self.result["downtime"] = round(time.monotonic() - self.stop_began, 3)
                 undo.append(f"started {self.current}, ready")
         if self.paused:
             with self.step("revert: release the pause"):
