@@ -99,7 +99,8 @@ def clean(fleet):
         assert sets(fleet, name) == [], f"{name} already has backup sets"
     yield
     for name in ALL:
-        shutil.rmtree(Path(fleet.bot(name)["root"]) / "backups", ignore_errors=True)
+        for entry in (Path(fleet.bot(name)["root"]) / "backups").glob("*"):  # the sets, not the directory
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
         for datname in side_databases(fleet, name):
             admin(fleet, name, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(datname)))
     stopped = [n for n in ALL if pid(fleet, n) is None]

@@ -87,7 +87,9 @@ def test_db_maintenance_check_apply_again(fleet, no_record):
     assert ok(check), why(check)
     for host, res in results(check, "Maintain the database", ALL).items():
         assert res["changed"] and "trades" in res["tables_done"]["reindex"], (host, res)
-        assert any(q.startswith("VACUUM (ANALYZE)") for q in res["queries"]), (host, res)
+        # a VACUUM is planned, unless (auto)vacuum ran less than min_interval ago (another test's window)
+        assert any(q.startswith("VACUUM (ANALYZE)") for q in res["queries"]) or \
+            res["tables_skipped"]["vacuum_analyze"], (host, res)
     for name in ALL:
         assert index_files(fleet, name) == before_index[name], f"check mode reindexed {name}"
         assert vacuum_stats(fleet, name)["trades"][0] == before_stats[name]["trades"][0]
