@@ -175,7 +175,8 @@ class FakeBot:
         if path == "/live":
             return 200, {"status": "ok"}
         if path == "/ready":
-            return (200, {"ready": True}) if self.ready else (503, {"ready": False, "failing": {"database": "down"}})
+            # a stopped bot is never ready, whatever it answered before the stop
+            return (200, {"ready": True}) if self.ready and self.running else (503, {"ready": False, "failing": {"database": "down"}})
         if path == "/health":
             return 200, {"status": "healthy" if self.ready else "unhealthy", "components": {"database": "ok"}}
         if path == "/status":

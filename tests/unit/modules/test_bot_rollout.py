@@ -118,8 +118,9 @@ def test_not_ready_release_is_reverted_and_marked_bad(fake, monkeypatch):
     real_boot = fake._boot
 
     def boot():
-        real_boot()
+        # decided before the bot runs, so no poll can see the new release ready for a moment
         fake.ready = current(fake) != "1.1.0"  # the new release never becomes ready
+        real_boot()
 
     monkeypatch.setattr(fake, "_boot", boot)
     res = rollout(fake, version="1.1.0", ready_timeout=0.5)
@@ -280,8 +281,8 @@ def test_gate_failure_undoes_the_upgrade_with_the_new_scripts(fake, db, monkeypa
     real_boot = fake._boot
 
     def boot():
-        real_boot()
         fake.ready = current(fake) != "1.1.0"
+        real_boot()
 
     monkeypatch.setattr(fake, "_boot", boot)
     res = rollout(fake, profile=pg_profile(), version="1.1.0", ready_timeout=0.5)
