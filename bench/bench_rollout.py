@@ -98,6 +98,19 @@ def quantiles(values):
             "max": round(values[-1], 2)}
 
 
+def cpu_times():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(before, after):
+    """Share of the machine's CPU time that was busy between two cpu_times() (0..1)."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 2) if total else None
+
+
 def trade_gaps(fleet, bots, since, until):
     """Largest gap between consecutive trades of each bot in [since, until] (epoch seconds)."""
     gaps = {}
@@ -171,7 +184,9 @@ class Bench:
     def measure(self, extra_env, *args):
         """One timed run with its module calls, report downtimes and trade gaps."""
         time.sleep(LEAD)
+        cpu0 = cpu_times()
         seconds, rc, summary, tail, t0, t1 = self.invoke(extra_env, *args)
+        busy = cpu_busy(cpu0, cpu_times())
         time.sleep(1.0)  # the last trades of the run are committed
         gaps = trade_gaps(self.fleet, self.names, t0 - LEAD, t1)
         rows = summary.get("bots") or {}
@@ -197,13 +212,18 @@ class Bench:
                               "trades_max": quantiles(gaps[b] for b in names)["max"]}
                           for f, names in sorted(by_family.items())},
             "load_after": round(os.getloadavg()[0], 2),
+            "cpu_busy": busy,
             "tail": tail if rc else "",
         }
 
     def normal_gap(self, seconds=10.0):
-        t0 = time.time()
+        """The bots' largest trade gaps while nothing else happens, and how busy the machine is then."""
+        t0, cpu0 = time.time(), cpu_times()
         time.sleep(seconds)
-        return quantiles(trade_gaps(self.fleet, self.names, t0, time.time()).values())
+        busy = cpu_busy(cpu0, cpu_times())
+        result = quantiles(trade_gaps(self.fleet, self.names, t0, time.time()).values())
+        result["cpu_busy"] = busy
+        return result
 
 
 def run_mode(mode, bots, extra_env, families=None):
@@ -265,6 +285,9 @@ def table(results):
     row("rollback downtime per bot, trades gap (max)", TARGETS["rollback_downtime_s"],
         lambda r: r["rollback"]["downtime_trades"]["max"])
     row("normal largest trades gap (max, before the runs)", None, lambda r: r["normal_gap"]["max"])
+    row("machine CPU busy, fleet idle (share of all CPUs)", None, lambda r: r["normal_gap"].get("cpu_busy"), "")
+    row("machine CPU busy during the deploy", None, lambda r: r["deploy"].get("cpu_busy"), "")
+    row("machine CPU busy during the rollback", None, lambda r: r["rollback"].get("cpu_busy"), "")
     return "\n".join(lines)
 
 

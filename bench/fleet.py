@@ -199,6 +199,7 @@ class PackedFleet(Fleet):
     def _wait_packed(self, state: dict, timeout: float) -> None:
         """Every pack RUNNING and every bot ready (readiness 200), or FleetError naming what is not."""
         pending = dict(state["bots"])
+        packs = [p for p, names in state["packs"].items() if set(names) & set(pending)]  # the ones serving them
         deadline = time.monotonic() + timeout
 
         def ready(item):
@@ -206,19 +207,23 @@ class PackedFleet(Fleet):
             return name if http_status(*self._readiness_url(spec), timeout=2) == 200 else None
 
         with ThreadPoolExecutor(max_workers=32) as pool:
-            while pending:
+            while True:
                 procs = self.processes()
-                dead = [p for p in state["packs"] if procs.get(p, {}).get("statename") in ("FATAL", "EXITED")]
+                dead = [p for p in packs if procs.get(p, {}).get("statename") in ("FATAL", "EXITED")]
                 if dead:
                     raise FleetError(f"packs exited: {', '.join(dead)}; see {self.packs_dir}/<pack>.err.log")
                 for name in pool.map(ready, list(pending.items())):
                     if name:
                         pending.pop(name)
-                if not pending:
+                # ready bots are not enough: until supervisord counts a pack RUNNING (startsecs), a stop
+                # signal to it counts as a failed start, and supervisord starts it again
+                starting = [p for p in packs if procs.get(p, {}).get("statename") != "RUNNING"]
+                if not pending and not starting:
                     break
                 if time.monotonic() >= deadline:
                     raise FleetError(f"{len(pending)} bots not ready after {timeout:.0f}s: "
-                                     f"{', '.join(sorted(pending)[:20])}")
+                                     f"{', '.join(sorted(pending)[:20])}; packs not RUNNING: "
+                                     f"{', '.join(starting) or 'none'}")
                 time.sleep(0.5)
 
     def wait_ready(self, names=None, timeout: float = 60.0) -> None:

@@ -102,9 +102,10 @@ options:
     default: 1024
   fail_fast:
     description:
-      - Once a request to a bot timed out (after its profile's C(http.timeout)), its later requests
-        in this call wait at most this many seconds, so that the timeouts of a bot that does not
-        answer do not add up before its ladder reaches the rungs that do not need its API.
+      - When engaging, once a request to a bot timed out (after its profile's C(http.timeout)), its
+        later requests in this call wait at most this many seconds, so that the timeouts of a bot
+        that does not answer do not add up before its ladder reaches the rungs that do not need its
+        API. A release always waits the profile's full timeouts.
     type: float
     default: 0.5
 attributes:
@@ -154,7 +155,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 bots:
-  description: Per bot (by name), the result M(bot_kill_switch) returns, plus C(failed) and C(msg).
+  description:
+    - Per bot (by name), the result M(bot_kill_switch) returns, plus C(failed) and C(msg), without
+      what is kept once for the whole fleet - its actions (in RV(actions)), its diff (in the task's
+      diff) and its audit record (in the audit logs) - so that a thousand bots' results stay small.
   returned: always
   type: dict
 summary:
@@ -261,7 +265,9 @@ def run_fleet(p, check_mode, no_log_values=()):
                                 f"give its entry a profile, or profiles a '{family}' entry")
             e["profile"] = p["profiles"][family]
 
-    run = FleetRun(fail_fast=p["fail_fast"])
+    # fail fast only on the way down: a bot that does not answer is escalated, but a slow one being
+    # released is given its full timeouts
+    run = FleetRun(fail_fast=p["fail_fast"] if p["state"] == "engaged" else None)
     index = AuditIndex([p["audit_log"]])
     workers = min(p["max_workers"], len(p["bots"])) or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
@@ -270,11 +276,13 @@ def run_fleet(p, check_mode, no_log_values=()):
     before, after = [], []
     for name, res in outcomes:
         result["bots"][name] = res
-        result["actions"] += [f"{name}: {a}" for a in res.get("actions", [])]
-        diff = res.get("diff")
+        result["actions"] += [f"{name}: {a}" for a in res.pop("actions", [])]
+        diff = res.pop("diff", None)
         if diff:
             before.append(f"{name}: {diff['before'].split(': ', 1)[1]}")
             after.append(f"{name}: {diff['after'].split(': ', 1)[1]}")
+        res.pop("audit", None)
+        res.pop("audit_logs", None)
     failed = sorted(n for n, r in result["bots"].items() if r["failed"])
     ok = [r for r in result["bots"].values() if not r["failed"]]
     result["changed"] = any(r.get("changed") for r in result["bots"].values())

@@ -234,8 +234,8 @@ class Bot:
 
     @contextlib.contextmanager
     def memoized(self):
-        """Within the block, a GET (and a Redis read) is sent once: later identical reads get the same
-        answer. For looking at several checks that read the same endpoint at one moment."""
+        """Within the block, a GET (a Redis read, the process list) is made once: later identical reads
+        get the same answer. For looking at several checks at one moment, consistently."""
         self._memo = {}
         try:
             yield self
@@ -450,9 +450,15 @@ class Bot:
         return "RUNNING" if self.pids() else "STOPPED"
 
     def pids(self):
+        if self._memo is not None and "pids" in self._memo:
+            return list(self._memo["pids"])
         if self.processes is not None:
-            return self.processes.pids(self.process_match)
-        return find_pids(self.process_match)
+            pids = self.processes.pids(self.process_match)
+        else:
+            pids = find_pids(self.process_match)
+        if self._memo is not None:
+            self._memo["pids"] = list(pids)
+        return pids
 
     def send_signal(self, name):
         pids = self.pids()

@@ -340,6 +340,7 @@ class FleetRun:
     """The helpers one fleet run shares between its Bots; `attach(bot)` gives them to a Bot."""
 
     def __init__(self, fail_fast=FAIL_FAST_TIMEOUT, redis_timeout=2.0):
+        self.started = time.monotonic()
         self.processes = ProcessTable()
         self.services = ServiceGate()
         self.redis = RedisClient(redis_timeout)
@@ -351,6 +352,9 @@ class FleetRun:
             bot.services = self.services
             bot.redis = self.redis
             bot.fail_fast = self.fail_fast
+            # a bot that has done nothing yet joins any operation of this run on its service: what it
+            # needs changed dates from before the run (its thread may well start after another bot's)
+            bot.last_action_at = self.started
         return bot
 
 

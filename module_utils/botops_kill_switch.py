@@ -234,18 +234,29 @@ def check_all(bot, specs):
     return True, observed
 
 
+POLL_BACKOFF = 1.5
+POLL_MAX_INTERVAL = 0.5
+
+
 def poll(bot, specs, timeout, released=None):
-    """Poll until `specs` hold (and, for a release, the `released` checks no longer all hold)."""
+    """Poll until `specs` hold (and, for a release, the `released` checks no longer all hold).
+
+    The first looks come quickly (POLL_INTERVAL), later ones less and less often (at most every
+    POLL_MAX_INTERVAL): a bot that takes seconds (a restart, a tick away) is not asked twenty
+    times a second, which matters when a thousand bots are polled at once."""
     deadline = time.monotonic() + timeout
+    interval = POLL_INTERVAL
     while True:
         ok, observed = check_all(bot, specs)
         if ok and released:
             still, seen = check_all(bot, released)
             if still:
                 ok, observed = False, observed + [{"still_engaged": seen}]
-        if ok or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if ok or now >= deadline:
             return ok, observed
-        time.sleep(POLL_INTERVAL)
+        time.sleep(min(interval, max(0.0, deadline - now)))
+        interval = min(interval * POLL_BACKOFF, POLL_MAX_INTERVAL)
 
 
 def summarize(observed):
@@ -264,14 +275,16 @@ class Observation:
     def __init__(self, bot, profile, record):
         self.record = record
         levels = profile["kill_switch"]["levels"]
-        try:
-            self.pids = bot.pids()
-            self.process = "present" if self.pids else "absent"
-        except BotError:
-            self.pids, self.process = None, None
         self.holds, self.keys, self.observed = {}, {}, {}
         cache = {}
-        with bot.memoized():  # one moment: checks that read the same endpoint read it once
+        # one moment: checks that read the same endpoint (or the process list) read it once, so
+        # that a process stopped half-way through the look does not make two levels disagree
+        with bot.memoized():
+            try:
+                self.pids = bot.pids()
+                self.process = "present" if self.pids else "absent"
+            except BotError:
+                self.pids, self.process = None, None
             for level in LEVELS:
                 specs = levels[level]["engaged"]
                 if self.process == "absent":

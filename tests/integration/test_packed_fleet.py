@@ -96,11 +96,11 @@ def test_one_family_per_process_each_bot_its_own_ports_kill_switch_and_log(packe
     assert packed.start_stopped_packs() == [pack]
 
 
-def run_kill_switch(packed, tmp_path, **extravars):
+def run_kill_switch(packed, tmp_path, limit=None, **extravars):
     os.environ["BOTOPS_ARTIFACTS_DIR"] = str(tmp_path / "artifacts")
     try:
         run = PlaybookRun("kill_switch.yml", inventory=str(packed.hosts_file), progress=lambda *a: None,
-                          extravars={"botops_who": "tester", **extravars})
+                          limit=limit, extravars={"botops_who": "tester", **extravars})
         return run.run()
     finally:
         del os.environ["BOTOPS_ARTIFACTS_DIR"]
@@ -145,3 +145,29 @@ def test_kill_switch_playbook_halts_and_releases_packed_bots(packed, tmp_path):
     packed.wait_ready(timeout=30)
     for name in st["packs"][papertrader]:
         assert http(st["bots"][name]["ports"]["api"], "/api/health/detailed")[1]["trading"]["state"] == "active"
+
+
+def test_a_failed_bot_is_the_only_one_failed(packed, tmp_path):
+    """A release refused on one bot fails that bot alone; the others end as done (no per-host work)."""
+    st = state(packed)
+    pack = next(p for p, names in st["packs"].items() if st["bots"][names[0]]["family"] == "papertrader")
+    flattened, sibling = st["packs"][pack]
+    try:
+        flat = run_kill_switch(packed, tmp_path, limit=flattened, botops_kill_state="engaged",
+                               botops_kill_level="flatten", botops_reason="packed fleet failure test")
+        assert flat.exit_code == 0 and flat.report[flattened]["level"] == "flatten", flat.report
+        assert packed.processes()[pack]["statename"] == "STOPPED"
+
+        released = run_kill_switch(packed, tmp_path, botops_kill_state="released", botops_kill_level="halt")
+        assert released.exit_code == 1
+        assert released.failed_hosts == [flattened], released.failed_hosts
+        report = released.report
+        assert report[flattened]["result"] == "failed" and "Refused to release" in report[flattened]["message"]
+        assert all(r["result"] in ("ok", "changed") for n, r in report.items() if n != flattened), report
+    finally:
+        cleanup = run_kill_switch(packed, tmp_path, botops_kill_state="released", botops_kill_level="flatten",
+                                  botops_force=True)
+        assert all(r["result"] in ("ok", "changed") for r in cleanup.report.values()), cleanup.report
+        assert cleanup.exit_code == 0, cleanup.report
+        packed.start_stopped_packs()
+        packed.wait_ready(timeout=60)

@@ -356,3 +356,18 @@ def test_scrub_is_the_no_log_rule_once_per_distinct_string():
     assert scrub(value, secrets) == {"msg": "auth ******** refused", "token": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER",
                                      "n": 3, "ok": True, "list": ["********-x", "plain"] * 3,
                                      "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER": None}
+
+
+def test_a_bot_that_starts_late_joins_an_operation_begun_before_it_existed(monkeypatch):
+    """Threads start bots one after the other: the last bot of a process must not restart it again."""
+    run = FleetRun()
+    done = []
+    monkeypatch.setattr(run.services, "_execute", lambda b, op: done.append(op) or "ok")
+    early = run.attach(bot("b1"))
+    early.service("restart")
+    late = run.attach(bot("b2"))  # created after the restart began
+    late.service("restart")
+    assert done == ["restart"]
+    late.last_action_at = time.monotonic()  # but after an action of its own, it needs its own
+    late.service("restart")
+    assert done == ["restart", "restart"]
