@@ -51,6 +51,28 @@ def usage_error(task: str, message: str) -> Exit:
     return Exit(f"{task}: {message}", code=EXIT_USAGE)
 
 
+def number_flag(task: str, flag: str, value, unit: str, high: float, low: int = 1, seconds: bool = False):
+    """The value of a numeric flag, or exit 2 saying what is accepted: a whole number from `low` to
+    `high`, or with `seconds` a duration (a number, more than 0, at most `high`).
+
+    Numeric flags are declared with string defaults and read here, so that `--canary=abc` gets this
+    message and exit code 2 rather than the parser's traceback."""
+    text = str(value).strip()
+    try:
+        number = float(text) if seconds else int(text)
+    except ValueError:
+        number = None
+    if seconds:
+        fits = number is not None and 0 < number <= high  # NaN compares false: refused
+        accepted = f"a number of {unit}, more than 0, at most {high:g}"
+    else:
+        fits = number is not None and low <= number <= high
+        accepted = f"a whole number of {unit} from {low} to {int(high)}"
+    if not fits:
+        raise usage_error(task, f"--{flag.replace('_', '-')} {value!r} must be {accepted}")
+    return number
+
+
 def run_operation(
     task: str,
     playbook: str,

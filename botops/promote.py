@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 
-from botops.operation import run_operation, usage_error
+from botops.operation import number_flag, run_operation, usage_error
 from botops.release import COMMON_HELP
 
 TARGETS = ("live", "dry")
@@ -51,7 +51,7 @@ def checklist_rows(report: dict) -> list[dict]:
         stop_test_age="days within which the kill switch must have been tested (default 30)",
     )
 )
-def promote(c, to=None, inventory=None, limit=None, check=False, backup_age=24, stop_test_age=30, takeover=False):
+def promote(c, to=None, inventory=None, limit=None, check=False, backup_age="24", stop_test_age="30", takeover=False):
     """Set bots LIVE through the Go/No-Go checklist (nothing changes unless every check passes), or back to DRY."""
     if to is None:
         raise usage_error("promote", "--to is required: --to=live (through the go/no-go checklist) "
@@ -59,11 +59,8 @@ def promote(c, to=None, inventory=None, limit=None, check=False, backup_age=24, 
     if to not in TARGETS:
         raise usage_error("promote", f"--to {to!r} is not accepted: --to=live (through the go/no-go checklist) "
                                      "or --to=dry (back to simulated orders)")
-    if not 0 < int(backup_age) <= 24 * 90:
-        raise usage_error("promote", f"--backup-age {backup_age} must be between 1 and 2160 hours")
-    if not 0 < int(stop_test_age) <= 365:
-        raise usage_error("promote", f"--stop-test-age {stop_test_age} must be between 1 and 365 days")
-    extravars = {"botops_promote_to": to, "botops_backup_max_age": int(backup_age),
-                 "botops_stop_test_max_age": int(stop_test_age)}
+    extravars = {"botops_promote_to": to,
+                 "botops_backup_max_age": number_flag("promote", "backup_age", backup_age, "hours", high=24 * 90),
+                 "botops_stop_test_max_age": number_flag("promote", "stop_test_age", stop_test_age, "days", high=365)}
     run_operation("promote", "promote.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
                   takeover=takeover, columns=COLUMNS, rows=checklist_rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke import task
 
-from botops.operation import run_operation, usage_error
+from botops.operation import number_flag, run_operation, usage_error
 from botops.runner import REPO
 
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
@@ -57,19 +57,16 @@ def check_version(task_name: str, version: str, directory: Path) -> None:
         raise usage_error(task_name, f"manifest {manifest} is not a release manifest (no sha256)") from None
 
 
-def serial_plan(task_name: str, canary: int, batch: str) -> list:
-    if canary < 0:
-        raise usage_error(task_name, f"--canary {canary} must be 0 (no canary) or a number of bots")
+def serial_plan(task_name: str, canary, batch: str) -> list:
+    canary = number_flag(task_name, "canary", canary, "bots (0: no canary)", high=999_999, low=0)
     if not BATCH_RE.match(str(batch)):
         raise usage_error(task_name, f"--batch {batch!r} must be a number of bots or a percentage, e.g. 5 or 25%")
     size = batch if str(batch).endswith("%") else int(batch)
     return [canary, size] if canary else [size]
 
 
-def check_max_fail(task_name: str, max_fail: int) -> int:
-    if not 0 <= max_fail <= 100:
-        raise usage_error(task_name, f"--max-fail {max_fail} must be a percentage between 0 and 100")
-    return max_fail
+def check_max_fail(task_name: str, max_fail) -> int:
+    return number_flag(task_name, "max_fail", max_fail, "percent", high=100, low=0)
 
 
 COMMON_HELP = {
@@ -91,8 +88,8 @@ COMMON_HELP = {
         positions="open positions policy: refuse | wait | flatten | carry (default carry)",
     )
 )
-def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, canary=1, batch="100%",
-           max_fail=0, positions="carry", takeover=False):
+def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, canary="1", batch="100%",
+           max_fail="0", positions="carry", takeover=False):
     """Deploy a release: canary first, backup, pause, stop, switch, migrate, start, readiness gate."""
     directory = artifacts_dir(artifacts)
     check_version("deploy", version, directory)
@@ -101,8 +98,8 @@ def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, 
     extravars = {
         "botops_version": version,
         "botops_artifacts_dir": str(directory),
-        "botops_serial": serial_plan("deploy", int(canary), batch),
-        "botops_max_fail_percentage": check_max_fail("deploy", int(max_fail)),
+        "botops_serial": serial_plan("deploy", canary, batch),
+        "botops_max_fail_percentage": check_max_fail("deploy", max_fail),
         "bot_guard_positions_policy": positions,
     }
     run_operation("deploy", "deploy.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,

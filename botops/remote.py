@@ -32,7 +32,7 @@ from invoke import Exit, task
 from botops.inventory import InventoryError, data_loader, hosts
 from botops.report import table
 from botops.runner import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, artifacts_root
-from botops.operation import usage_error
+from botops.operation import number_flag, usage_error
 from botops.safety import check_reason, operator
 
 LOG_FILE = "shared/logs/bot.log"  # docs/reference-bot.md, "Host layout"
@@ -282,16 +282,11 @@ def exit_code(outcomes: list[Outcome], ok) -> int:
         "inventory": "inventory file or directory (default: the sandbox)",
     }
 )
-def logs(c, bot=None, lines=100, follow=False, inventory=None):
+def logs(c, bot=None, lines="100", follow=False, inventory=None):
     """Show the end of a bot's log (<bot_root>/shared/logs/bot.log), over SSH or locally; --follow."""
     if not bot:
         raise usage_error("logs", "--bot=NAME is required (one bot's log)")
-    try:
-        count = int(lines)
-    except (TypeError, ValueError):
-        count = 0
-    if not 1 <= count <= 1_000_000:
-        raise usage_error("logs", f"--lines {lines!r} must be a number of lines between 1 and 1000000")
+    count = number_flag("logs", "lines", lines, "lines", high=1_000_000)
     _, (target,) = targets("logs", inventory, bot=bot)
     path = f"{target.root.rstrip('/')}/{LOG_FILE}"
     argv = ["tail", "-n", str(count), *(["-F"] if follow else []), "--", path]
@@ -329,16 +324,11 @@ EXEC_COLUMNS = [("name", "bot"), ("where", "where"), ("exit", "exit"), ("seconds
         "inventory": "inventory file or directory (default: the sandbox)",
     }
 )
-def exec_(c, command=None, bot=None, limit=None, timeout=60, inventory=None):
+def exec_(c, command=None, bot=None, limit=None, timeout="60", inventory=None):
     """Run an ad-hoc shell command on bots' hosts at once; print each bot's output and exit code."""
     if command is None or not str(command).strip():
         raise usage_error("exec", "--command is required and must not be empty, e.g. --command='df -h .'")
-    try:
-        seconds = float(timeout)
-    except (TypeError, ValueError):
-        seconds = 0
-    if not 0 < seconds <= 86400:
-        raise usage_error("exec", f"--timeout {timeout!r} must be a number of seconds (more than 0, at most 86400)")
+    seconds = number_flag("exec", "timeout", timeout, "seconds", high=86400, seconds=True)
     path, bots = targets("exec", inventory, bot=bot, limit=limit)
     print(f"exec: {len(bots)} bot(s) from {path}: {command}", flush=True)
     outcomes = run_everywhere(bots, lambda t: (f"cd {shlex.quote(t.root)} && {command}", None), timeout=seconds)
@@ -537,15 +527,10 @@ def append_controller_audit(record: dict) -> None:
         "inventory": "inventory file or directory (default: the sandbox)",
     }
 )
-def last_resort_kill(c, reason=None, bot=None, limit=None, grace=10, service=True, check=False, inventory=None):
+def last_resort_kill(c, reason=None, bot=None, limit=None, grace="10", service=True, check=False, inventory=None):
     """Kill bots' processes over SSH without their API or Ansible: SIGTERM, grace, SIGKILL, verified, audited."""
     check_reason("last-resort-kill", reason, required=not check)
-    try:
-        grace_s = float(grace)
-    except (TypeError, ValueError):
-        grace_s = -1
-    if not 0 < grace_s <= 600:
-        raise usage_error("last-resort-kill", f"--grace {grace!r} must be a number of seconds (more than 0, at most 600)")
+    grace_s = number_flag("last-resort-kill", "grace", grace, "seconds", high=600, seconds=True)
     path, bots = targets("last-resort-kill", inventory, bot=bot, limit=limit)
     unmatched = [b.name for b in bots if not b.process_match]
     if unmatched:
