@@ -1,0 +1,9 @@
+"""botops: the front end of the fleet operations (Invoke tasks, ansible-runner, input checks)."""
+
+import os
+from pathlib import Path
+
+# The front end reads inventories with Ansible in its own process (input checks, --limit, Fabric
+# targets) before the playbook reads them: both must read them with the project's configuration
+# (its inventory plugins, vault identities), wherever the command is run from.
+os.environ["ANSIBLE_CONFIG"] = str(Path(__file__).resolve().parents[1] / "ansible.cfg")

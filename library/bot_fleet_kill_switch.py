@@ -32,11 +32,21 @@ description:
     M(bot_kill_switch) on the hosts.
 version_added: "0.1.0"
 options:
+  hosts:
+    description:
+      - Inventory hostnames whose bots to drive, each read from its own inventory variables (the
+        ones group_vars' C(botops_bot) and C(botops_secrets) are built from) and its family's profile,
+        in place of O(bots) and O(profiles). Resolved on the controller by the action plugin beside
+        the playbooks, which reads the variables itself rather than having a thousand bots' facts
+        templated into the task's arguments; the module alone refuses it.
+      - Only hosts with C(ansible_connection=local) are driven; the others are returned in
+        RV(remote_hosts) for their own hosts to handle with M(bot_kill_switch).
+    type: list
+    elements: str
   bots:
-    description: The bots, each with its profile and secrets.
+    description: The bots, each with its profile and secrets. Required unless O(hosts) is given.
     type: list
     elements: dict
-    required: true
     suboptions:
       bot:
         description: The bot's inventory facts (C(botops_bot)).
@@ -154,6 +164,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+remote_hosts:
+  description: With O(hosts), the hosts that were not driven because their bots are not on the controller's host.
+  returned: when O(hosts) is given
+  type: list
+  elements: str
 bots:
   description:
     - Per bot (by name), the result M(bot_kill_switch) returns, plus C(failed) and C(msg), without
@@ -222,7 +237,8 @@ def argument_spec():
         audit_log=dict(type="path"),
     )
     return dict(
-        bots=dict(type="list", elements="dict", required=True, options=entry_spec),
+        hosts=dict(type="list", elements="str"),
+        bots=dict(type="list", elements="dict", options=entry_spec),
         profiles=dict(type="dict", default={}),
         state=dict(type="str", choices=["engaged", "released"], default="engaged"),
         level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
@@ -237,6 +253,8 @@ def argument_spec():
 
 
 REQUIRED_IF = [("state", "engaged", ("reason",))]
+REQUIRED_ONE_OF = [("hosts", "bots")]
+MUTUALLY_EXCLUSIVE = [("hosts", "bots")]
 
 
 def run_fleet(p, check_mode, no_log_values=()):
@@ -311,7 +329,11 @@ def run_fleet(p, check_mode, no_log_values=()):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), required_if=REQUIRED_IF, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), required_if=REQUIRED_IF, required_one_of=REQUIRED_ONE_OF,
+                           mutually_exclusive=MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    if module.params["hosts"] is not None:
+        module.fail_json(msg="hosts is read on the controller, by the action plugin beside the botops playbooks "
+                             "(playbooks/action_plugins); run the task there, or give bots")
     result, failure = run_fleet(module.params, module.check_mode, module.no_log_values)
     module.no_log_values = set()  # run_fleet scrubbed the result already
     if failure:

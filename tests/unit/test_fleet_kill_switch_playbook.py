@@ -1,9 +1,10 @@
-"""The fleet kill-switch playbook builds each local bot's facts from the inventory variables itself
-(templating botops_bot per host is most of the cost at a thousand bots): keep it in step with
-group_vars' botops_bot, and keep the local path free of per-host tasks."""
+"""The fleet kill switch's action plugin builds each local bot's facts from the inventory variables
+itself (templating botops_bot per host is most of the cost at a thousand bots): keep it in step with
+group_vars' botops_bot and botops_secrets, and keep the playbook's local path free of per-host tasks."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -12,41 +13,47 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 GROUP_VARS = REPO / "playbooks" / "group_vars" / "all" / "botops.yml"
 TASKS = REPO / "playbooks" / "tasks" / "fleet_kill_switch.yml"
+PLUGIN = REPO / "playbooks" / "action_plugins" / "bot_fleet_kill_switch.py"
 
 
-def botops_bot_mapping():
-    """key -> (inventory variable, default or None) as group_vars' botops_bot says."""
-    bot = yaml.safe_load(GROUP_VARS.read_text())["botops_bot"]
+def group_vars_mapping(key):
+    """fact -> (inventory variable, default or None) as group_vars' botops_bot or botops_secrets says."""
     out = {}
-    for key, template in bot.items():
+    for fact, template in yaml.safe_load(GROUP_VARS.read_text())[key].items():
         m = re.fullmatch(r"\{\{\s*(\w+)\s*(?:\|\s*default\((.*?)\))?\s*\}\}", template.strip())
-        assert m, f"botops_bot.{key}: unexpected template {template!r}"
-        out[key] = (m.group(1), m.group(2))
+        assert m, f"{key}.{fact}: unexpected template {template!r}"
+        out[fact] = (m.group(1), m.group(2))
     return out
 
 
-def fleet_mapping():
-    tasks = yaml.safe_load(TASKS.read_text())
-    split = next(t for t in tasks if "botops__fleet_split" in (t.get("ansible.builtin.set_fact") or {}))
-    text = split["ansible.builtin.set_fact"]["botops__fleet_split"]
-    bot = re.search(r"'bot': \{(.*?)\},\s*'secrets'", text, re.S).group(1)
-    out = {}
-    for m in re.finditer(r"'(\w+)': (?:v\.(\w+)(?: \| default\((.*?)\))?|h)(?=,|$)", bot.strip()):
-        out[m.group(1)] = (m.group(2) or "inventory_hostname", m.group(3))
-    return out
+def plugin():
+    spec = importlib.util.spec_from_file_location("fleet_kill_switch_action", PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def normalise(default):
-    return {"None": "none", "none": "none"}.get(default, default)
+def as_template_default(value, required):
+    """The plugin's default written as group_vars writes it (None for a required variable)."""
+    if value is required:
+        return None
+    return {None: "None", "127.0.0.1": "'127.0.0.1'"}.get(value, repr(value)) if not isinstance(value, dict) else "{}"
 
 
 def test_fleet_bot_facts_match_group_vars_botops_bot():
-    expected = botops_bot_mapping()
-    found = fleet_mapping()
+    action = plugin()
+    expected = group_vars_mapping("botops_bot")
+    found = {"name": ("inventory_hostname", None)}
+    found.update({k: (var, as_template_default(d, action.REQUIRED)) for k, (var, d) in action.BOT_VARS.items()})
     assert set(found) == set(expected) - {"database"}, "the kill switch needs every fact but the database"
-    for key, (var, default) in found.items():
-        assert var == expected[key][0], key
-        assert normalise(default) == normalise(expected[key][1]), key
+    assert found == {k: v for k, v in expected.items() if k != "database"}
+
+
+def test_fleet_secrets_match_group_vars_botops_secrets():
+    action = plugin()
+    expected = group_vars_mapping("botops_secrets")
+    found = {k: (var, as_template_default(d, action.REQUIRED)) for k, (var, d) in action.SECRET_VARS.items()}
+    assert found == {k: v for k, v in expected.items() if k != "database_password"}
 
 
 def test_the_local_path_has_no_per_host_task():
