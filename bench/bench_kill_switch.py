@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
-import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,10 +48,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.fleet import PackedFleet  # noqa: E402
+from bench.results import RESULTS, machine, write_section  # noqa: E402
 
 INVOKE = Path(sys.executable).with_name("invoke")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-RESULTS = REPO / "bench" / "RESULTS.md"
 SECTION = "kill-switch"
 PROCESSES = 20  # bot processes per fleet: size/20 bots each
 TRADE_INTERVAL = 1.0
@@ -66,22 +63,6 @@ TARGETS = {
 
 
 # ---------------------------------------------------------------------------------- measuring
-def machine(load_at_start):
-    mem = cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) // 1024} MiB"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import ansible
-    return {"nproc": os.cpu_count(), "load_at_start": load_at_start, "cpu": cpu, "memory": mem,
-            "python": platform.python_version(), "ansible_core": ansible.__version__, "kernel": platform.release()}
-
-
 def _children():
     kids = {}
     for entry in os.listdir("/proc"):
@@ -486,21 +467,6 @@ def section(info, sizes, note):
     return "\n".join(lines)
 
 
-def write_section(text):
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another benchmark may be writing its own section
-        old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nOne section per benchmark, rewritten by its own run.\n\n"
-        start, end = f"<!-- bench:{SECTION}:start -->", f"<!-- bench:{SECTION}:end -->"
-        if start in old and end in old:
-            new = old[: old.index(start)] + text.rstrip("\n") + old[old.index(end) + len(end):]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text
-        tmp = RESULTS.with_suffix(".md.tmp")
-        tmp.write_text(new if new.endswith("\n") else new + "\n")
-        os.replace(tmp, RESULTS)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="200,1000", help="fleet sizes (default 200,1000)")
@@ -531,7 +497,7 @@ def main(argv=None):
     print()
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"written to {RESULTS}")
     return 0
 

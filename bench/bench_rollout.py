@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -45,11 +43,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.results import RESULTS, machine, write_section  # noqa: E402
 from sandbox.fleet import Fleet  # noqa: E402
 from tests.integration.conftest import make_sandbox_dir, port_block  # noqa: E402
 
 INVOKE = Path(sys.executable).with_name("invoke")
-RESULTS = REPO / "bench" / "RESULTS.md"
 SECTION = "rollout"
 TARGETS = {
     "deploy_s": 180.0,  # invoke deploy of 50 bots with backup and migration
@@ -59,24 +57,6 @@ TARGETS = {
 }
 TRADE_INTERVAL = 0.2
 LEAD = 3.0  # seconds of trades before a run that count towards its gaps
-
-
-def machine(load_at_start):
-    mem = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) // 1024} MiB"
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import ansible
-    return {"nproc": os.cpu_count(), "load_at_start": load_at_start, "cpu": cpu, "memory": mem,
-            "python": platform.python_version(), "ansible_core": ansible.__version__,
-            "kernel": platform.release()}
 
 
 def mitogen_env():
@@ -390,21 +370,6 @@ def decision(results):
                    "so it stays out of the project's dependencies.")
 
 
-def write_section(text):
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another benchmark may be writing its own section
-        old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nOne section per benchmark, rewritten by its own run.\n\n"
-        start, end = f"<!-- bench:{SECTION}:start -->", f"<!-- bench:{SECTION}:end -->"
-        if start in old and end in old:
-            new = old[: old.index(start)] + text.rstrip("\n") + old[old.index(end) + len(end):]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text
-        tmp = RESULTS.with_suffix(".md.tmp")
-        tmp.write_text(new if new.endswith("\n") else new + "\n")
-        os.replace(tmp, RESULTS)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bots", type=int, default=50, help="bots in the fleet (default 50)")
@@ -443,7 +408,7 @@ def main(argv=None):
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"written to {RESULTS}")
     return 0
 

@@ -1,0 +1,46 @@
+"""What every benchmark shares: the machine it ran on, and its own section of bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = "# Benchmark results\n\nOne section per benchmark, rewritten by its own run (`invoke bench`).\n\n"
+
+
+def machine(load_at_start) -> dict:
+    """CPU count and model, memory, load at the start, Python, ansible-core and kernel versions."""
+    mem = cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) // 1024} MiB"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import ansible
+
+    return {"nproc": os.cpu_count(), "load_at_start": load_at_start, "cpu": cpu, "memory": mem,
+            "python": platform.python_version(), "ansible_core": ansible.__version__, "kernel": platform.release()}
+
+
+def write_section(section: str, text: str) -> None:
+    """Replace the text between `<!-- bench:SECTION:start -->` and its end marker (or append it)."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another benchmark may be writing its own section
+        old = RESULTS.read_text() if RESULTS.exists() else HEADER
+        start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
+        if start in old and end in old:
+            new = old[: old.index(start)] + text.rstrip("\n") + old[old.index(end) + len(end):]
+        else:
+            new = old.rstrip("\n") + "\n\n" + text
+        tmp = RESULTS.with_suffix(".md.tmp")
+        tmp.write_text(new if new.endswith("\n") else new + "\n")
+        os.replace(tmp, RESULTS)
