@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from botops import bench
@@ -17,6 +19,8 @@ def test_dashes_and_underscores_are_alike_and_unknown_names_are_refused(tmp_path
     (tmp_path / "bench_kill_switch.py").write_text("def main(argv):\n    return 0\n")
     (tmp_path / "bench_rollout.py").write_text("def main(argv):\n    return len(argv)\n")
     monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
+    # a lock of its own: the machine-wide one is held while a real benchmark runs
+    monkeypatch.setattr(bench, "machine_lock", functools.partial(bench.machine_lock, tmp_path / "bench.lock"))
     assert [n for n, _ in bench.select("kill-switch,rollout")] == ["kill_switch", "rollout"]
     assert [n for n, _ in bench.select(None)] == ["kill_switch", "rollout"]
     with pytest.raises(ValueError, match="no benchmark 'nope' .available: kill_switch, rollout"):
