@@ -8,6 +8,7 @@ from invoke import task
 
 from botops.operation import run_operation, usage_error
 from botops.release import BACKUP_ID_RE, COMMON_HELP, serial_plan
+from botops.report import shown
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:+-]{0,63}$")
 
@@ -51,8 +52,8 @@ def check_backup_id(task_name: str, backup_id: str | None, option: str = "--back
         return
     if (latest and backup_id == "latest") or BACKUP_ID_RE.match(backup_id):
         return
-    shown = "'latest' or a backup id" if latest else "a backup id"
-    raise usage_error(task_name, f"{option} {backup_id!r} is not {shown} (e.g. 20261121T020000Z-ab12cd); "
+    accepted = "'latest' or a backup id" if latest else "a backup id"
+    raise usage_error(task_name, f"{option} {shown(backup_id)} is not {accepted} (e.g. 20261121T020000Z-ab12cd); "
                                  "'invoke backups' lists them")
 
 
@@ -117,7 +118,7 @@ def backup_rows(report: dict) -> list[dict]:
 def backup(c, label=None, inventory=None, limit=None, check=False, takeover=False):
     """Back up every targeted bot now (database dump and config, checksummed); report id, size, duration."""
     if label is not None and not LABEL_RE.match(label):
-        raise usage_error("backup", f"--label {label!r} must be 1-64 letters, digits, spaces or ._:+- "
+        raise usage_error("backup", f"--label {shown(label)} must be 1-64 letters, digits, spaces or ._:+- "
                                     "(starting with a letter or digit)")
     extravars = {"botops_backup_label": label} if label else {}
     run_operation("backup", "backup.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import math
 import os
 import shlex
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
+from botops.report import shown
 from botops.runner import EXIT_USAGE, REPO
 
 BENCH_DIR = REPO / "bench"
@@ -36,16 +38,41 @@ def available() -> dict[str, Path]:
 
 
 def select(only: str | None) -> list[tuple[str, Path]]:
-    """The benchmarks named in `only` (comma separated; all when empty). Raises ValueError naming the unknown."""
+    """The benchmarks named in `only` (comma separated; all when None). Raises ValueError naming the unknown
+    or when it names none."""
     found = available()
-    if not only:
+    if only is None:
         return sorted(found.items())
+    names = [n.strip().replace("-", "_") for n in only.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--only is empty: give benchmark names, comma-separated (available: "
+                         f"{', '.join(found) or 'none'}), or leave --only out for all")
     chosen = []
-    for name in (n.strip().replace("-", "_") for n in only.split(",") if n.strip()):
+    for name in names:
         if name not in found:
-            raise ValueError(f"no benchmark {name!r} (available: {', '.join(found) or 'none'})")
+            raise ValueError(f"--only: no benchmark {shown(name)} (available: {', '.join(found) or 'none'})")
         chosen.append((name, found[name]))
     return chosen
+
+
+def quiet_load(value) -> float | None:
+    """--quiet: a load average to wait for (a number from 0, 0 meaning do not wait); ValueError otherwise."""
+    try:
+        load = float(str(value).strip())
+    except ValueError:
+        load = math.nan
+    if not 0 <= load <= 10_000:  # NaN compares false: refused
+        raise ValueError(f"--quiet {shown(value)} must be a load average: a number from 0 (do not wait) to 10000")
+    return load or None
+
+
+def bench_args(value: str) -> list[str]:
+    """--args split as a shell would; ValueError naming the flag otherwise."""
+    try:
+        return shlex.split(value or "")
+    except ValueError as exc:
+        raise ValueError(f"--args {shown(value)} is not a shell-quoted argument list ({exc}), "
+                         "e.g. --args='--bots 50'") from None
 
 
 def run(name: str, path: Path, argv: list[str]) -> int:
@@ -102,14 +129,14 @@ def run_selected(only: str | None, argv: list[str], quiet: float | None = None) 
         "quiet": "wait until the 1-minute load average is below this before each benchmark (e.g. 2)",
     }
 )
-def bench(c, only=None, args="", list=False, quiet=0.0):  # noqa: A002  (the option is --list)
+def bench(c, only=None, args="", list=False, quiet="0"):  # noqa: A002  (the option is --list)
     """Run benchmarks (bench/bench_<name>.py) against their targets; results into bench/RESULTS.md."""
     if list:
         for name, path in available().items():
             print(f"{name:20} {path}")
         return
     try:
-        code = run_selected(only, shlex.split(args or ""), float(quiet) or None)
+        code = run_selected(only, bench_args(args), quiet_load(quiet))
     except ValueError as exc:
         raise Exit(f"bench: {exc}", code=EXIT_USAGE) from None
     if code:

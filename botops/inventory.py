@@ -10,6 +10,7 @@ import jsonschema
 import yaml
 
 from botops import profiles
+from botops.report import shown
 from botops.runner import resolve_inventory
 
 SCHEMA_FILE = Path(__file__).with_name("inventory_schema.yml")
@@ -22,11 +23,22 @@ class InventoryError(ValueError):
     pass
 
 
-def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = False) -> tuple[Path, list[str]]:
+def check_limit(limit: str | None, flag: str = "--limit") -> None:
+    """A --limit is host and group names, patterns, commas and ranges (never shell or path tricks)."""
+    if limit is not None and not LIMIT_PATTERN.match(limit):
+        raise InventoryError(
+            f"{flag} {shown(limit)} is not a valid host pattern (bot or group names separated by commas, "
+            "at most 2000 characters, e.g. --limit=bot01,vanta)"
+        )
+
+
+def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = False,
+          flag: str = "--limit") -> tuple[Path, list[str]]:
     """Parse the inventory (malformed or empty is an error) and return the bots the limit selects.
 
     With check_vars, also check every selected bot's variables against the inventory schema and
-    its family's profile, so that a wrong value fails before anything changes."""
+    its family's profile (which must itself be valid), so that a wrong value fails before anything
+    changes. `flag` is the option the limit came from, for the messages (--limit, --bot)."""
     from ansible import constants
     from ansible.inventory.manager import InventoryManager
 
@@ -36,11 +48,7 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
         path = resolve_inventory(inventory)
     except ValueError as exc:
         raise InventoryError(str(exc)) from None
-    if limit is not None and not LIMIT_PATTERN.match(limit):
-        raise InventoryError(
-            f"--limit {limit!r} is not a valid host pattern (bot or group names separated by commas, "
-            "e.g. --limit=bot01,vanta)"
-        )
+    check_limit(limit, flag)
     try:
         manager = InventoryManager(loader=data_loader(), sources=[str(path)], parse=True)
     except InventoryError:
@@ -54,15 +62,19 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
         manager.subset(limit)
         selected = sorted(h.name for h in manager.get_hosts() if h.name != "localhost")
         if not selected:
-            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+            listed = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
             groups = ", ".join(sorted(g for g in manager.groups if g not in ("all", "ungrouped")))
-            raise InventoryError(f"--limit {limit!r} matches no bot (bots: {shown}; groups: {groups})")
+            raise InventoryError(f"{flag} {shown(limit)} matches no bot (bots: {listed}; groups: {groups})")
     else:
         selected = known
     if check_vars:
-        problems = check_bot_vars(manager, selected)
+        problems, families = _check_bot_vars(manager, selected)
         if problems:
             raise InventoryError(f"inventory {path} has wrong bot variables:\n  " + "\n  ".join(problems))
+        problems = check_profiles(families)
+        if problems:
+            raise InventoryError(f"the profiles of the targeted bots are invalid ({profiles.profiles_dir()}):\n  "
+                                 + "\n  ".join(problems))
     return path, selected
 
 
@@ -111,6 +123,10 @@ def _plain(value):
         return [_plain(v) for v in value if not _templated(v)]
     if isinstance(value, str):
         return str(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float)):  # Ansible's tagged numbers, named by their plain type in messages
+        return float(value) if isinstance(value, float) else int(value)
     return value
 
 
@@ -120,11 +136,33 @@ def _templated(value):
 
 def check_bot_vars(manager, names: list[str]) -> list[str]:
     """Problems with the bots' inventory variables, each naming the bot, the key and what is expected."""
+    return _check_bot_vars(manager, names)[0]
+
+
+def check_profiles(families: dict[str, list[str]]) -> list[str]:
+    """Problems with the profiles of these families ({family: its bots}), each naming the bots,
+    the profile file and the key path."""
+    problems = []
+    for family, bots in sorted(families.items()):
+        try:
+            profiles.load(family)
+        except profiles.ProfileError as exc:
+            lines = str(exc).splitlines()
+            details = [line.strip() for line in lines[1:]] or lines
+            who = ", ".join(bots[:10]) + (" ..." if len(bots) > 10 else "")
+            problems += [f"{who}: bot_family {family!r}: {line}" for line in details]
+    return problems
+
+
+def _check_bot_vars(manager, names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The problems with the bots' variables, and the bots of each known family they name."""
     from ansible.vars.manager import VariableManager
 
     variables = VariableManager(loader=manager._loader, inventory=manager)
     known_families = profiles.available()
     problems = []
+    families: dict[str, list[str]] = {}
+    ports: dict[str, dict | None] = {}  # each family's port names, its profile loaded once
     for name in names:
         host_vars = _vars(variables, manager, name)
         data = {k: _plain(v) for k, v in host_vars.items() if k.startswith("bot_") and not _templated(v)}
@@ -133,11 +171,19 @@ def check_bot_vars(manager, names: list[str]) -> list[str]:
             problems.append(f"{name}: {key}: {profiles.describe_error(error)}")
         family = data.get("bot_family")
         if isinstance(family, str) and family not in known_families:
-            problems.append(f"{name}: bot_family: no profile {family!r} (expected one of: {', '.join(known_families)})")
-        elif isinstance(family, str) and isinstance(data.get("bot_ports"), dict):
-            names_ok = profiles.load(family)["http"]["ports"]
-            for port_name in data["bot_ports"]:
-                if port_name not in names_ok:
-                    problems.append(f"{name}: bot_ports.{port_name}: not a port of {family} "
-                                    f"(expected one of: {', '.join(names_ok)})")
-    return list(dict.fromkeys(problems))
+            problems.append(f"{name}: bot_family: no profile {shown(family)} "
+                            f"(expected one of: {', '.join(known_families)})")
+        elif isinstance(family, str):
+            families.setdefault(family, []).append(name)
+            if family not in ports:
+                try:
+                    ports[family] = profiles.load(family)["http"]["ports"]
+                except profiles.ProfileError:
+                    ports[family] = None  # reported by check_profiles, once per family
+            names_ok = ports[family]
+            if names_ok is not None and isinstance(data.get("bot_ports"), dict):
+                for port_name in data["bot_ports"]:
+                    if port_name not in names_ok:
+                        problems.append(f"{name}: bot_ports.{port_name}: not a port of {family} "
+                                        f"(expected one of: {', '.join(names_ok)})")
+    return list(dict.fromkeys(problems)), families

@@ -17,6 +17,7 @@ from invoke import Exit, task
 from botops import profiles, windows
 from botops.inventory import InventoryError, hosts
 from botops.operation import run_operation, usage_error
+from botops.report import shown
 from botops.runner import EXIT_USAGE, resolve_inventory
 
 SERIAL_RE = re.compile(r"^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)$")
@@ -94,9 +95,15 @@ def closed_message(window: windows.Window, plans: dict[str, dict], families: dic
 
 
 def parse_tasks(task_name: str, value: str | None) -> list[str] | None:
-    if not value:
+    if value is None:
         return None
     listed = [t.strip() for t in value.split(",") if t.strip()]
+    if not listed:
+        raise usage_error(task_name, f"--tasks is empty: give task names, comma-separated "
+                                     f"(expected: {', '.join(windows.TASKS)}), or leave --tasks out for the window's")
+    if len(value) > 1000:
+        raise usage_error(task_name, f"--tasks {shown(value)} is too long (expected task names, comma-separated, "
+                                     f"from: {', '.join(windows.TASKS)})")
     try:
         return list(windows.check_tasks(listed, "--tasks"))
     except windows.WindowError as exc:
@@ -123,17 +130,23 @@ def maintenance(c, window=None, force=False, limit=None, inventory=None, check=F
     loaded = load_windows(name)
     if not window:
         raise usage_error(name, f"--window is required (expected one of: {', '.join(loaded)})")
-    try:
-        chosen = windows.get(loaded, window)
-    except windows.WindowError as exc:
-        raise usage_error(name, str(exc)) from None
+    if window not in loaded:
+        raise usage_error(name, f"--window: unknown maintenance window {shown(window)} "
+                                f"(expected one of: {', '.join(loaded)})")
+    chosen = windows.get(loaded, window)
     if not SERIAL_RE.match(str(serial)):
-        raise usage_error(name, f"--serial {serial!r} must be a number of bots or a percentage, e.g. 2 or 25%")
+        raise usage_error(name, f"--serial {shown(serial)} must be a number of bots or a percentage, e.g. 2 or 25%")
     task_list = parse_tasks(name, tasks)
+    if now is not None and not now.strip():
+        raise usage_error(name, "--now is empty: give an ISO 8601 instant (e.g. 2026-11-22T03:00:00Z), "
+                                "or leave --now out for the clock")
     try:
         moment = windows.parse_now(now)
-    except ValueError:
-        raise usage_error(name, f"--now {now!r} is not an ISO 8601 instant (e.g. 2026-11-22T03:00:00Z)") from None
+    except (ValueError, OverflowError):
+        raise usage_error(name, f"--now {shown(now)} is not an ISO 8601 instant (e.g. 2026-11-22T03:00:00Z)") from None
+    if not 2000 <= moment.year <= 2999:  # the windows' next occurrences must stay within datetime's range
+        raise usage_error(name, f"--now {shown(now)} is out of range (expected an ISO 8601 instant of the years "
+                                "2000 to 2999, e.g. 2026-11-22T03:00:00Z)")
     try:
         _, bots = hosts(inventory, limit)
     except InventoryError as exc:

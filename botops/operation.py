@@ -16,7 +16,7 @@ from pathlib import Path
 from invoke import Exit
 
 from botops.inventory import InventoryError, hosts
-from botops.report import table
+from botops.report import shown, table
 from botops.runner import EXIT_OK, EXIT_USAGE, REPO, PlaybookRun
 
 RESULT_COLUMNS = [
@@ -69,7 +69,7 @@ def number_flag(task: str, flag: str, value, unit: str, high: float, low: int = 
         fits = number is not None and low <= number <= high
         accepted = f"a whole number of {unit} from {low} to {int(high)}"
     if not fits:
-        raise usage_error(task, f"--{flag.replace('_', '-')} {value!r} must be {accepted}")
+        raise usage_error(task, f"--{flag.replace('_', '-')} {shown(value)} must be {accepted}")
     return number
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from botops.report import shown
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = Path(__file__).with_name("profile_schema.yml")
 
@@ -57,14 +59,23 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     if validator == "required":
         missing = [k for k in expected if k not in error.instance]
         return f"missing required key {', '.join(repr(k) for k in missing)}"
+    value = shown(error.instance)
     if validator == "type":
-        return f"expected {expected}, got {type(error.instance).__name__} {error.instance!r}"
+        return f"expected {expected}, got {type(error.instance).__name__} {value}"
     if validator == "enum":
-        return f"{error.instance!r} is not valid (expected one of: {', '.join(map(str, expected))})"
+        return f"{value} is not valid (expected one of: {', '.join(map(str, expected))})"
+    if validator == "maxLength":
+        return f"{value} is too long (expected at most {expected} characters)"
     if validator in ("pattern", "not", "minLength") and error.schema.get("description"):
-        return f"{error.instance!r} is not {error.schema['description']}"
-    if validator in ("minimum", "maximum"):
-        return f"{error.instance!r} is out of range (expected {error.schema.get('minimum', '...')} to {error.schema.get('maximum', '...')})"
+        return f"{value} is not {error.schema['description']}"
+    if validator == "minLength":
+        return f"{value} is too short (expected at least {expected} character{'s' if expected != 1 else ''})"
+    if validator == "pattern":
+        return f"{value} does not match {expected!r} (expected a string matching it)"
+    if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        low = (f"more than {error.schema['exclusiveMinimum']}" if "exclusiveMinimum" in error.schema
+               else error.schema.get("minimum", "..."))
+        return f"{value} is out of range (expected {low} to {error.schema.get('maximum', '...')})"
     if validator in ("oneOf", "anyOf"):
         keys = [sorted(s.get("required", [])) for s in expected]
         choices = [" + ".join(k) for k in keys if k]

@@ -6,6 +6,7 @@ from invoke import task
 
 from botops.operation import number_flag, run_operation, usage_error
 from botops.release import COMMON_HELP
+from botops.report import shown
 
 TARGETS = ("live", "dry")
 
@@ -57,7 +58,7 @@ def promote(c, to=None, inventory=None, limit=None, check=False, backup_age="24"
         raise usage_error("promote", "--to is required: --to=live (through the go/no-go checklist) "
                                      "or --to=dry (back to simulated orders)")
     if to not in TARGETS:
-        raise usage_error("promote", f"--to {to!r} is not accepted: --to=live (through the go/no-go checklist) "
+        raise usage_error("promote", f"--to {shown(to)} is not accepted: --to=live (through the go/no-go checklist) "
                                      "or --to=dry (back to simulated orders)")
     extravars = {"botops_promote_to": to,
                  "botops_backup_max_age": number_flag("promote", "backup_age", backup_age, "hours", high=24 * 90),

@@ -10,6 +10,7 @@ from pathlib import Path
 from invoke import task
 
 from botops.operation import number_flag, run_operation, usage_error
+from botops.report import shown
 from botops.runner import REPO
 
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
@@ -31,8 +32,15 @@ DEPLOY_COLUMNS = [
 
 
 def artifacts_dir(given: str | None) -> Path:
-    if given:
-        return Path(given).resolve()
+    if given is not None:
+        if not given.strip():
+            raise usage_error("deploy", "--artifacts is empty: give the directory holding the release artifacts "
+                                        "(or leave --artifacts out for the sandbox's)")
+        try:
+            return Path(given).resolve()
+        except OSError as exc:
+            raise usage_error("deploy", f"--artifacts {shown(given)} cannot be used: {exc.strerror} "
+                                        "(pass --artifacts=DIR)") from None
     sandbox = Path(os.environ.get("BOTOPS_SANDBOX_DIR", REPO / ".sandbox"))
     return (sandbox / "artifacts").resolve()
 
@@ -43,14 +51,20 @@ def available_versions(directory: Path) -> list[str]:
 
 def check_version(task_name: str, version: str, directory: Path) -> None:
     if not version or not VERSION_RE.match(version) or ".." in version:
-        raise usage_error(task_name, f"--version {version!r} is not a release version (e.g. --version=1.1.0)")
-    if not directory.is_dir():
+        raise usage_error(task_name, f"--version {shown(version)} is not a release version: letters, digits and "
+                                     "._+- (at most 64, no '..'), e.g. --version=1.1.0")
+    try:
+        found = directory.is_dir()
+    except OSError as exc:  # a name too long for the file system
+        raise usage_error(task_name, f"--artifacts {shown(str(directory))} cannot be used: {exc.strerror} "
+                                     "(pass --artifacts=DIR)") from None
+    if not found:
         raise usage_error(task_name, f"artifacts directory {directory} does not exist (pass --artifacts=DIR)")
     manifest = directory / f"{ARTIFACT_NAME}-{version}.json"
     tarball = directory / f"{ARTIFACT_NAME}-{version}.tar.gz"
     if not manifest.is_file() or not tarball.is_file():
         known = ", ".join(available_versions(directory)) or "none"
-        raise usage_error(task_name, f"no release {version} in {directory} (available: {known})")
+        raise usage_error(task_name, f"--version {version}: no release {version} in {directory} (available: {known})")
     try:
         json.loads(manifest.read_text())["sha256"]
     except (ValueError, KeyError):
@@ -60,7 +74,7 @@ def check_version(task_name: str, version: str, directory: Path) -> None:
 def serial_plan(task_name: str, canary, batch: str) -> list:
     canary = number_flag(task_name, "canary", canary, "bots (0: no canary)", high=999_999, low=0)
     if not BATCH_RE.match(str(batch)):
-        raise usage_error(task_name, f"--batch {batch!r} must be a number of bots or a percentage, e.g. 5 or 25%")
+        raise usage_error(task_name, f"--batch {shown(batch)} must be a number of bots or a percentage, e.g. 5 or 25%")
     size = batch if str(batch).endswith("%") else int(batch)
     return [canary, size] if canary else [size]
 
@@ -94,7 +108,8 @@ def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, 
     directory = artifacts_dir(artifacts)
     check_version("deploy", version, directory)
     if positions not in POSITION_POLICIES:
-        raise usage_error("deploy", f"--positions {positions!r} is not a policy (expected one of: {', '.join(POSITION_POLICIES)})")
+        raise usage_error("deploy", f"--positions {shown(positions)} is not a policy "
+                                    f"(expected one of: {', '.join(POSITION_POLICIES)})")
     extravars = {
         "botops_version": version,
         "botops_artifacts_dir": str(directory),
@@ -118,12 +133,14 @@ def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=
     """Roll bots back to the previous good release (or a version, or a backup): code and data together."""
     if backup is not None:
         if not BACKUP_ID_RE.match(backup):
-            raise usage_error("rollback", f"--backup {backup!r} is not a backup id (e.g. 20261121T020000Z-1.0.0-ab12); "
+            raise usage_error("rollback", f"--backup {shown(backup)} is not a backup id "
+                                          "(e.g. 20261121T020000Z-1.0.0-ab12); "
                                           "'invoke backups' lists them")
         if target != "latest":
             raise usage_error("rollback", "give --target or --backup, not both")
     elif target != "latest" and (not VERSION_RE.match(target) or ".." in target):
-        raise usage_error("rollback", f"--target {target!r} is not 'latest' or a release version")
+        raise usage_error("rollback", f"--target {shown(target)} is not 'latest' or a release version "
+                                      "(letters, digits and ._+-, at most 64, no '..'; e.g. --target=1.0.0)")
     extravars = {
         "botops_target": target,
         "botops_serial": serial_plan("rollback", 0, batch),

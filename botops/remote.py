@@ -30,7 +30,7 @@ from pathlib import Path
 from invoke import Exit, task
 
 from botops.inventory import InventoryError, data_loader, hosts
-from botops.report import table
+from botops.report import shown, table
 from botops.runner import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, artifacts_root
 from botops.operation import number_flag, usage_error
 from botops.safety import check_reason, operator
@@ -155,9 +155,13 @@ def targets(task_name: str, inventory: str | None, bot: str | None = None, limit
     if bot is None and limit is None and required:
         raise usage_error(task_name, "give --bot=NAME or --limit=PATTERN (e.g. --limit=prod, --limit=all)")
     if bot is not None and not BOT_NAME.match(bot):
-        raise usage_error(task_name, f"--bot {bot!r} is not a bot name")
+        raise usage_error(task_name, f"--bot {shown(bot)} is not a bot name (an inventory hostname: letters, digits "
+                                     "and ._-, at most 200)")
     try:
-        path, names = hosts(inventory, bot if bot is not None else limit)
+        if bot is not None:
+            path, names = hosts(inventory, bot, flag="--bot")
+        else:
+            path, names = hosts(inventory, limit)
         if bot is not None and names != [bot]:
             raise InventoryError(f"--bot {bot!r} is not one bot of the inventory but selects {', '.join(names)} "
                                  "(use --limit for groups)")

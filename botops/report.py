@@ -21,6 +21,16 @@ def _text(value) -> str:
     return str(value)
 
 
+def shown(value, limit: int = 60) -> str:
+    """A value as a message quotes it: its repr, cut short when huge (with its length), so that a
+    10,000-character flag value still gets a one-line error."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return text[: limit - 4] + "..." + text[-1] + size
+
+
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """Render rows as an aligned table; columns are (key, heading) pairs."""
     cells = [[heading for _, heading in columns]]

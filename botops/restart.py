@@ -6,6 +6,7 @@ from invoke import task
 
 from botops.operation import run_operation, usage_error
 from botops.release import COMMON_HELP, POSITION_POLICIES, serial_plan
+from botops.report import shown
 
 MODES = ("graceful", "quick", "recover")
 
@@ -37,9 +38,10 @@ def restart(c, mode="graceful", inventory=None, limit=None, check=False, positio
             takeover=False):
     """Restart bots: graceful, quick or with state recovery; per-bot downtime, readiness gate."""
     if mode not in MODES:
-        raise usage_error("restart", f"--mode {mode!r} is not a restart mode (expected one of: {', '.join(MODES)})")
+        raise usage_error("restart", f"--mode {shown(mode)} is not a restart mode "
+                                     f"(expected one of: {', '.join(MODES)})")
     if positions not in POSITION_POLICIES:
-        raise usage_error("restart", f"--positions {positions!r} is not a policy "
+        raise usage_error("restart", f"--positions {shown(positions)} is not a policy "
                                      f"(expected one of: {', '.join(POSITION_POLICIES)})")
     if positions != "carry" and mode != "graceful":
         raise usage_error("restart", f"--positions applies to --mode=graceful only (a {mode} restart does not wait)")

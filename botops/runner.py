@@ -39,15 +39,28 @@ def artifacts_root() -> Path:
 
 
 def resolve_inventory(inventory: str | None) -> Path:
-    """The inventory to run against: the sandbox unless one is given. Raises ValueError if missing."""
+    """The inventory to run against: the sandbox unless one is given. Raises ValueError if missing
+    (or empty: `--inventory=` is a mistake, never a way to say the sandbox)."""
+    from botops.report import shown
+
+    if inventory is not None and not str(inventory).strip():
+        raise ValueError("--inventory is empty: give an inventory file or directory "
+                         "(or leave --inventory out for the sandbox)")
     path = Path(inventory) if inventory else Path(os.environ.get("BOTOPS_INVENTORY", DEFAULT_INVENTORY))
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as exc:  # a name too long for the file system, a path through a file
+        raise ValueError(f"--inventory {shown(str(path))} cannot be used: {exc.strerror} "
+                         "(pass --inventory=PATH to an inventory file or directory)") from None
+    if not found:
         if not inventory and path == DEFAULT_INVENTORY:
             raise ValueError(
                 f"no inventory at {path}: start the sandbox with 'invoke sandbox.up' "
                 "or pass --inventory=PATH to a real inventory"
             )
-        raise ValueError(f"inventory {path} does not exist (pass --inventory=PATH to an inventory file or directory)")
+        where = path if len(str(path)) <= 300 else shown(str(path))
+        raise ValueError(f"inventory {where} does not exist "
+                         "(pass --inventory=PATH to an inventory file or directory)")
     return path.resolve()
 
 

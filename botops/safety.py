@@ -8,6 +8,7 @@ import os
 from invoke import task
 
 from botops.operation import run_operation, usage_error
+from botops.report import shown
 
 LEVELS = ("pause", "halt", "flatten")
 KILL_COLUMNS = [
@@ -47,7 +48,7 @@ def check_reason(task_name: str, reason: str | None, required: bool) -> None:
 def kill_switch(c, level="halt", reason=None, release=False, force=False, inventory=None, limit=None, check=False):
     """Engage (or --release) a kill switch level on every targeted bot at once, verified per bot."""
     if level not in LEVELS:
-        raise usage_error("kill-switch", f"--level {level!r} is not a level (expected one of: {', '.join(LEVELS)})")
+        raise usage_error("kill-switch", f"--level {shown(level)} is not a level (expected one of: {', '.join(LEVELS)})")
     check_reason("kill-switch", reason, required=not release)
     if force and not release:
         raise usage_error("kill-switch", "--force only applies with --release")

@@ -29,9 +29,11 @@ import yaml
 from invoke import Exit, task
 
 from botops import windows
+from botops.inventory import InventoryError, check_limit
 from botops.maintenance import load_windows
 from botops.operation import lock_dir, usage_error
-from botops.runner import REPO, artifacts_root
+from botops.report import shown
+from botops.runner import REPO, artifacts_root, resolve_inventory
 
 AWX_DIR = REPO / "awx"
 
@@ -261,6 +263,23 @@ def write_awx(assets: dict, directory: Path = AWX_DIR) -> list[Path]:
 
 
 # ---------------------------------------------------------------------- the task
+AWX_NAME_MAX = 512  # AWX's name fields (organization, project, inventory, execution environment)
+
+
+def check_options(name: str, inventory: str | None, limit: str | None, awx_names: dict[str, str]) -> None:
+    """Exit 2 for an inventory or limit the cron entries could not use, or a name AWX would refuse."""
+    try:
+        if inventory is not None:
+            resolve_inventory(inventory)
+        check_limit(limit)
+    except (ValueError, InventoryError) as exc:
+        raise usage_error(name, str(exc)) from None
+    for flag, value in awx_names.items():
+        if not str(value).strip() or len(value) > AWX_NAME_MAX or any(ord(ch) < 32 for ch in value):
+            raise usage_error(name, f"--{flag} {shown(value)} is not an AWX name "
+                                    f"(expected 1 to {AWX_NAME_MAX} characters on one line)")
+
+
 @task(
     help={
         "install": "install the cron entries for the current user (replaces the botops block: idempotent)",
@@ -283,6 +302,9 @@ def schedule(c, install=False, uninstall=False, print_=False, awx=False, invento
                                     ("--awx", awx)) if on]
     if len(chosen) != 1:
         raise usage_error(name, "give exactly one of --install, --uninstall, --print, --awx")
+    check_options(name, inventory, limit, {"organization": organization, "project": project,
+                                           "awx-inventory": awx_inventory,
+                                           "execution-environment": execution_environment})
     loaded = load_windows(name)
     if awx:
         written = write_awx(awx_assets(loaded, organization, project, awx_inventory, execution_environment))

@@ -64,6 +64,9 @@ DEFAULT_BOTS = 6
 DEFAULT_BASE_PORT = 18000
 DEFAULT_TRADE_INTERVAL = 0.2
 PORT_BLOCK = 10  # bot i listens in [base_port + 10*i, base_port + 10*i + 9]
+MIN_BASE_PORT = 1024
+MAX_BOTS = (65535 - MIN_BASE_PORT + 1) // PORT_BLOCK - 1  # what fits below 65536 from the lowest --base-port
+MAX_TRADE_INTERVAL = 3600.0  # seconds between trading ticks; more is a bot that never trades
 LISTEN = "127.0.0.1"
 INITIAL_RELEASE = "1.0.0"
 PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
@@ -150,14 +153,24 @@ def mask_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def _shown(value) -> str:
+    """A value as a message quotes it, cut short when huge."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:56]}...{text[-1]} ({len(str(value))} characters)"
+
+
 def parse_bot_count(value) -> int:
     text = str(value).strip()
     try:
         count = int(text)
-    except ValueError:
-        raise FleetError(f"--bots must be a whole number of bots (1 or more), got {text!r}", EXIT_USAGE) from None
+    except ValueError:  # also a number of more than 4300 digits
+        raise FleetError(f"--bots must be a whole number of bots (1 to {MAX_BOTS}), got {_shown(text)}",
+                         EXIT_USAGE) from None
     if count < 1:
         raise FleetError(f"--bots must be 1 or more, got {count}", EXIT_USAGE)
+    if count > MAX_BOTS:
+        raise FleetError(f"--bots must be at most {MAX_BOTS} (10 ports per bot below 65536), got {_shown(count)}",
+                         EXIT_USAGE)
     return count
 
 
@@ -173,7 +186,8 @@ def parse_families(value) -> list[str] | None:
             continue
         if name not in FAMILIES:
             raise FleetError(
-                f"unknown family {str(item).strip()!r}: valid families are {', '.join(FAMILY_NAMES)}", EXIT_USAGE
+                f"--families: unknown family {_shown(str(item).strip())}: valid families are {', '.join(FAMILY_NAMES)}",
+                EXIT_USAGE
             )
         if name not in names:
             names.append(name)
@@ -188,9 +202,10 @@ def parse_trade_interval(value) -> float | None:
     try:
         interval = float(value)
     except (TypeError, ValueError):
-        raise FleetError(f"--trade-interval must be a number of seconds, got {value!r}", EXIT_USAGE) from None
-    if not math.isfinite(interval) or interval <= 0:
-        raise FleetError(f"--trade-interval must be more than 0 seconds, got {value!r}", EXIT_USAGE)
+        raise FleetError(f"--trade-interval must be a number of seconds, got {_shown(value)}", EXIT_USAGE) from None
+    if not math.isfinite(interval) or interval <= 0 or interval > MAX_TRADE_INTERVAL:
+        raise FleetError(f"--trade-interval must be more than 0 seconds and at most {MAX_TRADE_INTERVAL:g}, "
+                         f"got {_shown(value)}", EXIT_USAGE)
     return interval
 
 
@@ -200,9 +215,11 @@ def parse_base_port(value) -> int | None:
     try:
         port = int(str(value).strip())
     except ValueError:
-        raise FleetError(f"--base-port must be a port number, got {value!r}", EXIT_USAGE) from None
-    if not 1024 <= port <= 65535 - 2 * PORT_BLOCK:
-        raise FleetError(f"--base-port must be between 1024 and {65535 - 2 * PORT_BLOCK}, got {port}", EXIT_USAGE)
+        raise FleetError(f"--base-port must be a port number between {MIN_BASE_PORT} and {65535 - 2 * PORT_BLOCK}, "
+                         f"got {_shown(value)}", EXIT_USAGE) from None
+    if not MIN_BASE_PORT <= port <= 65535 - 2 * PORT_BLOCK:
+        raise FleetError(f"--base-port must be between {MIN_BASE_PORT} and {65535 - 2 * PORT_BLOCK}, got {port}",
+                         EXIT_USAGE)
     return port
 
 
