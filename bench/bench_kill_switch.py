@@ -19,7 +19,7 @@ as an operator runs it (a subprocess `invoke kill-switch ... --inventory=<fleet>
 
 Each run records wall time, CPU time of the controller's processes, and their peak memory (sum of
 PSS - shared pages counted once - and of RSS over invoke, ansible-playbook and its workers, sampled
-every 20 ms). A timeline callback (bench/callback_plugins) splits the 1000-bot halt into where the
+every 250 ms). A timeline callback (bench/callback_plugins) splits the 1000-bot halt into where the
 time goes. The inventory's parse cost is measured in YAML (as the fleet writes it) and in JSON.
 Results go to bench/RESULTS.md (its "kill-switch" section only) unless --no-write.
 """
@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.fleet import PackedFleet  # noqa: E402
-from bench.results import RESULTS, machine, write_section  # noqa: E402
+from bench.results import RESULTS, cpu_busy, cpu_times, machine, write_section  # noqa: E402
 
 INVOKE = Path(sys.executable).with_name("invoke")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -101,9 +101,12 @@ def _memory(pid):
 
 
 class MemorySampler(threading.Thread):
-    """Peak of the summed PSS and RSS of a process tree, sampled every `interval` seconds."""
+    """Peak of the summed PSS and RSS of a process tree, sampled every `interval` seconds.
 
-    def __init__(self, pid, interval=0.02):
+    Not more often: each sample walks /proc and every process's page tables, which on two cores
+    takes CPU from the run it measures (at 20 ms it cost a thousand-bot halt seconds)."""
+
+    def __init__(self, pid, interval=0.25):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak_pss = self.peak_rss = self.peak_one_rss = 0
@@ -276,6 +279,9 @@ def bench_size(size, rounds, with_baseline, with_dead, work):
         rss = fleet.rss_mb()
         out["bots_rss_mb"] = round(sum(rss.values()))
         time.sleep(2)  # every bot past its first ticks
+        cpu0 = cpu_times()
+        time.sleep(5)
+        out["idle_cpu_busy"] = cpu_busy(cpu0, cpu_times())  # what the idle fleet itself takes of the machine
         for i in range(rounds):
             halt = bench.kill_switch(fleet)
             halt["halted"], halt["not_halted"] = count_halted(fleet, wait=2.0)
@@ -394,6 +400,8 @@ def section(info, sizes, note):
         "- every number is `invoke kill-switch` as an operator runs it, end to end (subprocess wall time), "
         f"median of {len(by[min(by)]['halt'])} rounds unless noted; the load average (1 min) before each run is "
         "in the last column",
+        "- the idle fleet's own share of the machine's CPU (bots trading, nothing else running): "
+        + "; ".join(f"{size} bots {by[size]['idle_cpu_busy']:.0%}" for size in sorted(by) if by[size].get("idle_cpu_busy") is not None),
         "",
         "| run | bots | seconds | target | ratio | CPU s | controller memory MB (PSS / RSS) | result | load before |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",

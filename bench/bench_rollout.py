@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.results import RESULTS, machine, write_section  # noqa: E402
+from bench.results import RESULTS, cpu_busy, cpu_times, machine, write_section  # noqa: E402
 from sandbox.fleet import Fleet  # noqa: E402
 from tests.integration.conftest import make_sandbox_dir, port_block  # noqa: E402
 
@@ -77,18 +77,6 @@ def quantiles(values):
     return {"n": len(values), "median": round(statistics.median(values), 2), "p90": round(p90, 2),
             "max": round(values[-1], 2)}
 
-
-def cpu_times():
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
-
-
-def cpu_busy(before, after):
-    """Share of the machine's CPU time that was busy between two cpu_times() (0..1)."""
-    total = after[1] - before[1]
-    return round((after[0] - before[0]) / total, 2) if total else None
 
 
 def trade_gaps(fleet, bots, since, until):

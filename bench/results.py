@@ -44,3 +44,16 @@ def write_section(section: str, text: str) -> None:
         tmp = RESULTS.with_suffix(".md.tmp")
         tmp.write_text(new if new.endswith("\n") else new + "\n")
         os.replace(tmp, RESULTS)
+
+
+def cpu_times():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(before, after):
+    """Share of the machine's CPU time that was busy between two cpu_times() (0..1)."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 2) if total else None
