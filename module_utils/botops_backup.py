@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from ansible.module_utils.botops_pg import Database, PgError, pg_bin
@@ -531,18 +533,30 @@ class PostgresEngine:
                 session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 snapshot = session.query("SELECT pg_export_snapshot()")[0][0]
                 server_version = session.query("SHOW server_version")[0][0]
-                counts, ledger_max, revision = self._counts_with(session.query)
             except PgError as exc:
                 raise BackupError(f"open a snapshot of database {self.name}: {exc}") from None
             cmd = [pg_dump, "--snapshot", snapshot, "--lock-wait-timeout=60000", *self.db.conn_args()]
-            started = time.monotonic()
             if fmt == "custom_zstd":
-                self._dump_pipe(cmd + ["-Fc", "-Z0"], [zstd, "-q", f"-{level}", "-T0", "-c"], target)
+                dump = functools.partial(self._dump_pipe, cmd + ["-Fc", "-Z0"], [zstd, "-q", f"-{level}", "-T0", "-c"],
+                                         target)
             elif fmt == "custom":
                 extra = ["-Z", str(level)] if level is not None else []
-                self._dump_direct(cmd + ["-Fc", *extra, "-f", target])
+                dump = functools.partial(self._dump_direct, cmd + ["-Fc", *extra, "-f", target])
             else:
-                self._dump_direct(cmd + ["-Fd", "-j", str(max(1, int(jobs))), "-Z", str(level), "-f", target])
+                dump = functools.partial(self._dump_direct,
+                                         cmd + ["-Fd", "-j", str(max(1, int(jobs))), "-Z", str(level), "-f", target])
+            # The rows are counted in the same snapshot while pg_dump reads it: the counts are what
+            # the dump holds, and a large database's counting costs no time of its own.
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg_dump") as pool:
+                dumping = pool.submit(dump)
+                try:
+                    counts, ledger_max, revision = self._counts_with(session.query)
+                except PgError as exc:
+                    with contextlib.suppress(BackupError):
+                        dumping.result()  # the dump writes into the set's directory: let it end first
+                    raise BackupError(f"count rows in the snapshot of database {self.name}: {exc}") from None
+                dumping.result()
             dump_seconds = round(time.monotonic() - started, 3)
         finally:
             session.close(commit=True)
@@ -613,27 +627,26 @@ class PostgresEngine:
             raise BackupError(f"unknown dump format {fmt!r} in the manifest")
         source = os.path.join(set_dir, FORMATS[fmt])
         cmd = [find_bin("pg_restore"), "--exit-on-error", "--no-owner", *self.db.conn_args(scratch)]
-        if fmt == "custom_zstd":
-            with tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2:
-                unzip = subprocess.Popen([find_bin("zstd"), "-q", "-d", "-c", source], stdout=subprocess.PIPE,
-                                         stderr=err1)
-                restore = subprocess.Popen(cmd, env=self.db.env(), stdin=unzip.stdout, stdout=subprocess.DEVNULL,
-                                           stderr=err2)
-                unzip.stdout.close()
-                rc_restore = restore.wait()
-                rc_unzip = unzip.wait()
-                if rc_restore != 0:
-                    err2.seek(0)
-                    raise BackupError(f"pg_restore into {scratch} failed (rc={rc_restore}): "
-                                      f"{_tail(err2.read().decode(errors='replace'))}")
-                if rc_unzip != 0:
-                    err1.seek(0)
-                    raise BackupError(f"zstd -d of {FORMATS[fmt]} failed (rc={rc_unzip}): "
-                                      f"{_tail(err1.read().decode(errors='replace'))}")
-            return
-        if fmt in ("custom", "directory") and int(jobs) > 1:
+        if int(jobs) > 1:
             cmd += ["-j", str(int(jobs))]
-        rc, out, err = self.db.run(cmd + [source])
+        if fmt != "custom_zstd":
+            self._restore(cmd, source, scratch)
+            return
+        # pg_restore -j needs a file it can seek in: the dump is decompressed beside the sets (the
+        # callers hold the store's lock, so no writer takes the directory for a killed run's), and
+        # removed after the restore whatever happens.
+        workdir = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}restore-", dir=os.path.dirname(os.path.abspath(set_dir)))
+        try:
+            plain = os.path.join(workdir, "db.dump")
+            rc, out, err = run([find_bin("zstd"), "-q", "-d", source, "-o", plain])
+            if rc != 0:
+                raise BackupError(f"zstd -d of {FORMATS[fmt]} failed (rc={rc}): {_tail(err or out)}")
+            self._restore(cmd, plain, scratch)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _restore(self, cmd, path, scratch):
+        rc, out, err = self.db.run(cmd + [path])
         if rc != 0:
             raise BackupError(f"pg_restore into {scratch} failed (rc={rc}): {_tail(err or out)}")
 
