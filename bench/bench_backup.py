@@ -40,7 +40,7 @@ import conftest  # noqa: E402,F401  (makes ansible.module_utils.botops_* importa
 from ansible.module_utils import botops_backup as bb  # noqa: E402
 from ansible.module_utils.botops_pg import Database  # noqa: E402
 
-from bench.results import RESULTS, machine, write_section  # noqa: E402
+from bench.results import machine, publish  # noqa: E402
 from tests.integration.pgredis import PostgresCluster  # noqa: E402
 
 SECTION = "backup"
@@ -210,11 +210,7 @@ def main(argv=None) -> int:
         cluster.destroy()
         shutil.rmtree(work, ignore_errors=True)
     text = section(info, size, rows, rounds, args.note or NOTE)
-    print()
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-        print(f"written to {RESULTS}")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

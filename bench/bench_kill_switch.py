@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.fleet import PackedFleet  # noqa: E402
-from bench.results import RESULTS, cpu_busy, cpu_times, machine, write_section  # noqa: E402
+from bench.results import cpu_busy, cpu_times, machine, publish  # noqa: E402
 
 INVOKE = Path(sys.executable).with_name("invoke")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -502,11 +502,7 @@ def main(argv=None):
             args.json.write_text(json.dumps({"machine": info, "sizes": sizes}, indent=2, default=str))
         shutil.rmtree(work, ignore_errors=True)
     text = section(info, sizes, args.note or NOTE)
-    print()
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-        print(f"written to {RESULTS}")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

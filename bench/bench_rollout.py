@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.results import RESULTS, cpu_busy, cpu_times, machine, write_section  # noqa: E402
+from bench.results import cpu_busy, cpu_times, machine, publish  # noqa: E402
 from sandbox.fleet import Fleet  # noqa: E402
 from tests.integration.conftest import make_sandbox_dir, port_block  # noqa: E402
 
@@ -398,13 +398,9 @@ def main(argv=None):
         return 1
     note = args.note or ("Decision: " + decision(results))
     text = section(results, info, mito[1] if mito else None, note)
-    print()
-    print(text)
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
-    if not args.no_write:
-        write_section(SECTION, text)
-        print(f"written to {RESULTS}")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

@@ -30,6 +30,15 @@ def machine(load_at_start) -> dict:
             "python": platform.python_version(), "ansible_core": ansible.__version__, "kernel": platform.release()}
 
 
+def publish(section: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless told not to, write it into bench/RESULTS.md."""
+    print()
+    print(text)
+    if write:
+        write_section(section, text)
+        print(f"written to {RESULTS}")
+
+
 def write_section(section: str, text: str) -> None:
     """Replace the text between `<!-- bench:SECTION:start -->` and its end marker (or append it)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
