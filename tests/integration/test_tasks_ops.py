@@ -22,8 +22,6 @@ from sandbox.fleet import wait_until
 
 from .trading_state import restore_fleet, wait_trading
 
-# slow tier: restart, backup, restore, backups, releases and promote through the CLI: several minutes; the fault suite covers backup, restore and maintenance the same way
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = Path(sys.executable).with_name("invoke")
