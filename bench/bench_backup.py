@@ -173,9 +173,9 @@ NOTE = """Notes: the baseline dump is bound by gzip (one core, level 6); botops 
 into `zstd -1 -T0` (both cores), which is both faster and smaller here. The restore decompresses
 the zstd file beside the sets and runs `pg_restore -j2` on it; a custom archive written to a pipe
 has no data offsets, so each restore job seeks through the file for its tables, which with the
-decompression is where it loses to the baseline. The raw pipeline alone (`pg_dump -Fc -Z0 | zstd
--1 -T0`) takes 5.75 s here: counting the rows in the snapshot, the checksums and the fsync make up
-the rest of the backup's time. Both restores
+decompression is where it can lose to the baseline. Beyond the raw pipeline (`pg_dump -Fc -Z0 |
+zstd -1 -T0`), the backup's time is counting the rows in the snapshot, the checksums and the
+fsync. Both restores
 go into an empty database of the same cluster, with fsync off for both (a test cluster): the ratio,
 not the absolute time, is what carries over. Verification is what `bot_backup state=verified` does on
 every set; the test restore (`--test-restore`) is a restore and costs what the restore row shows."""
