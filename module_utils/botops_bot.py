@@ -470,22 +470,30 @@ class Bot:
         return pids
 
 
-def find_pids(pattern):
-    """PIDs whose full command line matches the pattern (like pgrep -f), this process excluded."""
-    regex = re.compile(pattern)
-    me = os.getpid()
-    pids = []
+def scan_processes(exclude=()):
+    """[(pid, command line)] of every process (like `pgrep -f` sees them), `exclude` left out."""
+    found = []
+    skip = set(exclude)
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if pid in skip:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        if cmdline and regex.search(cmdline):
-            pids.append(int(entry))
-    return sorted(pids)
+        if cmdline:
+            found.append((pid, cmdline))
+    return found
+
+
+def find_pids(pattern):
+    """PIDs whose full command line matches the pattern (like pgrep -f), this process excluded."""
+    regex = re.compile(pattern)
+    return sorted(pid for pid, cmdline in scan_processes(exclude=(os.getpid(),)) if regex.search(cmdline))
 
 
 def supervisorctl_path():

@@ -31,7 +31,8 @@ import time
 import xmlrpc.client
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ansible.module_utils.botops_bot import Bot, BotError
+from ansible.module_utils.botops_bot import Bot, BotError, scan_processes
+from ansible.module_utils.botops_service import UnixSocketTransport
 
 FAIL_FAST_TIMEOUT = 0.5
 SUPERVISOR_RPC_TIMEOUT = 300.0  # stopProcess waits for the program's stopwaitsecs, then SIGKILL
@@ -42,26 +43,6 @@ FAULT_NOT_RUNNING = 70
 
 
 # ---------------------------------------------------------------------------------- processes
-def scan_processes(exclude=()):
-    """[(pid, command line)] of every process (like `pgrep -f` sees them), `exclude` left out."""
-    found = []
-    skip = set(exclude)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        if pid in skip:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if cmdline:
-            found.append((pid, cmdline))
-    return found
-
-
 class ProcessTable:
     """The process list, shared: a caller gets a scan that began after it asked, and one scan serves
     every caller that was waiting for it (at most two scans per wave of callers)."""
@@ -87,26 +68,6 @@ class ProcessTable:
 
 
 # ---------------------------------------------------------------------------------- supervisord
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path, timeout):
-        super().__init__()
-        self._path = path
-        self._timeout = timeout
-
-    def make_connection(self, host):
-        conn = http.client.HTTPConnection("localhost", timeout=self._timeout)
-        path, timeout = self._path, self._timeout
-
-        def connect():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(path)
-            conn.sock = sock
-
-        conn.connect = connect
-        return conn
-
-
 def supervisor_socket(config):
     """The unix socket supervisorctl would talk to for this supervisord.conf, or None."""
     parser = configparser.RawConfigParser(strict=False)
@@ -205,7 +166,7 @@ class ServiceGate:
         path = self._socket(bot)
         if path is None:
             return None
-        return xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(path, self.rpc_timeout))
+        return xmlrpc.client.ServerProxy("http://localhost", transport=UnixSocketTransport(path, self.rpc_timeout))
 
     def _describe(self, bot, op, exc):
         name = bot.service_conf["name"]

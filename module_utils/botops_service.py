@@ -235,7 +235,9 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class _UnixTransport(xmlrpc.client.Transport):
+class UnixSocketTransport(xmlrpc.client.Transport):
+    """XML-RPC over supervisord's unix socket (the transport supervisorctl itself uses)."""
+
     def __init__(self, path, timeout):
         super().__init__()
         self._path = path
@@ -255,7 +257,7 @@ class SupervisorRPC:
     def __init__(self, socket_path, name, username=None, password=None, timeout=60.0):
         self.name = name
         auth = f"{username}:{password}@" if username else ""
-        self._proxy = xmlrpc.client.ServerProxy(f"http://{auth}localhost", transport=_UnixTransport(socket_path, timeout))
+        self._proxy = xmlrpc.client.ServerProxy(f"http://{auth}localhost", transport=UnixSocketTransport(socket_path, timeout))
 
     def _call(self, method, *args):
         try:

@@ -79,14 +79,7 @@ class MemoryTrader(Trader):
             result = fn(tx)
             self.persist_state(ledger, "marks", {s: str(p) for s, p in sorted(self._prices.items())})
             snapshot = self._snapshot(tx)
-        self._realized += tx.realized
-        self._fees += tx.fees
-        snapshot.realized_pnl, snapshot.fees = self._realized, self._fees
-        snapshot.portfolio_value += self._realized - self._fees
-        if tick:
-            self.state.tick_done(snapshot)
-        else:
-            self.state.publish(snapshot)
+        self._committed(tx, snapshot, tick)
         return result
 
     def _recover(self, ledger: MemoryLedger) -> None:

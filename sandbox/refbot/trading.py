@@ -250,6 +250,11 @@ class Trader:
             # Marks are state too: a restart values open positions exactly as the last commit did.
             self.persist_state(tx.cur, "marks", {s: str(p) for s, p in sorted(self._prices.items())})
             snapshot = self._snapshot(tx)
+        self._committed(tx, snapshot, tick)
+        return result
+
+    def _committed(self, tx: Tx, snapshot, tick: bool) -> None:
+        """After a transaction committed: add its realized PnL and fees, publish the state."""
         self._realized += tx.realized
         self._fees += tx.fees
         snapshot.realized_pnl, snapshot.fees = self._realized, self._fees
@@ -258,7 +263,6 @@ class Trader:
             self.state.tick_done(snapshot)
         else:
             self.state.publish(snapshot)
-        return result
 
     def _tick_safely(self) -> None:
         try:
