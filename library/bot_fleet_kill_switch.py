@@ -202,7 +202,9 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import Bot, BotError, bot_argument_spec
 from ansible.module_utils.botops_fleet import FleetRun, scrub
-from ansible.module_utils.botops_kill_switch import AUDIT_LOG, AuditIndex, HostlessBot, KillSwitch, KillSwitchError
+from ansible.module_utils.botops_kill_switch import (
+    AUDIT_LOG, REQUIRED_IF, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options,
+)
 
 
 def one_bot(entry, p, check_mode, run, index):
@@ -240,19 +242,13 @@ def argument_spec():
         hosts=dict(type="list", elements="str"),
         bots=dict(type="list", elements="dict", options=entry_spec),
         profiles=dict(type="dict", default={}),
-        state=dict(type="str", choices=["engaged", "released"], default="engaged"),
-        level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
-        reason=dict(type="str"),
-        force=dict(type="bool", default=False),
-        escalate=dict(type="bool", default=True),
-        who=dict(type="str"),
+        **kill_switch_options(),
         audit_log=dict(type="path", default="~/.botops/kill-switch-audit.log"),
         max_workers=dict(type="int", default=1024),
         fail_fast=dict(type="float", default=0.5),
     )
 
 
-REQUIRED_IF = [("state", "engaged", ("reason",))]
 REQUIRED_ONE_OF = [("hosts", "bots")]
 MUTUALLY_EXCLUSIVE = [("hosts", "bots")]
 

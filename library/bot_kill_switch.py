@@ -185,7 +185,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
-from ansible.module_utils.botops_kill_switch import AUDIT_LOG, KillSwitch, KillSwitchError
+from ansible.module_utils.botops_kill_switch import (
+    AUDIT_LOG, REQUIRED_IF, KillSwitch, KillSwitchError, kill_switch_options,
+)
 
 
 def warn_audit(module, result):
@@ -195,18 +197,10 @@ def warn_audit(module, result):
 
 def main():
     argument_spec = bot_argument_spec()
-    argument_spec.update(
-        state=dict(type="str", choices=["engaged", "released"], default="engaged"),
-        level=dict(type="str", choices=["pause", "halt", "flatten"], default="halt"),
-        reason=dict(type="str"),
-        force=dict(type="bool", default=False),
-        escalate=dict(type="bool", default=True),
-        who=dict(type="str"),
-        audit_log=dict(type="path"),
-    )
+    argument_spec.update(kill_switch_options(), audit_log=dict(type="path"))
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_if=[("state", "engaged", ("reason",))],
+        required_if=REQUIRED_IF,
         supports_check_mode=True,
     )
     p = module.params

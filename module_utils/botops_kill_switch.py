@@ -34,6 +34,22 @@ PROCESS_ABSENT = "process absent"
 _audit_lock = threading.Lock()
 
 
+def kill_switch_options():
+    """The options bot_kill_switch and bot_fleet_kill_switch share (each adds its own audit_log)."""
+    return dict(
+        state=dict(type="str", choices=["engaged", "released"], default="engaged"),
+        level=dict(type="str", choices=list(LEVELS), default="halt"),
+        reason=dict(type="str"),
+        force=dict(type="bool", default=False),
+        escalate=dict(type="bool", default=True),
+        who=dict(type="str"),
+    )
+
+
+# engaging needs a reason: it goes to the audit log and the notification
+REQUIRED_IF = [("state", "engaged", ("reason",))]
+
+
 def rank(level):
     return LEVELS.index(level) if level in LEVELS else -1
 
