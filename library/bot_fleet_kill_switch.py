@@ -20,6 +20,8 @@ description:
     C(http.timeout), once a request to a bot timed out its later requests wait at most
     O(fail_fast) seconds, a rung whose actions fail gets one look at its checks, and the bot goes
     on down its own ladder in its own thread.
+  - Bots that share a host are not all asked at once (O(max_requests_per_host)) - flooded, their
+    host answers too late and they would be escalated for being slow rather than unresponsive.
   - Every bot is tried. The task fails after all bots were tried if any bot could not be brought
     to the asked state, naming each such bot and why.
   - The audit log is written on the controller (O(audit_log)), because the controller may not
@@ -110,6 +112,17 @@ options:
     description: Bots handled at the same time (one thread each).
     type: int
     default: 1024
+  max_requests_per_host:
+    description:
+      - At most this many requests in flight to one host (one C(bot_listen) address) at a time; a
+        request waits for a slot before its C(http.timeout) starts.
+      - Bots that share a host share its CPU. Asked all at once, a thousand bots on one host (or a
+        few hundred on a small one) answer so late that their requests time out and their ladders
+        escalate to stopping processes that would have halted on their API. Requests to a bot that
+        already timed out take no slot, so bots that do not answer hold up the others for at most
+        their first timeout.
+    type: int
+    default: 128
   fail_fast:
     description:
       - When engaging, once a request to a bot timed out (after its profile's C(http.timeout)), its
@@ -201,7 +214,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import Bot, BotError, bot_argument_spec
-from ansible.module_utils.botops_fleet import FleetRun, scrub
+from ansible.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
 from ansible.module_utils.botops_kill_switch import (
     AUDIT_LOG, REQUIRED_IF, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options,
 )
@@ -245,6 +258,7 @@ def argument_spec():
         **kill_switch_options(),
         audit_log=dict(type="path", default="~/.botops/kill-switch-audit.log"),
         max_workers=dict(type="int", default=1024),
+        max_requests_per_host=dict(type="int", default=REQUESTS_PER_HOST),
         fail_fast=dict(type="float", default=0.5),
     )
 
@@ -269,6 +283,8 @@ def run_fleet(p, check_mode, no_log_values=()):
         return result, f"Failed to {verb} the fleet kill switch: bots given twice: {', '.join(sorted(duplicates))}"
     if p["max_workers"] < 1:
         return result, f"Failed to {verb} the fleet kill switch: max_workers must be 1 or more"
+    if p["max_requests_per_host"] < 1:
+        return result, f"Failed to {verb} the fleet kill switch: max_requests_per_host must be 1 or more"
     if p["fail_fast"] <= 0:
         return result, f"Failed to {verb} the fleet kill switch: fail_fast must be more than 0 seconds"
     for e in p["bots"]:
@@ -281,7 +297,8 @@ def run_fleet(p, check_mode, no_log_values=()):
 
     # fail fast only on the way down: a bot that does not answer is escalated, but a slow one being
     # released is given its full timeouts
-    run = FleetRun(fail_fast=p["fail_fast"] if p["state"] == "engaged" else None)
+    run = FleetRun(fail_fast=p["fail_fast"] if p["state"] == "engaged" else None,
+                   per_host=p["max_requests_per_host"])
     index = AuditIndex([p["audit_log"]])
     workers = min(p["max_workers"], len(p["bots"])) or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:

@@ -111,12 +111,14 @@ class Bot:
     `.state(bot)`: bots behind one service share one operation), `redis` (`.command(url, *args)`:
     Redis without a redis-cli process), `fail_fast` (seconds: once a request to this bot timed
     out, later ones wait at most this long, so that the timeouts of a bot that does not answer
-    do not add up)."""
+    do not add up), `http_slots` (`(host)` -> a context manager held while a request to that
+    host is in flight: at most so many requests to one host at a time)."""
 
     processes = None
     services = None
     redis = None
     fail_fast = None
+    http_slots = None
 
     def __init__(self, profile, bot, secrets=None, run_command=None):
         self.profile = profile
@@ -193,10 +195,13 @@ class Bot:
             conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        # a bot that already timed out is not counted: its requests cost its host nothing
+        slot = self.http_slots(host) if self.http_slots is not None and not self.unresponsive else None
         try:
-            conn.request(method, req["path"], body=payload, headers=hdrs)
-            resp = conn.getresponse()
-            raw = resp.read()
+            with slot or contextlib.nullcontext():
+                conn.request(method, req["path"], body=payload, headers=hdrs)
+                resp = conn.getresponse()
+                raw = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, TimeoutError):
                 self.unresponsive = True

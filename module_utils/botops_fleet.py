@@ -7,13 +7,20 @@ naively, every bot scans /proc on its own, starts a `supervisorctl` and a `redis
 operation, and restarts a service as many times as there are bots behind it. `FleetRun` gives
 every Bot of a run the same helpers instead (see `Bot`'s class attributes):
 
-- `ProcessTable`: one /proc scan serves every bot that asked before the scan began;
+- `ProcessTable`: one /proc scan serves every bot that asked before the scan began, at most
+  twenty scans a second;
 - `ServiceGate`: a service operation asked by several bots behind the same service (bots that
   share a process) is done once: a bot joins an operation of the same kind on the same service
   that started after its own previous action, else starts one. supervisord is driven over its
   XML-RPC unix socket (what `supervisorctl` does, without a Python process per call);
 - `RedisClient`: GET and SET over a socket (RESP), without a `redis-cli` process;
-- `fail_fast`: once a request to a bot timed out, later requests to it wait at most this long.
+- `fail_fast`: once a request to a bot timed out, later requests to it wait at most this long;
+- `http_slots`: at most `per_host` requests in flight to one host (one listen address) at a time.
+  A thousand threads asking at once flood the host their bots share: its bots answer so late
+  that their requests time out and their ladders escalate to stopping processes that would have
+  halted on their API. A request waits for a slot before its timeout starts; requests to a bot
+  that already timed out take no slot (they cost its host nothing), so bots that do not answer
+  hold up the others for at most their first timeout.
 
 Results never change: every check, action and verification is still made per bot. Stdlib only.
 """
@@ -35,6 +42,8 @@ from ansible.module_utils.botops_bot import Bot, BotError, scan_processes
 from ansible.module_utils.botops_service import UnixSocketTransport
 
 FAIL_FAST_TIMEOUT = 0.5
+REQUESTS_PER_HOST = 128
+SCAN_GAP = 0.05  # seconds between two scans of /proc
 SUPERVISOR_RPC_TIMEOUT = 300.0  # stopProcess waits for the program's stopwaitsecs, then SIGKILL
 # supervisor.xmlrpc.Faults
 FAULT_BAD_NAME = 10
@@ -45,11 +54,15 @@ FAULT_NOT_RUNNING = 70
 # ---------------------------------------------------------------------------------- processes
 class ProcessTable:
     """The process list, shared: a caller gets a scan that began after it asked, and one scan serves
-    every caller that was waiting for it (at most two scans per wave of callers)."""
+    every caller that was waiting for it. Scans begin at least `gap` seconds apart: callers that
+    keep arriving (a thousand bots' threads do not all start at once) would otherwise get a scan
+    each, and a thousand scans of /proc cost seconds of CPU; those that arrive in the gap wait for
+    its end and share the scan that follows."""
 
-    def __init__(self):
+    def __init__(self, gap=SCAN_GAP):
         self._lock = threading.Lock()
         self._snapshot = (float("-inf"), [], {})
+        self.gap = gap
         self.scans = 0
 
     def pids(self, pattern):
@@ -57,6 +70,9 @@ class ProcessTable:
         with self._lock:
             started, table, matches = self._snapshot
             if started < asked:
+                wait = started + self.gap - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)  # holding the lock: whoever asks meanwhile shares the next scan
                 started = time.monotonic()
                 table, matches = scan_processes(exclude=(os.getpid(),)), {}
                 self._snapshot = (started, table, matches)
@@ -300,12 +316,22 @@ class RedisClient:
 class FleetRun:
     """The helpers one fleet run shares between its Bots; `attach(bot)` gives them to a Bot."""
 
-    def __init__(self, fail_fast=FAIL_FAST_TIMEOUT, redis_timeout=2.0):
+    def __init__(self, fail_fast=FAIL_FAST_TIMEOUT, redis_timeout=2.0, per_host=REQUESTS_PER_HOST):
         self.started = time.monotonic()
         self.processes = ProcessTable()
         self.services = ServiceGate()
         self.redis = RedisClient(redis_timeout)
         self.fail_fast = fail_fast
+        self.per_host = per_host
+        self._slots = {}
+        self._slots_lock = threading.Lock()
+
+    def http_slots(self, host):
+        """The slots of one host: a semaphore of `per_host` (see the module docstring)."""
+        with self._slots_lock:
+            if host not in self._slots:
+                self._slots[host] = threading.BoundedSemaphore(self.per_host)
+            return self._slots[host]
 
     def attach(self, bot):
         if isinstance(bot, Bot):
@@ -313,6 +339,7 @@ class FleetRun:
             bot.services = self.services
             bot.redis = self.redis
             bot.fail_fast = self.fail_fast
+            bot.http_slots = self.http_slots
             # a bot that has done nothing yet joins any operation of this run on its service: what it
             # needs changed dates from before the run (its thread may well start after another bot's)
             bot.last_action_at = self.started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socketserver
 import threading
@@ -51,6 +52,32 @@ def test_process_table_scans_once_for_callers_that_asked_before_the_scan(monkeyp
     before = len(scans)
     assert table.pids(r"pack02\.json$") == [102]
     assert len(scans) == before + 1
+
+
+def test_process_table_scans_at_most_once_per_gap_for_callers_that_keep_arriving(monkeypatch):
+    scans = []
+
+    def fake_scan(exclude=()):
+        scans.append(time.monotonic())
+        return [(101, "python -m refbot --fleet-file /x/pack01.json")]
+
+    monkeypatch.setattr(botops_fleet, "scan_processes", fake_scan)
+    table = ProcessTable(gap=0.1)
+    results, threads = [], []
+    started = time.monotonic()
+    for _ in range(40):  # one caller every 10 ms for 0.4 s: without the gap, a scan each
+        asked = time.monotonic()
+        t = threading.Thread(target=lambda asked=asked: results.append((asked, table.pids(r"pack01\.json$"))))
+        t.start()
+        threads.append(t)
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert [pids for _, pids in results] == [[101]] * 40
+    assert len(scans) <= (time.monotonic() - started) / 0.1 + 2
+    assert all(b - a >= 0.099 for a, b in zip(scans, scans[1:])), "scans begin at least the gap apart"
+    # freshness is kept: every caller got a scan that began after it asked
+    assert all(any(scan >= asked for scan in scans) for asked, _ in results)
 
 
 def test_process_table_finds_this_test_process_parent_but_not_itself():
@@ -320,6 +347,87 @@ def test_after_one_timeout_a_bot_fails_fast(tmp_path):
             b.request({"method": "POST", "path": "/kill"})
         second = time.monotonic() - started
         assert first >= 0.5 and second < 0.4 and b.unresponsive
+    finally:
+        listener.close()
+
+
+# ------------------------------------------------------------------------------ requests per host
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - stdlib name
+        server = self.server
+        with server.lock:
+            server.in_flight += 1
+            server.most = max(server.most, server.in_flight)
+        time.sleep(0.05)
+        with server.lock:
+            server.in_flight -= 1
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def counting_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+    server.lock, server.in_flight, server.most = threading.Lock(), 0, 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_at_most_per_host_requests_in_flight_to_one_host(counting_server, tmp_path):
+    profile = dict(PROFILE, http={"ports": {"api": counting_server.server_address[1]}, "timeout": 5.0})
+    run = FleetRun(per_host=3)
+    bots = [run.attach(Bot(profile, {"name": f"b{i}", "root": str(tmp_path)})) for i in range(12)]
+    answers = []
+    threads = [threading.Thread(target=lambda b=b: answers.append(b.request({"path": "/health"}))) for b in bots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [(200, {"ok": True})] * 12
+    assert counting_server.most == 3
+
+    unbounded = [Bot(profile, {"name": f"u{i}", "root": str(tmp_path)}) for i in range(12)]  # no fleet run
+    counting_server.most = 0
+    threads = [threading.Thread(target=lambda b=b: b.request({"path": "/health"})) for b in unbounded]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counting_server.most > 3, "the bound is the fleet run's, a lone Bot has none"
+
+
+def test_a_bot_that_timed_out_takes_no_slot_of_its_host(tmp_path):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts connections, never answers
+    try:
+        profile = dict(PROFILE, http={"ports": {"api": listener.getsockname()[1]}, "timeout": 0.3})
+        run = FleetRun(fail_fast=5.0, per_host=1)
+        dead = run.attach(Bot(profile, {"name": "dead", "root": str(tmp_path)}))
+        with pytest.raises(BotError, match="timed out"):
+            dead.request({"path": "/health"})
+        assert dead.unresponsive
+        slot = run.http_slots("127.0.0.1")
+        assert slot.acquire(timeout=0), "the timed-out request gave its slot back"
+        try:  # the only slot is taken: the unresponsive bot's next request does not wait for it
+            started = time.monotonic()
+            with pytest.raises(BotError, match="timed out"):
+                dead.request({"path": "/health"})
+            assert time.monotonic() - started < 1.0
+        finally:
+            slot.release()
     finally:
         listener.close()
 

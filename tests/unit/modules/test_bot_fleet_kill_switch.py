@@ -118,6 +118,33 @@ def test_a_hung_bot_does_not_slow_the_others(fakes, tmp_path):
         hung.server_close()
 
 
+def test_one_slot_per_host_still_halts_every_bot_and_a_hung_one_holds_it_once(fakes, tmp_path):
+    quick = [fakes(f"b{i:02d}") for i in range(1, 6)]
+    hung = ThreadingHTTPServer(("127.0.0.1", 0), _Hang)
+    hung.daemon_threads = True
+    threading.Thread(target=hung.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        profile = api_profile()
+        profile["http"]["timeout"] = 0.5
+        dead = {"bot": {"name": "b99", "root": str(tmp_path / "b99"), "ports": {"api": hung.server_address[1]}},
+                "profile": profile, "secrets": {"api_token": TOKEN}, "local": False}
+        started = time.monotonic()
+        res = fleet([dead] + [entry(b) for b in quick], tmp_path, max_requests_per_host=1)
+        took = time.monotonic() - started
+        assert res["summary"]["failed_bots"] == ["b99"]
+        assert all(b.breaker == "open" for b in quick)
+        # every request of the quick bots went one at a time, the hung bot's only its first
+        assert took < 0.5 + 3, f"the hung bot held the only slot for {took:.1f}s"
+    finally:
+        hung.shutdown()
+        hung.server_close()
+
+
+def test_max_requests_per_host_below_one_is_refused(fake, tmp_path):
+    res = fleet([entry(fake)], tmp_path, max_requests_per_host=0)
+    assert res["failed"] and "max_requests_per_host must be 1 or more" in res["msg"] and fake.breaker == "closed"
+
+
 def test_bots_given_twice_are_refused(fake, tmp_path):
     res = fleet([entry(fake), entry(fake)], tmp_path)
     assert res["failed"] and "given twice" in res["msg"] and fake.breaker == "closed"
