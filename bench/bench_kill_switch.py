@@ -341,7 +341,10 @@ def dead_bots(fleet, bench, size):
     run["frozen"] = {"pack": frozen_pack, "bots": len(frozen), "share": round(len(frozen) / size, 3)}
     run["live_rows"] = summarize_rows({n: run["rows"][n] for n in live})
     run["live_max_bot_s"] = max((run["rows"][n].get("duration") or 0) for n in live)
-    run["live_all_verified_after_s"] = round(max(live_at), 2) if len(live_at) == len(live) else None
+    # a bot found already halted writes no new record: one of a process another bot's rung had just
+    # stopped (mojorust's halt stops the process its bots share)
+    run["live_found_halted"] = sum(1 for n in live if run["rows"][n].get("result") == "ok")
+    run["live_all_verified_after_s"] = round(max(live_at), 2) if live_at else None
     dead = [run["rows"].get(n, {}) for n in frozen]
     run["dead_rows"] = summarize_rows({n: run["rows"].get(n, {}) for n in frozen})
     run["dead_rungs"] = sorted({str(r.get("rung")) for r in dead})
@@ -452,7 +455,10 @@ def section(info, sizes, note):
             f"{d['frozen']['pack']}) SIGSTOPped. The run took {d['seconds']} s (rc {d['rc']}). The "
             f"{size - d['frozen']['bots']} others: {d['live_rows']}, {d['halted']}/{size - d['frozen']['bots']} "
             f"halted (checked on each bot), the last one verified {d['live_all_verified_after_s']} s after "
-            f"`invoke` started (slowest bot's own ladder {d['live_max_bot_s']} s). The frozen ones: {d['dead_rows']}, "
+            f"`invoke` started (slowest bot's own ladder {d['live_max_bot_s']} s"
+            + (f"; {d['live_found_halted']} found already halted, their process stopped by a sibling's rung"
+               if d.get("live_found_halted") else "")
+            + f"). The frozen ones: {d['dead_rows']}, "
             f"each reported ({d['dead_reported']}/{d['frozen']['bots']} rows), halted by rung {', '.join(d['dead_rungs'])} "
             f"after {d['dead_s'][0]}-{d['dead_s'][1]} s (their API timed out after the profile's 2 s, later "
             "requests failed fast, then supervisord stopped the process: SIGTERM, which a stopped process "

@@ -27,7 +27,6 @@ Results never change: every check, action and verification is still made per bot
 
 from __future__ import annotations
 
-import configparser
 import http.client
 import os
 import re
@@ -39,7 +38,7 @@ import xmlrpc.client
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ansible.module_utils.botops_bot import Bot, BotError, scan_processes
-from ansible.module_utils.botops_service import UnixSocketTransport
+from ansible.module_utils.botops_service import supervisor_endpoint, supervisor_proxy
 
 FAIL_FAST_TIMEOUT = 0.5
 REQUESTS_PER_HOST = 128
@@ -84,27 +83,6 @@ class ProcessTable:
 
 
 # ---------------------------------------------------------------------------------- supervisord
-def supervisor_socket(config):
-    """The unix socket supervisorctl would talk to for this supervisord.conf, or None."""
-    parser = configparser.RawConfigParser(strict=False)
-    try:
-        with open(config) as f:
-            parser.read_file(f)
-    except (OSError, configparser.Error):
-        return None
-    url = parser.get("supervisorctl", "serverurl", fallback=None)
-    if url and url.startswith("unix://"):
-        path = url[len("unix://"):]
-    elif not url and parser.has_option("unix_http_server", "file"):
-        path = parser.get("unix_http_server", "file")
-    else:
-        return None  # an HTTP server URL, or authentication: leave it to supervisorctl
-    if parser.has_option("supervisorctl", "username") or parser.has_option("unix_http_server", "username"):
-        return None
-    path = path.replace("%%", "%")
-    return path if os.path.isabs(path) else os.path.join(os.path.dirname(os.path.abspath(config)), path)
-
-
 class _Operation:
     def __init__(self, op):
         self.op = op
@@ -120,7 +98,7 @@ class ServiceGate:
     def __init__(self, rpc_timeout=SUPERVISOR_RPC_TIMEOUT):
         self._lock = threading.Lock()
         self._ops = {}
-        self._sockets = {}
+        self._endpoints = {}
         self.rpc_timeout = rpc_timeout
         self.done = []  # (service key, op): what was really done, for tests and reports
 
@@ -168,26 +146,24 @@ class ServiceGate:
             raise BotError(self._describe(bot, "status", exc)) from None
 
     # ------------------------------------------------------------------ supervisord over XML-RPC
-    def _socket(self, bot):
+    def _endpoint(self, bot):
         conf = bot.service_conf
         if conf["manager"] != "supervisor" or not conf.get("config"):
             return None
         config = conf["config"]
         with self._lock:
-            if config not in self._sockets:
-                self._sockets[config] = supervisor_socket(config)
-            return self._sockets[config]
+            if config not in self._endpoints:
+                self._endpoints[config] = supervisor_endpoint(config)
+            return self._endpoints[config]
 
     def _rpc(self, bot):
-        path = self._socket(bot)
-        if path is None:
-            return None
-        return xmlrpc.client.ServerProxy("http://localhost", transport=UnixSocketTransport(path, self.rpc_timeout))
+        endpoint = self._endpoint(bot)
+        return None if endpoint is None else supervisor_proxy(endpoint, self.rpc_timeout)
 
     def _describe(self, bot, op, exc):
         name = bot.service_conf["name"]
         cause = exc.faultString if isinstance(exc, xmlrpc.client.Fault) else f"{exc.__class__.__name__}: {exc}"
-        return f"supervisorctl {op} {name} (XML-RPC on {self._socket(bot)}) failed: {cause}"
+        return f"supervisorctl {op} {name} (XML-RPC on {self._endpoint(bot)[0]}) failed: {cause}"
 
     def _execute(self, bot, op):
         rpc = self._rpc(bot)

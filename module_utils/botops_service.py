@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import xmlrpc.client
+from urllib.parse import quote
 
 from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
 
@@ -254,10 +255,9 @@ class SupervisorRPC:
 
     ALREADY_STARTED, NOT_RUNNING = 60, 70
 
-    def __init__(self, socket_path, name, username=None, password=None, timeout=60.0):
+    def __init__(self, endpoint, name, timeout=60.0):
         self.name = name
-        auth = f"{username}:{password}@" if username else ""
-        self._proxy = xmlrpc.client.ServerProxy(f"http://{auth}localhost", transport=UnixSocketTransport(socket_path, timeout))
+        self._proxy = supervisor_proxy(endpoint, timeout)
 
     def _call(self, method, *args):
         try:
@@ -289,23 +289,54 @@ class SupervisorRPC:
         return self._call("getProcessInfo", self.name) or {}
 
 
-def supervisor_rpc(bot, timeout=60.0):
-    """A SupervisorRPC for a bot run by supervisor whose config names a unix socket, else None
-    (the service manager's command is used then)."""
-    conf = bot.service_conf
-    path = conf.get("config")
-    if conf.get("manager") != "supervisor" or not path or not os.path.isfile(path):
-        return None
-    parser = configparser.RawConfigParser()
+def supervisor_endpoint(config):
+    """(unix socket, username, password) that supervisorctl talks to for this supervisord.conf, or
+    None when it talks over HTTP or the file cannot be read (the caller then runs supervisorctl).
+
+    The socket is [supervisorctl] serverurl's ``unix://`` path, else [unix_http_server] file;
+    ``%(here)s`` is the config's directory, ``%%`` a percent sign, and a relative path is taken from
+    the config's directory. Any other ``%(name)s`` expansion is left to supervisorctl (None)."""
+    parser = configparser.RawConfigParser(strict=False)
     try:
-        parser.read(path)
-        section = parser["supervisorctl"]
-    except (configparser.Error, KeyError, OSError):
+        with open(config) as f:
+            parser.read_file(f)
+    except (OSError, UnicodeDecodeError, configparser.Error):
         return None
-    url = section.get("serverurl", "").replace("%(here)s", os.path.dirname(os.path.abspath(path)))
-    if not url.startswith("unix://") or "%(" in url:
+    here = os.path.dirname(os.path.abspath(config))
+    url = parser.get("supervisorctl", "serverurl", fallback=None)
+    if url:
+        if not url.startswith("unix://"):
+            return None
+        path = url[len("unix://"):]
+    elif parser.has_option("unix_http_server", "file"):
+        path = parser.get("unix_http_server", "file")
+    else:
         return None
-    socket_path = url[len("unix://"):]
-    if not os.path.exists(socket_path):
+    path = path.replace("%(here)s", here)
+    if "%(" in path or not path:
         return None
-    return SupervisorRPC(socket_path, conf["name"], section.get("username"), section.get("password"), timeout)
+    path = path.replace("%%", "%")
+    if not os.path.isabs(path):
+        path = os.path.join(here, path)
+    return (path, parser.get("supervisorctl", "username", fallback=None) or None,
+            parser.get("supervisorctl", "password", fallback=None))
+
+
+def supervisor_proxy(endpoint, timeout):
+    """An XML-RPC proxy to supervisord at a supervisor_endpoint() (with its basic auth)."""
+    path, username, password = endpoint
+    auth = f"{quote(username, safe='')}:{quote(password or '', safe='')}@" if username else ""
+    return xmlrpc.client.ServerProxy(f"http://{auth}localhost", transport=UnixSocketTransport(path, timeout))
+
+
+def supervisor_rpc(bot, timeout=60.0):
+    """A SupervisorRPC for a bot run by supervisor whose config names a unix socket that exists,
+    else None (the service manager's command is used then)."""
+    conf = bot.service_conf
+    config = conf.get("config")
+    if conf.get("manager") != "supervisor" or not config:
+        return None
+    endpoint = supervisor_endpoint(config)
+    if endpoint is None or not os.path.exists(endpoint[0]):
+        return None
+    return SupervisorRPC(endpoint, conf["name"], timeout)

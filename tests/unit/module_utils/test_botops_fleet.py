@@ -13,7 +13,7 @@ import pytest
 from ansible.module_utils import botops_fleet
 from ansible.module_utils.botops_bot import Bot, BotError
 from ansible.module_utils.botops_fleet import (FleetRun, ProcessTable, RedisClient, RedisReplyError, ServiceGate,
-                                               scrub, supervisor_socket)
+                                               scrub)
 from ansible.module_utils.botops_kill_switch import AuditIndex, append_audit, read_audits
 
 PROFILE = {
@@ -156,19 +156,6 @@ def test_without_a_supervisor_socket_the_gate_runs_the_service_command(tmp_path)
     FleetRun().attach(b)
     b.service("restart")
     assert calls == [["systemctl", "restart", "bot-b1"]]
-
-
-def test_supervisor_socket_from_the_config(tmp_path):
-    conf = tmp_path / "supervisord.conf"
-    conf.write_text("[unix_http_server]\nfile = /run/sup.sock\n\n[supervisorctl]\nserverurl = unix:///run/sup%%x.sock\n")
-    assert supervisor_socket(str(conf)) == "/run/sup%x.sock"
-    conf.write_text("[unix_http_server]\nfile = sup.sock\n")
-    assert supervisor_socket(str(conf)) == str(tmp_path / "sup.sock")
-    conf.write_text("[inet_http_server]\nport = 127.0.0.1:9001\n[supervisorctl]\nserverurl = http://127.0.0.1:9001\n")
-    assert supervisor_socket(str(conf)) is None
-    conf.write_text("[unix_http_server]\nfile = /run/s.sock\nusername = u\npassword = p\n")
-    assert supervisor_socket(str(conf)) is None, "authentication is left to supervisorctl"
-    assert supervisor_socket(str(tmp_path / "missing.conf")) is None
 
 
 def test_supervisor_over_xml_rpc(tmp_path):

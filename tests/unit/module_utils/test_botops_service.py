@@ -8,7 +8,7 @@ import socket
 import pytest
 from ansible.module_utils import botops_service
 from ansible.module_utils.botops_bot import BotError
-from ansible.module_utils.botops_service import RpcStarting, SupervisorRPC, supervisor_rpc
+from ansible.module_utils.botops_service import RpcStarting, SupervisorRPC, supervisor_endpoint, supervisor_rpc
 
 
 class FakeBot:
@@ -32,6 +32,32 @@ def test_supervisor_rpc_needs_a_supervisor_config_naming_a_unix_socket(tmp_path)
         assert supervisor_rpc(FakeBot({"manager": "supervisor", "name": "b", "config": str(conf)})) is None
     finally:
         server.close()
+
+
+def test_supervisor_endpoint_is_where_supervisorctl_would_talk(tmp_path):
+    conf = tmp_path / "supervisord.conf"
+    here = str(tmp_path)
+    cases = [
+        # [supervisorctl] serverurl wins over [unix_http_server] file; %% is a percent sign
+        ("[unix_http_server]\nfile = /run/sup.sock\n[supervisorctl]\nserverurl = unix:///run/sup%%x.sock\n",
+         ("/run/sup%x.sock", None, None)),
+        # %(here)s is the config's directory
+        ("[supervisorctl]\nserverurl = unix://%(here)s/s.sock\n", (f"{here}/s.sock", None, None)),
+        # no serverurl: the server's own socket, a relative path taken from the config's directory
+        ("[unix_http_server]\nfile = sup.sock\n", (f"{here}/sup.sock", None, None)),
+        # credentials go with it (supervisorctl sends them as basic auth)
+        ("[unix_http_server]\nfile = /run/s.sock\nusername = u\npassword = p\n"
+         "[supervisorctl]\nserverurl = unix:///run/s.sock\nusername = u\npassword = p\n", ("/run/s.sock", "u", "p")),
+        # over HTTP, with an expansion only supervisorctl knows, or with no socket at all: left to supervisorctl
+        ("[inet_http_server]\nport = 127.0.0.1:9001\n[supervisorctl]\nserverurl = http://127.0.0.1:9001\n", None),
+        ("[supervisorctl]\nserverurl = unix:///run/%(ENV_USER)s.sock\n", None),
+        ("[supervisord]\nlogfile = /tmp/x.log\n", None),
+        ("not an ini file\n", None),
+    ]
+    for text, expected in cases:
+        conf.write_text(text)
+        assert supervisor_endpoint(str(conf)) == expected, text
+    assert supervisor_endpoint(str(tmp_path / "missing.conf")) is None
 
 
 class FakeRPC:
@@ -68,7 +94,7 @@ def test_a_start_supervisord_gave_up_on_fails_naming_why(monkeypatch):
 
 def test_stop_polls_until_supervisord_reaped_the_process(monkeypatch):
     calls = []
-    rpc = SupervisorRPC("/nonexistent.sock", "b07")
+    rpc = SupervisorRPC(("/nonexistent.sock", None, None), "b07")
     states = iter(["STOPPING", "STOPPING", "STOPPED"])
     monkeypatch.setattr(rpc, "_call", lambda method, *a: calls.append((method, a)) or (
         {"statename": next(states)} if method == "getProcessInfo" else True))
