@@ -617,8 +617,14 @@ class PostgresEngine:
                 opts = f" ENCODING {quote_literal(enc)} LC_COLLATE {quote_literal(coll)} LC_CTYPE {quote_literal(ctype)}"
         self.query(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0{opts}", self.maintenance_db)
 
-    def drop(self, dbname):
-        self.query(f"DROP DATABASE IF EXISTS {quote_ident(dbname)} WITH (FORCE)", self.maintenance_db)
+    def drop(self, dbname, attempts=5):
+        """Drop the database after ending the sessions this role may end (see terminate()).
+
+        Not WITH (FORCE): that fails outright on a session this role may not end, and autovacuum
+        is one (it analyzes a freshly restored database within a minute); a plain DROP DATABASE
+        stops autovacuum itself and waits a few seconds for other sessions to go."""
+        self._while_busy(f"drop database {dbname}", [dbname],
+                         f"DROP DATABASE IF EXISTS {quote_ident(dbname)}", attempts)
 
     def restore_into(self, set_dir, dbinfo, scratch, jobs=2):
         """pg_restore the set's dump into the (empty) scratch database; every SQL error is fatal."""
@@ -651,9 +657,34 @@ class PostgresEngine:
             raise BackupError(f"pg_restore into {scratch} failed (rc={rc}): {_tail(err or out)}")
 
     def terminate(self, dbnames):
+        """End the client sessions on these databases that this role may end (its own roles', or any
+        non-superuser's with pg_signal_backend; all of them as a superuser). Ending one it may not
+        (autovacuum, another role's session) would fail the whole statement; DROP and RENAME
+        stop autovacuum themselves and wait a few seconds for the rest."""
         names = ",".join(quote_literal(n) for n in dbnames)
-        self.query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                   f"WHERE datname IN ({names}) AND pid <> pg_backend_pid()", self.maintenance_db)
+        self.query(
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
+            "JOIN pg_roles r ON r.oid = a.usesysid "
+            f"WHERE a.datname IN ({names}) AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' "
+            "AND ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+            "OR (NOT r.rolsuper AND (pg_has_role(a.usesysid, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE'))))",
+            self.maintenance_db)
+
+    def _while_busy(self, what, dbnames, sql, attempts):
+        """Run sql after terminate(dbnames), again while another session still holds a database."""
+        last = None
+        for attempt in range(max(1, attempts)):
+            if attempt:
+                time.sleep(0.5)
+            try:
+                self.terminate(dbnames)
+                self.query(sql, self.maintenance_db)
+                return
+            except PgError as exc:
+                last = exc
+                if "being accessed by other users" not in str(exc):
+                    break
+        raise BackupError(f"{what}: {last}")
 
     def swap(self, scratch, previous, live_exists=True, attempts=5):
         """Make scratch the live database in one transaction; the old live one becomes `previous`."""
@@ -662,18 +693,8 @@ class PostgresEngine:
             statements.append(f"ALTER DATABASE {quote_ident(self.name)} RENAME TO {quote_ident(previous)}")
         statements.append(f"ALTER DATABASE {quote_ident(scratch)} RENAME TO {quote_ident(self.name)}")
         sql = "BEGIN; " + "; ".join(statements) + "; COMMIT;"
-        last = None
-        for _ in range(max(1, attempts)):
-            self.terminate([self.name, scratch])
-            try:
-                self.query(sql, self.maintenance_db)
-                return statements
-            except PgError as exc:
-                last = exc
-                if "being accessed by other users" not in str(exc):
-                    break
-                time.sleep(0.5)
-        raise BackupError(f"swap databases {scratch} -> {self.name}: {last}")
+        self._while_busy(f"swap databases {scratch} -> {self.name}", [self.name, scratch], sql, attempts)
+        return statements
 
 
 # --------------------------------------------------------------------------- SQLite

@@ -102,7 +102,8 @@ def clean(fleet):
         for entry in (Path(fleet.bot(name)["root"]) / "backups").glob("*"):  # the sets, not the directory
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
         for datname in side_databases(fleet, name):
-            admin(fleet, name, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(datname)))
+            # not WITH (FORCE): as the bot's role it fails on autovacuum, which a plain DROP stops itself
+            admin(fleet, name, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(datname)))
     stopped = [n for n in ALL if pid(fleet, n) is None]
     if stopped:
         fleet.supervisorctl("start", *stopped)

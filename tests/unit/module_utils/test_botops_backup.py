@@ -4,6 +4,7 @@ throwaway cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -228,6 +229,56 @@ def test_swap_keeps_the_previous_database_and_marks_the_new_one(engine, tmp_path
     assert engine.marker(engine.name) == {"backup_id": manifest["backup_id"]}
     assert engine.marker(previous) is None and not engine.exists(scratch)
     engine.drop(previous)
+
+
+@needs_pg
+def test_drop_and_swap_wait_out_a_session_this_role_may_not_end(engine, cluster, tmp_path):
+    """Autovacuum on a freshly restored database looks like this to a bot's non-superuser role: a
+    session it may not terminate. DROP ... WITH (FORCE) failed on it at once."""
+    import psycopg
+
+    cluster.execute("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'other') "
+                    "THEN CREATE ROLE other LOGIN PASSWORD 'other'; END IF; END$$")
+
+    def hold(dbname, seconds):
+        """Another role's session on dbname for `seconds`; returns when it is connected."""
+        cluster.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO other')
+        connected = threading.Event()
+
+        def run():
+            with psycopg.connect(cluster.url(dbname, "other", "other")) as conn:
+                connected.set()
+                with contextlib.suppress(psycopg.OperationalError):  # ended by the superuser below
+                    conn.execute("SELECT pg_sleep(%s)", (seconds,))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert connected.wait(10)
+        return thread
+
+    store = bb.BackupStore(str(tmp_path / "backups"))
+    manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
+    scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
+    engine.create_like(scratch, engine.name)
+    engine.restore_into(store.path(manifest["backup_id"]), manifest["database"], scratch)
+    previous = bb.derived_db_name(engine.name, "pre_restore", "20261121T000001Z")
+    held = hold(scratch, 1.0)
+    engine.swap(scratch, previous)  # waits for the other session to end, then swaps
+    held.join()
+    assert engine.exists(previous) and not engine.exists(scratch) and engine.counts()[1] == 500
+    held = hold(previous, 1.0)
+    engine.drop(previous)
+    held.join()
+    assert not engine.exists(previous)
+
+    engine.create_like(scratch, engine.name)
+    held = hold(scratch, 30.0)  # longer than the drop waits: a clear failure, the database kept
+    with pytest.raises(bb.BackupError, match=f"drop database {scratch}: .*being accessed by other users"):
+        engine.drop(scratch, attempts=1)
+    assert engine.exists(scratch)
+    cluster.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{scratch}'")
+    held.join()
+    engine.drop(scratch)
 
 
 @needs_pg
