@@ -517,7 +517,11 @@ per connection in the reference bot) is part of the measured time; vanta's kill 
 flag its bot reads once per tick (1 s), so a vanta bot is verified up to a tick after its flag is set;
 mojorust's halt stops its process (a graceful shutdown of every bot in it). The baseline halts with
 one plain task per step and host and verifies with a `uri` GET per host (retrying until the flag
-shows), as a playbook without botops would."""
+shows), as a playbook without botops would. The fleet task asks at most 128 requests of one host at
+a time (bot_fleet_kill_switch's max_requests_per_host): with all thousand bots asked at once, 870
+of them saw their API time out and were escalated to service stop, and a halt took 28-42 s here.
+The fleet task's bots' own work ends in about 3.5 s; the rest of the task is reading a thousand
+hosts' variables (about 1.2 s, Ansible's variable manager per host) and handing the result back."""
 
 
 if __name__ == "__main__":

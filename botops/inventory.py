@@ -87,15 +87,7 @@ def data_loader():
     from ansible.parsing.dataloader import DataLoader
     from ansible.parsing.vault import VaultSecretsContext
 
-    class Loader(DataLoader):
-        """A file read without caching (the inventory plugins' reads) is handed over as parsed:
-        DataLoader deep-copies it anyway, which is most of parsing a large YAML inventory (60% at a
-        thousand hosts) and protects nothing, since no one else holds the data."""
-
-        def load_from_file(self, file_name, cache="all", unsafe=False, **kwargs):
-            return super().load_from_file(file_name, cache=cache, unsafe=unsafe or cache == "none", **kwargs)
-
-    loader = Loader()
+    loader = DataLoader()
     if constants.DEFAULT_VAULT_PASSWORD_FILE or constants.DEFAULT_VAULT_IDENTITY_LIST:
         try:
             secrets = CLI.setup_vault_secrets(loader, vault_ids=list(constants.DEFAULT_VAULT_IDENTITY_LIST),

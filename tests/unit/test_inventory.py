@@ -57,3 +57,32 @@ def test_malformed_and_empty_inventories(tmp_path):
         hosts(str(bad))
     with pytest.raises(InventoryError, match="does not exist"):
         hosts(str(tmp_path / "missing.yml"))
+
+
+def test_botops_yaml_parses_as_the_yaml_plugin_does(inventory):
+    """ansible.cfg reads YAML inventories with plugins/inventory/botops_yaml (the yaml plugin without
+    its loader's deep copy): the same groups, hosts and variables as the yaml plugin."""
+    from ansible import constants
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    assert "botops_yaml" in constants.INVENTORY_ENABLED and "yaml" not in constants.INVENTORY_ENABLED
+    (inventory / "hosts.yml").write_text((inventory / "hosts.yml").read_text()
+                                         + "    extra:\n      hosts:\n        x-1: {bot_port: 1, nested: {a: [1, 2]}}\n")
+
+    def parse(plugin):
+        original = constants.INVENTORY_ENABLED
+        constants.INVENTORY_ENABLED = ["host_list", plugin, "auto"]
+        try:
+            loader = DataLoader()
+            manager = InventoryManager(loader=loader, sources=[str(inventory / "hosts.yml")])
+            variables = VariableManager(loader=loader, inventory=manager)
+            return ({g: sorted(h.name for h in manager.groups[g].get_hosts()) for g in manager.groups},
+                    {h.name: variables.get_vars(host=h) for h in manager.get_hosts()})
+        finally:
+            constants.INVENTORY_ENABLED = original
+
+    ours, theirs = parse("botops_yaml"), parse("yaml")
+    assert ours[0]["extra"] == ["x-1"] and ours[1]["x-1"]["nested"] == {"a": [1, 2]}
+    assert ours == theirs
