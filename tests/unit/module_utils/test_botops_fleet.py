@@ -316,26 +316,30 @@ def test_bot_uses_the_shared_redis_client_with_the_same_answers(fake_redis):
 
 
 # ------------------------------------------------------------------------------ fail fast
-def test_after_one_timeout_a_bot_fails_fast(tmp_path):
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers."""
     import socket
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(16)  # accepts connections, never answers
-    try:
-        profile = dict(PROFILE, http={"ports": {"api": listener.getsockname()[1]}, "timeout": 0.6})
-        b = FleetRun(fail_fast=0.1).attach(Bot(profile, {"name": "b1", "root": str(tmp_path)}))
-        started = time.monotonic()
-        with pytest.raises(BotError, match="timed out"):
-            b.request({"path": "/health"})
-        first = time.monotonic() - started
-        started = time.monotonic()
-        with pytest.raises(BotError, match="timed out"):
-            b.request({"method": "POST", "path": "/kill"})
-        second = time.monotonic() - started
-        assert first >= 0.5 and second < 0.4 and b.unresponsive
-    finally:
-        listener.close()
+    listener.listen(16)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_after_one_timeout_a_bot_fails_fast(silent_port, tmp_path):
+    profile = dict(PROFILE, http={"ports": {"api": silent_port}, "timeout": 0.6})
+    b = FleetRun(fail_fast=0.1).attach(Bot(profile, {"name": "b1", "root": str(tmp_path)}))
+    started = time.monotonic()
+    with pytest.raises(BotError, match="timed out"):
+        b.request({"path": "/health"})
+    first = time.monotonic() - started
+    started = time.monotonic()
+    with pytest.raises(BotError, match="timed out"):
+        b.request({"method": "POST", "path": "/kill"})
+    second = time.monotonic() - started
+    assert first >= 0.5 and second < 0.4 and b.unresponsive
 
 
 # ------------------------------------------------------------------------------ requests per host
@@ -393,30 +397,22 @@ def test_at_most_per_host_requests_in_flight_to_one_host(counting_server, tmp_pa
     assert counting_server.most > 3, "the bound is the fleet run's, a lone Bot has none"
 
 
-def test_a_bot_that_timed_out_takes_no_slot_of_its_host(tmp_path):
-    import socket
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)  # accepts connections, never answers
-    try:
-        profile = dict(PROFILE, http={"ports": {"api": listener.getsockname()[1]}, "timeout": 0.3})
-        run = FleetRun(fail_fast=5.0, per_host=1)
-        dead = run.attach(Bot(profile, {"name": "dead", "root": str(tmp_path)}))
+def test_a_bot_that_timed_out_takes_no_slot_of_its_host(silent_port, tmp_path):
+    profile = dict(PROFILE, http={"ports": {"api": silent_port}, "timeout": 0.3})
+    run = FleetRun(fail_fast=5.0, per_host=1)
+    dead = run.attach(Bot(profile, {"name": "dead", "root": str(tmp_path)}))
+    with pytest.raises(BotError, match="timed out"):
+        dead.request({"path": "/health"})
+    assert dead.unresponsive
+    slot = run.http_slots("127.0.0.1")
+    assert slot.acquire(timeout=0), "the timed-out request gave its slot back"
+    try:  # the only slot is taken: the unresponsive bot's next request does not wait for it
+        started = time.monotonic()
         with pytest.raises(BotError, match="timed out"):
             dead.request({"path": "/health"})
-        assert dead.unresponsive
-        slot = run.http_slots("127.0.0.1")
-        assert slot.acquire(timeout=0), "the timed-out request gave its slot back"
-        try:  # the only slot is taken: the unresponsive bot's next request does not wait for it
-            started = time.monotonic()
-            with pytest.raises(BotError, match="timed out"):
-                dead.request({"path": "/health"})
-            assert time.monotonic() - started < 1.0
-        finally:
-            slot.release()
+        assert time.monotonic() - started < 1.0
     finally:
-        listener.close()
+        slot.release()
 
 
 # ------------------------------------------------------------------------------ audit index, scrub

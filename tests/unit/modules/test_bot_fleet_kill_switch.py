@@ -8,6 +8,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 import bot_fleet_kill_switch
 
 from .fake_bot import TOKEN, api_profile, fake, fakes  # noqa: F401  (fixtures)
@@ -97,47 +99,43 @@ class _Hang(BaseHTTPRequestHandler):
     do_POST = do_GET
 
 
-def test_a_hung_bot_does_not_slow_the_others(fakes, tmp_path):
+@pytest.fixture
+def hung_bot(tmp_path):
+    """hung_bot(timeout): a remote bot entry whose API accepts connections and never answers."""
+    hung = ThreadingHTTPServer(("127.0.0.1", 0), _Hang)
+    hung.daemon_threads = True
+    threading.Thread(target=hung.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def make(timeout):
+        profile = api_profile()
+        profile["http"]["timeout"] = timeout
+        return {"bot": {"name": "b99", "root": str(tmp_path / "b99"), "ports": {"api": hung.server_address[1]}},
+                "profile": profile, "secrets": {"api_token": TOKEN}, "local": False}
+
+    yield make
+    hung.shutdown()
+    hung.server_close()
+
+
+def test_a_hung_bot_does_not_slow_the_others(fakes, hung_bot, tmp_path):
     quick = [fakes(f"b{i:02d}") for i in range(1, 4)]
-    hung = ThreadingHTTPServer(("127.0.0.1", 0), _Hang)
-    hung.daemon_threads = True
-    threading.Thread(target=hung.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        profile = api_profile()
-        profile["http"]["timeout"] = 0.3
-        dead = {"bot": {"name": "b99", "root": str(tmp_path / "b99"), "ports": {"api": hung.server_address[1]}},
-                "profile": profile, "secrets": {"api_token": TOKEN}, "local": False}
-        started = time.monotonic()
-        res = fleet([entry(b) for b in quick] + [dead], tmp_path)
-        took = time.monotonic() - started
-        assert res["failed"] and res["summary"]["failed_bots"] == ["b99"]
-        assert all(res["bots"][b.name]["seconds"] < 1.0 for b in quick)
-        assert took < 5, f"the hung bot held the fleet for {took:.1f}s"
-    finally:
-        hung.shutdown()
-        hung.server_close()
+    started = time.monotonic()
+    res = fleet([entry(b) for b in quick] + [hung_bot(0.3)], tmp_path)
+    took = time.monotonic() - started
+    assert res["failed"] and res["summary"]["failed_bots"] == ["b99"]
+    assert all(res["bots"][b.name]["seconds"] < 1.0 for b in quick)
+    assert took < 5, f"the hung bot held the fleet for {took:.1f}s"
 
 
-def test_one_slot_per_host_still_halts_every_bot_and_a_hung_one_holds_it_once(fakes, tmp_path):
+def test_one_slot_per_host_still_halts_every_bot_and_a_hung_one_holds_it_once(fakes, hung_bot, tmp_path):
     quick = [fakes(f"b{i:02d}") for i in range(1, 6)]
-    hung = ThreadingHTTPServer(("127.0.0.1", 0), _Hang)
-    hung.daemon_threads = True
-    threading.Thread(target=hung.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        profile = api_profile()
-        profile["http"]["timeout"] = 0.5
-        dead = {"bot": {"name": "b99", "root": str(tmp_path / "b99"), "ports": {"api": hung.server_address[1]}},
-                "profile": profile, "secrets": {"api_token": TOKEN}, "local": False}
-        started = time.monotonic()
-        res = fleet([dead] + [entry(b) for b in quick], tmp_path, max_requests_per_host=1)
-        took = time.monotonic() - started
-        assert res["summary"]["failed_bots"] == ["b99"]
-        assert all(b.breaker == "open" for b in quick)
-        # every request of the quick bots went one at a time, the hung bot's only its first
-        assert took < 0.5 + 3, f"the hung bot held the only slot for {took:.1f}s"
-    finally:
-        hung.shutdown()
-        hung.server_close()
+    started = time.monotonic()
+    res = fleet([hung_bot(0.5)] + [entry(b) for b in quick], tmp_path, max_requests_per_host=1)
+    took = time.monotonic() - started
+    assert res["summary"]["failed_bots"] == ["b99"]
+    assert all(b.breaker == "open" for b in quick)
+    # every request of the quick bots went one at a time, the hung bot's only its first
+    assert took < 0.5 + 3, f"the hung bot held the only slot for {took:.1f}s"
 
 
 def test_max_requests_per_host_below_one_is_refused(fake, tmp_path):
