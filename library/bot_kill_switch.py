@@ -131,6 +131,14 @@ engaged_by:
   returned: always
   type: str
   sample: circuit breaker
+engaged_record:
+  description:
+    - When the asked level was already engaged, the audit record of the engagement still in force
+      (C(level), C(time), C(who), C(reason), C(rung)), or null when the audit logs hold none (the
+      level is seen engaged by its checks only). A run that took over a crashed run's lock tells by
+      its C(reason) whether the pause is the crashed run's to release.
+  returned: when state is engaged and the level was already engaged
+  type: dict
 released_by:
   description: Name of the rung that released the level.
   returned: always

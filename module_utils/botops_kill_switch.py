@@ -476,6 +476,8 @@ class KillSwitch:
         r["previous_level"] = previous
         if obs.satisfies(self.level):
             r["current_level"] = previous if rank(previous) >= rank(self.level) else self.level
+            r["engaged_record"] = (None if obs.record is None else
+                                   {k: obs.record.get(k) for k in ("level", "time", "who", "reason", "rung")})
             r["msg"] = f"kill switch already engaged at '{r['current_level']}' on bot '{self.bot.name}'"
             return self._finish()
         rungs = self.ladder()

@@ -191,9 +191,9 @@ def test_controller_killed_during_a_restore(ops):
     `--takeover` completes the restore exactly to the backup's manifest, nothing of the replaced
     database lost (it is kept).
 
-    The killed run had paused the bot and could not release the pause; a takeover cannot tell that
-    pause from one an operator engaged, so the operator releases it first (`kill-switch` takes no
-    lock), as the restore's refusal to lift an operator's level says."""
+    The killed run had paused the bot and could not release the pause: the takeover releases it at
+    the end, because its audit record names the crashed run whose lock it took over (a pause an
+    operator engaged would be left as it is)."""
     fleet, bot = ops["fleet"], "bot03"
     name = fleet.bot(bot)["database"]["name"]
     # a bigger database, so that the scratch restore takes long enough to be caught in the middle
@@ -225,13 +225,17 @@ def test_controller_killed_during_a_restore(ops):
     assert "stale lock" in output(refused) and f"process {proc.pid}" in output(refused), output(refused)
     assert "--takeover" in output(refused)
 
-    released = invoke(ops, "kill-switch", "--release", "--level=pause", f"--limit={bot}")
-    assert released.returncode == 0, output(released)
-    assert last_summary(ops, "kill_switch")["bots"][bot]["result"] == "changed", output(released)
-    wait_growth(ops, bot, timeout=60)  # the live database took trades all along
+    audit = root(ops, bot) / "shared" / "data" / "botops-kill-switch.log"
+    paused = [json.loads(line) for line in audit.read_text().splitlines()][-1]
+    assert paused["action"] == "engage" and paused["level"] == "pause", paused  # the dead run's pause, still on
 
     recovered = invoke(ops, *restore, "--takeover")
     assert recovered.returncode == 0, output(recovered)
+    # the crashed run's pause is lifted (this family keeps it in memory: the restart lifts it, and
+    # the takeover does not put it back as it would an operator's) and nothing new was engaged
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert not [r for r in records if r["action"] == "engage" and r["time"] > paused["time"]], records[-1]
+    wait_growth(ops, bot, timeout=60)  # trading again
     row = last_summary(ops, "restore")["bots"][bot]
     assert row["rows"]["row_counts"] == expected["row_counts"], row
     assert row["rows"]["ledger_max_id"] == expected["ledger_max_id"], row
