@@ -235,6 +235,9 @@ def test_controller_killed_during_a_restore(ops):
     # the takeover does not put it back as it would an operator's) and nothing new was engaged
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert not [r for r in records if r["action"] == "engage" and r["time"] > paused["time"]], records[-1]
+    probe = invoke(ops, "kill-switch", "--level=pause", "--check", "--reason=is it paused", f"--limit={bot}")
+    assert probe.returncode == 0, output(probe)
+    assert last_summary(ops, "kill_switch")["bots"][bot]["result"] == "changed", "still paused: " + output(probe)
     wait_growth(ops, bot, timeout=60)  # trading again
     row = last_summary(ops, "restore")["bots"][bot]
     assert row["rows"]["row_counts"] == expected["row_counts"], row
