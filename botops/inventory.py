@@ -68,10 +68,10 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
     else:
         selected = known
     if check_vars:
-        problems, families = _check_bot_vars(manager, selected)
+        problems, families, loaded = _check_bot_vars(manager, selected)
         if problems:
             raise InventoryError(f"inventory {path} has wrong bot variables:\n  " + "\n  ".join(problems))
-        problems = check_profiles(families)
+        problems = check_profiles(families, loaded)
         if problems:
             raise InventoryError(f"the profiles of the targeted bots are invalid ({profiles.profiles_dir()}):\n  "
                                  + "\n  ".join(problems))
@@ -139,14 +139,14 @@ def check_bot_vars(manager, names: list[str]) -> list[str]:
     return _check_bot_vars(manager, names)[0]
 
 
-def check_profiles(families: dict[str, list[str]]) -> list[str]:
+def check_profiles(families: dict[str, list[str]], loaded: dict[str, object]) -> list[str]:
     """Problems with the profiles of these families ({family: its bots}), each naming the bots,
-    the profile file and the key path."""
+    the profile file and the key path; `loaded` is what _check_bot_vars loaded of each (the
+    profile, or the ProfileError loading it raised)."""
     problems = []
     for family, bots in sorted(families.items()):
-        try:
-            profiles.load(family)
-        except profiles.ProfileError as exc:
+        exc = loaded.get(family)
+        if isinstance(exc, profiles.ProfileError):
             lines = str(exc).splitlines()
             details = [line.strip() for line in lines[1:]] or lines
             who = ", ".join(bots[:10]) + (" ..." if len(bots) > 10 else "")
@@ -154,15 +154,16 @@ def check_profiles(families: dict[str, list[str]]) -> list[str]:
     return problems
 
 
-def _check_bot_vars(manager, names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """The problems with the bots' variables, and the bots of each known family they name."""
+def _check_bot_vars(manager, names: list[str]) -> tuple[list[str], dict[str, list[str]], dict[str, object]]:
+    """The problems with the bots' variables, the bots of each known family they name, and each of
+    those families' profile as loaded once (or the ProfileError loading it raised)."""
     from ansible.vars.manager import VariableManager
 
     variables = VariableManager(loader=manager._loader, inventory=manager)
     known_families = profiles.available()
     problems = []
     families: dict[str, list[str]] = {}
-    ports: dict[str, dict | None] = {}  # each family's port names, its profile loaded once
+    loaded: dict[str, object] = {}  # each family's profile, loaded once (or why it cannot be)
     for name in names:
         host_vars = _vars(variables, manager, name)
         data = {k: _plain(v) for k, v in host_vars.items() if k.startswith("bot_") and not _templated(v)}
@@ -175,15 +176,16 @@ def _check_bot_vars(manager, names: list[str]) -> tuple[list[str], dict[str, lis
                             f"(expected one of: {', '.join(known_families)})")
         elif isinstance(family, str):
             families.setdefault(family, []).append(name)
-            if family not in ports:
+            if family not in loaded:
                 try:
-                    ports[family] = profiles.load(family)["http"]["ports"]
-                except profiles.ProfileError:
-                    ports[family] = None  # reported by check_profiles, once per family
-            names_ok = ports[family]
+                    loaded[family] = profiles.load(family)
+                except profiles.ProfileError as exc:
+                    loaded[family] = exc  # reported by check_profiles, once per family
+            profile = loaded[family]
+            names_ok = None if isinstance(profile, profiles.ProfileError) else profile["http"]["ports"]
             if names_ok is not None and isinstance(data.get("bot_ports"), dict):
                 for port_name in data["bot_ports"]:
                     if port_name not in names_ok:
                         problems.append(f"{name}: bot_ports.{port_name}: not a port of {family} "
                                         f"(expected one of: {', '.join(names_ok)})")
-    return list(dict.fromkeys(problems)), families
+    return list(dict.fromkeys(problems)), families, loaded

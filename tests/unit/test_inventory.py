@@ -86,3 +86,19 @@ def test_botops_yaml_parses_as_the_yaml_plugin_does(inventory):
     ours, theirs = parse("botops_yaml"), parse("yaml")
     assert ours[0]["extra"] == ["x-1"] and ours[1]["x-1"]["nested"] == {"a": [1, 2]}
     assert ours == theirs
+
+
+def test_a_broken_profile_of_the_targeted_bots_is_named_once_with_its_bots(inventory, tmp_path, monkeypatch):
+    profiles_dir = tmp_path / "profiles"
+    shutil.copytree(REPO / "profiles", profiles_dir)
+    hl = profiles_dir / "hyperliquid.yml"
+    text = hl.read_text()
+    assert "timeout:" in text
+    hl.write_text(text.replace("timeout:", "timeout: -1\n  ignored_timeout:", 1))
+    monkeypatch.setenv("BOTOPS_PROFILES_DIR", str(profiles_dir))
+    with pytest.raises(InventoryError) as exc:
+        hosts(str(inventory / "hosts.yml"), check_vars=True)
+    message = str(exc.value)
+    assert "the profiles of the targeted bots are invalid" in message, message
+    assert message.count("hl-eu-1, hl-eu-2: bot_family 'hyperliquid':") >= 1, message
+    assert "mojo-1" not in message and "vanta-1" not in message, message
