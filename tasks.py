@@ -3,7 +3,10 @@
 from invoke import Collection
 
 from botops import backup, bench, maintenance, promote, release, releases, remote, restart, safety, sandbox, schedule
+from botops.operation import parser_errors_exit_2
 from botops.status import status
+
+parser_errors_exit_2()
 
 ns = Collection()
 ns.add_task(status)

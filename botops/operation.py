@@ -51,6 +51,30 @@ def usage_error(task: str, message: str) -> Exit:
     return Exit(f"{task}: {message}", code=EXIT_USAGE)
 
 
+def parser_errors_exit_2() -> None:
+    """Make invoke's own refusals (an unknown task or flag, a flag without its value) exit 2 like
+    every other bad input, with a pointer to the help, instead of the parser's exit 1.
+
+    Invoke has no setting for the code; tasks.py calls this when invoke loads it, which is after
+    the core flags are read and before the task flags are, so it covers every task's flags."""
+    from invoke.exceptions import ParseError
+    from invoke.program import Program
+
+    parse_tasks = Program.parse_tasks
+    if getattr(parse_tasks, "botops_usage_code", False):
+        return
+
+    def parse_tasks_exit_2(self):
+        try:
+            parse_tasks(self)
+        except ParseError as exc:
+            raise Exit(f"{exc}\n'invoke --list' lists the tasks; 'invoke --help TASK' lists a task's flags.",
+                       code=EXIT_USAGE) from None
+
+    parse_tasks_exit_2.botops_usage_code = True
+    Program.parse_tasks = parse_tasks_exit_2
+
+
 def number_flag(task: str, flag: str, value, unit: str, high: float, low: int = 1, seconds: bool = False):
     """The value of a numeric flag, or exit 2 saying what is accepted: a whole number from `low` to
     `high`, or with `seconds` a duration (a number, more than 0, at most `high`).

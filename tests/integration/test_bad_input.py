@@ -15,8 +15,8 @@ exactly as before. Where a task would start acting (a playbook, a command on a h
 sandbox, a crontab or AWX file), a tripwire stops it instead, so a regression fails here with its
 name rather than operating the shared fleet.
 
-Invoke's own parser refuses an unknown flag or task with exit code 1 (not 2); tasks.py cannot
-change that, so it is not covered here.
+Invoke's own parser refuses an unknown task or flag, or a flag without its value; tasks.py makes
+those exit 2 as well (`test_parser_refusal_exits_2`).
 """
 
 from __future__ import annotations
@@ -416,6 +416,17 @@ def test_no_run_artifacts_locks_or_sandbox_left(matrix):
         left = sorted(str(p) for p in path.rglob("*")) if path.exists() else []
         assert not left, f"{name}: {left[:20]}"
     assert not (matrix["tmp"] / "no-crontab").exists()
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["kill-switch", "--level=halt", "--bogus"], "'--bogus'"),
+    (["kill-swich"], "'kill-swich'"),
+    (["rollback", "--target"], "target"),
+], ids=["unknown flag", "unknown task", "flag without its value"])
+def test_parser_refusal_exits_2(argv, named):
+    code, output = run_cli(argv)
+    assert code == 2, f"exit {code!r}, not 2\n{output[-3000:]}"
+    assert named in output and "invoke --help TASK" in output, output[-3000:]
 
 
 # ---------------------------------------------------------------------------- every flag has a case
