@@ -10,8 +10,9 @@ the reference bot's, with their primary keys), then each round times, on the sam
 
 - baseline backup: `pg_dump -Fc -f FILE` (default gzip compression);
 - botops backup: `create_backup()`, what bot_backup state=present runs: a snapshot session that
-  counts the rows, `pg_dump --snapshot -Fc -Z0 | zstd -1 -T0`, sha256 of every file, the manifest,
-  fsync and the atomic rename;
+  counts the rows, `pg_dump --snapshot -Fc -Z0 | zstd -1 -T0` for the schema and small tables and
+  one more such pipeline per large table (trades, orders) side by side, sha256 of every file, the
+  manifest, fsync and the atomic rename;
 - verification: `verify_files()`, what bot_backup state=verified runs on every set (every file's
   size and sha256 against the manifest), as a share of the backup's time;
 - baseline restore: `pg_restore -j2 --no-owner` of the plain dump into an empty database;
@@ -169,16 +170,18 @@ def section(info: dict, size: int, rows: int, rounds: list[dict], note: str) -> 
     return "\n".join(lines)
 
 
-NOTE = """Notes: the baseline dump is bound by gzip (one core, level 6); botops dumps without compression
-into `zstd -1 -T0` (both cores), which is both faster and smaller here. The restore decompresses
-the zstd file beside the sets and runs `pg_restore -j2` on it; a custom archive written to a pipe
-has no data offsets, so each restore job seeks through the file for its tables, which with the
-decompression is where it can lose to the baseline. Beyond the raw pipeline (`pg_dump -Fc -Z0 |
-zstd -1 -T0`), the backup's time is counting the rows in the snapshot, the checksums and the
-fsync. Both restores
-go into an empty database of the same cluster, with fsync off for both (a test cluster): the ratio,
-not the absolute time, is what carries over. Verification is what `bot_backup state=verified` does on
-every set; the test restore (`--test-restore`) is a restore and costs what the restore row shows."""
+NOTE = """Notes: the baseline dump is bound by gzip (one core, level 6) and by one pg_dump reading one
+table at a time. botops dumps without compression into `zstd -1 -T0`, the two largest tables
+(trades, orders) each in a pipeline of its own in the same snapshot, so the server reads them on
+both cores; the output is smaller than the baseline's. The restore creates the tables from the
+main dump, loads every table's rows side by side (each part streams through `zstd -d` into
+`pg_restore`), then builds indexes and constraints with `pg_restore -j2`: what the baseline's
+`pg_restore -j2` does, without its gzip inflation inside the restore jobs. Beyond the raw
+pipelines, the backup's time is counting the rows in the snapshot, the checksums and the fsync.
+Both restores go into an empty database of the same cluster, with fsync off for both (a test
+cluster): the ratio, not the absolute time, is what carries over. Verification is what `bot_backup
+state=verified` does on every set; the test restore (`--test-restore`) is a restore and costs what
+the restore row shows."""
 
 
 def main(argv=None) -> int:

@@ -64,7 +64,8 @@ options:
   format:
     description:
       - "Database dump format. C(custom_zstd): C(pg_dump -Fc -Z0) piped through C(zstd -T0) (fast, no
-        larger than C(pg_dump -Fc)); C(custom): plain C(pg_dump -Fc) (gzip); C(directory):
+        larger than C(pg_dump -Fc)), the rows of the C(jobs) largest tables (64 MiB or more) each in a
+        dump of its own taken beside it in the same snapshot, and restored side by side; C(custom): plain C(pg_dump -Fc) (gzip); C(directory):
         C(pg_dump -Fd -j jobs) (gzip). Recorded in the manifest; restore reads any of them.
         Ignored for SQLite (a file copy)."
     type: str
@@ -74,7 +75,7 @@ options:
     description: Compression level (zstd 1-19 for C(custom_zstd), gzip 0-9 otherwise). Default per format (zstd 1, gzip default).
     type: int
   jobs:
-    description: Parallel jobs of C(pg_dump -Fd) and of C(pg_restore) in a test restore.
+    description: Parallel jobs of C(pg_dump) (tables dumped side by side) and of C(pg_restore) in a test restore.
     type: int
     default: 2
   test_restore:

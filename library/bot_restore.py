@@ -66,7 +66,7 @@ options:
     choices: [custom_zstd, custom, directory]
     default: custom_zstd
   jobs:
-    description: Parallel jobs of pg_restore for the C(custom) and C(directory) formats.
+    description: Parallel jobs of pg_restore (indexes and constraints; the tables dumped in parts of their own load side by side).
     type: int
     default: 2
   stop_timeout:

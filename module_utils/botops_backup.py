@@ -8,7 +8,8 @@ binaries and zstd), so it runs on any managed host with Python 3.
 A backup set is a directory ``<backups>/<backup_id>/`` (mode 0700) holding, each file 0600:
 
 - the database: ``database.dump.zst`` (format ``custom_zstd``: ``pg_dump -Fc -Z0`` piped through
-  ``zstd``), ``database.dump`` (``custom``: plain ``pg_dump -Fc``), ``database.d/`` (``directory``:
+  ``zstd``; the largest tables' rows, one ``database.partN.dump.zst`` each, dumped beside it in the
+  same snapshot and restored side by side), ``database.dump`` (``custom``: plain ``pg_dump -Fc``), ``database.d/`` (``directory``:
   ``pg_dump -Fd -j N``) or ``database.sqlite3`` (engine sqlite, copied with the sqlite3 backup API);
 - ``files.tar.gz``: the profile's ``backup.paths`` (config, data), relative to the bot root;
 - ``manifest.json``: every file with sha256 and size, the bot, family, release, Alembic revision,
@@ -32,6 +33,7 @@ import os
 import re
 import secrets as secrets_mod
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tarfile
@@ -59,6 +61,11 @@ FORMATS = {
 }
 DEFAULT_FORMAT = "custom_zstd"
 DEFAULT_LEVELS = {"custom_zstd": 1, "custom": None, "directory": 1}
+# custom_zstd: each of the `jobs` largest tables of at least this size gets a dump of its own rows
+# (database.part<N>.dump.zst), taken beside the main one in the same snapshot; a single pg_dump
+# reads one table at a time on one server core.
+PART_MIN_BYTES = 64 * 1024 * 1024
+PART_FILE_RE = re.compile(r"database\.part[0-9]{1,3}\.dump\.zst")
 
 BACKUP_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
 PG_IDENT_MAX = 63
@@ -536,9 +543,18 @@ class PostgresEngine:
             except PgError as exc:
                 raise BackupError(f"open a snapshot of database {self.name}: {exc}") from None
             cmd = [pg_dump, "--snapshot", snapshot, "--lock-wait-timeout=60000", *self.db.conn_args()]
+            parts = []
             if fmt == "custom_zstd":
-                dump = functools.partial(self._dump_pipe, cmd + ["-Fc", "-Z0"], [zstd, "-q", f"-{level}", "-T0", "-c"],
-                                         target)
+                try:
+                    parts = self._part_tables(session.query, jobs)
+                except PgError as exc:
+                    raise BackupError(f"list the tables of database {self.name}: {exc}") from None
+                compress = [zstd, "-q", f"-{level}", "-T0", "-c"]
+                pipelines = [([cmd + ["-Fc", "-Z0", *[f"--exclude-table-data={p['table']}" for p in parts]],
+                               compress], target)]
+                pipelines += [([cmd + ["-Fc", "-Z0", "--data-only", "-t", p["table"]], compress],
+                               os.path.join(workdir, p["path"])) for p in parts]
+                dump = functools.partial(self._pipelines, pipelines, f"dump of database {self.name}")
             elif fmt == "custom":
                 extra = ["-Z", str(level)] if level is not None else []
                 dump = functools.partial(self._dump_direct, cmd + ["-Fc", *extra, "-f", target])
@@ -579,31 +595,87 @@ class PostgresEngine:
         }
         if fmt == "directory":
             part["jobs"] = max(1, int(jobs))
+        if fmt == "custom_zstd":
+            part["parts"] = parts
         return part
+
+    def _part_tables(self, query, jobs):
+        """The tables whose rows get a dump of their own (custom_zstd): the `jobs` largest ordinary
+        tables of at least PART_MIN_BYTES, as [{table: exact pg_dump pattern, path: file}]; none with
+        a single job. Extension members (their data is not dumped) and names with line breaks stay
+        in the main dump."""
+        if int(jobs) < 2:
+            return []
+        rows = query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
+            "AND n.nspname !~ '[\\t\\n\\r]' AND c.relname !~ '[\\t\\n\\r]' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+            "AND d.objid = c.oid AND d.deptype = 'e') "
+            f"AND pg_total_relation_size(c.oid) >= {int(PART_MIN_BYTES)} "
+            f"ORDER BY pg_total_relation_size(c.oid) DESC, 1 LIMIT {int(jobs)}")
+        return [{"table": row[0], "path": f"database.part{n}.dump.zst"} for n, row in enumerate(rows, 1)]
 
     def _dump_direct(self, cmd):
         rc, out, err = self.db.run(cmd)
         if rc != 0:
             raise BackupError(f"pg_dump of database {self.name} failed (rc={rc}): {_tail(err or out)}")
 
-    def _dump_pipe(self, dump_cmd, compress_cmd, target):
-        with open(target, "wb") as out, tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2:
-            os.fchmod(out.fileno(), 0o600)
-            dump = subprocess.Popen(dump_cmd, env=self.db.env(), stdout=subprocess.PIPE, stderr=err1)
-            comp = subprocess.Popen(compress_cmd, stdin=dump.stdout, stdout=out, stderr=err2)
-            dump.stdout.close()
-            rc_comp = comp.wait()
-            rc_dump = dump.wait()
-            out.flush()
-            os.fsync(out.fileno())
-            if rc_dump != 0:
-                err1.seek(0)
-                raise BackupError(f"pg_dump of database {self.name} failed (rc={rc_dump}): "
-                                  f"{_tail(err1.read().decode(errors='replace'))}")
-            if rc_comp != 0:
-                err2.seek(0)
-                raise BackupError(f"{os.path.basename(compress_cmd[0])} failed (rc={rc_comp}): "
-                                  f"{_tail(err2.read().decode(errors='replace'))}")
+    def _pipelines(self, pipelines, what):
+        """Run pipelines side by side and wait for all of them. Each is (commands, target): every
+        command feeds the next one's stdin; the last writes into target (created 0600, fsynced) or,
+        with None, nowhere. When a command fails the others are stopped, and BackupError names the
+        first one that failed of its own accord (not of a pipe its reader closed) with its stderr."""
+        running = []  # (argv, process, stderr file)
+        outputs = []
+        try:
+            for commands, target in pipelines:
+                out = subprocess.DEVNULL
+                if target:
+                    out = open(target, "wb")
+                    os.fchmod(out.fileno(), 0o600)
+                    outputs.append(out)
+                stdin = None
+                for n, argv in enumerate(commands):
+                    err = tempfile.TemporaryFile()
+                    last = n == len(commands) - 1
+                    proc = subprocess.Popen(argv, env=self.db.env(), stdin=stdin, stderr=err,
+                                            stdout=out if last else subprocess.PIPE)
+                    if stdin is not None:
+                        stdin.close()  # the reader holds it now: a writer sees its end when it exits
+                    stdin = proc.stdout
+                    running.append((argv, proc, err))
+            while True:
+                codes = [proc.poll() for _, proc, _ in running]
+                if None not in codes or any(code not in (None, 0) for code in codes):
+                    break
+                time.sleep(0.05)
+            stopped = set()
+            if any(code not in (None, 0) for code in codes):
+                for _, proc, _ in running:
+                    if proc.poll() is None:
+                        proc.terminate()
+                        stopped.add(proc.pid)
+            for _, proc, _ in running:
+                proc.wait()
+            causes = [r for r in running if r[1].returncode != 0 and r[1].pid not in stopped]
+            if causes:
+                argv, proc, err = next((r for r in causes if r[1].returncode != -signal.SIGPIPE), causes[0])
+                err.seek(0)
+                raise BackupError(f"{os.path.basename(argv[0])} ({what}) failed (rc={proc.returncode}): "
+                                  f"{_tail(err.read().decode(errors='replace'))}")
+            for out in outputs:
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            for _, proc, err in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                err.close()
+            for out in outputs:
+                out.close()
 
     # ---- scratch databases and restore
     def create_like(self, scratch, like=None):
@@ -632,22 +704,36 @@ class PostgresEngine:
         if fmt not in FORMATS:
             raise BackupError(f"unknown dump format {fmt!r} in the manifest")
         source = os.path.join(set_dir, FORMATS[fmt])
-        cmd = [find_bin("pg_restore"), "--exit-on-error", "--no-owner", *self.db.conn_args(scratch)]
-        if int(jobs) > 1:
-            cmd += ["-j", str(int(jobs))]
+        single = [find_bin("pg_restore"), "--exit-on-error", "--no-owner", *self.db.conn_args(scratch)]
+        cmd = single + (["-j", str(int(jobs))] if int(jobs) > 1 else [])
         if fmt != "custom_zstd":
             self._restore(cmd, source, scratch)
             return
-        # pg_restore -j needs a file it can seek in: the dump is decompressed beside the sets (the
-        # callers hold the store's lock, so no writer takes the directory for a killed run's), and
-        # removed after the restore whatever happens.
+        parts = dbinfo.get("parts") or []
+        for part in parts:
+            if not isinstance(part, dict) or not PART_FILE_RE.fullmatch(str(part.get("path"))):
+                raise BackupError(f"the manifest names a database part that is not one: {part!r}")
+        zstd = find_bin("zstd")
+        # pg_restore -j needs a file it can seek in: the main dump is decompressed beside the sets
+        # (the callers hold the store's lock, so no writer takes the directory for a killed run's),
+        # and removed after the restore whatever happens.
         workdir = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}restore-", dir=os.path.dirname(os.path.abspath(set_dir)))
         try:
             plain = os.path.join(workdir, "db.dump")
-            rc, out, err = run([find_bin("zstd"), "-q", "-d", source, "-o", plain])
+            rc, out, err = run([zstd, "-q", "-d", source, "-o", plain])
             if rc != 0:
                 raise BackupError(f"zstd -d of {FORMATS[fmt]} failed (rc={rc}): {_tail(err or out)}")
-            self._restore(cmd, plain, scratch)
+            if not parts:
+                self._restore(cmd, plain, scratch)
+                return
+            # The tables, then every table's rows side by side (the parts stream through zstd into
+            # pg_restore), then indexes and constraints with -j: what pg_restore -j does in order.
+            self._restore(single + ["--section=pre-data"], plain, scratch)
+            what = f"restore into {scratch}"
+            self._pipelines([([single + ["--section=data", plain]], None)]
+                            + [([[zstd, "-q", "-d", "-c", os.path.join(set_dir, p["path"])], single], None)
+                               for p in parts], what)
+            self._restore(cmd + ["--section=post-data"], plain, scratch)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
