@@ -150,12 +150,12 @@ def section(info: dict, size: int, rows: int, rounds: list[dict], note: str) -> 
         "",
         "| measure | baseline | botops | ratio | target | verdict |",
         "|---|---|---|---|---|---|",
-        f"| backup, seconds | `pg_dump -Fc` {med['pg_dump_s']:.1f} | {med['backup_s']:.1f} | {speedup:.1f}x faster "
+        f"| backup, seconds | `pg_dump -Fc` {med['pg_dump_s']:.1f} | {med['backup_s']:.1f} | {speedup:.2f}x faster "
         f"| at least {TARGETS['backup_speedup']:g}x | {verdict(speedup >= TARGETS['backup_speedup'])} |",
         f"| backup, MB written | {med['pg_dump_mb']:.0f} | {med['backup_mb']:.0f} | "
         f"{med['backup_mb'] / med['pg_dump_mb']:.2f} | no larger | {verdict(med['backup_mb'] <= med['pg_dump_mb'])} |",
         f"| restore, seconds | `pg_restore -j2` {med['pg_restore_s']:.1f} | {med['restore_s']:.1f} | "
-        f"{restore_ratio:.2f} of the baseline | no slower | {verdict(restore_ratio <= TARGETS['restore_ratio'])} |",
+        f"{restore_ratio:.3f} of the baseline | no slower | {verdict(restore_ratio <= TARGETS['restore_ratio'])} |",
         f"| verification (every file's sha256), seconds | - | {med['verify_s']:.2f} | {verify_share:.1%} of the backup "
         f"| at most {TARGETS['verify_share']:.0%} | {verdict(verify_share <= TARGETS['verify_share'])} |",
         "",
