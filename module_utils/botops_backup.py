@@ -9,8 +9,9 @@ A backup set is a directory ``<backups>/<backup_id>/`` (mode 0700) holding, each
 
 - the database: ``database.dump.zst`` (format ``custom_zstd``: ``pg_dump -Fc -Z0`` piped through
   ``zstd``; the largest tables' rows, one ``database.partN.dump.zst`` each, dumped beside it in the
-  same snapshot and restored side by side), ``database.dump`` (``custom``: plain ``pg_dump -Fc``), ``database.d/`` (``directory``:
-  ``pg_dump -Fd -j N``) or ``database.sqlite3`` (engine sqlite, copied with the sqlite3 backup API);
+  same snapshot and restored side by side), ``database.dump`` (``custom``: plain ``pg_dump -Fc``),
+  ``database.d/`` (``directory``: ``pg_dump -Fd -j N``) or ``database.sqlite3`` (engine sqlite,
+  copied with the sqlite3 backup API);
 - ``files.tar.gz``: the profile's ``backup.paths`` (config, data), relative to the bot root;
 - ``manifest.json``: every file with sha256 and size, the bot, family, release, Alembic revision,
   row counts of the profile's ``database.tables`` and the ledger's max id (taken in the snapshot
