@@ -604,18 +604,20 @@ class PostgresEngine:
         """The tables whose rows get a dump of their own (custom_zstd): the `jobs` largest ordinary
         tables of at least PART_MIN_BYTES, as [{table: exact pg_dump pattern, path: file}]; none with
         a single job. Extension members (their data is not dumped) and names with line breaks stay
-        in the main dump."""
+        in the main dump. The sizes are the catalog's (pg_class.relpages, kept by VACUUM and
+        ANALYZE): pg_relation_size() would lock each table, and wait, without pg_dump's
+        --lock-wait-timeout, behind a migration holding one."""
         if int(jobs) < 2:
             return []
+        size = "(c.relpages + COALESCE(t.relpages, 0))::bigint * current_setting('block_size')::bigint"
         rows = query(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid "
             "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
             "AND n.nspname !~ '[\\t\\n\\r]' AND c.relname !~ '[\\t\\n\\r]' "
             "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
             "AND d.objid = c.oid AND d.deptype = 'e') "
-            f"AND pg_total_relation_size(c.oid) >= {int(PART_MIN_BYTES)} "
-            f"ORDER BY pg_total_relation_size(c.oid) DESC, 1 LIMIT {int(jobs)}")
+            f"AND {size} >= {int(PART_MIN_BYTES)} ORDER BY {size} DESC, 1 LIMIT {int(jobs)}")
         return [{"table": row[0], "path": f"database.part{n}.dump.zst"} for n, row in enumerate(rows, 1)]
 
     def _dump_direct(self, cmd):

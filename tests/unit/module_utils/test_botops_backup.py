@@ -308,7 +308,7 @@ def test_the_largest_tables_are_dumped_and_restored_side_by_side(engine, tmp_pat
     a restore brings back every row, sequence and constraint (a foreign key between two parts)."""
     monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
     engine.query("CREATE TABLE fills (id serial PRIMARY KEY, trade_id bigint NOT NULL REFERENCES trades (id)); "
-                 "INSERT INTO fills (trade_id) SELECT g FROM generate_series(1, 400) g")
+                 "INSERT INTO fills (trade_id) SELECT g FROM generate_series(1, 400) g; ANALYZE")
     store, bot = bb.BackupStore(str(tmp_path / "backups")), bot_for(tmp_path)
     manifest = bb.create_backup(store, engine, bot, PROFILE, jobs=2)
     db = manifest["database"]
@@ -357,7 +357,7 @@ def test_a_failed_part_dump_fails_the_backup_and_leaves_no_set(engine, cluster, 
     one succeeds; the backup fails naming pg_dump and its error, and nothing looks like a set."""
     monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
     cluster.execute("CREATE TABLE audit (id int, note text); INSERT INTO audit SELECT g, repeat('x', 200) "
-                    "FROM generate_series(1, 3000) g", engine.name)
+                    "FROM generate_series(1, 3000) g; ANALYZE audit", engine.name)
     store = bb.BackupStore(str(tmp_path / "backups"))
     with pytest.raises(bb.BackupError, match=r"pg_dump \(dump of database .*\) failed \(rc=1\):.*permission denied"):
         bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, jobs=2)
