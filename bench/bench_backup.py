@@ -172,16 +172,18 @@ def section(info: dict, size: int, rows: int, rounds: list[dict], note: str) -> 
 
 NOTE = """Notes: the baseline dump is bound by gzip (one core, level 6) and by one pg_dump reading one
 table at a time. botops dumps without compression into `zstd -1 -T0`, the two largest tables
-(trades, orders) each in a pipeline of its own in the same snapshot, so the server reads them on
-both cores; the output is smaller than the baseline's. The restore creates the tables from the
-main dump, loads every table's rows side by side (each part streams through `zstd -d` into
-`pg_restore`), then builds indexes and constraints with `pg_restore -j2`: what the baseline's
-`pg_restore -j2` does, without its gzip inflation inside the restore jobs. Beyond the raw
-pipelines, the backup's time is counting the rows in the snapshot, the checksums and the fsync.
-Both restores go into an empty database of the same cluster, with fsync off for both (a test
-cluster): the ratio, not the absolute time, is what carries over. Verification is what `bot_backup
-state=verified` does on every set; the test restore (`--test-restore`) is a restore and costs what
-the restore row shows."""
+(trades, orders) each as a `pg_dump --data-only` of its own in the same snapshot, so the server
+reads them on both cores; the output is smaller than the baseline's. The restore creates the tables
+from the main dump, loads every table's rows side by side (each part streams through `zstd -d`
+into psql, which sends COPY data in larger messages than pg_restore does from an uncompressed
+archive), builds a table's indexes as soon as its rows are in while the larger one still loads
+(the order `pg_restore -j2` follows), then the rest with `pg_restore -j2`. Both restores are bound
+by the server loading the largest table in one COPY: at this size they end within a few percent of
+each other, and a round's verdict can go either way. Beyond the raw pipelines, the backup's time is
+counting the rows in the snapshot, the checksums and the fsync. Both restores go into an empty
+database of the same cluster, with fsync off for both (a test cluster): the ratio, not the absolute
+time, is what carries over. Verification is what `bot_backup state=verified` does on every set; the
+test restore (`--test-restore`) is a restore and costs what the restore row shows."""
 
 
 def main(argv=None) -> int:

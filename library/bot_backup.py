@@ -65,8 +65,10 @@ options:
     description:
       - "Database dump format. C(custom_zstd): C(pg_dump -Fc -Z0) piped through C(zstd -T0) (fast, no
         larger than C(pg_dump -Fc)), the rows of the C(jobs) largest tables (64 MiB or more) each in a
-        dump of its own taken beside it in the same snapshot, and restored side by side; C(custom): plain C(pg_dump -Fc) (gzip); C(directory):
-        C(pg_dump -Fd -j jobs) (gzip). Recorded in the manifest; restore reads any of them.
+        C(pg_dump --data-only) of its own taken beside it in the same snapshot, and loaded side by
+        side through C(psql), each table's indexes built as soon as its rows are in; C(custom): plain
+        C(pg_dump -Fc) (gzip); C(directory): C(pg_dump -Fd -j jobs) (gzip). Recorded in the manifest;
+        restore reads any of them.
         Ignored for SQLite (a file copy)."
     type: str
     choices: [custom_zstd, custom, directory]

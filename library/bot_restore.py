@@ -66,7 +66,7 @@ options:
     choices: [custom_zstd, custom, directory]
     default: custom_zstd
   jobs:
-    description: Parallel jobs of pg_restore (indexes and constraints; the tables dumped in parts of their own load side by side).
+    description: Parallel jobs of pg_restore (indexes and constraints; the tables dumped in parts of their own load side by side, their indexes built as soon as their rows are in).
     type: int
     default: 2
   stop_timeout:

@@ -8,8 +8,9 @@ binaries and zstd), so it runs on any managed host with Python 3.
 A backup set is a directory ``<backups>/<backup_id>/`` (mode 0700) holding, each file 0600:
 
 - the database: ``database.dump.zst`` (format ``custom_zstd``: ``pg_dump -Fc -Z0`` piped through
-  ``zstd``; the largest tables' rows, one ``database.partN.dump.zst`` each, dumped beside it in the
-  same snapshot and restored side by side), ``database.dump`` (``custom``: plain ``pg_dump -Fc``),
+  ``zstd``; the largest tables' rows, one ``database.partN.sql.zst`` each, ``pg_dump --data-only``
+  beside it in the same snapshot, loaded side by side through psql), ``database.dump`` (``custom``:
+  plain ``pg_dump -Fc``),
   ``database.d/`` (``directory``: ``pg_dump -Fd -j N``) or ``database.sqlite3`` (engine sqlite,
   copied with the sqlite3 backup API);
 - ``files.tar.gz``: the profile's ``backup.paths`` (config, data), relative to the bot root;
@@ -63,10 +64,11 @@ FORMATS = {
 DEFAULT_FORMAT = "custom_zstd"
 DEFAULT_LEVELS = {"custom_zstd": 1, "custom": None, "directory": 1}
 # custom_zstd: each of the `jobs` largest tables of at least this size gets a dump of its own rows
-# (database.part<N>.dump.zst), taken beside the main one in the same snapshot; a single pg_dump
-# reads one table at a time on one server core.
+# (database.part<N>.sql.zst, plain COPY), taken beside the main one in the same snapshot; a single
+# pg_dump reads one table at a time on one server core. Sets of an earlier version hold custom
+# archives instead (database.part<N>.dump.zst); both restore.
 PART_MIN_BYTES = 64 * 1024 * 1024
-PART_FILE_RE = re.compile(r"database\.part[0-9]{1,3}\.dump\.zst")
+PART_FILE_RE = re.compile(r"database\.part[0-9]{1,3}\.(sql|dump)\.zst")
 
 BACKUP_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
 PG_IDENT_MAX = 63
@@ -196,6 +198,12 @@ def find_bin(name):
 def run(cmd, env=None, timeout=None):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def _toc_object(line):
+    """(catalog oid, object oid) of a line of `pg_restore -l` ("12; 2606 16390 CONSTRAINT ..."), or None."""
+    match = re.match(r"\d+; (\d+) (\d+) ", line)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _tail(text, limit=600):
@@ -553,7 +561,7 @@ class PostgresEngine:
                 compress = [zstd, "-q", f"-{level}", "-T0", "-c"]
                 pipelines = [([cmd + ["-Fc", "-Z0", *[f"--exclude-table-data={p['table']}" for p in parts]],
                                compress], target)]
-                pipelines += [([cmd + ["-Fc", "-Z0", "--data-only", "-t", p["table"]], compress],
+                pipelines += [([cmd + ["-Fp", "--data-only", "-t", p["table"]], compress],
                                os.path.join(workdir, p["path"])) for p in parts]
                 dump = functools.partial(self._pipelines, pipelines, f"dump of database {self.name}")
             elif fmt == "custom":
@@ -602,23 +610,35 @@ class PostgresEngine:
 
     def _part_tables(self, query, jobs):
         """The tables whose rows get a dump of their own (custom_zstd): the `jobs` largest ordinary
-        tables of at least PART_MIN_BYTES, as [{table: exact pg_dump pattern, path: file}]; none with
-        a single job. Extension members (their data is not dumped) and names with line breaks stay
-        in the main dump. The sizes are the catalog's (pg_class.relpages, kept by VACUUM and
-        ANALYZE): pg_relation_size() would lock each table, and wait, without pg_dump's
-        --lock-wait-timeout, behind a migration holding one."""
+        tables of at least PART_MIN_BYTES, as [{table: exact pg_dump pattern, path: file, indexes}];
+        none with a single job. Extension members (their data is not dumped) and names with line
+        breaks stay in the main dump. The sizes are the catalog's (pg_class.relpages, kept by VACUUM
+        and ANALYZE): pg_relation_size() would lock each table, and wait, without pg_dump's
+        --lock-wait-timeout, behind a migration holding one. `indexes` are the table's indexes and
+        index-backed constraints as [catalog oid, object oid], how the dump's table of contents
+        names them: a restore builds them as soon as the table's rows are in."""
         if int(jobs) < 2:
             return []
         size = "(c.relpages + COALESCE(t.relpages, 0))::bigint * current_setting('block_size')::bigint"
         rows = query(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+            "SELECT c.oid, format('%I.%I', n.nspname, c.relname) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid "
             "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
             "AND n.nspname !~ '[\\t\\n\\r]' AND c.relname !~ '[\\t\\n\\r]' "
             "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
             "AND d.objid = c.oid AND d.deptype = 'e') "
-            f"AND {size} >= {int(PART_MIN_BYTES)} ORDER BY {size} DESC, 1 LIMIT {int(jobs)}")
-        return [{"table": row[0], "path": f"database.part{n}.dump.zst"} for n, row in enumerate(rows, 1)]
+            f"AND {size} >= {int(PART_MIN_BYTES)} ORDER BY {size} DESC, 2 LIMIT {int(jobs)}")
+        indexes = {oid: [] for oid, _ in rows}
+        if rows:
+            oids = ",".join(str(int(oid)) for oid in indexes)
+            for relid, catalog, objid in query(
+                    "SELECT indrelid, 'pg_class'::regclass::oid, indexrelid FROM pg_index "
+                    f"WHERE indrelid IN ({oids}) UNION ALL "
+                    "SELECT conrelid, 'pg_constraint'::regclass::oid, oid FROM pg_constraint "
+                    f"WHERE conrelid IN ({oids}) AND contype IN ('p', 'u', 'x') ORDER BY 1, 2, 3"):
+                indexes[relid].append([int(catalog), int(objid)])
+        return [{"table": table, "path": f"database.part{n}.sql.zst", "indexes": indexes[oid]}
+                for n, (oid, table) in enumerate(rows, 1)]
 
     def _dump_direct(self, cmd):
         rc, out, err = self.db.run(cmd)
@@ -626,32 +646,45 @@ class PostgresEngine:
             raise BackupError(f"pg_dump of database {self.name} failed (rc={rc}): {_tail(err or out)}")
 
     def _pipelines(self, pipelines, what):
-        """Run pipelines side by side and wait for all of them. Each is (commands, target): every
-        command feeds the next one's stdin; the last writes into target (created 0600, fsynced) or,
-        with None, nowhere. When a command fails the others are stopped, and BackupError names the
-        first one that failed of its own accord (not of a pipe its reader closed) with its stderr."""
+        """Run pipelines side by side and wait for all of them. Each is (commands, target) or
+        (commands, target, then): every command feeds the next one's stdin; the last writes into
+        target (created 0600, fsynced) or, with None, nowhere; the `then` commands run one after the
+        other once the pipeline has succeeded. When a command fails the others are stopped, and
+        BackupError names the first one that failed of its own accord (not of a pipe its reader
+        closed) with its stderr."""
         running = []  # (argv, process, stderr file)
+        waiting = []  # [the processes a pipeline waits for, the commands to run after them]
         outputs = []
+
+        def start(argv, stdin, stdout):
+            err = tempfile.TemporaryFile()
+            proc = subprocess.Popen(argv, env=self.db.env(), stdin=stdin, stderr=err, stdout=stdout)
+            running.append((argv, proc, err))
+            return proc
+
         try:
-            for commands, target in pipelines:
+            for commands, target, *then in pipelines:
                 out = subprocess.DEVNULL
                 if target:
                     out = open(target, "wb")
                     os.fchmod(out.fileno(), 0o600)
                     outputs.append(out)
-                stdin = None
+                stdin, procs = None, []
                 for n, argv in enumerate(commands):
-                    err = tempfile.TemporaryFile()
                     last = n == len(commands) - 1
-                    proc = subprocess.Popen(argv, env=self.db.env(), stdin=stdin, stderr=err,
-                                            stdout=out if last else subprocess.PIPE)
+                    procs.append(start(argv, stdin, out if last else subprocess.PIPE))
                     if stdin is not None:
                         stdin.close()  # the reader holds it now: a writer sees its end when it exits
-                    stdin = proc.stdout
-                    running.append((argv, proc, err))
+                    stdin = procs[-1].stdout
+                waiting.append([procs, list(then[0]) if then else []])
             while True:
                 codes = [proc.poll() for _, proc, _ in running]
-                if None not in codes or any(code not in (None, 0) for code in codes):
+                if any(code not in (None, 0) for code in codes):
+                    break
+                for step in waiting:
+                    if step[1] and all(proc.returncode == 0 for proc in step[0]):
+                        step[0] = [start(step[1].pop(0), subprocess.DEVNULL, subprocess.DEVNULL)]
+                if all(proc.returncode == 0 for _, proc, _ in running) and not any(s[1] for s in waiting):
                     break
                 time.sleep(0.05)
             stopped = set()
@@ -714,7 +747,9 @@ class PostgresEngine:
             return
         parts = dbinfo.get("parts") or []
         for part in parts:
-            if not isinstance(part, dict) or not PART_FILE_RE.fullmatch(str(part.get("path"))):
+            if not isinstance(part, dict) or not PART_FILE_RE.fullmatch(str(part.get("path"))) or not all(
+                    isinstance(pair, list) and len(pair) == 2 and all(type(n) is int for n in pair)
+                    for pair in part.get("indexes") or []):
                 raise BackupError(f"the manifest names a database part that is not one: {part!r}")
         zstd = find_bin("zstd")
         # pg_restore -j needs a file it can seek in: the main dump is decompressed beside the sets
@@ -729,14 +764,36 @@ class PostgresEngine:
             if not parts:
                 self._restore(cmd, plain, scratch)
                 return
-            # The tables, then every table's rows side by side (the parts stream through zstd into
-            # pg_restore), then indexes and constraints with -j: what pg_restore -j does in order.
+            # What pg_restore -j does, in its order: the tables; then every table's rows side by side
+            # (the parts stream through zstd into pg_restore), a part's indexes built as soon as its
+            # rows are in while the other tables still load; then the rest of the indexes and the
+            # constraints with -j.
             self._restore(single + ["--section=pre-data"], plain, scratch)
+            rc, out, err = run([find_bin("pg_restore"), "-l", plain])
+            if rc != 0:
+                raise BackupError(f"pg_restore -l of {FORMATS[fmt]} failed (rc={rc}): {_tail(err or out)}")
+            contents, early = out.splitlines(keepends=True), []
+            for n, part in enumerate(parts, 1):
+                listed = {tuple(pair) for pair in part.get("indexes") or []}
+                mine = [line for line in contents if _toc_object(line) in listed]
+                contents = [line for line in contents if _toc_object(line) not in listed]
+                path = os.path.join(workdir, f"part{n}.list")
+                with open(path, "w") as f:
+                    f.writelines(mine)
+                early.append([single + ["--section=post-data", "-L", path, plain]] if mine else [])
+            # A part is pg_dump's plain COPY (with its \restrict: no psql meta-command runs from it),
+            # which psql sends in large messages; pg_restore sends an uncompressed archive's rows a
+            # message each, and the server loads those about 10% slower.
+            psql = [find_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.db.conn_args(scratch)]
             what = f"restore into {scratch}"
             self._pipelines([([single + ["--section=data", plain]], None)]
-                            + [([[zstd, "-q", "-d", "-c", os.path.join(set_dir, p["path"])], single], None)
-                               for p in parts], what)
-            self._restore(cmd + ["--section=post-data"], plain, scratch)
+                            + [([[zstd, "-q", "-d", "-c", os.path.join(set_dir, p["path"])],
+                                 psql if p["path"].endswith(".sql.zst") else single], None, then)
+                               for p, then in zip(parts, early)], what)
+            rest = os.path.join(workdir, "rest.list")
+            with open(rest, "w") as f:
+                f.writelines(contents)
+            self._restore(cmd + ["--section=post-data", "-L", rest], plain, scratch)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 import threading
 import time
@@ -305,26 +306,70 @@ def test_failed_restore_step_is_fatal(engine, tmp_path):
 @needs_pg
 def test_the_largest_tables_are_dumped_and_restored_side_by_side(engine, tmp_path, monkeypatch):
     """custom_zstd: the `jobs` largest tables' rows go into parts of their own, in the dump's snapshot;
-    a restore brings back every row, sequence and constraint (a foreign key between two parts)."""
+    a restore brings back every row, sequence, index and constraint (a foreign key between two
+    parts; a part's indexes are built as soon as its rows are in, the rest after every table's)."""
     monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
-    engine.query("CREATE TABLE fills (id serial PRIMARY KEY, trade_id bigint NOT NULL REFERENCES trades (id)); "
+    engine.query("CREATE TABLE fills (id serial PRIMARY KEY, trade_id bigint NOT NULL REFERENCES trades (id), "
+                 "venue text, UNIQUE (venue, id)); CREATE INDEX fills_trade ON fills (trade_id); "
                  "INSERT INTO fills (trade_id) SELECT g FROM generate_series(1, 400) g; ANALYZE")
     store, bot = bb.BackupStore(str(tmp_path / "backups")), bot_for(tmp_path)
     manifest = bb.create_backup(store, engine, bot, PROFILE, jobs=2)
     db = manifest["database"]
     assert [p["table"] for p in db["parts"]] == ["public.trades", "public.fills"]
+    # fills: its primary key and unique constraint (each a constraint and its index) and one index
+    assert [len(p["indexes"]) for p in db["parts"]] == [2, 5]
     assert {p["path"] for p in db["parts"]} | {"database.dump.zst"} <= set(manifest["files"])
     set_dir = store.path(manifest["backup_id"])
     scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
     engine.create_like(scratch, engine.name)
+    built_early, pipelines = [], engine._pipelines
+
+    def spy(entries, what):  # what each part builds once its rows are in: `pg_restore -L` of its list
+        for _commands, _target, *then in entries:
+            lists = [argv[argv.index("-L") + 1] for argv in (then[0] if then else [])]
+            built_early.append(sorted(line.split()[-2] for path in lists for line in open(path)))
+        return pipelines(entries, what)
+
+    monkeypatch.setattr(engine, "_pipelines", spy)
     engine.restore_into(set_dir, db, scratch, jobs=2)
+    assert built_early == [[], ["trades_pkey"], ["fills_pkey", "fills_trade", "fills_venue_id_key"]]
     query = ("SELECT (SELECT count(*) FROM trades), (SELECT count(*) FROM orders), (SELECT count(*) FROM fills), "
              "(SELECT last_value FROM fills_id_seq), (SELECT count(*) FROM pg_constraint WHERE contype = 'f')")
     assert engine.query(query, scratch) == engine.query(query) == [["500", "7", "400", "400", "1"]]
+    schema = ("SELECT string_agg(indexdef, '; ' ORDER BY indexdef) FROM pg_indexes WHERE schemaname = 'public' "
+              "UNION ALL SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname) "
+              "FROM pg_constraint WHERE connamespace = 'public'::regnamespace")
+    assert engine.query(schema, scratch) == engine.query(schema)
+    assert "fills_trade ON public.fills" in engine.query(schema, scratch)[0][0]
     engine.drop(scratch)
     assert os.listdir(tmp_path / "backups") == [manifest["backup_id"]]  # the decompressed main dump is gone
     one_job = bb.create_backup(store, engine, bot, PROFILE, jobs=1)
     assert one_job["database"]["parts"] == [] and not [f for f in one_job["files"] if ".part" in f]
+
+
+@needs_pg
+def test_a_set_with_custom_archive_parts_still_restores(engine, tmp_path, monkeypatch):
+    """Sets of the earlier version hold each part as a custom archive (database.partN.dump.zst) and
+    list no indexes: they restore, indexes and all, through pg_restore."""
+    monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
+    store = bb.BackupStore(str(tmp_path / "backups"))
+    manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, jobs=2)
+    set_dir, db = store.path(manifest["backup_id"]), manifest["database"]
+    for part in db["parts"]:
+        os.remove(os.path.join(set_dir, part["path"]))
+        part["path"] = part["path"].replace(".sql.zst", ".dump.zst")
+        del part["indexes"]
+        dump = subprocess.run([bb.find_bin("pg_dump"), "-Fc", "-Z0", "--data-only", "-t", part["table"],
+                               *engine.db.conn_args()], env=engine.db.env(), capture_output=True, check=True)
+        with open(os.path.join(set_dir, part["path"]), "wb") as f:
+            f.write(subprocess.run(["zstd", "-q", "-c"], input=dump.stdout, capture_output=True, check=True).stdout)
+    scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
+    engine.create_like(scratch, engine.name)
+    engine.restore_into(set_dir, db, scratch, jobs=2)
+    query = ("SELECT (SELECT count(*) FROM trades), (SELECT count(*) FROM orders), "
+             "(SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public')")
+    assert engine.query(query, scratch) == engine.query(query)
+    engine.drop(scratch)
 
 
 @needs_pg
