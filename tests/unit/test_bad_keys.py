@@ -231,6 +231,15 @@ def test_every_key_is_bounded(name, schema):
     assert not unbounded, f"{name} schema: " + ", ".join(unbounded)
 
 
+@pytest.mark.parametrize("name, schema", [("profile", PROFILE_SCHEMA), ("inventory", INVENTORY_SCHEMA)])
+def test_every_object_refuses_unknown_keys(name, schema):
+    """A misspelt key (`bot_service: {manger: systemd}`) would otherwise be ignored without a word.
+    The inventory's top level is open: a host has many variables besides botops'."""
+    open_objects = [".".join(map(str, path)) for path, node in keys(schema)
+                    if "properties" in node and node.get("additionalProperties") is not False]
+    assert not open_objects, f"{name} schema: objects that take any key: {open_objects}"
+
+
 def test_the_cases_cover_every_key():
     """Every key gets at least one wrong value (an untyped key, `equals: {}`, accepts anything)."""
     for name, schema, cases in (("profile", PROFILE_SCHEMA, PROFILE_CASES),
