@@ -171,6 +171,8 @@ class Bench:
             by_family.setdefault(b["family"], []).append(b["name"])
         return {
             "args": list(args), "seconds": seconds, "rc": rc, "failed": failed,
+            # why each failed bot failed, as its report row says (the run's directory goes with the fleet)
+            "failures": {b: str((rows.get(b) or {}).get("message") or "no message")[:400] for b in failed},
             "module_calls": {"max": max((c for c in calls.values() if c is not None), default=None),
                              "min": min((c for c in calls.values() if c is not None), default=None)},
             "downtime_report": quantiles(float(d) if d is not None else None for d in downtime.values()),
@@ -340,8 +342,9 @@ def section(results, info, mitogen_version, note):
         for run in ("deploy", "rollback"):
             if r[run]["rc"]:
                 tail = "\n".join(r[run]["tail"].strip().splitlines()[-15:])
+                why = [f"- {bot}: {msg}" for bot, msg in sorted((r[run].get("failures") or {}).items())]
                 lines += ["", f"<details><summary>{r['mode']} {run}: exit {r[run]['rc']}, the end of its output</summary>",
-                          "", "```", tail, "```", "", "</details>", ""]
+                          "", *why, "", "```", tail, "```", "", "</details>", ""]
     lines += ["", note.strip(), f"<!-- bench:{SECTION}:end -->", ""]
     return "\n".join(lines)
 
