@@ -765,8 +765,8 @@ class PostgresEngine:
                 self._restore(cmd, plain, scratch)
                 return
             # What pg_restore -j does, in its order: the tables; then every table's rows side by side
-            # (the parts stream through zstd into pg_restore), a part's indexes built as soon as its
-            # rows are in while the other tables still load; then the rest of the indexes and the
+            # (each part streams through zstd into psql), a part's indexes built as soon as its rows
+            # are in while the other tables still load; then the rest of the indexes and the
             # constraints with -j.
             self._restore(single + ["--section=pre-data"], plain, scratch)
             rc, out, err = run([find_bin("pg_restore"), "-l", plain])
@@ -781,9 +781,9 @@ class PostgresEngine:
                 with open(path, "w") as f:
                     f.writelines(mine)
                 early.append([single + ["--section=post-data", "-L", path, plain]] if mine else [])
-            # A part is pg_dump's plain COPY (with its \restrict: no psql meta-command runs from it),
-            # which psql sends in large messages; pg_restore sends an uncompressed archive's rows a
-            # message each, and the server loads those about 10% slower.
+            # A part is pg_dump's plain COPY (pg_dump 15.14 and later open it with \restrict: no psql
+            # meta-command runs from it), which psql sends in large messages; pg_restore sends an
+            # uncompressed archive's rows a message each, which the server loaded about 15% slower.
             psql = [find_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.db.conn_args(scratch)]
             what = f"restore into {scratch}"
             self._pipelines([([single + ["--section=data", plain]], None)]
