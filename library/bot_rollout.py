@@ -37,6 +37,12 @@ description:
     revert.
   - C(downtime) is the trading downtime - from the moment the stop began (the pause, for families
     whose pause stops the process) until the bot was ready again and the pause released.
+  - "At most O(window_slots) bots of one host are in that window at once (from the pause to the first
+    readiness): a bot's restart is short when it has a core to itself, and fifty restarts at once on
+    two cores each take as long as all of them together. A call waits for a slot before it pauses -
+    the bot still trading - and gives it back as soon as the bot is ready again; the work outside the
+    window (restores into a scratch database, online migrations) does not wait. A slot is a lock
+    file in C(<tmp>/botops-windows) held with flock, so a killed call never keeps one."
   - Idempotent - when the target is current, the database needs nothing and the bot runs and is
     ready, nothing is done (C(changed=false)), except marking the release good if it is not yet.
 version_added: "0.2.0"
@@ -93,6 +99,11 @@ options:
     description: Seconds readiness must then hold without a break, so a release that answers ready and falls over is reverted.
     type: float
     default: 1.0
+  window_slots:
+    description:
+      - Bots of this host allowed in their window at once (see above). Default the host's CPU count.
+      - A call that finds no slot free within 10 minutes fails before it pauses (nothing changed).
+    type: int
   keep_mode:
     description: A bot that was DRY (or paper trading) before the change is put back to DRY (paper) if it comes back LIVE (off paper).
     type: bool
@@ -217,12 +228,16 @@ downtime:
   description: Seconds from the stop (or the pause that stopped the process) until the bot was ready again with its pause released - the trading downtime. Null when the window was not reached.
   returned: always
   type: float
+slot_wait:
+  description: Seconds the call waited for a window slot (null when the window was not reached).
+  returned: always
+  type: float
 ready:
   description: The readiness gate passed (null when not reached).
   returned: always
   type: bool
 timings:
-  description: Seconds spent in each step (restore into a scratch database, migrate before the stop, pause entries, stop, switch current, upgrade the database, start, release the pause, readiness gate, mark the release, revert steps...).
+  description: Seconds spent in each step (restore into a scratch database, migrate before the stop, wait for a window slot, pause entries, stop, switch current, upgrade the database, start, release the pause, readiness gate, mark the release, revert steps...).
   returned: always
   type: dict
   sample: {"pause entries": 0.031, "stop": 0.412, "switch current": 0.004, "start": 0.853, "release the pause": 0.02, "readiness gate": 1.004}
@@ -299,6 +314,7 @@ def main():
         term_timeout=dict(type="float", default=10),
         ready_timeout=dict(type="float", default=60),
         ready_stable_for=dict(type="float", default=1.0),
+        window_slots=dict(type="int"),
         keep_mode=dict(type="bool", default=True),
         mark=dict(type="bool", default=True),
         replaced_status=dict(type="str", choices=["bad", "failed"]),

@@ -44,8 +44,8 @@ from ansible.module_utils.botops_pg import Database, PgError
 from ansible.module_utils.botops_release import (Ledger, ReleaseError, check_version, current_version,
                                                  installed_versions, ledger_lock, remove_release,
                                                  switch_current, utcnow)
-from ansible.module_utils.botops_service import (NotReady, graceful_stop, start_until_ready, stop_timeout,
-                                                  supervisor_rpc, wait_ready)
+from ansible.module_utils.botops_service import (NotReady, WindowSlots, graceful_stop, start_until_ready,
+                                                  stop_timeout, supervisor_rpc, wait_ready)
 
 ERRORS = (BotError, MigrationError, BackupError, PgError, ReleaseError, KillSwitchError, OSError, KeyError)
 
@@ -82,7 +82,8 @@ class Rollout:
         self.result = dict(changed=False, actions=self.actions, reverted=False, version=None,
                            release_before=None, release_after=None, revision_before=None, revision_after=None,
                            downtime=None, ready=None, timings={}, migration=None, backup_id=None,
-                           restored=False, previous_database=None, paused=False, mode=None, pruned=[])
+                           restored=False, previous_database=None, paused=False, mode=None, pruned=[],
+                           slot_wait=None)
         self.plan_steps = []
         # decisions of the plan
         self.target = None
@@ -109,6 +110,7 @@ class Rollout:
         self.scratch = None
         self._store_lock = contextlib.ExitStack()
         self._manager = None
+        self.slots = WindowSlots(options.get("window_slots"))
 
     # ------------------------------------------------------------------ helpers
     def act(self, text):
@@ -333,6 +335,8 @@ class Rollout:
         if self.up_online:
             with self.step("migrate before the stop"):
                 self.migrate(self.up)
+        with self.step("wait for a window slot"):
+            self.result["slot_wait"] = self.slots.take()
         if self.was_running and o.get("pause", True) and not self.pause_is_stop():
             began = time.monotonic()
             with self.step("pause entries"):
@@ -406,6 +410,7 @@ class Rollout:
             with self.step("release the pause"):
                 self.release_pause()
         self.result["downtime"] = round(time.monotonic() - self.stop_began, 3)
+        self.slots.give()  # trading again: the next bot's window may begin
         with self.step("readiness gate"):
             starting.wait(max(1.0, began + timeout - time.monotonic()))
             if starting.tolerated:
@@ -587,6 +592,7 @@ class Rollout:
             self.scratch = None
 
     def close(self):
+        self.slots.give()
         self.drop_scratch()
         self._store_lock.close()
         if self.engine is not None:
@@ -599,6 +605,11 @@ class Rollout:
         undo = []
         self.actions.append("revert:")
         self.drop_scratch()
+        if self.stopped or self.started or self.switched or self.done:
+            try:
+                self.slots.take()  # the revert is a window of its own
+            except BotError as exc:
+                self.act(f"revert without a window slot ({exc})")  # putting the bot back comes first
         if self.started or (self.stopped and self.bot.pids()):
             with self.step("revert: stop"):
                 graceful_stop(self.bot, stop_timeout(self.bot, o.get("graceful_timeout")),

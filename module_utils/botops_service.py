@@ -16,9 +16,13 @@ or a rollback). Stdlib only.
 from __future__ import annotations
 
 import configparser
+import errno
+import fcntl
 import http.client
 import os
 import socket
+import stat
+import tempfile
 import threading
 import time
 import xmlrpc.client
@@ -28,6 +32,9 @@ from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
 
 KILL_WAIT = 5.0  # seconds for a SIGKILLed process to disappear
 DEFAULT_STOP_TIMEOUT = 30.0
+SLOT_DIR = os.path.join(tempfile.gettempdir(), "botops-windows")
+SLOT_WAIT = 600.0  # seconds a window waits for a slot before it gives up (nothing changed yet)
+SLOT_POLL = 0.05
 
 
 def stop_timeout(bot, given=None):
@@ -340,3 +347,95 @@ def supervisor_rpc(bot, timeout=60.0):
     if endpoint is None or not os.path.exists(endpoint[0]):
         return None
     return SupervisorRPC(endpoint, conf["name"], timeout)
+
+
+# ---------------------------------------------------------------------------------- window slots
+class WindowSlots:
+    """At most `count` bots of one host in their trading-down window at once.
+
+    A window (pause, stop, start, readiness) is short when the bot's restart has a core to itself.
+    Fifty bots restarted at once on a few cores share them: every restart takes as long as all of
+    them together, and every bot is down for that long. A window therefore holds one of the host's
+    slots from the pause to the first readiness (the default count: the host's CPUs); the others
+    wait before they pause, still trading. The work outside the windows (backups, migrations run
+    online) does not take a slot.
+
+    A slot is an exclusive flock on `<dir>/slot<N>`, released by the kernel when the process
+    holding it ends, however it ends: a killed call never leaves a slot taken. The directory is
+    shared by the bots' users of the host (sticky and world-writable, like /tmp); a slot file is
+    opened read-only, which is all flock needs, and never through a symlink."""
+
+    def __init__(self, count=None, directory=SLOT_DIR):
+        self.count = count if count is not None else (os.cpu_count() or 1)
+        if self.count < 1:
+            raise BotError(f"window_slots must be at least 1, got {self.count}")
+        self.directory = directory
+        self._held = None
+
+    @property
+    def held(self):
+        return self._held is not None
+
+    def _dir(self):
+        try:
+            os.mkdir(self.directory, 0o700)
+            os.chmod(self.directory, 0o1777)
+        except FileExistsError:
+            pass
+        st = os.lstat(self.directory)
+        if not stat.S_ISDIR(st.st_mode):
+            raise BotError(f"window slots: {self.directory} is not a directory (a symlink or a file is in its place)")
+
+    def _open(self, index):
+        path = os.path.join(self.directory, f"slot{index}")
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(path, flags)  # without O_CREAT: fs.protected_regular refuses O_CREAT on another user's file here
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return os.open(path, flags)
+        try:
+            os.fchmod(fd, 0o644)  # the bots' other users open it too, whatever this umask
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def take(self, wait=SLOT_WAIT):
+        """Block until a slot is free; returns the seconds waited. Raises BotError after `wait`."""
+        if self._held is not None:
+            return 0.0
+        self._dir()
+        began = time.monotonic()
+        refused = {}
+        while True:
+            for index in range(self.count):
+                try:
+                    fd = self._open(index)
+                except OSError as exc:
+                    refused[index] = f"{exc.strerror or exc}"
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    os.close(fd)
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                        raise
+                    continue
+                self._held = fd
+                return round(time.monotonic() - began, 3)
+            if len(refused) == self.count:
+                raise BotError(f"window slots: cannot open any slot file in {self.directory}: "
+                               + "; ".join(f"slot{i}: {why}" for i, why in sorted(refused.items())))
+            if time.monotonic() - began >= wait:
+                raise BotError(f"no window slot free on this host within {wait:g}s: {self.count} other "
+                               f"window(s) held them all (lock files {self.directory}/slot*)")
+            time.sleep(SLOT_POLL)
+
+    def give(self):
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None

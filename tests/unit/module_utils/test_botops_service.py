@@ -1,9 +1,14 @@
 """botops_service: supervisord over its socket (config parsing, stop polled until reaped, a start
-that supervisord restarts is tolerated, one it gives up on is not)."""
+that supervisord restarts is tolerated, one it gives up on is not) and the window slots (at most
+N bots of a host in their window at once, across processes)."""
 
 from __future__ import annotations
 
 import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from ansible.module_utils import botops_service
@@ -101,3 +106,80 @@ def test_stop_polls_until_supervisord_reaped_the_process(monkeypatch):
     monkeypatch.setattr(botops_service, "POLL_INTERVAL", 0.001)
     rpc.stop(timeout=5)
     assert calls[0] == ("stopProcess", ("b07", False)) and [c[0] for c in calls[1:]] == ["getProcessInfo"] * 3
+
+
+# ---------------------------------------------------------------------------------- window slots
+HOLDER = """
+import sys
+import ansible.module_utils
+ansible.module_utils.__path__.append(sys.argv[3])
+from ansible.module_utils.botops_service import WindowSlots
+WindowSlots(int(sys.argv[2]), sys.argv[1]).take(wait=5)
+print("taken", flush=True)
+sys.stdin.read()  # holds the slot until its stdin closes, or it is killed
+"""
+
+
+def _holders(directory, count, n):
+    """n processes that each took a slot of `directory` (count slots) and hold it."""
+    module_utils = str(Path(botops_service.__file__).parent)
+    procs = []
+    for _ in range(n):
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory), str(count), module_utils],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "taken", "a holder did not get its slot"
+    return procs
+
+
+def test_window_slots_let_at_most_count_windows_in_and_a_killed_holder_frees_its_slot(tmp_path):
+    directory = tmp_path / "windows"
+    procs = _holders(directory, 2, 2)
+    try:
+        third = botops_service.WindowSlots(2, str(directory))
+        with pytest.raises(BotError, match=r"no window slot free on this host within 0.2s: 2 other window"):
+            third.take(wait=0.2)
+        assert not third.held
+        procs[0].kill()  # a killed call: the kernel drops its flock
+        procs[0].wait(10)
+        assert third.take(wait=10) < 10
+        assert third.held
+        third.give()
+        assert not third.held
+    finally:
+        for proc in procs:
+            proc.stdin.close()
+            proc.wait(10)
+
+
+def test_a_slot_given_back_is_free_at_once(tmp_path):
+    first = botops_service.WindowSlots(1, str(tmp_path / "w"))
+    second = botops_service.WindowSlots(1, str(tmp_path / "w"))
+    first.take(wait=1)
+    with pytest.raises(BotError, match="no window slot free"):
+        second.take(wait=0)
+    first.give()
+    assert second.take(wait=0) == 0.0
+    second.give()
+
+
+def test_slot_files_are_shared_by_the_hosts_users_and_never_reached_through_a_symlink(tmp_path):
+    directory = tmp_path / "w"
+    slots = botops_service.WindowSlots(1, str(directory))
+    slots.take(wait=1)
+    slots.give()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((directory / "slot0").stat().st_mode) == 0o644
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(BotError, match=r"link is not a directory \(a symlink or a file is in its place\)"):
+        botops_service.WindowSlots(1, str(link)).take(wait=0)
+    assert list(target.iterdir()) == []
+
+
+def test_window_slots_must_be_at_least_one():
+    with pytest.raises(BotError, match="window_slots must be at least 1, got 0"):
+        botops_service.WindowSlots(0)
