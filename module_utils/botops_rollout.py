@@ -606,10 +606,10 @@ class Rollout:
         self.actions.append("revert:")
         self.drop_scratch()
         if self.stopped or self.started or self.switched or self.done:
-            try:
-                self.slots.take()  # the revert is a window of its own
-            except BotError as exc:
-                self.act(f"revert without a window slot ({exc})")  # putting the bot back comes first
+            try:  # the revert is a window of its own, but putting the bot back comes first
+                self.slots.take(wait=o.get("ready_timeout", 60.0))
+            except (BotError, OSError) as exc:
+                self.act(f"revert without a window slot ({exc})")
         if self.started or (self.stopped and self.bot.pids()):
             with self.step("revert: stop"):
                 graceful_stop(self.bot, stop_timeout(self.bot, o.get("graceful_timeout")),
