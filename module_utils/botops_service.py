@@ -410,8 +410,8 @@ class WindowSlots:
             return 0.0
         self._dir()
         began = time.monotonic()
-        refused = {}
         while True:
+            refused = {}  # slot files this round could not open (a round that opens none fails at once)
             for index in range(self.count):
                 try:
                     fd = self._open(index)
