@@ -23,6 +23,11 @@ description:
     release ledger still lists as current or good are never deleted. The C(.tmp-*) directories that
     killed backups left are removed too (a backup in progress holds the store's lock, so none is removed
     under it)."
+  - "C(state=pruned) applies the same two rules to the live databases restores replaced and kept
+    (C(<db>_pre_restore_<time>), or C(<file>.pre-restore-<time>) for SQLite, by M(bot_restore) and
+    M(bot_rollout)): one is kept when it is one of the newest C(keep_last) or younger than
+    C(max_age_days), and dropped otherwise. Only names a restore of this bot's database gives are
+    considered."
   - Listing the sets is the read-only module M(bot_backup_info).
 version_added: "0.1.0"
 options:
@@ -185,6 +190,16 @@ kept:
   returned: state is pruned
   type: list
   elements: dict
+deleted_databases:
+  description: Kept databases (of replaced live databases) dropped (or that would be) by retention, with the reason.
+  returned: state is pruned
+  type: list
+  elements: dict
+kept_databases:
+  description: Kept databases retention keeps, with the rule that keeps each.
+  returned: state is pruned
+  type: list
+  elements: dict
 actions:
   description: What was done (or would be, in check mode); empty when nothing changed.
   returned: always
@@ -198,7 +213,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_backup import (
-    BackupError, BackupStore, PostgresEngine, create_backup, engine_for, find_bin, new_backup_id, plan_retention,
+    BackupError, BackupStore, PostgresEngine, create_backup, engine_for, find_bin, new_backup_id, plan_kept_retention,
+    plan_retention,
     protected_releases, test_restore, utc_iso, validate_backup_id, verify_files,
 )
 from ansible.module_utils.botops_bot import bot_argument_spec
@@ -304,7 +320,7 @@ def verify(module, store, engine, result):
                              + "; ".join(record["problems"]), **result)
 
 
-def prune(module, store, result):
+def prune(module, store, engine, result):
     p = module.params
     retention = (p["profile"].get("backup") or {}).get("retention") or {}
     keep_last = p["keep_last"] if p["keep_last"] is not None else retention.get("keep_last")
@@ -313,27 +329,39 @@ def prune(module, store, result):
     releases, backup_ids = protected_releases(p["bot"]["root"])
     delete, keep = plan_retention(sets, keep_last, max_age, releases, protected_ids=backup_ids)
     stale = store.temp_dirs()
+    kept_dbs = engine.kept() if engine is not None else []
+    drop_dbs, keep_dbs = plan_kept_retention(kept_dbs, keep_last, max_age)
     result.update(keep_last=keep_last, max_age_days=max_age,
                   deleted=[{"backup_id": b, "why": why} for b, why in delete],
-                  kept=[{"backup_id": b, "why": why} for b, why in keep])
+                  kept=[{"backup_id": b, "why": why} for b, why in keep],
+                  deleted_databases=[{"name": n, "why": why} for n, why in drop_dbs],
+                  kept_databases=[{"name": n, "why": why} for n, why in keep_dbs])
     before = [s["backup_id"] for s in sets]
     gone = {b for b, _ in delete}
-    result["diff"] = {"before": {"backups": before}, "after": {"backups": [b for b in before if b not in gone]}}
-    if not delete and not stale:
+    dbs_before = [n for n, _ in kept_dbs]
+    dbs_gone = {n for n, _ in drop_dbs}
+    result["diff"] = {"before": {"backups": before, "kept_databases": dbs_before},
+                      "after": {"backups": [b for b in before if b not in gone],
+                                "kept_databases": [n for n in dbs_before if n not in dbs_gone]}}
+    if not delete and not stale and not drop_dbs:
         return
     result["changed"] = True
     verb = "would delete" if module.check_mode else "deleted"
     if module.check_mode:
         result["actions"] += [f"{verb} backup {b} ({why})" for b, why in delete]
         result["actions"] += [f"{verb} stale temporary directory {os.path.basename(t)}" for t in stale]
+        result["actions"] += [f"would drop kept database {n} ({why})" for n, why in drop_dbs]
         return
-    with store.lock():
+    with store.lock():  # a restore holds it while it creates a kept database
         for backup_id, why in delete:
             shutil.rmtree(store.path(backup_id))
             result["actions"].append(f"{verb} backup {backup_id} ({why})")
         for tmp in store.temp_dirs():  # under the lock: every one was left by a killed run
             shutil.rmtree(tmp, ignore_errors=True)
             result["actions"].append(f"{verb} stale temporary directory {os.path.basename(tmp)}")
+        for name, why in drop_dbs:
+            engine.drop(name)
+            result["actions"].append(f"dropped kept database {name} ({why})")
 
 
 def main():
@@ -373,7 +401,7 @@ def main():
         elif p["state"] == "verified":
             verify(module, store, engine, result)
         else:
-            prune(module, store, result)
+            prune(module, store, engine, result)
     except (BackupError, PgError, OSError, KeyError) as exc:
         result["duration"] = round(time.monotonic() - started, 3)
         module.fail_json(msg=f"Failed to {action} bot '{name}': {exc}", **result)

@@ -12,7 +12,8 @@ description:
   - "2. take a safety backup of the live database and files (a set with C(safety_for) in its manifest);"
   - "3. restore into a scratch database C(<db>_restore_<id>) with C(pg_restore --exit-on-error --no-owner)
     (every SQL error is fatal) and compare its row counts and ledger max id with the manifest;"
-  - "4. stop the bot through its service manager (graceful) and wait until its process is gone;"
+  - "4. wait for one of the host's window slots (see O(window_slots)), then stop the bot through its
+    service manager (graceful) and wait until its process is gone;"
   - "5. swap in one transaction on the maintenance database, after terminating the sessions on the live
     database: C(ALTER DATABASE live RENAME TO <db>_pre_restore_<ts>; ALTER DATABASE scratch RENAME TO live);"
   - "6. with C(restore_files=true), put the config and data files of the set back (each file atomically);"
@@ -76,6 +77,15 @@ options:
     description: Seconds to wait for the bot's readiness after it is started again.
     type: float
     default: 120
+  window_slots:
+    description:
+      - "Bots of this host allowed between their stop and their readiness at once, with the restarts of
+        M(bot_service) and the windows of M(bot_rollout): fifty restarts at once on two cores each take
+        as long as all of them together. A slot is a lock file in C(<tmp>/botops-windows) held with
+        flock from before the stop until the bot is ready. Default the host's CPU count."
+      - A restore that finds no slot free within 10 minutes fails before it stops the bot (the live
+        database untouched).
+    type: int
   backup_dir:
     description: Directory of the backup sets. Default C(<bot_root>/backups).
     type: path
@@ -142,6 +152,10 @@ downtime:
   description: Seconds from the bot's stop to its readiness (null when it was not stopped).
   returned: always
   type: float
+slot_wait:
+  description: Seconds the restore waited for a window slot before it stopped the bot (null when it did not stop it).
+  returned: always
+  type: float
 bot_was_running:
   description: The bot was running when the restore began (and so was started again).
   returned: always
@@ -177,6 +191,7 @@ from ansible.module_utils.botops_backup import (
 )
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
 from ansible.module_utils.botops_pg import PgError
+from ansible.module_utils.botops_service import WindowSlots
 
 RUNNING_STATES = ("RUNNING", "STARTING", "ACTIVE", "BACKOFF")
 
@@ -217,8 +232,8 @@ class Restore:
         self.root = p["bot"]["root"]
         self.store = BackupStore(p["backup_dir"] or os.path.join(self.root, "backups"))
         self.result = dict(changed=False, actions=[], backup_id=None, safety_backup_id=None, previous_database=None,
-                           row_counts={"before": None, "after": None}, downtime=None, bot_was_running=None,
-                           files=[], timings={})
+                           row_counts={"before": None, "after": None}, downtime=None, slot_wait=None,
+                           bot_was_running=None, files=[], timings={})
         self.started = time.monotonic()
         self._step = None
         self._step_started = None
@@ -227,6 +242,7 @@ class Restore:
         self.scratch = None
         self.stopped_at = None
         self.swapped = False
+        self.slots = None
 
     def act(self, text):
         self.result["actions"].append(text)
@@ -248,6 +264,7 @@ class Restore:
 
             step = "compare the live state with the backup"
             self.bot = module_bot(self.module)
+            self.slots = WindowSlots(p["window_slots"])
             self.engine = engine_for(p["profile"], p["bot"], p["secrets"], p["maintenance_db"])
             dbinfo = manifest.get("database")
             if dbinfo and self.engine is None:
@@ -300,7 +317,7 @@ class Restore:
         if need_db:
             scratch = scratch_name(self.engine, "restore", backup_id)
             self.act(f"{verb} restore {backup_id} into {scratch} and check its row counts")
-        self.act(f"{verb} stop bot {self.name} if it is running")
+        self.act(f"{verb} stop bot {self.name} if it is running (once one of its host's window slots is free)")
         if need_db:
             if live_exists:
                 self.act(f"{verb} keep the live database {self.engine.name} as {self.previous_name()}")
@@ -364,6 +381,9 @@ class Restore:
                     self.engine.set_marker(self.scratch, {"backup_id": backup_id, "restored_at": utc_iso(),
                                                           "safety_backup_id": self.result["safety_backup_id"]})
 
+            step = self.mark("wait for a window slot")
+            if self.is_running():
+                self.result["slot_wait"] = self.slots.take()
             step = self.mark("stop the bot")
             self.stop_bot()
 
@@ -394,6 +414,7 @@ class Restore:
 
             step = self.mark("start the bot and wait for readiness")
             self.start_bot(wait=True)
+            self.slots.give()  # ready: the next bot's window may begin
 
             if previous and not p["keep_previous"]:
                 step = self.mark("drop the previous database")
@@ -404,6 +425,7 @@ class Restore:
         except (BackupError, PgError, BotError, OSError) as exc:
             self.mark(None)
             self.undo_before_swap()
+            self.slots.give()
             if self.swapped:
                 kept = self.result["previous_database"]
                 raise RestoreFailed(step, f"{exc} (the restored database is live"
@@ -492,6 +514,7 @@ def main():
         ready_timeout=dict(type="float", default=120.0),
         backup_dir=dict(type="path"),
         maintenance_db=dict(type="str", default="postgres"),
+        window_slots=dict(type="int"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     restore = Restore(module)

@@ -17,6 +17,13 @@ description:
     start) until the bot answered ready again.
   - Idempotent - V(started) on a running bot and V(stopped) on a stopped one change nothing
     (V(started) still waits for readiness when O(wait_ready)).
+  - "A restart, and the start of a stopped bot, hold one of the host's window slots from the stop (or
+    the start) until the bot is ready: at most O(window_slots) bots of one host restart at once, since
+    fifty restarts at once on two cores each take as long as all of them together. A restart waits
+    for its slot before it stops the bot, still trading; a stopped bot waits at most O(ready_timeout)
+    for one, then starts without (a bot that is down comes back first). The slots are the ones
+    C(bot_rollout)'s windows take (lock files in C(<tmp>/botops-windows), held with flock: a killed
+    call never keeps one)."
 version_added: "0.1.0"
 options:
   state:
@@ -45,6 +52,11 @@ options:
         release that answers ready and then falls over (a schema it cannot write) fails the gate.
     type: float
     default: 1.0
+  window_slots:
+    description:
+      - Bots of this host allowed to restart at once (see above). Default the host's CPU count.
+      - A restart that finds no slot free within 10 minutes fails before it stops the bot.
+    type: int
   profile:
     description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
     type: dict
@@ -112,6 +124,10 @@ ready:
   description: The readiness check passed at the end (null when not checked).
   returned: always
   type: bool
+slot_wait:
+  description: Seconds the call waited for a window slot (null when it took none).
+  returned: always
+  type: float
 pids_before:
   description: Matching processes before.
   returned: always
@@ -128,8 +144,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
-from ansible.module_utils.botops_service import (KILL_WAIT, NotReady, graceful_stop, start, stop_timeout,
-                                                  wait_ready)
+from ansible.module_utils.botops_service import (KILL_WAIT, NotReady, WindowSlots, graceful_stop, start,
+                                                  stop_timeout, wait_ready)
 
 
 def start_ready(bot, profile, p, actions, result, began):
@@ -154,6 +170,7 @@ def main():
         wait_ready=dict(type="bool", default=True),
         ready_timeout=dict(type="float", default=60),
         ready_stable_for=dict(type="float", default=1.0),
+        window_slots=dict(type="int"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -161,8 +178,11 @@ def main():
     state = p["state"]
     verbs = {"started": "start", "stopped": "stop", "restarted": "restart"}
     actions = []
-    result = dict(changed=False, state=None, actions=actions, downtime=None, ready=None, pids_before=[], pids_after=[])
+    result = dict(changed=False, state=None, actions=actions, downtime=None, ready=None, slot_wait=None,
+                  pids_before=[], pids_after=[])
+    slots = None
     try:
+        slots = WindowSlots(p["window_slots"])
         bot = module_bot(module)
         profile = p["profile"]
         graceful = stop_timeout(bot, p["graceful_timeout"])
@@ -188,6 +208,15 @@ def main():
             result["pids_after"] = pids
             module.exit_json(**result)
 
+        if state == "restarted" and running:
+            result["slot_wait"] = slots.take()  # BotError: nothing was changed
+        elif state == "restarted" or (state == "started" and not running):
+            waited = time.monotonic()  # the bot is down: it comes back, with a slot or without
+            try:
+                result["slot_wait"] = slots.take(wait=p["ready_timeout"])
+            except (BotError, OSError) as exc:
+                result["slot_wait"] = round(time.monotonic() - waited, 3)
+                actions.append(f"start without a window slot ({exc})")
         began = time.monotonic()
         if state in ("stopped", "restarted") and running:
             graceful_stop(bot, graceful, p["term_timeout"], actions, kill_wait=KILL_WAIT)
@@ -202,9 +231,13 @@ def main():
             result["downtime"] = 0.0
         elif not plan:
             result["downtime"] = 0.0
+        if slots.held:
+            slots.give()  # ready: the next bot's restart may begin
         result["pids_after"] = bot.pids()
         result["state"] = "running" if result["pids_after"] else "stopped"
     except (BotError, KeyError, OSError) as exc:
+        if slots is not None:
+            slots.give()
         module.fail_json(msg=f"Failed to {verbs[state]} bot '{name}': {exc}", **result)
     module.exit_json(**result)
 

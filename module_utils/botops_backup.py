@@ -139,6 +139,21 @@ def derived_db_name(base, kind, suffix):
     return f"{head}_{tail}"[:PG_IDENT_MAX]
 
 
+KEPT_KIND = "pre_restore"  # a live database a restore replaced, kept: <db>_pre_restore_<time>, <file>.pre-restore-<time>
+_KEPT_TAG = re.compile(r"(\d{8})[Tt](\d{6})[Zz](?:_(\d{1,2}))?$")
+
+
+def kept_tag_time(tag):
+    """Epoch seconds of a kept database's <time> tag (20261121T020000Z, or with _<n>), or None."""
+    m = _KEPT_TAG.search(tag)
+    if not m:
+        return None
+    try:
+        return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
 def current_release(root):
     link = os.path.join(root, "current")
     if not os.path.islink(link):
@@ -512,6 +527,20 @@ class PostgresEngine:
     def exists(self, dbname):
         rows = self.query(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(dbname)}", self.maintenance_db)
         return bool(rows)
+
+    def kept(self):
+        """[(name, epoch seconds)], newest first: this database's replaced and kept copies, exactly the
+        names a restore gives them (derived_db_name of this name, KEPT_KIND and a time tag)."""
+        found = []
+        for row in self.query("SELECT datname FROM pg_database", self.maintenance_db):
+            name = row[0] if row else ""
+            m = _KEPT_TAG.search(name)
+            if not m:
+                continue
+            tag = f"{m.group(1)}T{m.group(2)}Z" + (f"_{m.group(3)}" if m.group(3) else "")
+            if derived_db_name(self.name, KEPT_KIND, tag) == name:
+                found.append((name, kept_tag_time(tag)))
+        return sorted(found, key=lambda item: (item[1], item[0]), reverse=True)
 
     def marker(self, dbname):
         """The restore marker (a JSON comment on the database) or None."""
@@ -941,6 +970,16 @@ class SqliteEngine:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
+    def kept(self):
+        """[(path, epoch seconds)], newest first: this file's replaced and kept copies (<file>.pre-restore-<time>)."""
+        prefix = f"{os.path.basename(self.path)}.{KEPT_KIND.replace('_', '-')}-"
+        found = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.listdir(os.path.dirname(self.path) or "."):
+                if entry.startswith(prefix) and _KEPT_TAG.fullmatch(entry[len(prefix):]):
+                    found.append((os.path.join(os.path.dirname(self.path), entry), kept_tag_time(entry[len(prefix):])))
+        return sorted(found, key=lambda item: (item[1], item[0]), reverse=True)
+
     def drop(self, path):
         for p in (path, path + "-wal", path + "-shm", path + "-journal"):
             with contextlib.suppress(FileNotFoundError):
@@ -1202,6 +1241,27 @@ def protected_releases(root):
             if entry.get("backup_id"):
                 backup_ids.add(str(entry["backup_id"]))
     return releases, backup_ids
+
+
+def plan_kept_retention(kept, keep_last=None, max_age_days=None, now=None):
+    """Which kept databases ([(name, epoch)], newest first) to drop, by the backup sets' rules: one is
+    kept when it is one of the newest keep_last or younger than max_age_days; with neither rule given
+    nothing is dropped. Returns (drop: [(name, why)], keep: [(name, why)])."""
+    now = time.time() if now is None else now
+    drop, keep = [], []
+    for index, (name, created) in enumerate(kept):
+        age_days = (now - created) / 86400.0
+        if keep_last is None and max_age_days is None:
+            keep.append((name, "no retention rule"))
+        elif keep_last is not None and index < keep_last:
+            keep.append((name, f"one of the newest {keep_last}"))
+        elif max_age_days is not None and age_days <= max_age_days:
+            keep.append((name, f"younger than {max_age_days} days"))
+        else:
+            why = ([f"not one of the newest {keep_last}"] if keep_last is not None else []) + \
+                  ([f"{age_days:.1f} days old (> {max_age_days})"] if max_age_days is not None else [])
+            drop.append((name, ", ".join(why)))
+    return drop, keep
 
 
 def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=None, protected_ids=()):

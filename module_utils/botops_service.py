@@ -365,11 +365,11 @@ class WindowSlots:
     shared by the bots' users of the host (sticky and world-writable, like /tmp); a slot file is
     opened read-only, which is all flock needs, and never through a symlink."""
 
-    def __init__(self, count=None, directory=SLOT_DIR):
+    def __init__(self, count=None, directory=None):
         self.count = count if count is not None else (os.cpu_count() or 1)
         if self.count < 1:
             raise BotError(f"window_slots must be at least 1, got {self.count}")
-        self.directory = directory
+        self.directory = directory or SLOT_DIR
         self._held = None
 
     @property
@@ -404,8 +404,10 @@ class WindowSlots:
             raise
         return fd
 
-    def take(self, wait=SLOT_WAIT):
-        """Block until a slot is free; returns the seconds waited. Raises BotError after `wait`."""
+    def take(self, wait=None):
+        """Block until a slot is free; returns the seconds waited. Raises BotError after `wait`
+        seconds (default SLOT_WAIT)."""
+        wait = SLOT_WAIT if wait is None else wait
         if self._held is not None:
             return 0.0
         self._dir()

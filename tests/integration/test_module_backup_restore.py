@@ -26,7 +26,7 @@ try:  # tests/integration as a package or as a plain directory on sys.path
 except ImportError:
     from playbook import run_playbook
 
-from ansible.module_utils.botops_backup import sha256_file
+from ansible.module_utils.botops_backup import derived_db_name, sha256_file
 from sandbox.fleet import wait_until
 
 ALL = ["bot01", "bot02", "bot03", "bot04", "bot05", "bot06"]
@@ -286,6 +286,13 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
             manifest = json.loads(path.read_text())
             manifest["created_at"] = "2026-01-01T02:00:00Z"  # ties are ordered by backup id
             path.write_text(json.dumps(manifest))
+    old_kept, decoys = {}, {}
+    for name in SLOW:  # a database an old restore kept, and one an operator named alike by hand
+        db = fleet.bot(name)["database"]["name"]
+        old_kept[name] = derived_db_name(db, "pre_restore", "20250101T020000Z")
+        decoys[name] = f"{db}_pre_restore_by_hand"
+        for datname in (old_kept[name], decoys[name]):
+            admin(fleet, name, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(datname)))
     prune = f"""
       bot_backup:
         {COMMON}
@@ -321,11 +328,13 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
         old_pid, old_max, _ = before[name]
         assert pid(fleet, name) == old_pid, f"{name} was stopped for a refused restore"
         assert ledger(fleet, name)[1] > old_max, f"{name}: the live database went back or stopped trading"
-        assert side_databases(fleet, name) == [restored[name]["previous_database"]], name
+        # no scratch database left (the prune below dropped only the old kept one)
+        assert side_databases(fleet, name) == sorted([restored[name]["previous_database"], decoys[name]]), name
     for host, res in results(out, "Verify the first backup", SLOW).items():
         assert res["changed"] and res["verification"]["ok"], (host, res.get("msg"))
     for host, res in results(out, "Prune in check mode", SLOW).items():
         assert res["changed"] and len(res["deleted"]) == 2, (host, res.get("msg"), res.get("deleted"))
+        assert [d["name"] for d in res["deleted_databases"]] == [old_kept[host]], (host, res["deleted_databases"])
     for host, res in results(out, "Prune", SLOW).items():
         assert res["changed"], (host, res.get("msg"))
         kept = {k["backup_id"]: k["why"] for k in res["kept"]}
@@ -333,8 +342,13 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
                         f"20261121T020000Z-it-{host}": "newest verified backup"}, (host, kept)
         deleted = sorted(d["backup_id"] for d in res["deleted"])
         assert deleted == sorted([CORRUPT_ID, restored[host]["safety_backup_id"]]), (host, deleted)
+        assert [d["name"] for d in res["deleted_databases"]] == [old_kept[host]], (host, res["deleted_databases"])
+        assert {k["name"]: k["why"] for k in res["kept_databases"]} == {
+            restored[host]["previous_database"]: "one of the newest 1"}, (host, res["kept_databases"])
     for host, res in results(out, "Prune again", SLOW).items():
         assert res["changed"] is False and res["actions"] == [], host
     for name in SLOW:
         assert sets(fleet, name) == [f"20261121T020000Z-it-{name}", NEWEST_ID], name
+        # the old kept database is gone; the newest one and the one named by hand are not
+        assert side_databases(fleet, name) == sorted([restored[name]["previous_database"], decoys[name]]), name
         assert fleet.is_ready(name), name

@@ -97,6 +97,7 @@ def test_restart_reports_downtime_and_the_bot_is_ready_after(fleet, bots):
         assert res["pids_before"] == [pids[name]], f"{name}: check mode restarted it: {res}"
         assert res["changed"] and res["actions"] == ["service stop", "service start", "ready"], (name, res)
         assert isinstance(res["downtime"], float) and 0 < res["downtime"] < 60, (name, res)
+        assert isinstance(res["slot_wait"], float) and res["slot_wait"] >= 0, (name, res)  # took a window slot
         assert res["ready"] is True and res["pids_after"] and res["pids_after"] != res["pids_before"], (name, res)
     started = by_host(out, "Started", bots)
     for name, res in started.items():

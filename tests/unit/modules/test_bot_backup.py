@@ -6,14 +6,16 @@ import json
 import os
 import socket
 import stat
+from pathlib import Path
 
 import bot_backup
 import bot_backup_info
+import bot_restore
 import pytest
 
 from ansible.module_utils.botops_backup import sha256_file
 
-from .backup_helpers import add_trades, make_bot, module_args, sqlite_profile
+from .backup_helpers import FakeService, add_trades, make_bot, module_args, sqlite_profile
 from .utils import run_module
 
 
@@ -172,6 +174,37 @@ def test_retention_options_override_the_profile(root):
     assert result["changed"] is False and result["deleted"] == []  # all younger than ten years
     result = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1))
     assert result["max_age_days"] == 30 and result["deleted"] == []
+
+
+def test_retention_drops_the_databases_old_restores_kept_and_nothing_else(root, monkeypatch):
+    take(root, backup_id="20261121T020000Z-base")
+    FakeService(running=False).install(monkeypatch)
+    add_trades(root, 2)
+    restored = run_module(bot_restore.main, module_args(root, backup_id="20261121T020000Z-base"))
+    assert restored["changed"] and not restored.get("failed"), restored
+    data = root / "shared" / "data"
+    newest = Path(restored["previous_database"])  # the live file that restore replaced, kept
+    assert newest.parent == data and newest.exists()
+    old = [data / f"bot.sqlite3.pre-restore-2025{month:02d}01T020000Z" for month in (1, 2, 3)]
+    decoys = [data / "bot.sqlite3.pre-restore-latest", data / "other.sqlite3.pre-restore-20250101T020000Z",
+              data / "bot.sqlite3.bak-20250101T020000Z"]
+    for path in old + decoys:
+        path.write_bytes(b"a copy")
+
+    check = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=2), check_mode=True)
+    assert check["changed"] and all(path.exists() for path in old)
+    assert [d["name"] for d in check["deleted_databases"]] == [str(old[1]), str(old[0])]
+    assert "would drop kept database " + str(old[0]) in " ".join(check["actions"])
+
+    result = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=2))
+    assert result["changed"] and not result.get("failed"), result
+    assert {k["name"]: k["why"] for k in result["kept_databases"]} == {
+        str(newest): "one of the newest 2", str(old[2]): "one of the newest 2"}
+    assert not old[0].exists() and not old[1].exists()
+    assert newest.exists() and old[2].exists() and all(path.exists() for path in decoys)
+    assert result["deleted"] == []  # the one backup set is kept
+    again = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=2))
+    assert again["changed"] is False and again["actions"] == []
 
 
 def test_info_lists_newest_first_and_latest_skips_safety_backups(root):

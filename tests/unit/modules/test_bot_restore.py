@@ -8,7 +8,7 @@ import bot_backup
 import bot_restore
 import pytest
 
-from ansible.module_utils import botops_backup
+from ansible.module_utils import botops_backup, botops_service
 
 from .backup_helpers import DB_PATH, FakeService, add_trades, db_state, make_bot, module_args
 from .utils import run_module
@@ -107,6 +107,30 @@ def test_failure_at_the_swap_starts_the_bot_again(root, service, backup_id, monk
     assert db_state(root) == (34, 34)
     assert service.calls == ["stop", "start"] and service.running
     assert not list((root / "shared" / "data").glob("*.restore-*"))
+
+
+def test_a_restore_waits_for_a_window_slot_and_one_that_gets_none_stops_nothing(root, service, backup_id,
+                                                                                monkeypatch, slot_dir):
+    add_trades(root, 2)
+    monkeypatch.setattr(botops_service, "SLOT_WAIT", 0.2)
+    other = botops_service.WindowSlots(1)
+    other.take(wait=1)  # another bot of this host is between its stop and its readiness
+    try:
+        refused = restore(root, window_slots=1)
+    finally:
+        other.give()
+    assert refused["failed"] and "at step 'wait for a window slot': no window slot free on this host" in refused["msg"]
+    assert "live database was not touched" in refused["msg"]
+    assert db_state(root) == (32, 32) and service.calls == [] and service.running
+    assert not list((root / "shared" / "data").glob("*.restore-*"))
+
+    result = restore(root, window_slots=1)
+    assert result["changed"] and not result.get("failed"), result
+    assert isinstance(result["slot_wait"], float) and "wait for a window slot" in result["timings"]
+    assert service.calls == ["stop", "start"] and db_state(root) == (30, 30)
+    after = botops_service.WindowSlots(1)
+    assert after.take(wait=0) == 0.0, "the restore kept its slot"
+    after.give()
 
 
 def test_bot_not_ready_after_the_restore_fails_naming_the_previous_database(root, service, backup_id):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 import bot_service
+import pytest
+from ansible.module_utils import botops_service
 
 from .fake_bot import fake, fakes  # noqa: F401  (fixtures)
 from .utils import run_module
@@ -76,4 +78,59 @@ def test_not_ready_after_start_fails_with_the_last_answer(fake):
 def test_check_mode_changes_nothing(fake):
     res = service(fake, "restarted", check_mode=True)
     assert res["changed"] and res["would"][0].startswith("service stop") and res["actions"] == []
+    assert fake.running and not [c for c in fake.calls if c[0] == "service"]
+
+
+# ---------------------------------------------------------------------------------- window slots
+def test_a_restart_waits_for_a_window_slot_before_it_stops_the_bot_and_gives_it_back(fake, slot_dir):
+    other = botops_service.WindowSlots(1)
+    other.take(wait=1)  # another bot of this host is in its window
+    at_release = []
+
+    def release():
+        at_release.append([c for c in fake.calls if c[0] == "service"])
+        other.give()
+
+    timer = threading.Timer(0.4, release)
+    timer.start()
+    res = service(fake, "restarted", window_slots=1)
+    timer.join()
+    assert not res.get("failed"), res["msg"]
+    assert at_release == [[]], "the bot was stopped while the other window held the only slot"
+    assert res["slot_wait"] >= 0.35 and res["actions"] == ["service stop", "service start", "ready"]
+    after = botops_service.WindowSlots(1)
+    assert after.take(wait=0) == 0.0, "the restart kept its slot"
+    after.give()
+
+
+def test_a_restart_that_gets_no_slot_fails_before_it_touches_the_bot(fake, slot_dir, monkeypatch):
+    monkeypatch.setattr(botops_service, "SLOT_WAIT", 0.2)
+    other = botops_service.WindowSlots(1)
+    other.take(wait=1)
+    try:
+        res = service(fake, "restarted", window_slots=1)
+    finally:
+        other.give()
+    assert res["failed"]
+    assert res["msg"] == (f"Failed to restart bot 'b07': no window slot free on this host within 0.2s: 1 other "
+                          f"window(s) held them all (lock files {slot_dir}/slot*)")
+    assert fake.running and not [c for c in fake.calls if c[0] == "service"]
+
+
+def test_a_stopped_bot_starts_without_a_slot_rather_than_stay_down(fake, slot_dir):
+    fake.running = False
+    other = botops_service.WindowSlots(1)
+    other.take(wait=1)
+    try:
+        res = service(fake, "started", window_slots=1, ready_timeout=0.3)
+    finally:
+        other.give()
+    assert not res.get("failed"), res["msg"]
+    assert res["actions"][0].startswith("start without a window slot (no window slot free on this host within 0.3s")
+    assert res["actions"][1:] == ["service start", "ready"] and fake.running and res["ready"]
+
+
+def test_window_slots_below_one_is_refused_before_anything_is_done(fake, slot_dir):
+    res = service(fake, "restarted", window_slots=0)
+    assert res["failed"] and res["msg"] == "Failed to restart bot 'b07': window_slots must be at least 1, got 0"
     assert fake.running and not [c for c in fake.calls if c[0] == "service"]
