@@ -31,6 +31,12 @@ options:
     description: Also read the Alembic revision and the ledger count from the database.
     type: bool
     default: true
+  ready_wait:
+    description:
+      - Seconds to keep asking a bot that does not answer ready (busy for a moment on a loaded host)
+        before C(ready) is reported false; 0 asks once.
+    type: float
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -83,7 +89,7 @@ from ansible.module_utils.botops_pg import PgError, module_database
 
 def main():
     argument_spec = bot_argument_spec()
-    argument_spec.update(database=dict(type="bool", default=True))
+    argument_spec.update(database=dict(type="bool", default=True), ready_wait=dict(type="float", default=0.0))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     result = dict(changed=False)
     try:
@@ -93,7 +99,7 @@ def main():
             database = module_database(module)
     except (BotError, PgError, KeyError) as exc:
         module.fail_json(msg=f"Failed to read facts of bot '{module.params['bot']['name']}': {exc}", **result)
-    result["bot"] = gather(bot, module.params["profile"], database)
+    result["bot"] = gather(bot, module.params["profile"], database, ready_wait=max(0.0, module.params["ready_wait"]))
     module.exit_json(**result)
 
 

@@ -8,8 +8,9 @@ Shared by bot_facts and bot_incident (the status snapshot of an incident bundle)
 from __future__ import annotations
 
 import os
+import time
 
-from ansible.module_utils.botops_bot import BotError
+from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
 from ansible.module_utils.botops_pg import PgError
 
 
@@ -20,11 +21,16 @@ def current_release(root):
     return os.path.basename(os.path.realpath(link))
 
 
-def gather(bot, profile, database=None):
+def gather(bot, profile, database=None, ready_wait=0.0):
+    """The facts; a bot not ready is asked again for up to `ready_wait` seconds (busy for a moment)."""
     facts = {"name": bot.name, "errors": {}}
     health = profile["health"]
-    facts["live"], _ = bot.check(health["liveness"])
+    deadline = time.monotonic() + ready_wait
     facts["ready"], observed = bot.check(health["readiness"])
+    while not facts["ready"] and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL)
+        facts["ready"], observed = bot.check(health["readiness"])
+    facts["live"], _ = bot.check(health["liveness"])
     if not facts["ready"]:
         facts["errors"]["ready"] = observed
     facts["health"] = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -158,6 +159,43 @@ def test_recover_restart_verifies_the_recovered_state(ops):
         "execution mode", "paper flag", "kill switch level", "ledger continuous", "open positions"}
     count, top = ledger(fleet, "bot06")
     assert count == top
+
+
+def waiting_connections(ports) -> int:
+    """Connections waiting in the accept queues of these listening ports (/proc/net/tcp: a frozen
+    process accepts none, so every request made to it since it froze is counted there)."""
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) in ports:  # LISTEN
+            waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
+def test_a_bot_late_to_answer_at_the_preflight_is_asked_again_not_refused(ops):
+    """A bot that does not answer for a moment (its host loaded) when the preflight reads it is
+    asked again: once it answers, it is restarted; it is never refused for that moment."""
+    fleet = ops["fleet"]
+    bot = "bot02"
+    pid = fleet.pids()[bot]
+    ports = set(fleet.bot(bot)["ports"].values())
+    os.kill(pid, signal.SIGSTOP)  # it accepts no connection and answers nothing
+    try:
+        proc = subprocess.Popen([str(INVOKE), "-r", str(REPO), "restart", f"--limit={bot}",
+                                 f"--inventory={ops['inventory']}"], env=ops["env"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        # its readiness asked a third time: the preflight keeps asking rather than refuse it (asked once,
+        # then its liveness once, a bot is refused)
+        asked_again = wait_until(lambda: waiting_connections(ports) >= 3, timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    out, _ = proc.communicate(timeout=300)
+    assert asked_again, f"the preflight did not ask the bot again:\n{out}"
+    assert proc.returncode == 0, out
+    row = summary(ops, "restart")["bots"][bot]
+    assert row["result"] == "ok" and row["ready"] is True, row
+    assert fleet.pids()[bot] != pid, f"{bot} was not restarted"
+    wait_trading(fleet, [bot])
 
 
 def test_backup_then_backups_verify_lists_it_verified(ops):
