@@ -111,7 +111,9 @@ class Bench:
     def up(self):
         self.workdir = make_sandbox_dir("botops-bench-rollout-")
         began = time.monotonic()
-        with port_block(self.bots, 36000) as base:
+        # below Linux's ephemeral ports (32768-60999): a client's source port there took a bot's port
+        # between the check and the bind once; 18000 is the sandbox's, 21000+ the packed bench fleets'
+        with port_block(self.bots, 19000) as base:
             self.fleet = Fleet(self.workdir / "state", self.workdir / "inventory", base_port=base)
             self.fleet.up(bots=self.bots, families=self.families, trade_interval=TRADE_INTERVAL)
         self.names = self.fleet.bot_names()

@@ -329,7 +329,11 @@ def prune(module, store, engine, result):
     releases, backup_ids = protected_releases(p["bot"]["root"])
     delete, keep = plan_retention(sets, keep_last, max_age, releases, protected_ids=backup_ids)
     stale = store.temp_dirs()
-    kept_dbs = engine.kept() if engine is not None else []
+    try:
+        kept_dbs = engine.kept() if engine is not None else []
+    except (BackupError, PgError) as exc:  # a role that may not list databases: the sets are still pruned
+        kept_dbs = []
+        module.warn(f"bot '{p['bot']['name']}': the databases restores kept were not looked at: {exc}")
     drop_dbs, keep_dbs = plan_kept_retention(kept_dbs, keep_last, max_age)
     result.update(keep_last=keep_last, max_age_days=max_age,
                   deleted=[{"backup_id": b, "why": why} for b, why in delete],

@@ -25,7 +25,7 @@ BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, s
 @pytest.fixture(scope="module")
 def ops():
     """A fleet of five bots, one per family, with its own artifacts, locks and audit directories."""
-    with ops_fleet("botops-ops-", len(BOTS), 33000) as fleet_ops:
+    with ops_fleet("botops-ops-", len(BOTS), 32000) as fleet_ops:  # below the ephemeral ports (32768+)
         yield fleet_ops
 
 

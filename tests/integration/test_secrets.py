@@ -46,7 +46,7 @@ TOKEN_BOT = "bot04"  # hyperliquid: the family whose API takes a bearer token
 LIVE_BOT = "bot05"  # vanta: not paper-only, passes the go/no-go checklist once tested
 PAPER_BOT = "bot02"  # papertrader: paper-only, its promotion to LIVE is refused
 KILL_BOT = "bot02"  # the bot the last-resort kill takes down (and the test brings back)
-BASE_PORT = 31000  # below the ephemeral ports; 28000+ shared fleet, 29000 molecule, 30000 faults, 33000 ops
+BASE_PORT = 31000  # below the ephemeral ports; 28000+ shared fleet, 29000 molecule, 30000 faults, 32000 ops
 
 # Known values, URL-safe so that they read the same in a URL, JSON or YAML.
 DB_PASSWORDS = {bot: f"Kn0wn-dbpass-{bot}-x7Qm2Zr9Lw" for bot in BOTS}

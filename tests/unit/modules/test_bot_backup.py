@@ -13,6 +13,7 @@ import bot_backup_info
 import bot_restore
 import pytest
 
+from ansible.module_utils import basic, botops_backup
 from ansible.module_utils.botops_backup import sha256_file
 
 from .backup_helpers import FakeService, add_trades, make_bot, module_args, sqlite_profile
@@ -205,6 +206,24 @@ def test_retention_drops_the_databases_old_restores_kept_and_nothing_else(root, 
     assert result["deleted"] == []  # the one backup set is kept
     again = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=2))
     assert again["changed"] is False and again["actions"] == []
+
+
+def test_kept_databases_that_cannot_be_listed_do_not_stop_the_sets_retention(root, monkeypatch):
+    for day in range(1, 4):
+        take(root, backup_id=f"202611{day:02d}T020000Z-daily")
+        set_created_at(root, f"202611{day:02d}T020000Z-daily", f"2025-11-{day:02d}T02:00:00Z")
+
+    def refused(self):
+        raise botops_backup.BackupError("permission denied for database postgres")
+
+    warned = []
+    monkeypatch.setattr(botops_backup.SqliteEngine, "kept", refused)
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, msg: warned.append(msg))
+    result = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1, max_age_days=1))
+    assert result["changed"] and not result.get("failed"), result
+    assert sorted(d["backup_id"] for d in result["deleted"]) == ["20261101T020000Z-daily", "20261102T020000Z-daily"]
+    assert warned == ["bot 'b07': the databases restores kept were not looked at: permission denied for database "
+                      "postgres"]
 
 
 def test_info_lists_newest_first_and_latest_skips_safety_backups(root):
