@@ -185,7 +185,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_backup import (
-    FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, PostgresEngine, SqliteEngine, apply_files,
+    FILES_TAR, KEPT_KIND, RESTORE_RECORD, BackupError, BackupStore, PostgresEngine, SqliteEngine, apply_files,
     compare_counts, create_backup, derived_db_name, engine_for, plan_files, read_json, scratch_name, utc_iso,
     verify_files, write_json,
 )
@@ -342,11 +342,11 @@ class Restore:
         for n in range(1, 100):
             tag = ts if n == 1 else f"{ts}_{n}"
             if isinstance(self.engine, SqliteEngine):
-                name = f"{self.engine.path}.pre-restore-{tag}"
+                name = f"{self.engine.path}.{KEPT_KIND.replace('_', '-')}-{tag}"
                 if not os.path.lexists(name):
                     return name
             else:
-                name = derived_db_name(self.engine.name, "pre_restore", tag)
+                name = derived_db_name(self.engine.name, KEPT_KIND, tag)
                 if self.module.check_mode or not self.engine.exists(name):
                     return name
         raise BackupError("no free name for the previous database")

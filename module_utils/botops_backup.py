@@ -538,7 +538,7 @@ class PostgresEngine:
             if not m:
                 continue
             tag = f"{m.group(1)}T{m.group(2)}Z" + (f"_{m.group(3)}" if m.group(3) else "")
-            if derived_db_name(self.name, KEPT_KIND, tag) == name:
+            if derived_db_name(self.name, KEPT_KIND, tag) == name and kept_tag_time(tag) is not None:
                 found.append((name, kept_tag_time(tag)))
         return sorted(found, key=lambda item: (item[1], item[0]), reverse=True)
 
@@ -976,8 +976,9 @@ class SqliteEngine:
         found = []
         with contextlib.suppress(FileNotFoundError):
             for entry in os.listdir(os.path.dirname(self.path) or "."):
-                if entry.startswith(prefix) and _KEPT_TAG.fullmatch(entry[len(prefix):]):
-                    found.append((os.path.join(os.path.dirname(self.path), entry), kept_tag_time(entry[len(prefix):])))
+                tag = entry[len(prefix):]
+                if entry.startswith(prefix) and _KEPT_TAG.fullmatch(tag) and kept_tag_time(tag) is not None:
+                    found.append((os.path.join(os.path.dirname(self.path), entry), kept_tag_time(tag)))
         return sorted(found, key=lambda item: (item[1], item[0]), reverse=True)
 
     def drop(self, path):
@@ -1244,24 +1245,10 @@ def protected_releases(root):
 
 
 def plan_kept_retention(kept, keep_last=None, max_age_days=None, now=None):
-    """Which kept databases ([(name, epoch)], newest first) to drop, by the backup sets' rules: one is
-    kept when it is one of the newest keep_last or younger than max_age_days; with neither rule given
-    nothing is dropped. Returns (drop: [(name, why)], keep: [(name, why)])."""
-    now = time.time() if now is None else now
-    drop, keep = [], []
-    for index, (name, created) in enumerate(kept):
-        age_days = (now - created) / 86400.0
-        if keep_last is None and max_age_days is None:
-            keep.append((name, "no retention rule"))
-        elif keep_last is not None and index < keep_last:
-            keep.append((name, f"one of the newest {keep_last}"))
-        elif max_age_days is not None and age_days <= max_age_days:
-            keep.append((name, f"younger than {max_age_days} days"))
-        else:
-            why = ([f"not one of the newest {keep_last}"] if keep_last is not None else []) + \
-                  ([f"{age_days:.1f} days old (> {max_age_days})"] if max_age_days is not None else [])
-            drop.append((name, ", ".join(why)))
-    return drop, keep
+    """Which kept databases ([(name, epoch)], newest first) to drop: the sets' rules (plan_retention),
+    one of the newest keep_last or younger than max_age_days. Returns (drop, keep): [(name, why)]."""
+    entries = [{"backup_id": name, "manifest": {"created_at": utc_iso(created)}} for name, created in kept]
+    return plan_retention(entries, keep_last, max_age_days, now=now)
 
 
 def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=None, protected_ids=()):

@@ -33,7 +33,7 @@ import os
 import time
 
 from ansible.module_utils.botops_alembic import MigrationError
-from ansible.module_utils.botops_backup import (BackupError, BackupStore, PostgresEngine, SqliteEngine,
+from ansible.module_utils.botops_backup import (KEPT_KIND, BackupError, BackupStore, PostgresEngine, SqliteEngine,
                                                 compare_counts, derived_db_name, engine_for, scratch_name,
                                                 verify_files)
 from ansible.module_utils.botops_bot import BotError
@@ -573,7 +573,7 @@ class Rollout:
 
     def swap_in(self):
         live_exists = self.engine.exists(self.engine.name if isinstance(self.engine, PostgresEngine) else None)
-        previous = self.previous_name("pre_restore") if live_exists else None
+        previous = self.previous_name(KEPT_KIND) if live_exists else None
         self.engine.swap(self.scratch, previous, live_exists=live_exists)
         self.scratch = None
         self.done.append(("swap", previous, None))
