@@ -185,8 +185,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_backup import (
-    FILES_TAR, KEPT_KIND, RESTORE_RECORD, BackupError, BackupStore, PostgresEngine, SqliteEngine, apply_files,
-    compare_counts, create_backup, derived_db_name, engine_for, plan_files, read_json, scratch_name, utc_iso,
+    FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, PostgresEngine, SqliteEngine, apply_files,
+    compare_counts, create_backup, engine_for, kept_name, plan_files, read_json, scratch_name, utc_iso,
     verify_files, write_json,
 )
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
@@ -320,7 +320,8 @@ class Restore:
         self.act(f"{verb} stop bot {self.name} if it is running (once one of its host's window slots is free)")
         if need_db:
             if live_exists:
-                self.act(f"{verb} keep the live database {self.engine.name} as {self.previous_name()}")
+                kept = kept_name(self.engine, check_mode=True)
+                self.act(f"{verb} keep the live database {self.engine.name} as {kept}")
             self.act(f"{verb} swap the restored database in as {self.engine.name}")
         for name, _, why in file_plan:
             self.act(f"{verb} restore file {name} ({why})")
@@ -335,21 +336,6 @@ class Restore:
             self.result["timings"][self._step] = round(now - self._step_started, 3)
         self._step, self._step_started = step, now
         return step
-
-    def previous_name(self):
-        """<db>_pre_restore_<ts> (or <file>.pre-restore-<ts>), with a counter when that name is taken."""
-        ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        for n in range(1, 100):
-            tag = ts if n == 1 else f"{ts}_{n}"
-            if isinstance(self.engine, SqliteEngine):
-                name = f"{self.engine.path}.{KEPT_KIND.replace('_', '-')}-{tag}"
-                if not os.path.lexists(name):
-                    return name
-            else:
-                name = derived_db_name(self.engine.name, KEPT_KIND, tag)
-                if self.module.check_mode or not self.engine.exists(name):
-                    return name
-        raise BackupError("no free name for the previous database")
 
     def apply(self, backup_id, manifest, set_dir, dbinfo, need_db, live_exists, file_plan, tar_path):
         p = self.p
@@ -390,7 +376,7 @@ class Restore:
             previous = None
             if need_db:
                 step = self.mark("swap the restored database in")
-                previous = self.previous_name() if live_exists else None
+                previous = kept_name(self.engine, self.module.check_mode) if live_exists else None
                 self.engine.swap(self.scratch, previous, live_exists=live_exists)
                 self.swapped = True
                 self.scratch = None

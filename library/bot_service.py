@@ -231,8 +231,7 @@ def main():
             result["downtime"] = 0.0
         elif not plan:
             result["downtime"] = 0.0
-        if slots.held:
-            slots.give()  # ready: the next bot's restart may begin
+        slots.give()  # ready: the next bot's restart may begin
         result["pids_after"] = bot.pids()
         result["state"] = "running" if result["pids_after"] else "stopped"
     except (BotError, KeyError, OSError) as exc:

@@ -538,8 +538,9 @@ class PostgresEngine:
             if not m:
                 continue
             tag = f"{m.group(1)}T{m.group(2)}Z" + (f"_{m.group(3)}" if m.group(3) else "")
-            if derived_db_name(self.name, KEPT_KIND, tag) == name and kept_tag_time(tag) is not None:
-                found.append((name, kept_tag_time(tag)))
+            created = kept_tag_time(tag)
+            if derived_db_name(self.name, KEPT_KIND, tag) == name and created is not None:
+                found.append((name, created))
         return sorted(found, key=lambda item: (item[1], item[0]), reverse=True)
 
     def marker(self, dbname):
@@ -977,8 +978,9 @@ class SqliteEngine:
         with contextlib.suppress(FileNotFoundError):
             for entry in os.listdir(os.path.dirname(self.path) or "."):
                 tag = entry[len(prefix):]
-                if entry.startswith(prefix) and _KEPT_TAG.fullmatch(tag) and kept_tag_time(tag) is not None:
-                    found.append((os.path.join(os.path.dirname(self.path), entry), kept_tag_time(tag)))
+                created = kept_tag_time(tag) if entry.startswith(prefix) and _KEPT_TAG.fullmatch(tag) else None
+                if created is not None:
+                    found.append((os.path.join(os.path.dirname(self.path), entry), created))
         return sorted(found, key=lambda item: (item[1], item[0]), reverse=True)
 
     def drop(self, path):
@@ -1242,6 +1244,23 @@ def protected_releases(root):
             if entry.get("backup_id"):
                 backup_ids.add(str(entry["backup_id"]))
     return releases, backup_ids
+
+
+def kept_name(engine, check_mode=False):
+    """The name the live database (or file) a restore replaces is kept under: <db>_pre_restore_<time>
+    (<file>.pre-restore-<time>), with a counter when that name is taken; what kept() lists."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1, 100):
+        tag = stamp if n == 1 else f"{stamp}_{n}"
+        if isinstance(engine, SqliteEngine):
+            name = f"{engine.path}.{KEPT_KIND.replace('_', '-')}-{tag}"
+            if not os.path.lexists(name):
+                return name
+        else:
+            name = derived_db_name(engine.name, KEPT_KIND, tag)
+            if check_mode or not engine.exists(name):
+                return name
+    raise BackupError("no free name for the previous database")
 
 
 def plan_kept_retention(kept, keep_last=None, max_age_days=None, now=None):

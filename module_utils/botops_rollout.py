@@ -33,9 +33,8 @@ import os
 import time
 
 from ansible.module_utils.botops_alembic import MigrationError
-from ansible.module_utils.botops_backup import (KEPT_KIND, BackupError, BackupStore, PostgresEngine, SqliteEngine,
-                                                compare_counts, derived_db_name, engine_for, scratch_name,
-                                                verify_files)
+from ansible.module_utils.botops_backup import (BackupError, BackupStore, PostgresEngine, compare_counts, engine_for,
+                                                kept_name, scratch_name, verify_files)
 from ansible.module_utils.botops_bot import BotError
 from ansible.module_utils.botops_kill_switch import AUDIT_LOG, KillSwitch, KillSwitchError, default_who
 from ansible.module_utils.botops_migrate import AlembicFailed, Migrations
@@ -557,23 +556,9 @@ class Rollout:
             self.engine.set_marker(self.scratch, {"backup_id": self.restore_id, "restored_at": utcnow()})
         self.act(f"restore {self.restore_id} into {self.scratch}, row counts checked")
 
-    def previous_name(self, kind):
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        for n in range(1, 100):
-            tag = stamp if n == 1 else f"{stamp}_{n}"
-            if isinstance(self.engine, SqliteEngine):
-                name = f"{self.engine.path}.{kind.replace('_', '-')}-{tag}"
-                if not os.path.lexists(name):
-                    return name
-            else:
-                name = derived_db_name(self.engine.name, kind, tag)
-                if not self.engine.exists(name):
-                    return name
-        raise BackupError(f"no free name for the {kind} database")
-
     def swap_in(self):
         live_exists = self.engine.exists(self.engine.name if isinstance(self.engine, PostgresEngine) else None)
-        previous = self.previous_name(KEPT_KIND) if live_exists else None
+        previous = kept_name(self.engine) if live_exists else None
         self.engine.swap(self.scratch, previous, live_exists=live_exists)
         self.scratch = None
         self.done.append(("swap", previous, None))
