@@ -24,6 +24,12 @@ description:
     host answers too late and they would be escalated for being slow rather than unresponsive.
   - Every bot is tried. The task fails after all bots were tried if any bot could not be brought
     to the asked state, naming each such bot and why.
+  - A bot whose entry is unusable (no profile for its family, a C(root) that is not an absolute
+    path, a port that is not a port number) fails alone, naming what is wrong; the others are
+    driven. A bot that reached the level only by an escalation rung, because its own rungs were
+    refused for a reason its inventory entry gives (its API refused the credentials, nothing
+    listens at its address, the address serves another API), stays engaged there and fails, naming
+    the rung's error and the inventory variable to check.
   - The audit log is written on the controller (O(audit_log)), because the controller may not
     share the bots' filesystems. For bots marked C(local) (on the controller's own host, as the
     sandbox's C(ansible_connection=local) bots are) the record is also appended to the bot's own
@@ -198,7 +204,9 @@ summary:
     halted: {description: "For V(engaged): bots now engaged at O(level) or stronger.", type: int}
     released: {description: "For V(released): bots on which O(level) is no longer engaged.", type: int}
     changed: {description: Bots changed (or that would change, in check mode)., type: int}
-    failed: {description: Bots that could not be brought to the asked state., type: int}
+    failed:
+      description: Bots that could not be brought to the asked state, or only by an escalation their inventory entry forced.
+      type: int
     failed_bots: {description: Their names., type: list, elements: str}
     duration: {description: Seconds for the whole fleet., type: float}
 actions:
@@ -209,6 +217,7 @@ actions:
 """
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -216,8 +225,57 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import Bot, BotError, bot_argument_spec
 from ansible.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
 from ansible.module_utils.botops_kill_switch import (
-    AUDIT_LOG, REQUIRED_IF, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options,
+    AUDIT_LOG, LEVELS, REQUIRED_IF, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options, rank,
 )
+
+# What a rung's error says (in botops_bot's words) when the bot's inventory entry is wrong rather
+# than the bot unwell, and the variables to check. A bot that does not answer in time is escalated
+# as designed; one whose address refuses the connection while its process runs, answers for
+# another API or refuses the credentials will refuse every later operation too.
+INVENTORY_FAULTS = (
+    (re.compile(r"answered HTTP 40[13]\b|needs a bearer token|needs \w+ credentials"),
+     "its API refused botops' credentials (check bot_api_token, or bot_api_username and bot_api_password, "
+     "in its vault)"),
+    (re.compile(r"on \S+: ConnectionRefusedError"),
+     "nothing listens at its API's address (check bot_listen and bot_ports)"),
+    (re.compile(r"answered HTTP 404\b"), "its API's address serves another API (check bot_ports and bot_family)"),
+    (re.compile(r"(Redis|redis-cli) \w+ failed: .*(Connection refused|Could not connect)"),
+     "nothing listens at its Redis address (check bot_redis_url)"),
+)
+
+
+def entry_problem(entry):
+    """Why this entry cannot be driven at all (None if it can): checked before anything is tried,
+    because a relative root puts the bot's audit log and kill-switch record in the controller's
+    working directory, where no operation of the bot looks, and a port that is not a number fails
+    in the middle of the ladder."""
+    bot = entry["bot"]
+    if not entry.get("profile"):
+        return (f"it has no profile (bot_family {bot.get('family')!r}): give its entry a profile, "
+                f"or profiles a {bot.get('family')!r} entry")
+    root = bot.get("root")
+    if not root or not os.path.isabs(root):
+        return f"its root {root!r} is not an absolute path: set bot_root to the bot's directory"
+    for port_name, port in (bot.get("ports") or {}).items():
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            return f"bot_ports.{port_name} {port!r} is not a port number (expected a whole number from 1 to 65535)"
+    return None
+
+
+def inventory_fault(profile, p, result):
+    """For a bot engaged only by an escalation rung: (why its own rungs failed, the rung's error)
+    when that is its inventory entry's fault (see INVENTORY_FAULTS); else None."""
+    own = [rung["name"] for rung in profile["kill_switch"]["levels"][p["level"]].get("engage") or []]
+    if p["state"] != "engaged" or not own or not result.get("engaged_by") or result["engaged_by"] in own:
+        return None
+    for step in result.get("steps") or []:
+        if step["name"] not in own:
+            continue
+        for error in step["errors"]:
+            for pattern, hint in INVENTORY_FAULTS:
+                if pattern.search(error):
+                    return hint, f"rung '{step['name']}': {error}"
+    return None
 
 
 def one_bot(entry, p, check_mode, run, index):
@@ -225,6 +283,11 @@ def one_bot(entry, p, check_mode, run, index):
     name = (entry.get("bot") or {}).get("name", "?")
     verb = "engage" if p["state"] == "engaged" else "release"
     try:
+        problem = entry_problem(entry)
+        if problem:
+            return name, dict(changed=False, bot=name, failed=True, steps=[], actions=[],
+                              msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {problem} "
+                                  "(nothing was tried on it)")
         profile = entry["profile"]
         cls = Bot if entry["local"] else HostlessBot
         bot = run.attach(cls(profile, entry["bot"], entry.get("secrets")))
@@ -236,9 +299,16 @@ def one_bot(entry, p, check_mode, run, index):
                             audit_logs=logs, source="bot_fleet_kill_switch", audit_index=index)
         result = switch.run(p["state"])
         result["failed"] = False
+        fault = None if check_mode else inventory_fault(profile, p, result)
+        if fault:
+            # engaged all the same (the kill switch reaches what it can), but not as the profile
+            # says, and the next operation on this bot would be refused the same way: fail it,
+            # the cause first (the report's table shows a message's first hundred characters)
+            result.update(failed=True, msg=f"{fault[0]}: kill switch '{p['level']}' engaged on bot '{name}' only by "
+                                           f"the escalation rung '{result['engaged_by']}' ({fault[1]})")
     except KillSwitchError as exc:
         result = dict(exc.result, failed=True, msg=str(exc))
-    except (BotError, KeyError, TypeError, OSError) as exc:
+    except Exception as exc:  # one bot's surprise (a bad value its entry holds) is its failure, never the fleet's
         result = dict(changed=False, bot=name, failed=True, steps=[], actions=[],
                       msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {exc}")
     return name, result
@@ -267,15 +337,28 @@ REQUIRED_ONE_OF = [("hosts", "bots")]
 MUTUALLY_EXCLUSIVE = [("hosts", "bots")]
 
 
-def run_fleet(p, check_mode, no_log_values=()):
+def own_secrets(entry):
+    """The no_log values of one bot: every value of its secrets, as AnsibleModule lists them."""
+    found = set()
+    for value in (entry.get("secrets") or {}).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None and not isinstance(item, bool) and str(item):
+                found.add(str(item))
+    return sorted(found, key=len, reverse=True)
+
+
+def run_fleet(p, check_mode, refused=None):
     """The whole operation on validated parameters: (result, failure message or None).
 
     Shared by main() and the controller-side action plugin (playbooks/action_plugins), which runs
-    it in the controller's own process when the task runs on the controller."""
+    it in the controller's own process when the task runs on the controller. `refused`: {bot name:
+    why} for bots of the fleet that the caller could not even make an entry of (their inventory
+    variables are missing or wrong): each is reported failed and counted, like any bot that fails."""
     started = time.monotonic()
     verb = "engage" if p["state"] == "engaged" else "release"
+    refused = dict(refused or {})
     result = dict(changed=False, bots={}, actions=[], summary={})
-    names = [e["bot"]["name"] for e in p["bots"]]
+    names = [e["bot"]["name"] for e in p["bots"]] + sorted(refused)
     seen, duplicates = set(), set()
     for n in names:
         (duplicates if n in seen else seen).add(n)
@@ -289,11 +372,8 @@ def run_fleet(p, check_mode, no_log_values=()):
         return result, f"Failed to {verb} the fleet kill switch: fail_fast must be more than 0 seconds"
     for e in p["bots"]:
         if not e.get("profile"):
-            family = e["bot"].get("family")
-            if family not in p["profiles"]:
-                return result, (f"Failed to {verb} the fleet kill switch: bot '{e['bot']['name']}' has no profile: "
-                                f"give its entry a profile, or profiles a '{family}' entry")
-            e["profile"] = p["profiles"][family]
+            # a bot without a profile fails alone (one_bot says so): the others are still driven
+            e["profile"] = p["profiles"].get(e["bot"].get("family"))
 
     # fail fast only on the way down: a bot that does not answer is escalated, but a slow one being
     # released is given its full timeouts
@@ -303,6 +383,19 @@ def run_fleet(p, check_mode, no_log_values=()):
     workers = min(p["max_workers"], len(p["bots"])) or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
         outcomes = list(pool.map(lambda e: one_bot(e, p, check_mode, run, index), p["bots"]))
+    # AnsibleModule would scrub every secret of the call out of every string of the result: one
+    # bot's short or common token ("1", "bot") then garbles every other bot's row, and the cost
+    # is quadratic for a large fleet. A bot's result holds only what was said to and by that bot,
+    # so each is scrubbed of its own secrets, each distinct string once.
+    scrubbed = []
+    for (name, res), e in zip(outcomes, p["bots"]):
+        secrets = own_secrets(e)
+        scrubbed.append((name, scrub(res, secrets) if secrets else res))
+    outcomes = scrubbed
+    outcomes += [(name, dict(changed=False, bot=name, failed=True, steps=[], actions=[],
+                             msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {why} "
+                                 "(nothing was tried on it)"))
+                 for name, why in sorted(refused.items())]
 
     before, after = [], []
     for name, res in outcomes:
@@ -316,10 +409,14 @@ def run_fleet(p, check_mode, no_log_values=()):
         res.pop("audit_logs", None)
     failed = sorted(n for n, r in result["bots"].items() if r["failed"])
     ok = [r for r in result["bots"].values() if not r["failed"]]
+    # a bot that failed yet is engaged at the level (escalated past an inventory fault) is halted
+    # all the same: the count says how many bots no longer trade, failed says how many to look at
+    engaged = [r for r in result["bots"].values() if r["failed"] and r.get("current_level") in LEVELS
+               and rank(r["current_level"]) >= rank(p["level"])]
     result["changed"] = any(r.get("changed") for r in result["bots"].values())
     result["summary"] = dict(
         total=len(outcomes),
-        halted=len(ok) if p["state"] == "engaged" else 0,
+        halted=len(ok) + len(engaged) if p["state"] == "engaged" else 0,
         released=len(ok) if p["state"] == "released" else 0,
         changed=sum(1 for r in result["bots"].values() if r.get("changed")),
         failed=len(failed),
@@ -328,9 +425,6 @@ def run_fleet(p, check_mode, no_log_values=()):
     )
     if before:
         result["diff"] = {"before": "".join(before), "after": "".join(after)}
-    # AnsibleModule would scrub the secrets (no_log values) out of every string of the result for
-    # each secret: quadratic for a large fleet. Same rule, each distinct string once.
-    result = scrub(result, sorted(no_log_values, key=len, reverse=True))
     # the invocation names the bots rather than echo every bot's arguments and profile back
     args = {k: v for k, v in p.items() if k not in ("bots", "profiles")}
     result["invocation"] = {"module_args": dict(args, bots=names, profiles=sorted(p["profiles"]))}
@@ -347,8 +441,8 @@ def main():
     if module.params["hosts"] is not None:
         module.fail_json(msg="hosts is read on the controller, by the action plugin beside the botops playbooks "
                              "(playbooks/action_plugins); run the task there, or give bots")
-    result, failure = run_fleet(module.params, module.check_mode, module.no_log_values)
-    module.no_log_values = set()  # run_fleet scrubbed the result already
+    result, failure = run_fleet(module.params, module.check_mode)
+    module.no_log_values = set()  # run_fleet scrubbed each bot's result of its secrets already
     if failure:
         module.fail_json(msg=failure, **result)
     module.exit_json(**result)

@@ -323,8 +323,10 @@ class FleetRun:
 
 
 def scrub(value, secrets, cache=None):
-    """`value` with every secret replaced by ******** (AnsibleModule's rule for no_log values),
-    each distinct string looked at once: a fleet's result repeats the same texts many times."""
+    """`value` with every secret replaced by ******** (AnsibleModule's rule for no_log values:
+    values only, keys are kept), each distinct string looked at once: a fleet's result repeats the
+    same texts many times. Masking keys too would let a short secret ("1", "bot") rename the keys
+    a result is read by (its bots' names, `bots` itself), and the bots would vanish from the report."""
     if cache is None:
         cache = {}
     if isinstance(value, str):
@@ -339,7 +341,7 @@ def scrub(value, secrets, cache=None):
             cache[value] = text
         return cache[value]
     if isinstance(value, dict):
-        return {scrub(k, secrets, cache): scrub(v, secrets, cache) for k, v in value.items()}
+        return {k: scrub(v, secrets, cache) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [scrub(v, secrets, cache) for v in value]
     return value

@@ -14,7 +14,9 @@ the module (Ansible loads ``action_plugins/`` next to a playbook); plays elsewhe
 Given ``hosts`` (the play's host names) instead of ``bots``, it reads each host's inventory
 variables itself, once, in Python, and each family's profile once: at a thousand bots, templating
 every bot's facts into the task's arguments costs seconds (Ansible templates, tags and pickles
-every value of a task's arguments), and this costs a fraction of one.
+every value of a task's arguments), and this costs a fraction of one. A host whose variables
+cannot make an entry (one missing, of the wrong type, or a family without a loadable profile) is
+that bot's failure, reported and counted with the others: the kill switch drives every other bot.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import sys
 
 from ansible import constants as C
+from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
@@ -75,10 +78,11 @@ def plain(value):
 
 
 def read_vars(host_vars, wanted):
-    """{key: value} of the variables in `wanted`; raises KeyError naming a required one not set."""
+    """{key: value} of the variables in `wanted`; raises KeyError naming a required one not set
+    (or set to nothing: `bot_root:` alone in YAML is null, and an empty root is the working directory)."""
     out = {}
     for key, (name, default) in wanted.items():
-        if name in host_vars:
+        if name in host_vars and (default is not REQUIRED or host_vars[name] not in (None, "")):
             out[key] = host_vars[name]
         elif default is REQUIRED:
             raise KeyError(name)
@@ -87,14 +91,44 @@ def read_vars(host_vars, wanted):
     return out
 
 
+def in_inventory_words(message):
+    """A validation message of the module's options in the inventory's variable names:
+    "argument 'ports' is of type int found in 'bot'." -> "bot_ports is of type int"."""
+    for wanted, found_in in ((BOT_VARS, "bot"), (SECRET_VARS, "secrets")):
+        for key, (variable, _) in wanted.items():
+            message = message.replace(f"argument '{key}' is of type", f"{variable} is of type")
+        message = message.replace(f" found in '{found_in}'.", "")
+    return message
+
+
+def check_entries(entries, spec):
+    """(the entries valid against the module's entry spec, {bot: why not} for the others).
+
+    Each entry alone: validated as one list, a single bot's wrong value (bot_ports that is not a
+    mapping, a bot_root that is a list) would fail the whole call, and no bot would be driven."""
+    validator = ArgumentSpecValidator(spec)
+    valid, wrong = [], {}
+    for entry in entries:
+        checked = validator.validate(entry)
+        if checked.error_messages:
+            why = "; ".join(checked.error_messages)
+            for secret in sorted(checked._no_log_values, key=len, reverse=True):  # a message may quote a value
+                why = why.replace(secret, "********")
+            wrong[entry["bot"]["name"]] = in_inventory_words(why)
+        else:
+            valid.append(checked.validated_parameters)
+    return valid, wrong
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
 
-    def split_hosts(self, hosts, task_vars):
+    def split_hosts(self, hosts, task_vars, entry_spec):
         """(entries of the local bots, profiles by family, remote hosts, {host: why it cannot be driven}).
 
-        One pass over the hosts, each host's variables computed once; a host whose variables are
-        missing is reported as that bot's failure, never the whole fleet's."""
+        One pass over the hosts, each host's variables computed once and each family's profile
+        loaded once; a host whose variables are missing or wrong, or whose family has no loadable
+        profile, is reported as that bot's failure, never the whole fleet's."""
         hostvars = task_vars["hostvars"]
         entries, remote, broken = [], [], {}
         for name in hosts:
@@ -108,12 +142,27 @@ class ActionModule(ActionBase):
             except KeyError as exc:
                 broken[name] = f"its inventory sets no {exc.args[0]}"
                 continue
+            except AnsibleError as exc:  # a variable templated from an undefined one, a vars file that fails
+                broken[name] = f"its inventory variables cannot be read: {exc.message}"
+                continue
             entries.append({"local": True, "bot": bot, "secrets": secrets})
-        entries = plain(entries)
+        entries, wrong = check_entries(plain(entries), entry_spec)
+        broken.update(wrong)
         lookup = self._shared_loader_obj.lookup_loader.get("bot_profile", loader=self._loader, templar=self._templar)
-        profiles = {family: plain(lookup.run([family], variables=task_vars)[0])
-                    for family in sorted({e["bot"]["family"] for e in entries})}
-        return entries, profiles, remote, broken
+        profiles, unloadable = {}, {}
+        for family in sorted({e["bot"]["family"] for e in entries}):
+            try:
+                profiles[family] = plain(lookup.run([family], variables=task_vars)[0])
+            except AnsibleError as exc:  # an unknown family, an invalid profile: its bots fail, not the fleet
+                unloadable[family] = exc.message
+        usable = []
+        for e in entries:
+            why = unloadable.get(e["bot"]["family"])
+            if why is None:
+                usable.append(e)
+            else:
+                broken[e["bot"]["name"]] = why  # names the family and the profiles directory
+        return usable, profiles, remote, broken
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -126,28 +175,28 @@ class ActionModule(ActionBase):
         module = _load_module(found.plugin_resolved_path)
         args = plain({k: v for k, v in self._task.args.items() if k != "hosts"})
         hosts = self._task.args.get("hosts")
-        broken = {}
+        spec = module.argument_spec()
+        entries, broken = None, {}
         if hosts is not None:
             if args.get("bots") is not None:
                 result.update(failed=True, changed=False, msg=f"{MODULE}: give hosts or bots, not both")
                 return result
-            args["bots"], found, result["remote_hosts"], broken = self.split_hosts(plain(hosts), task_vars)
+            # the entries are checked one by one in split_hosts; the call's own options here
+            entries, found, result["remote_hosts"], broken = self.split_hosts(
+                plain(hosts), task_vars, spec["bots"]["options"])
             args["profiles"] = dict(found, **(args.get("profiles") or {}))
-        validated = ArgumentSpecValidator(module.argument_spec(), required_if=module.REQUIRED_IF).validate(args)
+            args["bots"] = []
+        validated = ArgumentSpecValidator(spec, required_if=module.REQUIRED_IF).validate(args)
         if validated.error_messages:
             result.update(failed=True, changed=False, msg=f"Invalid arguments for {MODULE}: "
                                                           + "; ".join(validated.error_messages))
             return result
         params = validated.validated_parameters
-        if params["bots"]:
-            out, failure = module.run_fleet(params, bool(self._play_context.check_mode), validated._no_log_values)
-        else:
-            out, failure = {"changed": False, "bots": {}, "actions": [], "summary": {}}, None
+        if entries is not None:
+            params["bots"] = entries
+        # every targeted bot is in the result and the summary, the ones refused here too
+        out, failure = module.run_fleet(params, bool(self._play_context.check_mode), refused=broken)
         result.update(out)
-        for name, why in broken.items():
-            result["bots"][name] = {"failed": True, "changed": False, "msg": f"Cannot drive bot '{name}': {why}"}
-        if broken:
-            failure = "; ".join(filter(None, [failure, f"{len(broken)} bot(s) could not be driven: {', '.join(sorted(broken))}"]))
         if failure:
             result.update(failed=True, msg=failure)
         return result

@@ -69,3 +69,44 @@ def test_the_local_path_has_no_per_host_task():
         assert task.get("run_once"), task["name"]
     else:
         raise AssertionError("no end_play in the local path")
+
+
+def entry_spec():
+    import bot_fleet_kill_switch  # library/ is on the path (tests/conftest.py)
+
+    return bot_fleet_kill_switch.argument_spec()["bots"]["options"]
+
+
+def test_a_required_variable_set_to_nothing_is_missing():
+    """`bot_root:` alone is null in YAML, and an empty root would be the controller's working directory."""
+    action = plugin()
+    for value in (None, ""):
+        try:
+            action.read_vars({"bot_family": "vanta", "bot_root": value}, action.BOT_VARS)
+        except KeyError as exc:
+            assert exc.args[0] == "bot_root"
+        else:
+            raise AssertionError(f"bot_root {value!r} was taken for a root")
+    assert action.read_vars({"bot_family": "vanta", "bot_root": "/srv/b1"}, action.BOT_VARS)["process_match"] is None
+
+
+def test_one_entry_with_a_wrong_value_leaves_the_others_valid():
+    """Validated as one list, bot_ports: 27040 on one bot failed the whole call: no bot was driven."""
+    action = plugin()
+    good = {"bot": {"name": "b1", "family": "vanta", "root": "/srv/b1", "ports": {"api": 27010}},
+            "secrets": {"api_token": "tok-1"}, "local": True}
+    wrong = {"bot": {"name": "b2", "family": "vanta", "root": "/srv/b2", "ports": 27020},
+             "secrets": {}, "local": True}
+    valid, refused = action.check_entries([good, wrong], entry_spec())
+    assert [e["bot"]["name"] for e in valid] == ["b1"] and valid[0]["bot"]["listen"] == "127.0.0.1"
+    assert refused == {"b2": "bot_ports is of type int and we were unable to convert to dict: "
+                             "<class 'int'> cannot be converted to a dict"}
+
+
+def test_emergency_stop_fails_each_bot_that_was_not_halted_as_itself():
+    """A run_once assert failed the play's first bot whichever bot failed: the exit line, the
+    summary's hosts and the table named a bot that was halted."""
+    play = yaml.safe_load((REPO / "playbooks" / "emergency_stop.yml").read_text())[0]
+    last = play["tasks"][-1]
+    assert "ansible.builtin.fail" in last and not last.get("run_once"), last
+    assert not any("ansible.builtin.assert" in t and t.get("run_once") for t in play["tasks"])

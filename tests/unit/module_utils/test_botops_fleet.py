@@ -443,10 +443,19 @@ def test_audit_index_reads_a_shared_log_once_and_sees_what_the_run_appends(tmp_p
 def test_scrub_is_the_no_log_rule_once_per_distinct_string():
     secrets = ["tok-123456789"]
     value = {"msg": "auth tok-123456789 refused", "token": "tok-123456789", "n": 3, "ok": True,
-             "list": ["tok-123456789-x", "plain"] * 3, "tok-123456789": None}
+             "list": ["tok-123456789-x", "plain"] * 3, "nested": {"why": "tok-123456789"}}
     assert scrub(value, secrets) == {"msg": "auth ******** refused", "token": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER",
                                      "n": 3, "ok": True, "list": ["********-x", "plain"] * 3,
-                                     "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER": None}
+                                     "nested": {"why": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"}}
+
+
+def test_scrub_keeps_keys_as_ansible_does():
+    """A short secret masks values, never the keys a result is read by (Ansible's remove_values)."""
+    from ansible.module_utils.common.parameters import remove_values
+
+    value = {"bots": {"bot01": {"msg": "kill switch engaged on bot 'bot01'", "level": "halt"}}}
+    assert scrub(value, ["ot"]) == remove_values(value, {"ot"})
+    assert list(scrub(value, ["ot"])["bots"]) == ["bot01"]
 
 
 def test_a_bot_that_starts_late_joins_an_operation_begun_before_it_existed(monkeypatch):

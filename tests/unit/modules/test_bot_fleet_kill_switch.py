@@ -151,3 +151,93 @@ def test_bots_given_twice_are_refused(fake, tmp_path):
 def test_secrets_are_not_in_the_result(fakes, tmp_path):
     res = fleet([entry(fakes("b01"))], tmp_path)
     assert TOKEN not in json.dumps(res)
+
+
+# ---------------------------------------------------------------- one bad entry, the others halted
+def test_a_bot_without_a_profile_fails_alone_and_the_others_are_halted(fakes, tmp_path):
+    good = [fakes("b01"), fakes("b02")]
+    orphan = {"bot": {"name": "b03", "family": "vantax", "root": str(tmp_path / "b03")}, "local": True}
+    res = fleet([entry(good[0]), orphan, entry(good[1])], tmp_path, profiles={})
+    assert res["failed"]
+    assert all(b.breaker == "open" for b in good), "a bot without a profile held up the others"
+    assert [res["bots"][b.name]["failed"] for b in good] == [False, False]
+    assert res["bots"]["b03"]["failed"] and "no profile (bot_family 'vantax')" in res["bots"]["b03"]["msg"]
+    summary = res["summary"]
+    assert (summary["total"], summary["halted"], summary["failed"], summary["failed_bots"]) == (3, 2, 1, ["b03"])
+    assert "on 1 of 3 bots" in res["msg"] and "b03" in res["msg"]
+
+
+def test_run_fleet_counts_the_bots_it_was_given_no_entry_for(fake, tmp_path):
+    """The action plugin hands over the hosts whose variables made no entry: failed, in the summary."""
+    params = dict(bots=[entry(fake)], profiles={}, state="engaged", level="halt", reason="drill", who="carol",
+                  force=False, escalate=True, audit_log=str(tmp_path / "audit.log"), max_workers=8,
+                  max_requests_per_host=8, fail_fast=0.5)
+    params["bots"][0].update(audit_log=None)
+    result, failure = bot_fleet_kill_switch.run_fleet(params, False, refused={"b09": "its inventory sets no bot_root"})
+    assert fake.breaker == "open" and not result["bots"][fake.name]["failed"]
+    assert result["bots"]["b09"]["failed"] and "sets no bot_root" in result["bots"]["b09"]["msg"]
+    assert (result["summary"]["total"], result["summary"]["failed_bots"]) == (2, ["b09"])
+    assert failure and "on 1 of 2 bots" in failure
+
+
+@pytest.mark.parametrize("root", ["", "relative/b02"])
+def test_a_root_that_is_not_absolute_fails_alone_and_writes_nothing_in_the_working_directory(
+        fakes, tmp_path, monkeypatch, root):
+    good, bad = fakes("b01"), fakes("b02")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    broken = entry(bad)
+    broken["bot"]["root"] = root
+    res = fleet([entry(good), broken], tmp_path)
+    assert good.breaker == "open" and bad.breaker == "closed"
+    assert res["bots"]["b02"]["failed"] and "is not an absolute path" in res["bots"]["b02"]["msg"]
+    assert list(workdir.iterdir()) == [], "the audit log or kill-switch record landed in the working directory"
+
+
+@pytest.mark.parametrize("port", ["abc", 0, 70000, True])
+def test_a_port_that_is_not_a_port_number_fails_alone(fakes, tmp_path, port):
+    good, bad = fakes("b01"), fakes("b02")
+    broken = entry(bad)
+    broken["bot"]["ports"] = {"api": port}
+    res = fleet([entry(good), broken], tmp_path)
+    assert good.breaker == "open" and not res["bots"]["b01"]["failed"]
+    assert res["bots"]["b02"]["failed"] and f"bot_ports.api {port!r} is not a port number" in res["bots"]["b02"]["msg"]
+    assert res["summary"]["failed_bots"] == ["b02"]
+
+
+def test_a_wrong_token_is_halted_by_escalation_and_fails_naming_the_token(fakes, tmp_path):
+    """Its API refuses the token: the process is stopped (the kill switch reaches it), and the bot
+    fails, because its API refuses every later operation too and the row must say why."""
+    good, bad = fakes("b01"), fakes("b02")
+    broken = entry(bad)
+    broken["secrets"] = {"api_token": "rotated-3c1d7e"}
+    res = fleet([entry(good), broken], tmp_path)
+    assert good.breaker == "open" and not res["bots"]["b01"]["failed"]
+    assert not bad.running, "the bot with the wrong token was not halted at all"
+    row = res["bots"]["b02"]
+    assert row["failed"] and (row["engaged_by"], row["current_level"]) == ("service stop", "halt")
+    assert row["msg"].startswith("its API refused botops' credentials (check bot_api_token")
+    assert "HTTP 401" in row["msg"] and "rotated-3c1d7e" not in json.dumps(res)
+    summary = res["summary"]
+    assert (summary["total"], summary["halted"], summary["failed"], summary["failed_bots"]) == (2, 2, 1, ["b02"])
+
+
+def test_a_bot_that_does_not_answer_in_time_is_escalated_without_failing(fakes, tmp_path):
+    """A slow or frozen bot is what escalation is for: only an inventory fault fails an escalated bot."""
+    bot = fakes("b01")
+    bot.failing.add("/breaker")  # 503: the bot is unwell, its entry is right
+    res = fleet([entry(bot)], tmp_path)
+    assert not res.get("failed"), res["msg"]
+    assert res["bots"]["b01"]["engaged_by"] == "service stop" and not bot.running
+
+
+def test_a_short_token_masks_only_its_own_bot_and_never_the_names(fakes, tmp_path):
+    """Scrubbed of one bot's token "b0", every other bot's row would lose its name and keys."""
+    good, bad = fakes("b01"), fakes("b02")
+    broken = entry(bad)
+    broken["secrets"] = {"api_token": "b0"}
+    res = fleet([entry(good), broken], tmp_path)
+    assert sorted(res["bots"]) == ["b01", "b02"] and res["summary"]["failed_bots"] == ["b02"]
+    assert res["bots"]["b01"]["msg"] == "kill switch 'halt' engaged on bot 'b01' by rung 'breaker'"
+    assert "b0" not in res["bots"]["b02"]["msg"], "a bot's own token must be masked in its own row"

@@ -35,10 +35,12 @@ def test_each_family_profile_given_once(fakes, tmp_path):
     assert all(b.breaker == "closed" for b in bots)
 
 
-def test_a_bot_without_a_profile_is_refused_before_anything_changes(fakes, tmp_path):
+def test_a_bot_without_a_profile_fails_with_nothing_tried_on_it(fakes, tmp_path):
+    """Its own failure, not the call's: the other bots are driven (test_bot_fleet_kill_switch.py)."""
     bot = fakes("b01")
     res = fleet([entry(bot, family="nofamily")], tmp_path, profiles={"fakeapi": api_profile()})
-    assert res["failed"] and "bot 'b01' has no profile" in res["msg"] and "'nofamily'" in res["msg"]
+    assert res["failed"] and res["summary"]["failed_bots"] == ["b01"]
+    assert "bot 'b01': it has no profile (bot_family 'nofamily')" in res["bots"]["b01"]["msg"]
     assert bot.breaker == "closed" and bot.calls == []
 
 
