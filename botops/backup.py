@@ -7,7 +7,7 @@ import re
 from invoke import task
 
 from botops.operation import run_operation, usage_error
-from botops.release import BACKUP_ID_RE, COMMON_HELP, serial_plan
+from botops.release import BACKUP_ID_RE, COMMON_HELP, OVERRIDE_HELP, serial_plan
 from botops.report import shown
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:+-]{0,63}$")
@@ -128,20 +128,23 @@ def backup(c, label=None, inventory=None, limit=None, check=False, takeover=Fals
 @task(
     help=dict(
         COMMON_HELP,
+        **OVERRIDE_HELP,
         backup="'latest' (the newest set that is not a restore's safety backup) or a backup id (required); "
                "'invoke backups' lists them",
         batch="bots restored at once: a number or a percentage (default 100%); "
               "a batch with a failed bot stops the next ones",
     )
 )
-def restore(c, backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False):
+def restore(c, backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False,
+            override_kill_switch=False):
     """Restore bots' databases from a backup: verified, safety backup first, atomic swap, readiness gate."""
     if backup is None:
         raise usage_error("restore", "--backup is required: 'latest' or a backup id ('invoke backups' lists them)")
     check_backup_id("restore", backup)
     extravars = {"botops_backup_id": backup, "botops_serial": serial_plan("restore", 0, batch)}
     run_operation("restore", "restore.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
-                  takeover=takeover, columns=RESTORE_COLUMNS, rows=rows_with_counts)
+                  takeover=takeover, columns=RESTORE_COLUMNS, rows=rows_with_counts,
+                  override_kill_switch=override_kill_switch)
 
 
 @task(

@@ -17,6 +17,7 @@ from invoke import Exit, task
 from botops import profiles, windows
 from botops.inventory import InventoryError, hosts
 from botops.operation import run_operation, usage_error
+from botops.release import OVERRIDE_HELP
 from botops.report import shown
 from botops.runner import EXIT_USAGE, resolve_inventory
 
@@ -121,10 +122,11 @@ def parse_tasks(task_name: str, value: str | None) -> list[str] | None:
         "tasks": "replace the window's tasks, comma-separated, e.g. backup,verify",
         "now": "decide the window at this ISO 8601 UTC instant instead of the clock (dry runs, tests)",
         "takeover": "take over a stale lock left by a crashed run (never a live one)",
+        **OVERRIDE_HELP,
     }
 )
 def maintenance(c, window=None, force=False, limit=None, inventory=None, check=False, serial="1", tasks=None,
-                now=None, takeover=False):
+                now=None, takeover=False, override_kill_switch=False):
     """Run a maintenance window (daily, weekly, monthly) on the bots whose window is open; exit 2 outside it."""
     name = "maintenance"
     loaded = load_windows(name)
@@ -172,7 +174,8 @@ def maintenance(c, window=None, force=False, limit=None, inventory=None, check=F
     if task_list is not None:
         extravars["botops_maintenance_tasks"] = task_list
     report = run_operation(name, "maintenance.yml", inventory=inventory, limit=limit, check=check,
-                           extravars=extravars, takeover=takeover, columns=COLUMNS)
+                           extravars=extravars, takeover=takeover, columns=COLUMNS,
+                           override_kill_switch=override_kill_switch)
     if report and all(row.get("result") == "skipped" and "window closed" in str(row.get("message"))
                       for row in report.values()):
         raise Exit(f"{name}: the {window} window is closed for every targeted bot; nothing was changed",

@@ -17,7 +17,7 @@ from invoke import Exit
 
 from botops.inventory import InventoryError, hosts
 from botops.report import shown, table
-from botops.runner import EXIT_OK, EXIT_USAGE, REPO, PlaybookRun
+from botops.runner import EXIT_KILL_SWITCH, EXIT_OK, EXIT_USAGE, REPO, PlaybookRun
 
 RESULT_COLUMNS = [
     ("name", "bot"),
@@ -110,13 +110,16 @@ def run_operation(
     lock: bool = True,
     rows: Callable[[dict], list[dict]] | None = None,
     check_vars: bool = True,
+    override_kill_switch: bool = False,
 ) -> dict:
     """Run one fleet operation end to end; raises Exit with the exit code when it did not fully succeed.
 
     `rows` turns the playbook's report (keyed by bot) into the table's rows, each with the bot's
     `name`, when one bot needs several rows (its backups, its checks); default: one row per bot.
     `check_vars` checks every targeted bot's inventory variables first (the emergency tasks skip
-    it: at 3 a.m. the per-bot results name a bad bot without holding up the others)."""
+    it: at 3 a.m. the per-bot results name a bad bot without holding up the others).
+    `override_kill_switch`: the operator's explicit go-ahead for this run on bots whose operator
+    engaged a kill switch level (the level is put back on each bot once it is ready)."""
     try:
         inventory_path, bots = hosts(inventory, limit, check_vars=check_vars)
     except InventoryError as exc:
@@ -131,7 +134,8 @@ def run_operation(
                           extravars=dict(extravars or {}))
     except ValueError as exc:
         raise usage_error(task, str(exc)) from None
-    run.extravars.update(botops_run_id=run.ident, botops_owner_pid=os.getpid(), botops_takeover=takeover)
+    run.extravars.update(botops_run_id=run.ident, botops_owner_pid=os.getpid(), botops_takeover=takeover,
+                         botops_override_kill_switch=bool(override_kill_switch))
     held = False
     if lock and not check:
         try:
@@ -153,12 +157,23 @@ def run_operation(
     for host in result.failed_hosts:
         if host not in reported:
             lines.append({"name": host, "result": "failed", "message": result.hosts[host].last_error})
+    for line in lines:  # a bot that yielded to an operator's kill switch level says so, not "failed"
+        why = result.hosts[line["name"]].kill_switch if line["name"] in result.hosts else ""
+        if why:
+            line.update(result=why.split(":", 1)[0], message=why)
     if lines:
         print()
         print(table(lines, columns or RESULT_COLUMNS))
+    for note in result.notes:
+        print(f"{task}: {note}")
     print(f"\n{task}: {result.status}; summary: {result.artifact_dir / 'botops-summary.json'}")
     if result.error:
         print(result.error)
+    if result.exit_code == EXIT_KILL_SWITCH:
+        held = ", ".join(sorted(h for h, o in result.hosts.items() if o.kill_switch))
+        raise Exit(f"{task}: stopped by the kill switch an operator engaged on {held} (release it with "
+                   "'invoke kill-switch --release --level=LEVEL', or pass --override-kill-switch to go ahead "
+                   "and keep it engaged)", code=result.exit_code)
     if result.exit_code != EXIT_OK:
         failed = ", ".join(result.failed_hosts) or "see the summary"
         raise Exit(f"{task}: failed for {failed}", code=result.exit_code)

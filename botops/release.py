@@ -89,11 +89,17 @@ COMMON_HELP = {
     "check": "dry run: report what would change, change nothing",
     "takeover": "take over a stale lock left by a crashed run (never a live one)",
 }
+# for the tasks that start bots: restart, deploy, rollback, restore, maintenance
+OVERRIDE_HELP = {
+    "override_kill_switch": "go ahead on bots whose operator engaged a kill switch level (they are skipped "
+                            "otherwise); the level is put back on each bot as soon as it is ready",
+}
 
 
 @task(
     help=dict(
         COMMON_HELP,
+        **OVERRIDE_HELP,
         version="release version to deploy, e.g. 1.1.0 (required)",
         artifacts="directory holding <name>-<version>.tar.gz and .json (default: the sandbox's artifacts)",
         canary="bots in the first batch (default 1; 0: no canary)",
@@ -103,7 +109,7 @@ COMMON_HELP = {
     )
 )
 def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, canary="1", batch="100%",
-           max_fail="0", positions="carry", takeover=False):
+           max_fail="0", positions="carry", takeover=False, override_kill_switch=False):
     """Deploy a release: canary first, backup, pause, stop, switch, migrate, start, readiness gate."""
     directory = artifacts_dir(artifacts)
     check_version("deploy", version, directory)
@@ -118,18 +124,20 @@ def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, 
         "bot_guard_positions_policy": positions,
     }
     run_operation("deploy", "deploy.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
-                  takeover=takeover, columns=DEPLOY_COLUMNS)
+                  takeover=takeover, columns=DEPLOY_COLUMNS, override_kill_switch=override_kill_switch)
 
 
 @task(
     help=dict(
         COMMON_HELP,
+        **OVERRIDE_HELP,
         target="'latest' (the previous good release in the ledger, skipping bad ones) or a version",
         backup="roll back to this backup id instead (code of the release it was taken on, data of the backup)",
         batch="bots rolled back at once: a number or a percentage (default 100%)",
     )
 )
-def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False):
+def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False,
+             override_kill_switch=False):
     """Roll bots back to the previous good release (or a version, or a backup): code and data together."""
     if backup is not None:
         if not BACKUP_ID_RE.match(backup):
@@ -148,4 +156,4 @@ def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=
     if backup is not None:
         extravars["botops_backup_id"] = backup
     run_operation("rollback", "rollback.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
-                  takeover=takeover, columns=DEPLOY_COLUMNS)
+                  takeover=takeover, columns=DEPLOY_COLUMNS, override_kill_switch=override_kill_switch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke import task
 
 from botops.operation import run_operation, usage_error
-from botops.release import COMMON_HELP, POSITION_POLICIES, serial_plan
+from botops.release import COMMON_HELP, OVERRIDE_HELP, POSITION_POLICIES, serial_plan
 from botops.report import shown
 
 MODES = ("graceful", "quick", "recover")
@@ -26,6 +26,7 @@ COLUMNS = [
 @task(
     help=dict(
         COMMON_HELP,
+        **OVERRIDE_HELP,
         mode="graceful (pause entries, graceful stop, start, readiness gate, restore state; default) | "
              "quick (a hung bot: short graceful timeout, then signals) | "
              "recover (restart, then verify the bot recovered mode, kill switch level, positions and ledger)",
@@ -35,7 +36,7 @@ COLUMNS = [
     )
 )
 def restart(c, mode="graceful", inventory=None, limit=None, check=False, positions="carry", batch="100%",
-            takeover=False):
+            takeover=False, override_kill_switch=False):
     """Restart bots: graceful, quick or with state recovery; per-bot downtime, readiness gate."""
     if mode not in MODES:
         raise usage_error("restart", f"--mode {shown(mode)} is not a restart mode "
@@ -51,4 +52,4 @@ def restart(c, mode="graceful", inventory=None, limit=None, check=False, positio
         "bot_guard_positions_policy": positions,
     }
     run_operation("restart", "restart.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
-                  takeover=takeover, columns=COLUMNS)
+                  takeover=takeover, columns=COLUMNS, override_kill_switch=override_kill_switch)

@@ -32,6 +32,11 @@ EXIT_FAILED = 1  # the run finished but at least one targeted bot failed
 EXIT_USAGE = 2  # bad input: nothing was changed
 EXIT_UNREACHABLE = 3  # at least one bot could not be reached
 EXIT_CANCELED = 4
+EXIT_KILL_SWITCH = 5  # an operator's kill switch level stopped the run on at least one bot (nothing else failed)
+
+# How a bot's failure says it yielded to an operator's kill switch level: modules return yielded,
+# the playbooks' own gate (bot_guard preflight) fails with a message that starts so.
+YIELD_PREFIXES = ("skipped: kill switch ", "stopped: kill switch ")
 
 
 def artifacts_root() -> Path:
@@ -86,6 +91,7 @@ class HostOutcome:
     skipped: int = 0
     module_calls: int = 0  # modules run for this bot (a loop counts each item), set_fact & co. excluded
     last_error: str = ""
+    kill_switch: str = ""  # why the bot was skipped or stopped: an operator's kill switch level
 
 
 @dataclass
@@ -98,6 +104,7 @@ class RunResult:
     report: dict = field(default_factory=dict)
     duration: float = 0.0
     error: str = ""  # the end of Ansible's output when the run failed before reaching any bot
+    notes: list = field(default_factory=list)  # lines a playbook hands the operator (set_stats botops_notes)
 
     @property
     def failed_hosts(self) -> list[str]:
@@ -134,6 +141,7 @@ class PlaybookRun:
         self.artifact_dir = artifacts_root() / self.playbook.stem
         self._hosts: dict[str, HostOutcome] = {}
         self._report: dict = {}
+        self._notes: list[str] = []
 
     def params(self) -> dict:
         cmdline = []
@@ -180,6 +188,7 @@ class PlaybookRun:
             self.progress(None, data.get("task", ""), kind, {})
         elif kind == "playbook_on_stats":
             self._report = (data.get("artifact_data") or {}).get("botops_report", {})
+            self._notes = list((data.get("artifact_data") or {}).get("botops_notes") or [])
             # Ansible's own final count: a failure later rescued is not a failure of the bot
             for name, outcome in self._hosts.items():
                 outcome.failed = (data.get("failures") or {}).get(name, 0)
@@ -205,6 +214,8 @@ class PlaybookRun:
                 else:
                     outcome.unreachable += 1
                 outcome.last_error = str(res.get("msg") or res.get("stderr") or "failed")
+                if not outcome.kill_switch:
+                    outcome.kill_switch = yielded_message(res)
             self.progress(host, data.get("task", ""), kind, res)
         return False  # keep the job_events/ files lean: stdout is in the artifact dir anyway
 
@@ -217,12 +228,19 @@ class PlaybookRun:
         finally:
             shutil.rmtree(private, ignore_errors=True)
         status, rc = runner.status, runner.rc
+        for name, row in self._report.items():  # bots the playbook skipped for an operator's level
+            if isinstance(row, dict) and yielded_message(row):
+                outcome = self._hosts.setdefault(name, HostOutcome())
+                outcome.kill_switch = outcome.kill_switch or yielded_message(row)
         if status == "successful" and rc == 0:
-            code = EXIT_OK
+            code = EXIT_KILL_SWITCH if any(o.kill_switch for o in self._hosts.values()) else EXIT_OK
         elif status == "canceled":
             code = EXIT_CANCELED
         elif any(o.unreachable for o in self._hosts.values()):
             code = EXIT_UNREACHABLE
+        elif any(o.kill_switch for o in self._hosts.values()) and all(
+                o.kill_switch for o in self._hosts.values() if o.failed):
+            code = EXIT_KILL_SWITCH
         else:
             code = EXIT_FAILED
         result = RunResult(
@@ -233,6 +251,7 @@ class PlaybookRun:
             hosts=self._hosts,
             report=self._report,
             duration=time.monotonic() - started,
+            notes=self._notes,
         )
         if code != EXIT_OK and not self._hosts:
             result.error = _tail(result.artifact_dir / "stdout")
@@ -256,6 +275,20 @@ class PlaybookRun:
         path = result.artifact_dir / "botops-summary.json"
         path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
         os.chmod(path, 0o600)
+
+
+def yielded_message(res: dict) -> str:
+    """'skipped: kill switch halt engaged by ...' when this failed result is a bot yielding to an
+    operator's kill switch level, else ''."""
+    msg = str(res.get("msg") or res.get("message") or "")
+    for prefix in YIELD_PREFIXES:
+        at = msg.find(prefix)
+        if at >= 0:
+            return msg[at:]
+    if res.get("yielded"):
+        record = res.get("kill_switch") or {}
+        return f"stopped: kill switch {record.get('level')} engaged by {record.get('who')} at {record.get('time')}"
+    return ""
 
 
 def _tail(path: Path, lines: int = 15) -> str:

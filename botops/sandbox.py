@@ -69,9 +69,10 @@ def status(c):
     if not rows:
         print(f"no sandbox in {fleet.state_dir}: start one with `invoke sandbox.up`")
         return
-    header = ("bot", "family", "release", "state", "trades", "open positions")
+    header = ("bot", "family", "release", "state", "trades", "open positions", "kill switch")
     table = [header] + [
-        (r["bot"], r["family"], _cell(r["release"]), r["state"], _cell(r["trades"]), _cell(r["open_positions"]))
+        (r["bot"], r["family"], _cell(r["release"]), r["state"], _cell(r["trades"]), _cell(r["open_positions"]),
+         _cell(r["kill_switch"]))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

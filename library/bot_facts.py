@@ -69,6 +69,7 @@ bot:
     ready: {description: The readiness check passed., type: bool}
     health: {description: The profile's health details document (component states)., type: raw}
     release: {description: Version the C(current) symlink points to., type: str}
+    kill_switch: {description: "The kill switch level an operator engaged, as recorded on the bot's host (C(level), C(who), C(time), C(reason)); null when none.", type: dict}
     version: {description: Version the running bot reports., type: str}
     service_state: {description: State reported by the service manager (RUNNING, STOPPED...)., type: str}
     disk_free_mb: {description: Free space on the file system of the bot root, in MiB., type: int}

@@ -224,6 +224,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import Bot, BotError, bot_argument_spec
 from ansible.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
+from ansible.module_utils.botops_lock import read_lock, stale_reason
 from ansible.module_utils.botops_kill_switch import (
     AUDIT_LOG, LEVELS, REQUIRED_IF, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options, rank,
 )
@@ -232,6 +233,7 @@ from ansible.module_utils.botops_kill_switch import (
 # than the bot unwell, and the variables to check. A bot that does not answer in time is escalated
 # as designed; one whose address refuses the connection while its process runs, answers for
 # another API or refuses the credentials will refuse every later operation too.
+OPERATION_LOCK = "shared/data/botops.lock"  # bot_guard's lock: a run that holds it may be restarting the bot
 INVENTORY_FAULTS = (
     (re.compile(r"answered HTTP 40[13]\b|needs a bearer token|needs \w+ credentials"),
      "its API refused botops' credentials (check bot_api_token, or bot_api_username and bot_api_password, "
@@ -278,6 +280,14 @@ def inventory_fault(profile, p, result):
     return None
 
 
+def operation_under_way(root):
+    """The botops run that holds the bot's operation lock now (a live one), described; else None."""
+    lock = read_lock(os.path.join(root, OPERATION_LOCK))
+    if not lock or lock.get("unreadable") or stale_reason(lock):
+        return None
+    return f"{lock.get('operation')} run {lock.get('run_id')}"
+
+
 def one_bot(entry, p, check_mode, run, index):
     """The kill switch on one bot; never raises (the fleet goes on)."""
     name = (entry.get("bot") or {}).get("name", "?")
@@ -300,6 +310,13 @@ def one_bot(entry, p, check_mode, run, index):
         result = switch.run(p["state"])
         result["failed"] = False
         fault = None if check_mode else inventory_fault(profile, p, result)
+        if fault and fault[0].startswith("nothing listens") and entry["local"]:
+            running = operation_under_way(entry["bot"]["root"])
+            if running:
+                # a botops operation is restarting the bot: its API is down for that, not for a wrong
+                # port; the escalation halted it, which is what the operator asked
+                result["msg"] = f"{result.get('msg')} (its API was down: {running} holds the bot)"
+                fault = None
         if fault:
             # engaged all the same (the kill switch reaches what it can), but not as the profile
             # says, and the next operation on this bot would be refused the same way: fail it,

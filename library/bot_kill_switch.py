@@ -24,6 +24,9 @@ description:
   - To release, the level's C(release) rungs are walked; a rung is verified when its checks hold
     and the level's C(engaged) checks no longer do. If escalation had stopped the process, the
     service is started first (and the release rungs run only if the level survived the restart).
+  - "What is engaged is recorded on the bot's host (C(<bot root>/shared/data/botops-kill-switch.json))
+    before the ladder is walked, and removed by the release: the record, not the bot's memory, says
+    what an operator engaged, and every botops module that starts a bot puts the recorded level back."
   - Every engagement and release (also failed and refused ones) is appended to the audit log on
     the bot's host as one JSON line - time, bot, level, reason, who, the rung that worked,
     outcome. Calls that change nothing and check mode write nothing.
@@ -59,6 +62,18 @@ options:
       - The operator, for the audit log. Default is E(BOTOPS_OPERATOR), else E(SUDO_USER), else the
         user the module runs as on the host; playbooks pass the controller user
         (C(lookup('env', 'USER'))).
+    type: str
+  holder:
+    description:
+      - Whose engagement this is. V(operator) (an operator's kill switch) is recorded on the bot's
+        host and stands until an operator releases it - operations yield to it. V(operation) is an
+        operation's own pause for its window, recorded under O(run_id); releasing it never releases
+        the bot while an operator's level is recorded.
+    type: str
+    choices: [operator, operation]
+    default: operator
+  run_id:
+    description: The run that engages or releases, recorded with the engagement (required in practice for V(operation)).
     type: str
   audit_log:
     description: The audit log on the bot's host (JSON lines, mode 0600).
@@ -174,6 +189,14 @@ rung:
   description: In check mode, the rung that would run first.
   returned: check mode, when something would change
   type: str
+engagement:
+  description: The operator's engagement recorded on the bot's host after an engage (C(level), C(reason), C(who), C(time), C(run_id), C(via)).
+  returned: when an operator's level was engaged
+  type: dict
+yielded_to:
+  description: For an operation's release, the operator's engagement that kept the bot as it is.
+  returned: when an operation's pause was released while an operator's level is recorded
+  type: dict
 audit:
   description: The record appended to the audit log.
   returned: when something was attempted
@@ -194,7 +217,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
 from ansible.module_utils.botops_kill_switch import (
-    AUDIT_LOG, REQUIRED_IF, KillSwitch, KillSwitchError, kill_switch_options,
+    AUDIT_LOG, HOLDERS, REQUIRED_IF, KillSwitch, KillSwitchError, kill_switch_options,
 )
 
 
@@ -205,7 +228,9 @@ def warn_audit(module, result):
 
 def main():
     argument_spec = bot_argument_spec()
-    argument_spec.update(kill_switch_options(), audit_log=dict(type="path"))
+    argument_spec.update(kill_switch_options(), audit_log=dict(type="path"),
+                         holder=dict(type="str", choices=list(HOLDERS), default="operator"),
+                         run_id=dict(type="str"))
     module = AnsibleModule(
         argument_spec=argument_spec,
         required_if=REQUIRED_IF,
@@ -221,6 +246,7 @@ def main():
             bot, p["profile"], p["level"], reason=p["reason"], who=p["who"], escalate=p["escalate"],
             force=p["force"], check_mode=module.check_mode,
             audit_logs=[p["audit_log"] or os.path.join(p["bot"]["root"], AUDIT_LOG)],
+            holder=p["holder"], run_id=p["run_id"],
         )
         result = switch.run(p["state"])
     except KillSwitchError as exc:

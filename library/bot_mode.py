@@ -80,6 +80,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+kill_switch:
+  description: The operator's kill switch engagement recorded on the bot, when one is (a switch to LIVE is refused under it; a restart puts it back).
+  returned: when an operator's level is engaged
+  type: dict
 execution_mode:
   description: The mode the bot reports after the call.
   returned: always
@@ -114,6 +118,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_kill_switch import KillSwitchError, describe_engagement, operator_level, reapply
 from ansible.module_utils.botops_mode import plan_actions, read_mode
 
 
@@ -176,6 +181,12 @@ def main():
                 if paper_only:
                     raise Refused(f"the bot is paper-only ({source}): it must never trade LIVE")
                 check_go_no_go(p["go_no_go"])
+                # read again right before the switch: a level engaged after the checklist ran counts
+                held = operator_level(bot)
+                if held is not None:
+                    result["kill_switch"] = held
+                    raise Refused(f"kill switch {describe_engagement(held)}: a bot is never switched to LIVE "
+                                  "under a kill switch level (release it first)")
             if not mode_conf.get("set_execution_mode"):
                 raise BotError(f"profile '{profile.get('family')}' has no mode.set_execution_mode actions")
             lists.append(mode_conf["set_execution_mode"])
@@ -207,6 +218,10 @@ def main():
             if not ok:
                 raise BotError(f"not ready within {p['ready_timeout']:g}s after the restart: last answer {observed}")
             actions.append("ready")
+            kept = reapply(bot, profile, source="bot_mode")  # the restart cleared a level kept in memory
+            if kept is not None:
+                result["kill_switch"] = kept
+                actions.append(f"kill switch {kept['level']} put back ({kept.get('engaged_by') or 'still engaged'})")
         while True:
             try:
                 mode, paper = read_mode(bot, profile["facts"])
@@ -230,7 +245,7 @@ def main():
     except Refused as exc:
         result["refused"] = True
         module.fail_json(msg=f"Failed to {what} on bot '{name}': refused: {exc}", **result)
-    except (BotError, KeyError) as exc:
+    except (BotError, KeyError, KillSwitchError) as exc:
         module.fail_json(msg=f"Failed to {what} on bot '{name}': {exc}", **result)
     module.exit_json(**result)
 

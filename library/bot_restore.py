@@ -86,6 +86,15 @@ options:
       - A restore that finds no slot free within 10 minutes fails before it stops the bot (the live
         database untouched).
     type: int
+  override_kill_switch:
+    description:
+      - Restore a bot whose operator engaged a kill switch level (the operator asked for it for this
+        run); the level is put back as soon as the bot is ready again.
+      - Without it the restore of such a bot changes nothing and fails with RV(yielded); a level
+        engaged during the restore leaves the bot stopped (the restored database live) or, engaged
+        while it started, put back; the call fails the same way.
+    type: bool
+    default: false
   backup_dir:
     description: Directory of the backup sets. Default C(<bot_root>/backups).
     type: path
@@ -129,6 +138,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+yielded:
+  description: The restore stopped because an operator's kill switch level is engaged.
+  returned: when it yielded
+  type: bool
+kill_switch:
+  description: The operator's engagement recorded on the bot (C(level), C(who), C(time), C(reason)).
+  returned: when an operator's level is engaged
+  type: dict
 backup_id:
   description: The set restored (resolved when C(latest) was asked).
   returned: when the set was found
@@ -190,6 +207,7 @@ from ansible.module_utils.botops_backup import (
     verify_files, write_json,
 )
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
 from ansible.module_utils.botops_pg import PgError
 from ansible.module_utils.botops_service import WindowSlots
 
@@ -264,6 +282,7 @@ class Restore:
 
             step = "compare the live state with the backup"
             self.bot = module_bot(self.module)
+            self.hold("the restore", "nothing was changed")
             self.slots = WindowSlots(p["window_slots"])
             self.engine = engine_for(p["profile"], p["bot"], p["secrets"], p["maintenance_db"])
             dbinfo = manifest.get("database")
@@ -445,19 +464,37 @@ class Restore:
             time.sleep(0.1)
         self.act(f"stopped bot {self.name}")
 
+    def hold(self, what, left):
+        """The kill switch always wins: yield before a step that would let the bot trade again."""
+        try:
+            self.result["kill_switch"] = yield_to_operator(self.bot, what, self.p["override_kill_switch"], left)
+        except KillSwitchEngaged as exc:
+            self.result.update(kill_switch=exc.record, yielded=True)
+            raise
+
     def start_bot(self, wait):
         if not self.result["bot_was_running"] or self.stopped_at is None:
             return
-        self.bot.service("start")
-        self.act(f"started bot {self.name}")
-        if not wait:
-            return
-        ok, observed = self.bot.wait_for([self.p["profile"]["health"]["readiness"]], self.p["ready_timeout"])
-        if not ok:
-            raise BotError(f"not ready {self.p['ready_timeout']:.0f}s after the start: {observed}")
+        self.hold("the start", "the bot is left stopped")
+        try:
+            self.bot.service("start")
+            self.act(f"started bot {self.name}")
+            if not wait:
+                return
+            ok, observed = self.bot.wait_for([self.p["profile"]["health"]["readiness"]], self.p["ready_timeout"])
+            if not ok:
+                raise BotError(f"not ready {self.p['ready_timeout']:.0f}s after the start: {observed}")
+        except BotError:
+            # an operator's kill switch engaged meanwhile may be what stopped it: that is no failure
+            self.hold("the start", "the kill switch stopped the bot while it started")
+            raise
         self.result["downtime"] = round(time.monotonic() - self.stopped_at, 3)
         self.stopped_at = None
         self.act(f"bot {self.name} is ready (downtime {self.result['downtime']}s)")
+        kept = reapply(self.bot, self.p["profile"], source="bot_restore")
+        if kept is not None:
+            self.act(f"kill switch {kept['level']} put back ({kept.get('engaged_by') or 'still engaged'})")
+            self.hold("trading", "the bot runs again with the operator's level put back")
 
     def undo_before_swap(self):
         """After a failure: drop the scratch copy and start the bot again if this restore stopped it."""
@@ -501,6 +538,7 @@ def main():
         backup_dir=dict(type="path"),
         maintenance_db=dict(type="str", default="postgres"),
         window_slots=dict(type="int"),
+        override_kill_switch=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     restore = Restore(module)

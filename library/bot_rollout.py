@@ -133,6 +133,17 @@ options:
     description: Database the bot's role connects to for creating, renaming and dropping databases (restores).
     type: str
     default: postgres
+  run_id:
+    description: The run this window belongs to, recorded with the pause it engages.
+    type: str
+  override_kill_switch:
+    description:
+      - Go ahead on a bot whose operator engaged a kill switch level (the operator asked for it for
+        this run). The level is put back as soon as the bot is ready again.
+      - Without it the call yields to the level - before the window, before the start, before the
+        pause is released and before the release is marked - and fails with RV(yielded).
+    type: bool
+    default: false
   profile:
     description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
     type: dict
@@ -204,6 +215,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+yielded:
+  description: The call stopped because an operator's kill switch level is engaged (nothing more was changed on the bot).
+  returned: when it yielded
+  type: bool
+kill_switch:
+  description: The operator's engagement recorded on the bot (C(level), C(who), C(time), C(reason)), when one was found.
+  returned: when an operator's level is engaged
+  type: dict
 version:
   description: The target release (V(latest) and the backup's release resolved).
   returned: always
@@ -323,6 +342,8 @@ def main():
         audit_log=dict(type="path"),
         backup_dir=dict(type="path"),
         maintenance_db=dict(type="str", default="postgres"),
+        run_id=dict(type="str"),
+        override_kill_switch=dict(type="bool", default=False),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -17,6 +17,9 @@ description:
     start) until the bot answered ready again.
   - Idempotent - V(started) on a running bot and V(stopped) on a stopped one change nothing
     (V(started) still waits for readiness when O(wait_ready)).
+  - The kill switch always wins - a bot whose operator engaged a level (recorded on its host by
+    M(bot_kill_switch)) is not started or restarted unless O(override_kill_switch), and a bot this
+    call starts gets the recorded level back as soon as it is ready.
   - "A restart, and the start of a stopped bot, hold one of the host's window slots from the stop (or
     the start) until the bot is ready: at most O(window_slots) bots of one host restart at once, since
     fifty restarts at once on two cores each take as long as all of them together. A restart waits
@@ -57,6 +60,14 @@ options:
       - Bots of this host allowed to restart at once (see above). Default the host's CPU count.
       - A restart that finds no slot free within 10 minutes fails before it stops the bot.
     type: int
+  override_kill_switch:
+    description:
+      - Start or restart a bot whose operator engaged a kill switch level (the operator asked for it
+        for this run); the level is put back as soon as the bot is ready.
+      - Without it a start or restart of such a bot changes nothing and fails with RV(yielded); a
+        level engaged while the bot starts is put back and the call fails the same way.
+    type: bool
+    default: false
   profile:
     description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
     type: dict
@@ -128,6 +139,14 @@ slot_wait:
   description: Seconds the call waited for a window slot (null when it took none).
   returned: always
   type: float
+yielded:
+  description: The call stopped because an operator's kill switch level is engaged.
+  returned: when it yielded
+  type: bool
+kill_switch:
+  description: The operator's engagement recorded on the bot (C(level), C(who), C(time), C(reason)), put back after the start when C(reapplied).
+  returned: when an operator's level is engaged
+  type: dict
 pids_before:
   description: Matching processes before.
   returned: always
@@ -144,6 +163,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
 from ansible.module_utils.botops_service import (KILL_WAIT, NotReady, WindowSlots, graceful_stop, start,
                                                   stop_timeout, wait_ready)
 
@@ -171,6 +191,7 @@ def main():
         ready_timeout=dict(type="float", default=60),
         ready_stable_for=dict(type="float", default=1.0),
         window_slots=dict(type="int"),
+        override_kill_switch=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -197,6 +218,11 @@ def main():
         elif state == "restarted":
             plan = (["service stop (then SIGTERM, SIGKILL if still running)"] if running else []) + \
                 ["service start"] + (["wait until ready"] if p["wait_ready"] else [])
+        starts = state == "restarted" or (state == "started" and not running)
+        if starts:
+            # the kill switch always wins: a bot an operator stopped is not started (nor restarted)
+            result["kill_switch"] = yield_to_operator(bot, f"the {verbs[state]}", p["override_kill_switch"],
+                                                      "nothing was changed")
         result["changed"] = bool(plan)
         after_state = "stopped" if state == "stopped" else "running"
         before_state = "running" if running else "stopped"
@@ -220,8 +246,22 @@ def main():
         began = time.monotonic()
         if state in ("stopped", "restarted") and running:
             graceful_stop(bot, graceful, p["term_timeout"], actions, kill_wait=KILL_WAIT)
-        if state in ("started", "restarted") and (state == "restarted" or not running):
-            start_ready(bot, profile, p, actions, result, began)
+        if starts:
+            yield_to_operator(bot, "the start", p["override_kill_switch"], "the bot was stopped and is left stopped")
+            try:
+                start_ready(bot, profile, p, actions, result, began)
+            except BotError:
+                # an operator's kill switch engaged meanwhile may be what stopped it: that is no failure
+                yield_to_operator(bot, "the start", p["override_kill_switch"],
+                                  "the kill switch stopped the bot while it started")
+                raise
+            kept = reapply(bot, profile, source="bot_service")
+            if kept is not None:
+                result["kill_switch"] = kept
+                actions.append(f"kill switch {kept['level']} put back ({kept.get('engaged_by') or 'still engaged'})")
+                # engaged while the bot started: it runs again, at the operator's level, and the run stops
+                yield_to_operator(bot, "trading", p["override_kill_switch"],
+                                  "the bot runs again with the operator's level put back")
         elif state == "started" and p["wait_ready"]:
             ok, observed, _ = wait_ready(bot, profile, began + p["ready_timeout"], p["ready_stable_for"])
             result["ready"] = ok
@@ -234,6 +274,11 @@ def main():
         slots.give()  # ready: the next bot's restart may begin
         result["pids_after"] = bot.pids()
         result["state"] = "running" if result["pids_after"] else "stopped"
+    except KillSwitchEngaged as exc:
+        if slots is not None:
+            slots.give()
+        result.update(kill_switch=exc.record, yielded=True, changed=bool(actions))
+        module.fail_json(msg=f"{verbs[state].capitalize()} of bot '{name}' {exc}", **result)
     except (BotError, KeyError, OSError) as exc:
         if slots is not None:
             slots.give()

@@ -11,6 +11,7 @@ import os
 import time
 
 from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
+from ansible.module_utils.botops_kill_switch import Engagements
 from ansible.module_utils.botops_pg import PgError
 
 
@@ -40,6 +41,12 @@ def gather(bot, profile, database=None, ready_wait=0.0):
         except BotError as exc:
             facts["errors"]["health"] = str(exc)
     facts["release"] = current_release(bot.root)
+    try:
+        # what an operator engaged, from the record on the bot's host (not from the bot's memory)
+        facts["kill_switch"] = Engagements(bot.root).operator()
+    except BotError as exc:
+        facts["kill_switch"] = None
+        facts["errors"]["kill_switch"] = str(exc)
     try:
         stat = os.statvfs(bot.root)
         facts["disk_free_mb"] = stat.f_bavail * stat.f_frsize // (1024 * 1024)

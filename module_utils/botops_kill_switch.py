@@ -9,11 +9,22 @@ verifies ends the walk. Every engagement and release is appended to an audit log
 
 Shared by `bot_kill_switch` (one bot, on its host) and `bot_fleet_kill_switch` (many bots from the
 controller, one thread per bot): both call `KillSwitch(...).engage()` / `.release()`.
+
+The kill switch always wins. What is engaged lives in a record on the bot's host (`Engagements`,
+`shared/data/botops-kill-switch.json`), written before an engage walks its ladder and removed only
+by a release: a level kept in the bot's memory is lost by a restart, the record is not. An
+engagement is the operator's, or an operation's own pause for its window (held under its run id).
+Every module that starts a bot asks `operator_level()` first and yields (`KillSwitchEngaged`)
+rather than start a bot an operator stopped, and calls `reapply()` once a bot it started answers,
+so a level engaged meanwhile is put back before trading resumes. Releasing an operation's pause
+never releases the bot while an operator's level is recorded.
 Stdlib only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import json
 import os
@@ -23,11 +34,14 @@ import time
 from datetime import datetime, timezone
 
 from ansible.module_utils.botops_bot import POLL_INTERVAL, Bot, BotError, describe_request
+from ansible.module_utils.botops_pg import Database, PgError
 
 LEVELS = ("pause", "halt", "flatten")
 DEFAULT_RUNG_TIMEOUT = 5.0
 START_TIMEOUT = 60.0
 AUDIT_LOG = "shared/data/botops-kill-switch.log"
+ENGAGEMENTS = "shared/data/botops-kill-switch.json"
+HOLDERS = ("operator", "operation")
 AUDIT_TAIL_BYTES = 1 << 20
 PROCESS_ABSENT = "process absent"
 
@@ -109,6 +123,144 @@ class HostlessBot(Bot):
         if "config_file" in action:
             self._needs_host("editing the bot's config file")
         return super().do(action, variables)
+
+
+# ---------------------------------------------------------------------------------- engagements
+class Engagements:
+    """The record of what is engaged on one bot, on its host: the authority, not the bot's memory.
+
+    One JSON file: {"operator": {level, reason, who, time, run_id, via} or absent,
+    "operations": {run_id: {level, reason, who, time, via}}}. Read-modify-write under an flock of
+    its own, replaced atomically (mode 0600), so concurrent engages and releases of one bot never
+    lose each other's entries."""
+
+    def __init__(self, root, path=None):
+        self.path = path or os.path.join(root, ENGAGEMENTS)
+
+    def read(self):
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read() or b"{}")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            # a record that cannot be read must not pass for "nothing engaged"
+            raise BotError(f"cannot read the kill switch record {self.path}: {exc}") from None
+        return doc if isinstance(doc, dict) else {}
+
+    def operator(self):
+        """The operator's engagement, or None."""
+        record = self.read().get("operator")
+        return record if isinstance(record, dict) and record.get("level") in LEVELS else None
+
+    @contextlib.contextmanager
+    def _locked(self):
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            doc = self.read()
+            before = json.dumps(doc, sort_keys=True)
+            yield doc
+            if json.dumps(doc, sort_keys=True) != before and not doc:
+                os.unlink(self.path)  # nothing engaged: no record
+            elif json.dumps(doc, sort_keys=True) != before:
+                tmp = f"{self.path}.tmp{os.getpid()}.{threading.get_ident()}"
+                wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.write(wfd, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
+                    os.fsync(wfd)
+                finally:
+                    os.close(wfd)
+                os.replace(tmp, self.path)
+        finally:
+            os.close(fd)
+
+    def engage(self, holder, level, entry, run_id=None):
+        """Record `level` for `holder`; an operator's stronger level already recorded is kept.
+        Returns the operator's record after the change (None for an operation's pause)."""
+        with self._locked() as doc:
+            entry = dict(entry, level=level)
+            if holder == "operator":
+                current = doc.get("operator")
+                if not isinstance(current, dict) or rank(current.get("level")) < rank(level):
+                    doc["operator"] = entry
+                return doc["operator"]
+            doc.setdefault("operations", {})[run_id or "unknown"] = entry
+            return None
+
+    def release(self, holder, level, run_id=None, force=False):
+        """Remove `holder`'s engagement of `level` (or, with force, of any level from `level` up);
+        returns True when the record changed."""
+        with self._locked() as doc:
+            if holder == "operator":
+                current = doc.get("operator")
+                if isinstance(current, dict) and (rank(current.get("level")) == rank(level) or
+                                                  (force and rank(current.get("level")) >= rank(level))):
+                    del doc["operator"]
+                    return True
+                return False
+            operations = doc.get("operations") or {}
+            if operations.pop(run_id or "unknown", None) is None:
+                return False
+            if not operations:
+                doc.pop("operations", None)
+            return True
+
+
+def describe_engagement(record):
+    """'halt engaged by alice at <time> (reason)': the words a yielding operation reports."""
+    text = f"{record.get('level')} engaged by {record.get('who') or 'unknown'} at {record.get('time') or 'unknown time'}"
+    return text + (f" ({record['reason']})" if record.get("reason") else "")
+
+
+class KillSwitchEngaged(BotError):
+    """An operator's kill switch level is engaged on the bot: the operation yields (changes nothing
+    more on it) and reports why. `record` is the operator's engagement."""
+
+    def __init__(self, record, what="", left=None):
+        self.record = record
+        self.left = left
+        msg = f"stopped: kill switch {describe_engagement(record)}"
+        if what:
+            msg += f"; {what} was not done"
+        if left:
+            msg += f" ({left})"
+        super().__init__(msg)
+
+
+def operator_level(bot):
+    """The operator's engagement recorded for this bot, or None (no host filesystem: None)."""
+    root = getattr(bot, "root", None)
+    if not root or isinstance(bot, HostlessBot):
+        return None
+    return Engagements(root).operator()
+
+
+def yield_to_operator(bot, what, override=False, left=None):
+    """Raise KillSwitchEngaged before `what` (a step that would let the bot trade again) when an
+    operator's level is recorded and the operator did not pass override for this run."""
+    record = operator_level(bot)
+    if record is not None and not override:
+        raise KillSwitchEngaged(record, what, left)
+    return record
+
+
+def reapply(bot, profile, audit_log=None, source="re-apply"):
+    """Put the operator's recorded level back on a bot that was just started (a restart clears a
+    level some bots keep in memory), verified by its `engaged` checks; returns the record (None when
+    nothing is recorded). Raises KillSwitchError when the level cannot be engaged again: the ladder
+    escalates as the operator's own engage would, down to stopping the bot."""
+    record = operator_level(bot)
+    if record is None:
+        return None
+    switch = KillSwitch(bot, profile, record["level"],
+                        reason=f"{record.get('reason') or 'kill switch'} (re-applied after a start)",
+                        who=record.get("who"), audit_logs=[audit_log or os.path.join(bot.root, AUDIT_LOG)],
+                        source=source, record=False)
+    result = switch.engage()
+    return dict(record, reapplied=bool(result.get("changed")), engaged_by=result.get("engaged_by"))
 
 
 # ---------------------------------------------------------------------------------- audit log
@@ -356,11 +508,18 @@ class KillSwitch:
     """One kill-switch operation on one bot.
 
     `audit_logs`: the logs whose records say which level is engaged (read) and which receive the
-    new record (append). `source`: the module name written in the record."""
+    new record (append). `source`: the module name written in the record. `holder`: "operator",
+    or "operation" for an operation's own pause under `run_id`; the engagement is recorded in the
+    bot's `Engagements` (unless `record` is false: a re-apply keeps the operator's record as it is)."""
 
     def __init__(self, bot, profile, level, reason=None, who=None, escalate=True, force=False,
-                 check_mode=False, audit_logs=(), source="bot_kill_switch", audit_index=None):
+                 check_mode=False, audit_logs=(), source="bot_kill_switch", audit_index=None,
+                 holder="operator", run_id=None, record=True):
         self.bot = bot
+        self.holder = holder
+        self.run_id = run_id
+        root = getattr(bot, "root", None)
+        self.engagements = Engagements(root) if record and root and not isinstance(bot, HostlessBot) else None
         self.profile = profile
         self.level = level
         self.reason = reason
@@ -384,6 +543,10 @@ class KillSwitch:
 
     def _observe(self):
         record = unreleased(read_audits(self.audit_logs, self.bot.name, self.audit_index)) if self.audit_logs else None
+        held = self.engagements.operator() if self.engagements is not None else None
+        if held is not None and (record is None or rank(held["level"]) > rank(record.get("level"))):
+            # the operator's record outranks an audit log that lost the engagement (rotated, another host's)
+            record = dict({k: held.get(k) for k in ("level", "time", "who", "reason")}, rung=None)
         return Observation(self.bot, self.profile, record)
 
     def _diff(self, before, after):
@@ -458,6 +621,52 @@ class KillSwitch:
         self.result["seconds"] = round(time.monotonic() - self.started, 3)
         return self.result
 
+    def _record(self):
+        if self.engagements is None or self.check_mode:
+            return
+        entry = {"reason": self.reason, "who": self.who, "time": utcnow(), "run_id": self.run_id, "via": self.source}
+        held = self.engagements.engage(self.holder, self.level, entry, self.run_id)
+        if held is not None:
+            self.result["engagement"] = held
+
+    def open_positions(self):
+        """(open positions now, where they were read): the bot's API while it answers, else its own
+        database (the profile's positions.open_count_sql); (None, why) when neither can say."""
+        errors = []
+        spec = (self.profile.get("facts") or {}).get("open_positions")
+        if spec is not None:
+            try:
+                return int(self.bot.probe(spec)), "its API"
+            except (BotError, TypeError, ValueError) as exc:
+                errors.append(f"API: {exc}")
+        sql = (self.profile.get("positions") or {}).get("open_count_sql")
+        if sql:
+            try:
+                database = Database(self.bot.bot.get("database") or {}, self.bot.secrets.get("database_password"),
+                                    self.profile.get("database"))
+                return int(database.scalar(sql)), "its database"
+            except (PgError, BotError, OSError, TypeError, ValueError) as exc:
+                errors.append(f"database: {exc}")
+        return None, "; ".join(errors) or "the profile has no open_positions fact and no positions.open_count_sql"
+
+    def _verify_flat(self, what, rung=None):
+        """Flatten means flat: a flatten that stopped trading with positions still open (or unread)
+        is a halt, and fails saying so."""
+        count, source = self.open_positions()
+        self.result["open_positions"] = count
+        if count == 0:
+            return
+        by = f" by rung '{rung}'" if rung else ""
+        if count is None:
+            msg = (f"Failed to {what}: trading is stopped{by} but the open positions cannot be read ({source}): "
+                   "flatten is not verified")
+        else:
+            msg = (f"Failed to {what}: halted, {count} position(s) open (read from {source}){by}: this bot cannot "
+                   "close them itself; close them by hand or release and let it close them")
+        self.result["current_level"] = "halt"
+        self._audit("engage", "failed", rung=rung, error=msg)
+        self._fail(msg)
+
     # ------------------------------------------------------------------ engage
     def ladder(self):
         rungs = list(self.levels[self.level].get("engage") or [])
@@ -471,10 +680,16 @@ class KillSwitch:
         what = f"engage kill switch level '{self.level}' on bot '{self.bot.name}'"
         if not self.reason:
             self._fail(f"Failed to {what}: a reason is required to engage")
-        obs = self._observe()
+        obs = self._observe()  # what the bot shows and what was engaged before this call
+        if self.holder == "operator":
+            # recorded before the ladder: an operation about to start this bot sees it from now on,
+            # and it stays recorded if no rung verifies (the operator still wants it engaged)
+            self._record()
         previous = obs.current()
         r["previous_level"] = previous
         if obs.satisfies(self.level):
+            if self.level == "flatten" and not self.check_mode:
+                self._verify_flat(what)
             r["current_level"] = previous if rank(previous) >= rank(self.level) else self.level
             r["engaged_record"] = (None if obs.record is None else
                                    {k: obs.record.get(k) for k in ("level", "time", "who", "reason", "rung")})
@@ -487,6 +702,8 @@ class KillSwitch:
                        "own; it needs escalate=true")
         r["changed"] = True
         self._diff(previous, self.level)
+        if self.holder == "operation":
+            self._record()  # this run's own pause: released by this run (or the run taking it over)
         if self.check_mode:
             r["rung"] = rungs[0]["name"]
             r["current_level"] = previous
@@ -495,12 +712,17 @@ class KillSwitch:
         for rung in rungs:
             step = self._run_rung(rung)
             if step["verified"]:
+                if self.level == "flatten":
+                    self._verify_flat(what, rung["name"])
                 r["engaged_by"] = rung["name"]
                 r["current_level"] = self.level
                 self._audit("engage", "engaged", rung=rung["name"])
                 r["msg"] = f"kill switch '{self.level}' engaged on bot '{self.bot.name}' by rung '{rung['name']}'"
                 return self._finish()
         msg = f"Failed to {what}: no rung verified: {self._tried(r['steps'])}"
+        if self.holder == "operator" and self.engagements is not None and not self.check_mode:
+            msg += (" (the engagement stays recorded: no botops operation starts or resumes this bot until "
+                    "it is released)")
         r["current_level"] = self._observe().current()
         self._audit("engage", "failed", error=msg)
         self._fail(msg)
@@ -510,6 +732,17 @@ class KillSwitch:
         r = self.result
         r["state"] = "released"
         what = f"release kill switch level '{self.level}' on bot '{self.bot.name}'"
+        if self.holder == "operation" and self.engagements is not None:
+            held = self.engagements.operator()
+            if held is not None:
+                # the operator's level stands: forget this run's pause, touch nothing on the bot
+                if not self.check_mode:
+                    r["changed"] = self.engagements.release("operation", self.level, self.run_id)
+                r["yielded_to"] = held
+                r["previous_level"] = r["current_level"] = held.get("level")
+                r["msg"] = (f"kill switch '{self.level}' of this run left to the operator's level on bot "
+                            f"'{self.bot.name}': {describe_engagement(held)}")
+                return self._finish()
         obs = self._observe()
         previous = obs.current()
         r["previous_level"] = previous
@@ -538,6 +771,9 @@ class KillSwitch:
         if not targets:
             r["current_level"] = previous
             r["msg"] = f"kill switch level '{self.level}' is not engaged on bot '{self.bot.name}'"
+            if self.engagements is not None and not self.check_mode:
+                # a record the bot no longer shows (restarted outside botops) goes with the release
+                r["changed"] = self.engagements.release(self.holder, self.level, self.run_id, self.force)
             return self._finish()
         r["changed"] = True
         r["released_levels"] = targets
@@ -560,6 +796,15 @@ class KillSwitch:
                 if not obs.holds[target]:
                     continue  # the stronger level's release released this one too
             r["released_by"] = self._release_level(target, obs, what)
+        if self.engagements is not None:
+            self.engagements.release(self.holder, self.level, self.run_id, self.force)
+            held = self.engagements.operator()
+            if held is not None and rank(held["level"]) > rank(self.level):
+                # a stronger level engaged while this one was released (a release rung that restarts
+                # the bot would lift it): put it back
+                reapplied = reapply(self.bot, self.profile, self.audit_logs[0] if self.audit_logs else None,
+                                    source=self.source)
+                r["kept"] = reapplied
         after = self._observe()
         remaining = after.current()
         r["current_level"] = remaining

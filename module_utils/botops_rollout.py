@@ -24,6 +24,11 @@ Any failure after the first change is reverted by the same call: stop, undo the 
 downgrade with the new release's scripts, an upgrade back, a swap back, or the backup restored
 when a contract migration cannot be undone), switch back, start behind the readiness gate,
 release the pause; then the call fails naming the step, the cause and what it reverted.
+
+The kill switch always wins: before the window, before the start, before the pause is released
+and before the release is marked, an operator's level recorded on the bot's host stops the call
+(`Yielded`, nothing more is changed, no revert starts the bot, no release is marked bad); a bot
+the window started gets the operator's level put back as soon as it is ready.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from ansible.module_utils.botops_alembic import MigrationError
 from ansible.module_utils.botops_backup import (BackupError, BackupStore, PostgresEngine, compare_counts, engine_for,
                                                 kept_name, scratch_name, verify_files)
 from ansible.module_utils.botops_bot import BotError
-from ansible.module_utils.botops_kill_switch import AUDIT_LOG, KillSwitch, KillSwitchError, default_who
+from ansible.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
+                                                      default_who, describe_engagement, reapply, yield_to_operator)
 from ansible.module_utils.botops_migrate import AlembicFailed, Migrations
 from ansible.module_utils.botops_mode import keep_out_of_live, read_mode
 from ansible.module_utils.botops_pg import Database, PgError
@@ -55,6 +61,14 @@ class Failed(Exception):
     def __init__(self, step, cause):
         super().__init__(str(cause))
         self.step = step
+
+
+class Yielded(Failed):
+    """An operator's kill switch level is engaged: the window stops where it is."""
+
+    def __init__(self, step, engaged):
+        super().__init__(step, engaged)
+        self.record = engaged.record
 
 
 def _cause(exc):
@@ -323,8 +337,20 @@ class Rollout:
         return changed
 
     # ------------------------------------------------------------------ apply
+    def hold(self, step, left=None):
+        """Yield to an operator's kill switch level before `step` (one that lets the bot trade)."""
+        try:
+            yield_to_operator(self.bot, step, self.o.get("override_kill_switch", False), left)
+        except KillSwitchEngaged as exc:
+            raise Yielded(step, exc) from None
+
+    def left(self):
+        process = "running" if self.bot.pids() else "stopped"
+        return f"bot left {process} at release {current_version(self.root)}"
+
     def apply(self):
         o = self.o
+        self.hold("the change window", "nothing was changed")
         if self.current == self.target and not self.restore_id and not self.pending() and self.result["ready"]:
             self.mark(success=True)  # already in place: only the ledger may need the mark
             return
@@ -336,6 +362,8 @@ class Rollout:
                 self.migrate(self.up)
         with self.step("wait for a window slot"):
             self.result["slot_wait"] = self.slots.take()
+        self.hold("the change window", "it had not stopped the bot" + (", the migration before the stop ran"
+                                                                       if self.done else ""))
         if self.was_running and o.get("pause", True) and not self.pause_is_stop():
             began = time.monotonic()
             with self.step("pause entries"):
@@ -368,6 +396,7 @@ class Rollout:
             with self.step("upgrade the database"):
                 self.up = self.mig.plan("upgraded", "head", self.target, knowing=False)
                 self.migrate(self.up)
+        self.hold("the start", self.left())
         self.start_gate()
         if self.down and self.down.pending and self.down_online:
             with self.step("migrate after the start"):
@@ -384,6 +413,7 @@ class Rollout:
                                                timeout=o.get("ready_timeout", 60.0))
                 self.result["mode"] = {"execution_mode": mode, "paper_trading": paper}
         self.result["changed"] = True
+        self.hold(f"marking release {self.target} good", self.left())
         try:
             with self.step("mark the release"):
                 self.mark(success=True)
@@ -405,6 +435,8 @@ class Rollout:
                 raise BotError(f"not ready within {timeout:g}s of the start: last answer {exc.observed}") from None
             self.act("service start")
             self.act("ready")
+        self.keep_operator_level()
+        self.hold("releasing the pause", self.left() + ", the operator's level put back")
         if self.paused:
             with self.step("release the pause"):
                 self.release_pause()
@@ -415,6 +447,14 @@ class Rollout:
             if starting.tolerated:
                 self.act(f"service start reported: {starting.tolerated}")
             self.hold_ready(deadline=began + timeout)
+
+    def keep_operator_level(self):
+        """A bot this call started gets the operator's recorded level back before it may trade."""
+        with self.step("put the kill switch level back"):
+            kept = reapply(self.bot, self.profile, self.o.get("audit_log"), source="bot_rollout")
+        if kept is not None:
+            self.result["kill_switch"] = kept
+            self.act(f"kill switch {kept['level']} put back ({kept.get('engaged_by') or 'still engaged'})")
 
     def hold_ready(self, deadline=None):
         stable = self.o.get("ready_stable_for", 1.0)
@@ -456,14 +496,17 @@ class Rollout:
                 return
             raise
         self.paused = False
-        if res.get("changed"):
+        if res.get("yielded_to"):
+            self.act(f"pause left to the operator's kill switch {res['yielded_to'].get('level')}")
+        elif res.get("changed"):
             self.act(f"release the pause ({res.get('released_by')})")
 
     def kill_switch(self):
         o = self.o
         audit = o.get("audit_log") or os.path.join(self.root, AUDIT_LOG)
         return KillSwitch(self.bot, self.profile, "pause", reason=o.get("reason") or "botops rollout",
-                          who=self.who, audit_logs=[audit], source="bot_rollout")
+                          who=self.who, audit_logs=[audit], source="bot_rollout", holder="operation",
+                          run_id=o.get("run_id"))
 
     def migrate(self, plan):
         try:
@@ -615,7 +658,11 @@ class Rollout:
             with self.step("revert: switch back"):
                 self.switch(self.target, self.current, forward=False)
                 undo.append(f"switched back to {self.current}")
-        if self.was_running and (self.stopped or self.started):
+        held = None if o.get("override_kill_switch") else self.operator_record()
+        if held is not None:
+            undo.append(f"left stopped: kill switch {held['level']} engaged by {held.get('who')}")
+            self.result["kill_switch"] = held
+        if self.was_running and (self.stopped or self.started) and held is None:
             with self.step("revert: start"):
                 timeout = o.get("ready_timeout", 60.0)
                 began = time.monotonic()
@@ -633,6 +680,7 @@ class Rollout:
                 if self.stop_began is not None:
                     self.result["downtime"] = round(time.monotonic() - self.stop_began, 3)
                 undo.append(f"started {self.current}, ready")
+            self.keep_operator_level()
         if self.paused:
             with self.step("revert: release the pause"):
                 self.release_pause()
@@ -641,11 +689,18 @@ class Rollout:
         if self.mig is not None:
             with contextlib.suppress(MigrationError, PgError):
                 self.result["revision_after"] = self.mig.current_revision()
-        if o.get("mark", True):
+        if o.get("mark", True) and held is None:  # the kill switch may be why it failed: not the release's fault
             with self.step("revert: mark the release bad"):
                 self.mark(success=False, note=f"reverted: {self.result.get('failure')}")
                 undo.append(f"marked {self.target} bad")
         return undo
+
+    def operator_record(self):
+        try:
+            return yield_to_operator(self.bot, "", override=True)
+        except BotError as exc:
+            self.act(f"could not read the kill switch record: {exc}")
+            return {"level": "unknown", "who": "unknown", "reason": str(exc)}
 
     def undo_migration(self, kind, plan, reached):
         """Undo one migration this call ran: back to plan.before."""
@@ -682,6 +737,12 @@ class Rollout:
                 "before": {"release": self.current, "revision": self.result["revision_before"]},
                 "after": {"release": self.target, "revision": self.expected_revision()},
             }
+            if self.check_mode and todo and not self.o.get("override_kill_switch"):
+                held = self.operator_record()
+                if held is not None:
+                    self.result["kill_switch"] = held
+                    self.plan_steps.insert(0, f"nothing: stopped by the kill switch {held['level']} engaged by "
+                                              f"{held.get('who')} (pass override_kill_switch to go ahead)")
             if self.check_mode or not todo:
                 if todo:
                     self.result["would"] = self.plan_steps
@@ -689,6 +750,15 @@ class Rollout:
                 return self.result
             try:
                 self.apply()
+            except Yielded as exc:
+                self.result["changed"] = bool(self.done or self.paused or self.stopped or self.switched)
+                self.result["kill_switch"] = exc.record
+                self.result["yielded"] = True
+                if self.paused:
+                    with contextlib.suppress(*ERRORS):
+                        self.release_pause()  # forgets this run's pause; the bot keeps the operator's level
+                raise RolloutFailed(f"Stopped the roll-out of release {self.target} on bot '{self.name}': {exc}",
+                                    self.result) from None
             except AfterWindow as exc:
                 self.result["changed"] = True
                 raise RolloutFailed(f"Failed to roll out release {self.target} on bot '{self.name}': {exc.step}: "
@@ -707,6 +777,11 @@ class Rollout:
                         f"{current_version(self.root)}, process {'running' if self.bot.pids() else 'stopped'})",
                         self.result) from None
                 self.result["reverted"] = True
+                held = self.result.get("kill_switch")
+                if held and not self.o.get("override_kill_switch"):
+                    # the operator's kill switch (which may be what failed the start) keeps the bot stopped
+                    self.result["yielded"] = True
+                    msg += f"; stopped: kill switch {describe_engagement(held)}"
                 raise RolloutFailed(f"{msg}; reverted: {', '.join(undone) or 'nothing to undo'}",
                                     self.result) from None
             return self.result

@@ -1598,9 +1598,23 @@ class Fleet:
                 "pid": info["pid"] if info and info["pid"] else None,
                 "trades": trades,
                 "open_positions": positions,
+                "kill_switch": self.kill_switch_of(b["root"]),
                 "ports": b["ports"],
             })
         return rows
+
+    @staticmethod
+    def kill_switch_of(root) -> str | None:
+        """The kill switch level an operator engaged, as botops records it on the bot's host:
+        '<level> by <who> at <time>', or None."""
+        try:
+            doc = json.loads((Path(root) / "shared" / "data" / "botops-kill-switch.json").read_text())
+        except (OSError, ValueError):
+            return None
+        operator = doc.get("operator") if isinstance(doc, dict) else None
+        if not isinstance(operator, dict):
+            return None
+        return f"{operator.get('level')} by {operator.get('who')} at {operator.get('time')}"
 
     def services(self) -> dict[str, str]:
         """State of the shared services: postgresql, redis, supervisord."""

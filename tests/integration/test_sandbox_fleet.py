@@ -164,11 +164,12 @@ def test_status_has_one_row_per_bot_with_release_state_and_trades(fleet):
     cli = invoke("sandbox.status", state_dir=fleet.state_dir, inventory_dir=fleet.inventory_dir)
     assert cli.returncode == 0, cli.stderr
     lines = cli.stdout.splitlines()
-    assert lines[0].split() == ["bot", "family", "release", "state", "trades", "open", "positions"]
+    assert lines[0].split() == ["bot", "family", "release", "state", "trades", "open", "positions", "kill", "switch"]
     for name, line in zip(fleet.bot_names(), lines[1:]):
         cells = line.split()
         assert cells[0] == name and cells[2] == "1.0.0" and cells[3] == "RUNNING"
         assert int(cells[4]) > 0 and int(cells[5]) >= 0
+        assert cells[6] == "-"  # no level engaged
 
 
 # ----------------------------------------------------------------------------- separate sandboxes

@@ -260,9 +260,10 @@ def test_releases_lists_current_and_status(ops):
 
 
 def test_promote_refuses_failed_checks_and_goes_live_only_when_all_pass(ops):
-    """bot02 is paper-only and bot03's kill switch is engaged: both refused, both stay DRY (and a
-    restart of bot03, whose profile releases the halt by restarting, is refused too). bot05 (vanta)
-    passes every check (verified backup above, kill switch tested just now): LIVE, then back to DRY."""
+    """bot02 is paper-only: refused, stays DRY. bot03's kill switch is engaged by an operator: a
+    restart and a promote skip it (exit 5 for the restart), it stays halted and DRY. bot05 (vanta)
+    passes every check (verified backup above, kill switch engaged and released just now): LIVE, then
+    back to DRY."""
     fleet = ops["fleet"]
     if "bot05" not in ops["backups"]:
         pytest.skip("needs the verified backup of test_backup_then_backups_verify_lists_it_verified")
@@ -274,18 +275,20 @@ def test_promote_refuses_failed_checks_and_goes_live_only_when_all_pass(ops):
 
         pid = fleet.pids()["bot03"]
         proc = invoke(ops, "restart", "--limit=bot03")
-        assert proc.returncode == 1, output(proc)
-        assert "kill switch level 'halt' is engaged on bot03" in summary(ops, "restart")["bots"]["bot03"]["message"]
-        assert fleet.pids()["bot03"] == pid, "a refused restart restarted the bot"
+        assert proc.returncode == 5, output(proc)
+        row = summary(ops, "restart")["bots"]["bot03"]
+        assert row["result"] == "skipped" and row["message"].startswith("skipped: kill switch halt engaged by"), row
+        assert fleet.pids()["bot03"] == pid, "a skipped restart restarted the bot"
 
         proc = invoke(ops, "promote", "--to=live", "--limit=bot02,bot03,bot05")
         assert proc.returncode == 1, output(proc)
         report = summary(ops, "promote")["bots"]
-        failed = {b: {c["name"] for c in report[b]["checks"] if not c["passed"]} for b in ("bot02", "bot03", "bot05")}
+        failed = {b: {c["name"] for c in report[b]["checks"] if not c["passed"]} for b in ("bot02", "bot05")}
         assert "not paper-only" in failed["bot02"], report["bot02"]
-        assert "kill switch released" in failed["bot03"], report["bot03"]
         assert failed["bot05"] == set(), report["bot05"]
-        assert report["bot02"]["result"] == report["bot03"]["result"] == "refused"
+        assert report["bot02"]["result"] == "refused"
+        assert report["bot03"]["result"] == "skipped", report["bot03"]
+        assert report["bot03"]["message"].startswith("skipped: kill switch halt engaged by"), report["bot03"]
         assert report["bot05"]["result"] == "changed" and report["bot05"]["mode_after"] == "LIVE"
         assert_mode(fleet, "bot02", "DRY")
         assert_mode(fleet, "bot03", "DRY")

@@ -21,6 +21,7 @@ import pytest
 from sandbox.fleet import wait_until
 
 AUDIT_LOG = Path("shared") / "data" / "botops-kill-switch.log"
+ENGAGEMENTS = Path("shared") / "data" / "botops-kill-switch.json"  # what an operator engaged, on the bot's host
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def _redis(url, *args):
 def restore_fleet(fleet, names=None):
     """Every bot running, no kill switch engaged, DRY and paper; waits until all are ready.
 
-    Also removes the kill-switch audit logs the tests wrote in the bots' roots."""
+    Also removes the kill-switch audit logs and engagement records the tests wrote in the bots' roots."""
     names = list(names or fleet.bot_names())
     stopped = [n for n in names if fleet.processes().get(n, {}).get("statename") != "RUNNING"]
     if stopped:
@@ -115,6 +116,7 @@ def restore_fleet(fleet, names=None):
             if ((doc or {}).get("risk") or {}).get("killSwitchActive"):
                 restart.append(name)
         (Path(b["root"]) / AUDIT_LOG).unlink(missing_ok=True)
+        (Path(b["root"]) / ENGAGEMENTS).unlink(missing_ok=True)
     if restart:
         fleet.supervisorctl("restart", *restart)
     fleet.wait_ready(names, timeout=60)
