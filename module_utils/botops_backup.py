@@ -1246,21 +1246,22 @@ def protected_releases(root):
     return releases, backup_ids
 
 
-def kept_name(engine, check_mode=False):
+def kept_name(engine, check_mode=False, kind=KEPT_KIND):
     """The name the live database (or file) a restore replaces is kept under: <db>_pre_restore_<time>
-    (<file>.pre-restore-<time>), with a counter when that name is taken; what kept() lists."""
+    (<file>.pre-restore-<time>), with a counter when that name is taken; what kept() lists. Another
+    `kind` names another keeper (a reverted rollout keeps the copy it restored as failed_rollout)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for n in range(1, 100):
         tag = stamp if n == 1 else f"{stamp}_{n}"
         if isinstance(engine, SqliteEngine):
-            name = f"{engine.path}.{KEPT_KIND.replace('_', '-')}-{tag}"
+            name = f"{engine.path}.{kind.replace('_', '-')}-{tag}"
             if not os.path.lexists(name):
                 return name
         else:
-            name = derived_db_name(engine.name, KEPT_KIND, tag)
+            name = derived_db_name(engine.name, kind, tag)
             if check_mode or not engine.exists(name):
                 return name
-    raise BackupError("no free name for the previous database")
+    raise BackupError(f"no free name for the {kind} database")
 
 
 def plan_kept_retention(kept, keep_last=None, max_age_days=None, now=None):

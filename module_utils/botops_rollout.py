@@ -646,7 +646,7 @@ class Rollout:
         for kind, plan, reached in list(reversed(self.done)):
             if kind == "swap":
                 with self.step("revert: swap the database back"):
-                    failed = self.previous_name("failed_rollout")
+                    failed = kept_name(self.engine, kind="failed_rollout")
                     self.engine.swap(plan, failed, live_exists=True)
                     self.act(f"swap {plan} back in, restored copy kept as {failed}")
                     undo.append(f"put the previous database back (the restored one kept as {failed})")

@@ -384,3 +384,31 @@ def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_
     assert engine.databases["b07"] == "backup" and engine.databases[res["previous_database"]] == "live"
     assert (res["revision_before"], res["revision_after"]) == ("0003_rename_qty", "0002_trade_fee")
     assert ledger(fake)["2.0.0"]["status"] == "bad" and ledger(fake)["1.1.0"]["status"] == "good"
+
+
+def test_a_failure_after_the_swap_puts_the_live_database_back(fake, db, monkeypatch):
+    from ansible.module_utils import botops_backup, botops_rollout
+    engine = FakeEngine(db)
+    monkeypatch.setattr(botops_rollout, "engine_for", lambda *a, **kw: engine)
+    monkeypatch.setattr(botops_rollout, "PostgresEngine", FakeEngine)
+    monkeypatch.setattr(botops_backup.BackupStore, "lock", lambda self, timeout=600: __import__("contextlib").nullcontext())
+    setup_releases(fake, current="2.0.0", versions=("1.1.0", "2.0.0"), migrations=True)
+    db.revision = "0003_rename_qty"
+    backup_id = "20261121T020000Z-abc123"
+    make_backup(fake, backup_id, "1.1.0", "0002_trade_fee")
+    (Path(fake.root) / "releases" / "ledger.json").write_text(json.dumps({"format": 1, "history": [], "releases": {
+        "1.1.0": {"version": "1.1.0", "status": "good", "activated_at": "2026-01-01T00:00:00Z"},
+        "2.0.0": {"version": "2.0.0", "status": "good", "backup_id": backup_id, "activated_at": "2026-01-02T00:00:00Z"}}}))
+    switch = botops_rollout.Rollout.switch
+
+    def failing_switch(self, from_version, to_version, forward):
+        if forward:
+            raise OSError("disk full")
+        return switch(self, from_version, to_version, forward)
+
+    monkeypatch.setattr(botops_rollout.Rollout, "switch", failing_switch)
+    res = rollout(fake, profile=pg_profile(), version="latest", replaced_status="bad")
+    assert res["failed"] and "switch current: disk full" in res["msg"], res["msg"]
+    assert "put the previous database back (the restored one kept as b07_failed_rollout_" in res["msg"]
+    assert engine.databases["b07"] == "live", "the database the rollback replaced is live again"
+    assert current(fake) == "2.0.0" and fake.running
