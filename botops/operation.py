@@ -158,9 +158,11 @@ def run_operation(
         if host not in reported:
             lines.append({"name": host, "result": "failed", "message": result.hosts[host].last_error})
     for line in lines:  # a bot that yielded to an operator's kill switch level says so, not "failed"
-        why = result.hosts[line["name"]].kill_switch if line["name"] in result.hosts else ""
-        if why:
-            line.update(result=why.split(":", 1)[0], message=why)
+        outcome = result.hosts.get(line["name"])
+        if outcome is not None and outcome.kill_switch:
+            line.update(result=outcome.kill_switch.split(":", 1)[0], message=outcome.kill_switch)
+        elif outcome is not None and outcome.refused:
+            line.update(result="refused", message=outcome.refused)
     if lines:
         print()
         print(table(lines, columns or RESULT_COLUMNS))
@@ -174,6 +176,10 @@ def run_operation(
         raise Exit(f"{task}: stopped by the kill switch an operator engaged on {held} (release it with "
                    "'invoke kill-switch --release --level=LEVEL', or pass --override-kill-switch to go ahead "
                    "and keep it engaged)", code=result.exit_code)
+    if result.exit_code == EXIT_USAGE:
+        refused = ", ".join(h for h in result.failed_hosts if result.hosts[h].refused)
+        raise Exit(f"{task}: refused for {refused}, nothing was changed on them (the table says why)",
+                   code=result.exit_code)
     if result.exit_code != EXIT_OK:
         failed = ", ".join(result.failed_hosts) or "see the summary"
         raise Exit(f"{task}: failed for {failed}", code=result.exit_code)

@@ -26,7 +26,9 @@ DEPLOY_COLUMNS = [
     ("release_after", "after"),
     ("ready", "ready"),
     ("downtime", "downtime s"),
-    ("backup_id", "backup"),
+    ("backup_id", "backup taken"),
+    ("restored_backup_id", "backup restored"),
+    ("kept_aside", "kept aside"),
     ("message", "message"),
 ]
 
@@ -133,11 +135,13 @@ def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, 
         **OVERRIDE_HELP,
         target="'latest' (the previous good release in the ledger, skipping bad ones) or a version",
         backup="roll back to this backup id instead (code of the release it was taken on, data of the backup)",
+        accept_ledger_loss="when the data comes back from a backup, go ahead although the live ledger holds "
+                           "trades the backup does not (refused otherwise, naming them); the replaced database is kept",
         batch="bots rolled back at once: a number or a percentage (default 100%)",
     )
 )
 def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False,
-             override_kill_switch=False):
+             override_kill_switch=False, accept_ledger_loss=False):
     """Roll bots back to the previous good release (or a version, or a backup): code and data together."""
     if backup is not None:
         if not BACKUP_ID_RE.match(backup):
@@ -152,6 +156,7 @@ def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=
     extravars = {
         "botops_target": target,
         "botops_serial": serial_plan("rollback", 0, batch),
+        "botops_accept_ledger_loss": bool(accept_ledger_loss),
     }
     if backup is not None:
         extravars["botops_backup_id"] = backup

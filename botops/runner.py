@@ -92,6 +92,7 @@ class HostOutcome:
     module_calls: int = 0  # modules run for this bot (a loop counts each item), set_fact & co. excluded
     last_error: str = ""
     kill_switch: str = ""  # why the bot was skipped or stopped: an operator's kill switch level
+    refused: str = ""  # why a module refused the bot before changing it (a ledger that would lose rows)
 
 
 @dataclass
@@ -216,6 +217,8 @@ class PlaybookRun:
                 outcome.last_error = str(res.get("msg") or res.get("stderr") or "failed")
                 if not outcome.kill_switch:
                     outcome.kill_switch = yielded_message(res)
+                if res.get("ledger_refused") and not outcome.refused:
+                    outcome.refused = str(res.get("msg") or "refused")
             self.progress(host, data.get("task", ""), kind, res)
         return False  # keep the job_events/ files lean: stdout is in the artifact dir anyway
 
@@ -241,6 +244,9 @@ class PlaybookRun:
         elif any(o.kill_switch for o in self._hosts.values()) and all(
                 o.kill_switch for o in self._hosts.values() if o.failed):
             code = EXIT_KILL_SWITCH
+        elif any(o.failed for o in self._hosts.values()) and all(
+                o.refused for o in self._hosts.values() if o.failed):
+            code = EXIT_USAGE  # refused before any change on every failed bot: bad input, nothing changed
         else:
             code = EXIT_FAILED
         result = RunResult(

@@ -86,6 +86,14 @@ options:
       - A restore that finds no slot free within 10 minutes fails before it stops the bot (the live
         database untouched).
     type: int
+  accept_ledger_loss:
+    description:
+      - Restore even though the live ledger holds rows the backup does not (ids above the backup's
+        C(ledger_max_id)). Without it such a restore changes nothing and fails with RV(ledger_refused),
+        naming the rows, their id range and time range. With it the replaced database is kept
+        (RV(previous_database)) and RV(ledger_loss) says what it holds that the restored one does not.
+    type: bool
+    default: false
   override_kill_switch:
     description:
       - Restore a bot whose operator engaged a kill switch level (the operator asked for it for this
@@ -138,6 +146,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ledger_loss:
+  description:
+    - "What the live ledger holds that the backup does not: C(table), C(rows), C(first_id), C(last_id),
+      C(first_time), C(last_time), C(backup_max_id); after a restore, measured in the kept database."
+  returned: when the live database was compared with the backup
+  type: dict
+ledger_refused:
+  description: The restore was refused because the live ledger would lose rows (nothing was touched).
+  returned: when refused
+  type: bool
 yielded:
   description: The restore stopped because an operator's kill switch level is engaged.
   returned: when it yielded
@@ -208,6 +226,7 @@ from ansible.module_utils.botops_backup import (
 )
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
 from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
+from ansible.module_utils.botops_ledger import describe_loss, ledger_loss
 from ansible.module_utils.botops_pg import PgError
 from ansible.module_utils.botops_service import WindowSlots
 
@@ -316,6 +335,9 @@ class Restore:
             if restore_db and before and dbinfo.get("alembic_revision") != before[2]:
                 self.module.warn(f"bot '{self.name}': the restore changes the Alembic revision from {before[2]} to "
                                  f"{dbinfo.get('alembic_revision')}; the current release may expect another schema")
+            if need_db and live_exists:
+                step = "check what the live ledger would lose"
+                self.check_ledger(dbinfo)
 
             self.result["changed"] = True
             if self.module.check_mode:
@@ -400,6 +422,13 @@ class Restore:
                 self.swapped = True
                 self.scratch = None
                 self.result["previous_database"] = previous
+                lost = self.result.get("ledger_loss") or {}
+                if lost.get("rows"):
+                    # measured again with the bot stopped: what the restored database does not hold
+                    lost = ledger_loss(self.engine, self.p["profile"], dbinfo.get("ledger_max_id"),
+                                       dbname=previous) if previous else lost
+                    self.result["ledger_loss"] = lost
+                    self.act(f"kept aside in {previous}: {describe_loss(lost)}")
                 self.act(f"swapped {backup_id} in as {self.engine.name}"
                          + (f", previous database kept as {previous}" if previous else ""))
                 if isinstance(self.engine, SqliteEngine):
@@ -436,6 +465,19 @@ class Restore:
                 raise RestoreFailed(step, f"{exc} (the restored database is live"
                                     + (f"; the previous one is kept as {kept})" if kept else ")")) from None
             raise RestoreFailed(step, f"{exc} (the live database was not touched)") from None
+
+    def check_ledger(self, dbinfo):
+        """No trade leaves the ledger without an explicit yes: measure the live rows above the backup's
+        max id and refuse (nothing touched) unless accept_ledger_loss."""
+        loss = ledger_loss(self.engine, self.p["profile"], dbinfo.get("ledger_max_id"))
+        self.result["ledger_loss"] = loss
+        if not loss or not loss["rows"] or self.p["accept_ledger_loss"]:
+            return
+        self.result["ledger_refused"] = True
+        raise RestoreFailed("check what the live ledger would lose",
+                            f"refused, nothing was touched: the live ledger would lose {describe_loss(loss)}; "
+                            "restore anyway with accept_ledger_loss (invoke restore --accept-ledger-loss): the "
+                            "replaced database is kept, renamed")
 
     # ------------------------------------------------------------------ bot process
     def is_running(self):
@@ -539,6 +581,7 @@ def main():
         maintenance_db=dict(type="str", default="postgres"),
         window_slots=dict(type="int"),
         override_kill_switch=dict(type="bool", default=False),
+        accept_ledger_loss=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     restore = Restore(module)

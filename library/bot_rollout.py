@@ -133,6 +133,13 @@ options:
     description: Database the bot's role connects to for creating, renaming and dropping databases (restores).
     type: str
     default: postgres
+  accept_ledger_loss:
+    description:
+      - When the data comes back from a backup, go ahead although the live ledger holds rows the backup
+        does not (ids above its C(ledger_max_id)). Without it the call changes nothing and fails with
+        RV(ledger_refused), naming the rows, their id range and time range.
+    type: bool
+    default: false
   run_id:
     description: The run this window belongs to, recorded with the pause it engages.
     type: str
@@ -215,6 +222,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ledger_loss:
+  description: "When the data comes back from a backup: what the live ledger holds that the backup does not (C(table), C(rows), C(first_id), C(last_id), C(first_time), C(last_time)); after the swap, measured in the kept database."
+  returned: when the data comes back from a backup
+  type: dict
+ledger_refused:
+  description: Refused because the live ledger would lose rows (nothing was changed).
+  returned: when refused
+  type: bool
 yielded:
   description: The call stopped because an operator's kill switch level is engaged (nothing more was changed on the bot).
   returned: when it yielded
@@ -344,6 +359,7 @@ def main():
         maintenance_db=dict(type="str", default="postgres"),
         run_id=dict(type="str"),
         override_kill_switch=dict(type="bool", default=False),
+        accept_ledger_loss=dict(type="bool", default=False),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

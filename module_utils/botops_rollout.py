@@ -43,6 +43,7 @@ from ansible.module_utils.botops_backup import (BackupError, BackupStore, Postgr
 from ansible.module_utils.botops_bot import BotError
 from ansible.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
                                                       default_who, describe_engagement, reapply, yield_to_operator)
+from ansible.module_utils.botops_ledger import describe_loss, ledger_loss
 from ansible.module_utils.botops_migrate import AlembicFailed, Migrations
 from ansible.module_utils.botops_mode import keep_out_of_live, read_mode
 from ansible.module_utils.botops_pg import Database, PgError
@@ -264,6 +265,7 @@ class Rollout:
         if always and self.marker_says_restored():
             self.restore_id = None  # the live database is this backup already
             return
+        self.check_ledger(dbinfo)
         revision = dbinfo.get("alembic_revision")
         if self.mig is not None:
             if target_graph is None:
@@ -274,6 +276,23 @@ class Rollout:
                                                    f"release {self.target} does not know")
             self.up_after_restore = revision != head
         self.result["migration"] = {"restore": self.restore_id, "revision": revision}
+
+    def check_ledger(self, dbinfo):
+        """No trade leaves the ledger without an explicit yes: the live rows above the backup's max
+        id would leave it with the swap; refuse (before anything changes) unless accept_ledger_loss."""
+        engine = engine_for(self.profile, self.bot.bot, self.secrets, self.o.get("maintenance_db") or "postgres")
+        try:
+            loss = ledger_loss(engine, self.profile, dbinfo.get("ledger_max_id"))
+        finally:
+            if engine is not None:
+                engine.close()
+        self.result["ledger_loss"] = loss
+        if loss and loss["rows"] and not self.o.get("accept_ledger_loss"):
+            self.result["ledger_refused"] = True
+            raise Failed("check what the live ledger would lose",
+                         f"bringing the data back from backup {self.restore_id} would take out of the live ledger "
+                         f"{describe_loss(loss)}; go ahead with accept_ledger_loss (invoke rollback "
+                         "--accept-ledger-loss): the replaced database is kept, renamed")
 
     def marker_says_restored(self):
         engine = engine_for(self.profile, self.bot.bot, self.secrets, self.o.get("maintenance_db") or "postgres")
@@ -606,6 +625,13 @@ class Rollout:
         self.scratch = None
         self.done.append(("swap", previous, None))
         self.result.update(restored=True, previous_database=previous)
+        lost = self.result.get("ledger_loss") or {}
+        if previous and lost.get("rows"):
+            # measured again in the kept database, the bot stopped: what the restored one does not hold
+            lost = ledger_loss(self.engine, self.profile, self.restore_manifest["database"].get("ledger_max_id"),
+                               dbname=previous)
+            self.result["ledger_loss"] = lost
+            self.act(f"kept aside in {previous}: {describe_loss(lost)}")
         self.result["revision_after"] = self.restore_manifest["database"].get("alembic_revision")
         self.act(f"swap backup {self.restore_id} in" + (f", live database kept as {previous}" if previous else ""))
         self._store_lock.close()
@@ -714,6 +740,9 @@ class Rollout:
                 self.restore_id = self.store().resolve(backup)
                 self.restore_manifest = self.store().load(self.restore_id)
                 self.prepare_restore()
+                # a revert cannot refuse: what the live ledger holds beyond the backup is reported and kept
+                self.result["ledger_loss"] = ledger_loss(self.engine, self.profile,
+                                                         self.restore_manifest["database"].get("ledger_max_id"))
                 self.swap_in()
                 return f"restored backup {self.restore_id} (contract migration {reached} cannot be undone)"
             back = self.mig.plan("downgraded", plan.before or "base", plan.release, knowing=False, before=reached)

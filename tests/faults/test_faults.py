@@ -205,7 +205,7 @@ def test_controller_killed_during_a_restore(ops):
     expected = manifest(ops, bot, backup_id)["database"]
     dbs = databases(ops, bot)
 
-    restore = ["restore", f"--backup={backup_id}", f"--limit={bot}"]
+    restore = ["restore", f"--backup={backup_id}", f"--limit={bot}", "--accept-ledger-loss"]
     with background(invoke(ops, *restore, background=True)) as proc:
         scratch = poll(lambda: [d for d in databases(ops, bot) - dbs if d.startswith(f"{name}_restore_")], 300,
                        f"the restore of {bot} to create its scratch database", proc)

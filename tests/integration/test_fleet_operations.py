@@ -116,7 +116,13 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         assert revision(ops, bot) == "0003_rename_qty"
         wait_growth(ops, bot)
 
-    proc = invoke(ops, "rollback", "--target=latest")
+    # the trades made on 2.0.0 would leave the ledger: refused until the operator says yes
+    refused = invoke(ops, "rollback", "--target=latest")
+    assert refused.returncode == 2, output(refused)
+    assert "the live ledger" in output(refused) and "--accept-ledger-loss" in output(refused)
+    for bot in BOTS:
+        assert current(ops, bot) == "2.0.0" and revision(ops, bot) == "0003_rename_qty", bot
+    proc = invoke(ops, "rollback", "--target=latest", "--accept-ledger-loss")
     assert proc.returncode == 0, output(proc)
     summary = last_summary(ops, "rollback")
     for bot in BOTS:
@@ -130,6 +136,8 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         kept = ops["fleet"].db_query(bot, "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
                                      (f"{bot}_pre_restore_%",))[0][0]
         assert int(kept) >= 1, f"{bot}: the database replaced by the restore was not kept"
+        assert row["restored_backup_id"] and row["restored_backup_id"] != row["backup_id"], row
+        assert " trades (ids " in row["kept_aside"] and f"{bot}_pre_restore_" in row["kept_aside"], row
 
 
 def test_deploys_and_rollbacks_cost_at_most_10_module_calls_per_bot(ops):

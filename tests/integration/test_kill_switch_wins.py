@@ -160,7 +160,7 @@ def test_an_emergency_stop_during_a_restore_leaves_the_bot_stopped(ops):
     proc = invoke(ops, "backup", "--limit=bot04", "--label=before the drill")
     assert proc.returncode == 0, output(proc)
     sets = set(backups(ops, "bot04"))
-    restore = invoke(ops, "restore", "--backup=latest", "--limit=bot04", background=True)
+    restore = invoke(ops, "restore", "--backup=latest", "--limit=bot04", "--accept-ledger-loss", background=True)
     # the restore took its safety backup: it restores into a scratch database next, then stops the bot
     assert wait_until(lambda: set(backups(ops, "bot04")) - sets, 300), "the restore never took its safety backup"
     stop = invoke(ops, "emergency-stop", "--reason=drill: stop during a restore")

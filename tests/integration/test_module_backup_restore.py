@@ -215,11 +215,13 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
       bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
+        accept_ledger_loss: true
       check_mode: true
     - name: Restore
       bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
+        accept_ledger_loss: true
     - name: Stop the bot
       ansible.builtin.command:
         argv: {supervisorctl}, stop, "{{{{ inventory_hostname }}}}"]
@@ -228,12 +230,14 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
       bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
+        accept_ledger_loss: true
         safety_backup: false
         keep_previous: false
     - name: Restore again
       bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
+        accept_ledger_loss: true
     - name: Start the bot
       ansible.builtin.command:
         argv: {supervisorctl}, start, "{{{{ inventory_hostname }}}}"]

@@ -188,8 +188,8 @@ def test_backup_backups_and_restore(ops):
     run(ops, "backups", "--verify")
     run(ops, "backups", "--test-restore")
     run(ops, "backups", "--check")
-    run(ops, "restore", "--backup=latest", "--check")
-    run(ops, "restore", "--backup=latest")
+    run(ops, "restore", "--backup=latest", "--check", "--accept-ledger-loss")
+    run(ops, "restore", "--backup=latest", "--accept-ledger-loss")
 
 
 def test_restart_kill_switch_promote_and_emergency_stop(ops):

@@ -228,11 +228,24 @@ def test_restore_latest_brings_back_the_rows_of_the_backup(ops):
     manifest = json.loads((Path(fleet.bot("bot04")["root"]) / "backups" / backup_id / "manifest.json").read_text())
     taken = manifest["database"]["ledger_max_id"]
     assert ledger(fleet, "bot04")[1] > taken  # the bot traded on since the backup
+    # without a yes, nothing leaves the ledger: refused (exit 2), the rows it would take named, nothing changed
+    pid, before = fleet.pids()["bot04"], ledger(fleet, "bot04")
+    for check in ([], ["--check"]):
+        refused = invoke(ops, "restore", "--backup=latest", "--limit=bot04", *check)
+        assert refused.returncode == 2, output(refused)
+        row = summary(ops, "restore")["bots"]["bot04"]
+        assert row["result"] == "refused", row
+        assert f"the live ledger would lose" in row["message"] and f"(ids {taken + 1}-" in row["message"], row
+        assert "--accept-ledger-loss" in row["message"], row
+    assert fleet.pids()["bot04"] == pid and ledger(fleet, "bot04")[1] >= before[1], "a refused restore changed the bot"
     started = time.time()
-    proc = invoke(ops, "restore", "--backup=latest", "--limit=bot04")
+    proc = invoke(ops, "restore", "--backup=latest", "--limit=bot04", "--accept-ledger-loss")
     assert proc.returncode == 0, output(proc)
     row = summary(ops, "restore")["bots"]["bot04"]
     try:
+        # what left the ledger is named, and is in the kept database
+        assert f"trades (ids {taken + 1}-" in row["kept_aside"], row
+        assert row["previous_database"] in row["kept_aside"], row
         assert row["result"] == "ok" and row["backup_id"] == backup_id and row["ready"] is True, row
         restored = row["rows"]
         assert (restored["row_counts"], restored["ledger_max_id"]) == (manifest["database"]["row_counts"], taken), row

@@ -181,7 +181,8 @@ def test_retention_drops_the_databases_old_restores_kept_and_nothing_else(root, 
     take(root, backup_id="20261121T020000Z-base")
     FakeService(running=False).install(monkeypatch)
     add_trades(root, 2)
-    restored = run_module(bot_restore.main, module_args(root, backup_id="20261121T020000Z-base"))
+    restored = run_module(bot_restore.main, module_args(root, backup_id="20261121T020000Z-base",
+                                                        accept_ledger_loss=True))
     assert restored["changed"] and not restored.get("failed"), restored
     data = root / "shared" / "data"
     newest = Path(restored["previous_database"])  # the live file that restore replaced, kept

@@ -33,6 +33,7 @@ def backup_id(root):
 
 def restore(root, check_mode=False, **kw):
     kw.setdefault("backup_id", "20261121T020000Z-base")
+    kw.setdefault("accept_ledger_loss", True)  # these tests go back to the backup on purpose
     return run_module(bot_restore.main, module_args(root, **kw), check_mode=check_mode)
 
 
@@ -183,3 +184,21 @@ def test_lost_database_is_restored(root, monkeypatch, backup_id):
     safety = json.loads((root / "backups" / result["safety_backup_id"] / "manifest.json").read_text())
     assert safety["database"] is None and safety["paths"] == ["shared/config"]  # the files were still saved
     assert restore(root)["changed"] is False
+
+
+def test_a_restore_that_would_take_trades_out_of_the_ledger_is_refused_unless_accepted(root, service, backup_id):
+    add_trades(root, 12)  # the bot traded on after the backup: ids 31-42
+    for check_mode in (True, False):
+        refused = restore(root, check_mode=check_mode, accept_ledger_loss=False)
+        assert refused["failed"] and refused["ledger_refused"], refused
+        assert "refused, nothing was touched: the live ledger would lose 12 trades row(s) (ids 31-42" in refused["msg"]
+        assert "accept_ledger_loss" in refused["msg"]
+        assert refused["ledger_loss"]["rows"] == 12
+    assert db_state(root) == (42, 42) and service.calls == [] and safety_sets(root) == []
+
+    accepted = restore(root, accept_ledger_loss=True)
+    assert not accepted.get("failed"), accepted["msg"]
+    assert db_state(root) == (30, 30)
+    kept = accepted["ledger_loss"]
+    assert (kept["rows"], kept["first_id"], kept["last_id"]) == (12, 31, 42), kept
+    assert any(a.startswith(f"kept aside in {accepted['previous_database']}: 12 trades") for a in accepted["actions"])
