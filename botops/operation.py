@@ -156,13 +156,11 @@ def run_operation(
     reported = {line["name"] for line in lines}
     for host in result.failed_hosts:
         if host not in reported:
-            lines.append({"name": host, "result": "failed", "message": result.hosts[host].last_error})
-    for line in lines:  # a bot that yielded to an operator's kill switch level says so, not "failed"
-        outcome = result.hosts.get(line["name"])
-        if outcome is not None and outcome.kill_switch:
-            line.update(result=outcome.kill_switch.split(":", 1)[0], message=outcome.kill_switch)
-        elif outcome is not None and outcome.refused:
-            line.update(result="refused", message=outcome.refused)
+            outcome = result.hosts[host]
+            word = (outcome.kill_switch.split(":", 1)[0] if outcome.kill_switch
+                    else "refused" if outcome.refused else "failed")
+            lines.append({"name": host, "result": word,
+                          "message": outcome.kill_switch or outcome.refused or outcome.last_error})
     if lines:
         print()
         print(table(lines, columns or RESULT_COLUMNS))

@@ -249,6 +249,16 @@ class PlaybookRun:
             code = EXIT_USAGE  # refused before any change on every failed bot: bad input, nothing changed
         else:
             code = EXIT_FAILED
+        for name, outcome in self._hosts.items():
+            # the report (table and JSON summary) says why, not just "failed": a bot that yielded to an
+            # operator's kill switch level, or that a module refused before changing it
+            row = self._report.get(name)
+            if not isinstance(row, dict):
+                continue
+            if outcome.kill_switch:
+                row.update(result=outcome.kill_switch.split(":", 1)[0], message=outcome.kill_switch)
+            elif outcome.refused and outcome.failed:
+                row.update(result="refused", message=outcome.refused)
         result = RunResult(
             status=status,
             rc=rc if rc is not None else -1,
