@@ -77,6 +77,9 @@ options:
         description: The bot's own audit log, for C(local) bots.
         type: path
         default: <bot root>/shared/data/botops-kill-switch.log
+  run_id:
+    description: The run that engages or releases, recorded with the operator's engagement on each bot's host.
+    type: str
   profiles:
     description:
       - Profiles by family name, for bots given without their own C(profile) (their C(bot.family)
@@ -306,7 +309,8 @@ def one_bot(entry, p, check_mode, run, index):
             logs.append(entry.get("audit_log") or os.path.join(entry["bot"]["root"], AUDIT_LOG))
         switch = KillSwitch(bot, profile, p["level"], reason=p["reason"], who=p["who"],
                             escalate=p["escalate"], force=p["force"], check_mode=check_mode,
-                            audit_logs=logs, source="bot_fleet_kill_switch", audit_index=index)
+                            audit_logs=logs, source="bot_fleet_kill_switch", audit_index=index,
+                            run_id=p.get("run_id"))
         result = switch.run(p["state"])
         result["failed"] = False
         fault = None if check_mode else inventory_fault(profile, p, result)
@@ -347,6 +351,7 @@ def argument_spec():
         max_workers=dict(type="int", default=1024),
         max_requests_per_host=dict(type="int", default=REQUESTS_PER_HOST),
         fail_fast=dict(type="float", default=0.5),
+        run_id=dict(type="str"),
     )
 
 

@@ -51,7 +51,7 @@ def _load_module(path):
 
 # A bot's facts and secrets from its inventory variables: key -> (variable, default), as group_vars'
 # botops_bot and botops_secrets build them (tests/unit/test_fleet_kill_switch_playbook.py keeps the
-# two in step). The kill switch needs every fact but the database, and no database password.
+# two in step). The database and its password verify a flatten when the bot's API is dead.
 REQUIRED = object()
 BOT_VARS = {
     "family": ("bot_family", REQUIRED),
@@ -62,11 +62,13 @@ BOT_VARS = {
     "process_match": ("bot_process_match", None),
     "redis_url": ("bot_redis_url", None),
     "paper_only": ("bot_paper_only", None),
+    "database": ("bot_database", {}),
 }
 SECRET_VARS = {
     "api_token": ("bot_api_token", None),
     "username": ("bot_api_username", None),
     "password": ("bot_api_password", None),
+    "database_password": ("bot_database_password", None),
 }
 LOCAL = ("local", "ansible.builtin.local")
 

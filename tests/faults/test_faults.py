@@ -320,10 +320,14 @@ def test_kill_switch_with_bots_that_time_out_or_refuse_connections(ops):
                 os.kill(pids[bot], signal.SIGCONT)
 
     text = output(proc)
-    assert proc.returncode == 0, text
+    # the bot whose port is wrong is halted all the same, and fails, naming what to fix
+    assert proc.returncode == 1, text
+    assert f"kill-switch: failed for {refusing}" in text, text
     rows = last_summary(ops, "kill_switch")["bots"]
     for bot in BOTS:
-        assert rows[bot]["result"] == "changed" and rows[bot]["level"] == "halt", (bot, rows[bot])
+        expected = "failed" if bot == refusing else "changed"
+        assert rows[bot]["result"] == expected and rows[bot]["level"] == "halt", (bot, rows[bot])
+    assert rows[refusing]["message"].startswith("nothing listens at its API's address"), rows[refusing]
     for bot in healthy:
         profile = profiles.load(fleet.bot(bot)["family"])
         first = (profile["kill_switch"]["levels"]["halt"]["engage"] or profile["kill_switch"]["escalation"])[0]

@@ -10,7 +10,10 @@ Points in time are reached by polling what the operation does to the bots, never
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -70,6 +73,7 @@ def halt(ops, *bots, level="halt", reason="drill: desk halt"):
     for bot in bots or BOTS:
         record = engaged_record(ops, bot)
         assert record and record["level"] == level and record["who"] == "oncall-alice", (bot, record)
+        assert record["run_id"] and record["reason"] == reason, (bot, record)
 
 
 def test_a_halt_engaged_before_a_restart_makes_it_skip_every_bot(ops):
@@ -203,3 +207,23 @@ def test_a_halt_engaged_during_a_rollback_window_is_kept_and_no_release_is_marke
     assert '"1.0.0"' in json.dumps(ledger)
     statuses = {v: e.get("status") for v, e in (ledger.get("releases") or ledger).items() if isinstance(e, dict)}
     assert statuses.get("1.0.0") != "bad", f"the kill switch made a good release bad: {statuses}"
+
+
+def test_a_flatten_that_could_only_stop_a_frozen_bot_fails_naming_its_open_positions(ops):
+    fleet = ops["fleet"]
+    pid = fleet.service_pids()["bot02"]  # papertrader: no API to close positions, its flatten stops it
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # a position the frozen bot holds, in its own database
+        fleet.db_query("bot02", "INSERT INTO positions (id, symbol, side, qty, entry_price, status) "
+                                "SELECT coalesce(max(id), 0) + 1, 'BOTOPS-DRILL', 'buy', 0.01, 100, 'open' FROM positions")
+        held = fleet.db_query("bot02", "SELECT count(*) FROM positions WHERE status = 'open'")[0][0]
+        proc = invoke(ops, "kill-switch", "--level=flatten", "--reason=drill: flatten a frozen bot", "--limit=bot02")
+        assert proc.returncode == 1, output(proc)
+        assert f"halted, {held} position(s) open (read from its database)" in output(proc), output(proc)
+        assert "bot02" not in fleet.service_pids(), "the frozen bot is still there"
+        assert engaged_record(ops, "bot02")["level"] == "flatten", "the operator's flatten stays recorded"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        fleet.db_query("bot02", "DELETE FROM positions WHERE symbol = 'BOTOPS-DRILL'")
