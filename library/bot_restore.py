@@ -226,7 +226,7 @@ from ansible.module_utils.botops_backup import (
 )
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
 from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
-from ansible.module_utils.botops_ledger import describe_loss, ledger_loss
+from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_id, raise_id_floor
 from ansible.module_utils.botops_pg import PgError
 from ansible.module_utils.botops_service import WindowSlots
 
@@ -413,6 +413,13 @@ class Restore:
                 self.result["slot_wait"] = self.slots.take()
             step = self.mark("stop the bot")
             self.stop_bot()
+
+            if need_db and live_exists:
+                step = self.mark("keep the ledger's ids above the replaced database's")
+                # the bot is stopped: the live database's highest id is final
+                for done in raise_id_floor(self.engine, p["profile"], self.scratch,
+                                           live_max_id(self.engine, p["profile"])) or []:
+                    self.act(done)
 
             previous = None
             if need_db:

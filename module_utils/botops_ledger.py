@@ -7,15 +7,17 @@ with the backup's copy: every ledger row written since the backup (id above the 
 `ledger_max_id`) would leave the live ledger, and a bot that numbers its rows max(id)+1 would
 hand those ids out again. `ledger_loss()` measures it on the live database before anything
 changes - rows, id range, time range - so the callers refuse unless the operator accepts it
-(`describe_loss()` says exactly what would be lost). Stdlib only.
+(`describe_loss()` says exactly what would be lost); `raise_id_floor()` then keeps the restored
+copy from handing the lost ids out again. Stdlib only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 
-from ansible.module_utils.botops_backup import BackupError, PostgresEngine, SqliteEngine, quote_ident
+from ansible.module_utils.botops_backup import BackupError, PostgresEngine, SqliteEngine, quote_ident, quote_literal
 from ansible.module_utils.botops_pg import PgError
 
 
@@ -68,3 +70,56 @@ def describe_loss(loss):
     return text + ") written since the backup"
 
 
+
+
+def live_max_id(engine, profile, dbname=None):
+    """The highest ledger id the live database (or `dbname`) holds now, or None."""
+    conf = ledger_conf(profile)
+    if conf is None or engine is None:
+        return None
+    sql = f"SELECT max({quote_ident(conf['id'])}) FROM {quote_ident(conf['table'])}"
+    try:
+        if isinstance(engine, PostgresEngine):
+            value = engine.query(sql, dbname or engine.name)[0][0]
+        elif isinstance(engine, SqliteEngine):
+            path = dbname or engine.path
+            if not os.path.exists(path):
+                return None
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                value = conn.execute(sql).fetchone()[0]
+        else:
+            return None
+    except (PgError, sqlite3.Error, IndexError) as exc:
+        raise BackupError(f"cannot read the ledger's highest id ({conf['table']}): {exc}") from None
+    return int(value) if value not in (None, "") else None
+
+
+def raise_id_floor(engine, profile, scratch, high):
+    """Ids are never reused: before the swap, make the restored copy (`scratch`) hand out ids above
+    `high`, the highest id the replaced database held. A sequence behind the id column is moved with
+    setval; a bot that numbers max(id)+1 reads a floor the profile names (database.ledger.id_floor:
+    a key of a key/value table, JSON {"<table>": high}). Returns what was done, or None."""
+    conf = ledger_conf(profile)
+    if conf is None or high is None or not isinstance(engine, PostgresEngine):
+        return None
+    table, id_col = conf["table"], conf["id"]
+    floor = ((profile.get("database") or {}).get("ledger") or {}).get("id_floor")
+    done = []
+    try:
+        seq = engine.query(f"SELECT pg_get_serial_sequence({quote_literal(quote_ident(table))}, "
+                           f"{quote_literal(id_col)})", scratch)
+        if seq and seq[0] and seq[0][0]:
+            engine.query(f"SELECT setval({quote_literal(seq[0][0])}, greatest({int(high)}, "
+                         f"(SELECT coalesce(max({quote_ident(id_col)}), 0) FROM {quote_ident(table)})))", scratch)
+            done.append(f"sequence {seq[0][0]} set above {high}")
+        if floor:
+            value = quote_literal(json.dumps({table: int(high)}))
+            engine.query(f"INSERT INTO {quote_ident(floor['table'])} (key, value) VALUES "
+                         f"({quote_literal(floor['key'])}, {value}::jsonb) ON CONFLICT (key) DO UPDATE SET "
+                         f"value = {quote_ident(floor['table'])}.value || EXCLUDED.value "
+                         f"WHERE coalesce(({quote_ident(floor['table'])}.value->>{quote_literal(table)})::bigint, 0) "
+                         f"< {int(high)}", scratch)
+            done.append(f"{table} ids start above {high} ({floor['table']}.{floor['key']})")
+    except PgError as exc:
+        raise BackupError(f"cannot keep the ledger's ids above {high} in the restored database: {exc}") from None
+    return done

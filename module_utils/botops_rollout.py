@@ -43,7 +43,7 @@ from ansible.module_utils.botops_backup import (BackupError, BackupStore, Postgr
 from ansible.module_utils.botops_bot import BotError
 from ansible.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
                                                       default_who, describe_engagement, reapply, yield_to_operator)
-from ansible.module_utils.botops_ledger import describe_loss, ledger_loss
+from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_id, raise_id_floor
 from ansible.module_utils.botops_migrate import AlembicFailed, Migrations
 from ansible.module_utils.botops_mode import keep_out_of_live, read_mode
 from ansible.module_utils.botops_pg import Database, PgError
@@ -621,6 +621,10 @@ class Rollout:
     def swap_in(self):
         live_exists = self.engine.exists(self.engine.name if isinstance(self.engine, PostgresEngine) else None)
         previous = kept_name(self.engine) if live_exists else None
+        if live_exists:  # the bot is stopped: the live database's highest id is final
+            high = live_max_id(self.engine, self.profile)
+            for done in raise_id_floor(self.engine, self.profile, self.scratch, high) or []:
+                self.act(done)
         self.engine.swap(self.scratch, previous, live_exists=live_exists)
         self.scratch = None
         self.done.append(("swap", previous, None))

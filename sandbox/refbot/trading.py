@@ -3,7 +3,9 @@
 One thread owns one database connection and is the only writer of the bot's tables.
 Every ``trade_interval`` it runs one tick in one transaction; operator commands (cancel
 orders, close positions, persist a kill switch ...) are queued to the same thread and run
-between ticks, so ids stay ``max(id)+1`` and continuous without any race.
+between ticks, so ids stay ``max(id)+1`` and continuous without any race. A trade id is also
+above the floor botops writes into ``bot_state`` (``botops_id_floor``) when it restores a backup
+over trades it kept aside: the ids those trades hold are never handed out again.
 
 The loop never dies on a database or Redis outage: it logs the failure once, retries on
 every tick, and logs the recovery.
@@ -140,7 +142,9 @@ class Trader:
         fee_ph = sql.SQL(", %(fee)s") if release.writes_fee else sql.SQL("")
         self._insert_trade = sql.SQL(
             "INSERT INTO trades (id, symbol, side, {qty}, price, position_id, order_id, mode, paper{fee_col})"
-            " SELECT coalesce(max(id), 0) + 1, %(symbol)s, %(side)s, %(qty)s, %(price)s,"
+            # above the floor a restore leaves (botops' database.ledger.id_floor): no id is handed out twice
+            " SELECT greatest(coalesce(max(id), 0), coalesce((SELECT (value->>'trades')::bigint FROM bot_state"
+            " WHERE key = 'botops_id_floor'), 0)) + 1, %(symbol)s, %(side)s, %(qty)s, %(price)s,"
             " %(position_id)s, %(order_id)s, %(mode)s, %(paper)s{fee_ph} FROM trades RETURNING id"
         ).format(qty=qty_col, fee_col=fee_col, fee_ph=fee_ph)
 

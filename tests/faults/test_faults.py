@@ -32,8 +32,8 @@ import yaml
 from botops import profiles
 from sandbox.fleet import STOPPED_STATES, free_port
 from tests.integration.fleet_tasks import (
-    assert_continuous, backups, current, invoke, last_summary, output, revision, root, row_counts, trades,
-    wait_growth,
+    assert_continuous, assert_no_id_reused, backups, current, invoke, last_summary, output, revision, root, row_counts,
+    trades, wait_growth,
 )
 
 from .conftest import BOTS
@@ -250,7 +250,9 @@ def test_controller_killed_during_a_restore(ops):
     assert previous in after, row
     kept = query_in(ops, bot, previous, "SELECT count(*), max(id) FROM trades")[0]
     assert kept[0] == kept[1] >= live_before, f"the replaced database {previous} lost trades: {kept}"
-    assert_nothing_lost(ops, bot, expected["ledger_max_id"])
+    ops["fleet"].wait_ready([bot], timeout=READY_TIMEOUT)
+    wait_growth(ops, bot, timeout=60)
+    assert_no_id_reused(ops, bot, expected["ledger_max_id"], kept[1])
     fleet.db_query(bot, "DROP TABLE IF EXISTS botops_fault_filler")
 
 

@@ -107,6 +107,17 @@ def wait_growth(ops, bot: str, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+def assert_no_id_reused(ops, bot: str, backup_max: int, kept_max: int) -> None:
+    """After a restore that kept rows aside: the restored ledger runs continuously up to the backup's
+    last id, and every trade written since has an id above the replaced database's highest
+    (`kept_max`): no id the kept rows hold is handed out again."""
+    below, reused = ops["fleet"].db_query(
+        bot, "SELECT (SELECT count(*) FROM trades WHERE id <= %s), (SELECT count(*) FROM trades WHERE id > %s "
+             "AND id <= %s)", (backup_max, backup_max, kept_max))[0]
+    assert int(below) == backup_max, f"{bot}: {below} trades up to the backup's id {backup_max}: not continuous"
+    assert int(reused) == 0, f"{bot}: {reused} new trade(s) reuse ids {backup_max + 1}-{kept_max} of the kept rows"
+
+
 def assert_continuous(ops, bot: str) -> None:
     count, top = trades(ops, bot)
     assert count == top, f"{bot}: {count} trades but max id {top}: a trade was lost or duplicated"

@@ -8,6 +8,7 @@ The tests run in file order and build on each other, like an operator's day.
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 import yaml
 
 from .fleet_tasks import (
-    assert_continuous, backups, current, invoke, last_summary, ops_fleet, output, revision, trades, wait_growth,
+    assert_continuous, assert_no_id_reused, backups, current, invoke, last_summary, ops_fleet, output, revision,
+    trades, wait_growth,
 )
 
 BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
@@ -132,7 +134,9 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         assert current(ops, bot) == "1.1.0"
         assert revision(ops, bot) == "0002_trade_fee"
         wait_growth(ops, bot)
-        assert_continuous(ops, bot)
+        kept_ids = re.search(r"\(ids (\d+)-(\d+)\)", row["kept_aside"])
+        assert kept_ids, row
+        assert_no_id_reused(ops, bot, int(kept_ids.group(1)) - 1, int(kept_ids.group(2)))
         kept = ops["fleet"].db_query(bot, "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
                                      (f"{bot}_pre_restore_%",))[0][0]
         assert int(kept) >= 1, f"{bot}: the database replaced by the restore was not kept"

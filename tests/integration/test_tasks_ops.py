@@ -250,12 +250,19 @@ def test_restore_latest_brings_back_the_rows_of_the_backup(ops):
         restored = row["rows"]
         assert (restored["row_counts"], restored["ledger_max_id"]) == (manifest["database"]["row_counts"], taken), row
         assert isinstance(row["downtime"], (int, float)) and row["downtime"] > 0, row
-        # the ledger goes on from the backup's last trade: the next id was written after the restore began
+        # ids are never reused: the next trade's id is above the kept database's highest, written after
+        # the restore began
+        with psycopg.connect(fleet.bot("bot04")["database_url"], dbname=row["previous_database"],
+                             autocommit=True, connect_timeout=5) as conn:
+            kept_max = int(conn.execute("SELECT coalesce(max(id), 0) FROM trades").fetchone()[0])
+        assert kept_max > taken, kept_max
         wait_trading(fleet, ["bot04"])
-        count, top = ledger(fleet, "bot04")
-        assert count == top
-        (ts,) = fleet.db_query("bot04", "SELECT extract(epoch FROM ts) FROM trades WHERE id = %s", (taken + 1,))[0]
-        assert float(ts) >= started - 1, "trade after the backup's last one predates the restore"
+        below, reused = fleet.db_query("bot04", "SELECT (SELECT count(*) FROM trades WHERE id <= %s), "
+                                                "(SELECT count(*) FROM trades WHERE id > %s AND id <= %s)",
+                                       (taken, taken, kept_max))[0]
+        assert (int(below), int(reused)) == (taken, 0), (below, reused, taken, kept_max)
+        (ts,) = fleet.db_query("bot04", "SELECT extract(epoch FROM ts) FROM trades WHERE id = %s", (kept_max + 1,))[0]
+        assert float(ts) >= started - 1, "trade after the kept database's last one predates the restore"
         assert_mode(fleet, "bot04", "DRY")
     finally:
         if row.get("previous_database"):

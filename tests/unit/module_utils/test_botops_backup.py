@@ -407,3 +407,31 @@ def test_a_failed_part_dump_fails_the_backup_and_leaves_no_set(engine, cluster, 
     with pytest.raises(bb.BackupError, match=r"pg_dump \(dump of database .*\) failed \(rc=1\):.*permission denied"):
         bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, jobs=2)
     assert os.listdir(store.directory) == []
+
+
+LEDGER_PROFILE = {"database": {"ledger": {"table": "trades", "id": "id",
+                                          "id_floor": {"table": "bot_state", "key": "botops_id_floor"}}}}
+
+
+@needs_pg
+def test_the_ledger_loss_is_measured_and_the_restored_copy_keeps_ids_above_the_replaced_ones(engine):
+    from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_id, raise_id_floor
+
+    loss = ledger_loss(engine, LEDGER_PROFILE, 420)
+    assert (loss["rows"], loss["first_id"], loss["last_id"]) == (80, 421, 500), loss
+    assert describe_loss(loss).startswith("80 trades row(s) (ids 421-500")
+    assert ledger_loss(engine, LEDGER_PROFILE, 500)["rows"] == 0
+    assert live_max_id(engine, LEDGER_PROFILE) == 500
+
+    engine.query("CREATE TABLE bot_state (key text PRIMARY KEY, value jsonb NOT NULL)")
+    done = raise_id_floor(engine, LEDGER_PROFILE, engine.name, 500)
+    assert done == ["trades ids start above 500 (bot_state.botops_id_floor)"]
+    raise_id_floor(engine, LEDGER_PROFILE, engine.name, 450)  # a lower floor never lowers it
+    assert engine.query("SELECT value->>'trades' FROM bot_state WHERE key = 'botops_id_floor'") == [["500"]]
+
+    # a serial id column: its sequence is moved above the replaced database's highest id
+    engine.query("CREATE TABLE fills (id serial PRIMARY KEY, n int)")
+    engine.query("INSERT INTO fills (n) VALUES (1), (2)")
+    serial = {"database": {"ledger": {"table": "fills", "id": "id"}}}
+    assert raise_id_floor(engine, serial, engine.name, 900) == ["sequence public.fills_id_seq set above 900"]
+    assert engine.query("INSERT INTO fills (n) VALUES (3) RETURNING id") == [["901"]]
