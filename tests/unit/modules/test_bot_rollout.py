@@ -353,7 +353,9 @@ def make_backup(fake, backup_id, release_version, revision):
     (set_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_it_in(fake, db, monkeypatch):
+def contract_rollback_setup(fake, db, monkeypatch):
+    """Bot at 2.0.0 (contract migration 0003) with 1.1.0 installed and a backup linked to 2.0.0 in
+    the ledger; databases are a FakeEngine's. Returns (engine, backup_id)."""
     from ansible.module_utils import botops_backup, botops_rollout
     engine = FakeEngine(db)
     monkeypatch.setattr(botops_rollout, "engine_for", lambda *a, **kw: engine)
@@ -366,6 +368,11 @@ def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_
     (Path(fake.root) / "releases" / "ledger.json").write_text(json.dumps({"format": 1, "history": [], "releases": {
         "1.1.0": {"version": "1.1.0", "status": "good", "activated_at": "2026-01-01T00:00:00Z"},
         "2.0.0": {"version": "2.0.0", "status": "good", "backup_id": backup_id, "activated_at": "2026-01-02T00:00:00Z"}}}))
+    return engine, backup_id
+
+
+def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_it_in(fake, db, monkeypatch):
+    engine, backup_id = contract_rollback_setup(fake, db, monkeypatch)
 
     plan = rollout(fake, check_mode=True, profile=pg_profile(), version="latest", replaced_status="bad")
     assert plan["would"][0] == f"restore backup {backup_id} into a scratch database before the stop"
@@ -387,18 +394,8 @@ def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_
 
 
 def test_a_failure_after_the_swap_puts_the_live_database_back(fake, db, monkeypatch):
-    from ansible.module_utils import botops_backup, botops_rollout
-    engine = FakeEngine(db)
-    monkeypatch.setattr(botops_rollout, "engine_for", lambda *a, **kw: engine)
-    monkeypatch.setattr(botops_rollout, "PostgresEngine", FakeEngine)
-    monkeypatch.setattr(botops_backup.BackupStore, "lock", lambda self, timeout=600: __import__("contextlib").nullcontext())
-    setup_releases(fake, current="2.0.0", versions=("1.1.0", "2.0.0"), migrations=True)
-    db.revision = "0003_rename_qty"
-    backup_id = "20261121T020000Z-abc123"
-    make_backup(fake, backup_id, "1.1.0", "0002_trade_fee")
-    (Path(fake.root) / "releases" / "ledger.json").write_text(json.dumps({"format": 1, "history": [], "releases": {
-        "1.1.0": {"version": "1.1.0", "status": "good", "activated_at": "2026-01-01T00:00:00Z"},
-        "2.0.0": {"version": "2.0.0", "status": "good", "backup_id": backup_id, "activated_at": "2026-01-02T00:00:00Z"}}}))
+    from ansible.module_utils import botops_rollout
+    engine, _ = contract_rollback_setup(fake, db, monkeypatch)
     switch = botops_rollout.Rollout.switch
 
     def failing_switch(self, from_version, to_version, forward):
