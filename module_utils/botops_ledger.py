@@ -40,24 +40,31 @@ def ledger_loss(engine, profile, backup_max_id, dbname=None):
              else "NULL, NULL")
     sql = (f"SELECT count(*), min({quote_ident(id_col)}), max({quote_ident(id_col)}), {times} "
            f"FROM {quote_ident(table)} WHERE {quote_ident(id_col)} > {floor}")
-    try:
-        if isinstance(engine, PostgresEngine):
-            row = engine.query(sql, dbname or engine.name)[0]
-        elif isinstance(engine, SqliteEngine):
-            path = dbname or engine.path  # a kept copy is a file beside the live one
-            if not os.path.exists(path):
-                return {"table": table, "rows": 0, "backup_max_id": floor}
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-                row = conn.execute(sql.replace("::text", "")).fetchone()
-        else:
-            return None
-    except (PgError, sqlite3.Error, IndexError) as exc:
-        raise BackupError(f"cannot read what the live ledger holds since the backup ({table}): {exc}") from None
+    row = one_row(engine, sql, dbname, f"cannot read what the live ledger holds since the backup ({table})")
+    if row is None:
+        return {"table": table, "rows": 0, "backup_max_id": floor} if isinstance(engine, SqliteEngine) else None
     count = int(row[0] or 0)
     loss = {"table": table, "rows": count, "backup_max_id": floor}
     if count:
         loss.update(first_id=int(row[1]), last_id=int(row[2]), first_time=row[3] or None, last_time=row[4] or None)
     return loss
+
+
+def one_row(engine, sql, dbname, what):
+    """The first row of one query on the live database, or `dbname` (a kept database; for SQLite a
+    file beside the live one); None for an engine without SQL or a SQLite file that does not exist."""
+    try:
+        if isinstance(engine, PostgresEngine):
+            return engine.query(sql, dbname or engine.name)[0]
+        if isinstance(engine, SqliteEngine):
+            path = dbname or engine.path
+            if not os.path.exists(path):
+                return None
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                return conn.execute(sql.replace("::text", "")).fetchone()
+    except (PgError, sqlite3.Error, IndexError) as exc:
+        raise BackupError(f"{what}: {exc}") from None
+    return None
 
 
 def describe_loss(loss):
@@ -70,28 +77,14 @@ def describe_loss(loss):
     return text + ") written since the backup"
 
 
-
-
 def live_max_id(engine, profile, dbname=None):
     """The highest ledger id the live database (or `dbname`) holds now, or None."""
     conf = ledger_conf(profile)
     if conf is None or engine is None:
         return None
     sql = f"SELECT max({quote_ident(conf['id'])}) FROM {quote_ident(conf['table'])}"
-    try:
-        if isinstance(engine, PostgresEngine):
-            value = engine.query(sql, dbname or engine.name)[0][0]
-        elif isinstance(engine, SqliteEngine):
-            path = dbname or engine.path
-            if not os.path.exists(path):
-                return None
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-                value = conn.execute(sql).fetchone()[0]
-        else:
-            return None
-    except (PgError, sqlite3.Error, IndexError) as exc:
-        raise BackupError(f"cannot read the ledger's highest id ({conf['table']}): {exc}") from None
-    return int(value) if value not in (None, "") else None
+    row = one_row(engine, sql, dbname, f"cannot read the ledger's highest id ({conf['table']})")
+    return int(row[0]) if row is not None and row[0] not in (None, "") else None
 
 
 def raise_id_floor(engine, profile, scratch, high):
