@@ -86,12 +86,25 @@ options:
       - A restore that finds no slot free within 10 minutes fails before it stops the bot (the live
         database untouched).
     type: int
+  carry_forward:
+    description:
+      - Carry the ledger rows written since the backup into the restored database before the swap,
+        the bot stopped (the profile's C(database.ledger)); the trades above the backup's
+        C(ledger_max_id) keep their ids and content, mapped onto the backup's schema (columns by
+        name, renamed ones through the C(botops_ledger_map) of the revisions crossed), and the
+        holdings (positions, orders) are replaced whole by the live ones, so they match what the bot
+        holds. One transaction into the scratch copy; a failure leaves the live database untouched.
+      - Without it the restore goes back to the backup as it was (which may be the point, bad data
+        written since), under O(accept_ledger_loss).
+    type: bool
+    default: false
   accept_ledger_loss:
     description:
-      - Restore even though the live ledger holds rows the backup does not (ids above the backup's
-        C(ledger_max_id)). Without it such a restore changes nothing and fails with RV(ledger_refused),
-        naming the rows, their id range and time range. With it the replaced database is kept
-        (RV(previous_database)) and RV(ledger_loss) says what it holds that the restored one does not.
+      - Restore even though the live ledger holds rows the restored database would not (ids above the
+        backup's C(ledger_max_id) not carried forward, or values the backup's schema has no column
+        for). Without it such a restore changes nothing and fails with RV(ledger_refused), naming the
+        rows, their id range and time range. With it the replaced database is kept
+        (RV(previous_database)) and RV(ledger) says what it holds that the restored one does not.
     type: bool
     default: false
   override_kill_switch:
@@ -150,6 +163,14 @@ ledger_loss:
   description:
     - "What the live ledger holds that the backup does not: C(table), C(rows), C(first_id), C(last_id),
       C(first_time), C(last_time), C(backup_max_id); after a restore, measured in the kept database."
+  returned: when the live database was compared with the backup
+  type: dict
+ledger:
+  description:
+    - "Where the ledger's rows went: C(backup_max_id), C(from_revision) and C(to_revision) (live and
+      backup schema), C(carried) ({table: rows} carried forward, or that would be in check mode),
+      C(kept_aside) (texts: what only the kept database holds) and C(summary) (one line each for
+      the carried and the kept-aside rows)."
   returned: when the live database was compared with the backup
   type: dict
 ledger_refused:
@@ -226,11 +247,18 @@ from ansible.module_utils.botops_backup import (
 )
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
 from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
-from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_id, raise_id_floor
+from ansible.module_utils.botops_ledger import (
+    carry_forward, carry_loss, describe_carry, describe_loss, ledger_loss, ledger_report, live_max_ids, plan_carry,
+    raise_id_floor,
+)
 from ansible.module_utils.botops_pg import PgError
 from ansible.module_utils.botops_service import WindowSlots
 
 RUNNING_STATES = ("RUNNING", "STARTING", "ACTIVE", "BACKOFF")
+
+
+class LedgerRefused(BackupError):
+    """The restore would take rows out of the live ledger and the operator did not accept it."""
 
 
 class RestoreFailed(Exception):
@@ -280,6 +308,7 @@ class Restore:
         self.stopped_at = None
         self.swapped = False
         self.slots = None
+        self.ledger_plan = None
 
     def act(self, text):
         self.result["actions"].append(text)
@@ -337,7 +366,10 @@ class Restore:
                                  f"{dbinfo.get('alembic_revision')}; the current release may expect another schema")
             if need_db and live_exists:
                 step = "check what the live ledger would lose"
-                self.check_ledger(dbinfo)
+                try:
+                    self.check_ledger(dbinfo)
+                except LedgerRefused as exc:
+                    raise RestoreFailed(step, exc) from None
 
             self.result["changed"] = True
             if self.module.check_mode:
@@ -359,6 +391,9 @@ class Restore:
             scratch = scratch_name(self.engine, "restore", backup_id)
             self.act(f"{verb} restore {backup_id} into {scratch} and check its row counts")
         self.act(f"{verb} stop bot {self.name} if it is running (once one of its host's window slots is free)")
+        if need_db and live_exists and (self.result.get("ledger") or {}).get("carried"):
+            self.act(f"{verb} carry forward into the restored database, the bot stopped: "
+                     f"{describe_carry(self.result['ledger']['carried'])}")
         if need_db:
             if live_exists:
                 kept = kept_name(self.engine, check_mode=True)
@@ -404,6 +439,9 @@ class Restore:
                 if problems:
                     raise BackupError("the restored copy does not match the manifest: " + "; ".join(problems))
                 self.act(f"checked row counts of {self.scratch}: they match the manifest")
+                if live_exists and p["carry_forward"]:
+                    step = self.mark("check what the live ledger would lose")
+                    self.check_ledger(dbinfo, self.engine.columns(self.scratch))  # on the restored schema
                 if isinstance(self.engine, PostgresEngine):
                     self.engine.set_marker(self.scratch, {"backup_id": backup_id, "restored_at": utc_iso(),
                                                           "safety_backup_id": self.result["safety_backup_id"]})
@@ -414,11 +452,19 @@ class Restore:
             step = self.mark("stop the bot")
             self.stop_bot()
 
+            carried = {}
             if need_db and live_exists:
+                if p["carry_forward"] and self.ledger_plan is not None:
+                    step = self.mark("carry the ledger forward")
+                    # the bot is stopped: the rows since the backup are final
+                    plan = self.check_ledger(dbinfo, self.engine.columns(self.scratch))
+                    carried = carry_forward(self.engine, plan, self.scratch)
+                    if carried:
+                        self.act(f"carried forward into {self.scratch}: {describe_carry(carried)}")
+                        scratch_counts = self.engine.counts(self.scratch)
                 step = self.mark("keep the ledger's ids above the replaced database's")
-                # the bot is stopped: the live database's highest id is final
                 for done in raise_id_floor(self.engine, p["profile"], self.scratch,
-                                           live_max_id(self.engine, p["profile"])) or []:
+                                           live_max_ids(self.engine, p["profile"])):
                     self.act(done)
 
             previous = None
@@ -436,6 +482,8 @@ class Restore:
                                        dbname=previous) if previous else lost
                     self.result["ledger_loss"] = lost
                     self.act(f"kept aside in {previous}: {describe_loss(lost)}")
+                if self.ledger_plan is not None:
+                    self.result["ledger"] = ledger_report(self.ledger_plan, carried, previous)
                 self.act(f"swapped {backup_id} in as {self.engine.name}"
                          + (f", previous database kept as {previous}" if previous else ""))
                 if isinstance(self.engine, SqliteEngine):
@@ -473,18 +521,27 @@ class Restore:
                                     + (f"; the previous one is kept as {kept})" if kept else ")")) from None
             raise RestoreFailed(step, f"{exc} (the live database was not touched)") from None
 
-    def check_ledger(self, dbinfo):
-        """No trade leaves the ledger without an explicit yes: measure the live rows above the backup's
-        max id and refuse (nothing touched) unless accept_ledger_loss."""
-        loss = ledger_loss(self.engine, self.p["profile"], dbinfo.get("ledger_max_id"))
+    def check_ledger(self, dbinfo, older_columns=None):
+        """No trade leaves the ledger without an explicit yes: plan what carrying the rows since the
+        backup forward takes (without carry_forward: which rows would be left behind) and refuse
+        unless accept_ledger_loss. Returns the plan; raises LedgerRefused."""
+        p = self.p
+        plan = plan_carry(self.engine, p["profile"], self.root, dbinfo, older_columns, carry=p["carry_forward"])
+        self.ledger_plan = plan
+        trades = next((e for e in (plan or {}).get("tables", []) if not e["holdings"]), None)
+        loss = ledger_loss(self.engine, p["profile"], dbinfo.get("ledger_max_id"))
+        if loss and trades and trades["carry"]:
+            loss = {"table": loss["table"], "rows": 0, "backup_max_id": loss["backup_max_id"]}  # carried, not lost
         self.result["ledger_loss"] = loss
-        if not loss or not loss["rows"] or self.p["accept_ledger_loss"]:
-            return
+        self.result["ledger"] = ledger_report(plan, applied=False)
+        lost = carry_loss(plan)
+        if not lost or p["accept_ledger_loss"]:
+            return plan
         self.result["ledger_refused"] = True
-        raise RestoreFailed("check what the live ledger would lose",
-                            f"refused, nothing was touched: the live ledger would lose {describe_loss(loss)}; "
-                            "restore anyway with accept_ledger_loss (invoke restore --accept-ledger-loss): the "
-                            "replaced database is kept, renamed")
+        hint = "" if p["carry_forward"] else " or carry them forward with carry_forward (invoke restore --carry-forward)"
+        raise LedgerRefused(f"refused, nothing was touched: the live ledger would lose {'; '.join(lost)}; restore "
+                            f"anyway with accept_ledger_loss (invoke restore --accept-ledger-loss): the replaced "
+                            f"database is kept, renamed{hint}")
 
     # ------------------------------------------------------------------ bot process
     def is_running(self):
@@ -589,6 +646,7 @@ def main():
         window_slots=dict(type="int"),
         override_kill_switch=dict(type="bool", default=False),
         accept_ledger_loss=dict(type="bool", default=False),
+        carry_forward=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     restore = Restore(module)

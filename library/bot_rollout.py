@@ -133,11 +133,23 @@ options:
     description: Database the bot's role connects to for creating, renaming and dropping databases (restores).
     type: str
     default: postgres
+  carry_forward:
+    description:
+      - When the data comes back from a backup (a rollback across a contract migration, O(restore),
+        the revert of a failed window), carry the ledger rows written since the backup into the restored
+        database before the swap, the bot stopped; trades above the backup's C(ledger_max_id) with
+        their ids, mapped onto the backup's schema through the C(botops_ledger_map) of the revisions
+        crossed, and the holdings (positions, orders) whole. See M(bot_restore).
+    type: bool
+    default: true
   accept_ledger_loss:
     description:
-      - When the data comes back from a backup, go ahead although the live ledger holds rows the backup
-        does not (ids above its C(ledger_max_id)). Without it the call changes nothing and fails with
-        RV(ledger_refused), naming the rows, their id range and time range.
+      - When the data comes back from a backup, go ahead although the live ledger holds rows the
+        restored database would not (not carried forward, for want of a mapping for a column the backup's schema
+        needs, or O(carry_forward=false)). Without it the call changes nothing and fails with
+        RV(ledger_refused), naming the rows, their id range and time range, and what could not be mapped.
+      - The revert of a failed window cannot refuse; it carries what it can and keeps the rest in the
+        replaced database (RV(ledger)).
     type: bool
     default: false
   run_id:
@@ -224,6 +236,10 @@ EXAMPLES = r"""
 RETURN = r"""
 ledger_loss:
   description: "When the data comes back from a backup: what the live ledger holds that the backup does not (C(table), C(rows), C(first_id), C(last_id), C(first_time), C(last_time)); after the swap, measured in the kept database."
+  returned: when the data comes back from a backup
+  type: dict
+ledger:
+  description: "When the data comes back from a backup: where the ledger's rows went (C(carried), C(kept_aside), C(summary)); see M(bot_restore)."
   returned: when the data comes back from a backup
   type: dict
 ledger_refused:
@@ -360,6 +376,7 @@ def main():
         run_id=dict(type="str"),
         override_kill_switch=dict(type="bool", default=False),
         accept_ledger_loss=dict(type="bool", default=False),
+        carry_forward=dict(type="bool", default=True),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -9,6 +9,12 @@ Contract marker (the convention for every bot, not only the reference bot): a re
 older code cannot run on carries a module-level `botops_kind = "contract"`, or its docstring's
 first line starts with the word "contract". Other kinds are informative ("expand", "initial").
 
+Ledger map: a revision that renames or transforms a ledger column declares how rows written on
+its schema map back onto the schema before it, `botops_ledger_map = {"trades": {"qty": "quantity"}}`
+(older column: newer column, or an SQL expression over the newer columns). A rollback that brings
+the data back from a backup taken before the revision carries the trades written since through
+it (botops_ledger); columns not named keep their names.
+
 Migrations themselves run through the alembic command of the bot's Python environment, with the
 database URL in the child's environment only (DATABASE_URL, read by the bot's env.py).
 """
@@ -107,7 +113,8 @@ def parse_revision_file(path):
         else:
             continue
         for target in targets:
-            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision", "botops_kind"):
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision", "botops_kind",
+                                                              "botops_ledger_map"):
                 values[target.id] = _literal(value)
     if not isinstance(values.get("revision"), str):
         return None
@@ -125,8 +132,15 @@ def parse_revision_file(path):
         kind = "contract" if CONTRACT_DOC_RE.match(first) else None
     elif kind != "contract" and CONTRACT_DOC_RE.match(first):
         kind = "contract"
+    ledger_map = values.get("botops_ledger_map")
+    if ledger_map is not None and not (isinstance(ledger_map, dict) and all(
+            isinstance(t, str) and isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                              for k, v in m.items())
+            for t, m in ledger_map.items())):
+        raise MigrationError(f"{path}: botops_ledger_map must be a literal {{table: {{older column: newer column or "
+                             f"SQL expression}}}}, got {ledger_map!r}")
     return {"revision": values["revision"], "down_revisions": downs, "kind": kind, "doc": first,
-            "file": os.path.basename(path)}
+            "file": os.path.basename(path), "ledger_map": ledger_map}
 
 
 class RevisionGraph:

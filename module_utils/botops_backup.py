@@ -453,6 +453,13 @@ class PsqlSession:
         self._err.close()
 
 
+def ledger_tables(ledger):
+    """The tables of a profile's database.ledger: the trade ledger first, then its holdings."""
+    if not ledger or not ledger.get("table"):
+        return []
+    return [ledger["table"]] + [h["table"] for h in ledger.get("holdings") or [] if h.get("table")]
+
+
 def _int_or_none(value):
     return int(value) if value not in (None, "") else None
 
@@ -523,6 +530,21 @@ class PostgresEngine:
             return self._counts_with(lambda sql: self.query(sql, dbname))
         except PgError as exc:
             raise BackupError(f"count rows in database {dbname or self.name}: {exc}") from None
+
+    def columns(self, dbname=None, query=None):
+        """{table: [[column, not_null, has_default], ...]} of the ledger's tables (botops_ledger), in
+        their order; a table that does not exist is left out. Generated columns are left out (no
+        row can be written into them)."""
+        tables = ledger_tables(self.ledger)
+        if not tables:
+            return {}
+        sql = ("SELECT table_name, column_name, is_nullable = 'NO', (column_default IS NOT NULL OR is_identity = 'YES') "
+               "FROM information_schema.columns WHERE table_schema = current_schema() AND is_generated = 'NEVER' "
+               f"AND table_name IN ({', '.join(quote_literal(t) for t in tables)}) ORDER BY table_name, ordinal_position")
+        found = {}
+        for row in (query or (lambda q: self.query(q, dbname)))(sql):
+            found.setdefault(row[0], []).append([row[1], row[2] == "t", row[3] == "t"])
+        return found
 
     def exists(self, dbname):
         rows = self.query(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(dbname)}", self.maintenance_db)
@@ -607,6 +629,7 @@ class PostgresEngine:
                 dumping = pool.submit(dump)
                 try:
                     counts, ledger_max, revision = self._counts_with(session.query)
+                    columns = self.columns(query=session.query)
                 except PgError as exc:
                     with contextlib.suppress(BackupError):
                         dumping.result()  # the dump writes into the set's directory: let it end first
@@ -630,6 +653,7 @@ class PostgresEngine:
             "row_counts": counts,
             "ledger": self.ledger,
             "ledger_max_id": ledger_max,
+            "columns": columns,
             "dump_seconds": dump_seconds,
         }
         if fmt == "directory":
@@ -916,6 +940,22 @@ class SqliteEngine:
         finally:
             conn.close()
 
+    def columns(self, path=None):
+        """{table: [[column, not_null, has_default], ...]} of the ledger's tables (see PostgresEngine)."""
+        found = {}
+        try:
+            with contextlib.closing(self._connect(path or self.path)) as conn:
+                for table in ledger_tables(self.ledger):
+                    rows = conn.execute(f"PRAGMA table_xinfo({quote_ident(table)})").fetchall()
+                    # (cid, name, type, notnull, dflt_value, pk, hidden): an INTEGER PRIMARY KEY numbers itself
+                    cols = [[r[1], bool(r[3] or r[5]), r[4] is not None or (r[5] == 1 and str(r[2]).upper() == "INTEGER")]
+                            for r in rows if not r[6]]
+                    if cols:
+                        found[table] = cols
+        except sqlite3.Error as exc:
+            raise BackupError(f"read the columns of {path or self.path}: {exc}") from None
+        return found
+
     def exists(self, path=None):
         return os.path.isfile(path or self.path)
 
@@ -936,6 +976,7 @@ class SqliteEngine:
             raise BackupError(f"copy {self.path}: {exc}") from None
         os.chmod(target, 0o600)
         counts, ledger_max, revision = self.counts(target)  # counted from the copy: exactly what it holds
+        columns = self.columns(target)
         return {
             "engine": self.engine,
             "name": self.name,
@@ -948,6 +989,7 @@ class SqliteEngine:
             "row_counts": counts,
             "ledger": self.ledger,
             "ledger_max_id": ledger_max,
+            "columns": columns,
             "dump_seconds": round(time.monotonic() - started, 3),
         }
 

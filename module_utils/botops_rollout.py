@@ -43,7 +43,10 @@ from ansible.module_utils.botops_backup import (BackupError, BackupStore, Postgr
 from ansible.module_utils.botops_bot import BotError
 from ansible.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
                                                       default_who, describe_engagement, reapply, yield_to_operator)
-from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_id, raise_id_floor
+from ansible.module_utils.botops_ledger import (
+    carry_forward, carry_loss, describe_carry, describe_loss, ledger_conf, ledger_loss, ledger_report, live_max_ids,
+    plan_carry, raise_id_floor,
+)
 from ansible.module_utils.botops_migrate import AlembicFailed, Migrations
 from ansible.module_utils.botops_mode import keep_out_of_live, read_mode
 from ansible.module_utils.botops_pg import Database, PgError
@@ -111,6 +114,8 @@ class Rollout:
         self.restore_id = None  # backup whose data comes back
         self.restore_manifest = None
         self.up_after_restore = False
+        self.ledger_plan = None
+        self.reverting = False
         self.was_running = False
         self.mode_before = (None, None)
         # what was done (for the revert)
@@ -277,22 +282,33 @@ class Rollout:
             self.up_after_restore = revision != head
         self.result["migration"] = {"restore": self.restore_id, "revision": revision}
 
-    def check_ledger(self, dbinfo):
-        """No trade leaves the ledger without an explicit yes: the live rows above the backup's max
-        id would leave it with the swap; refuse (before anything changes) unless accept_ledger_loss."""
-        engine = engine_for(self.profile, self.bot.bot, self.secrets, self.o.get("maintenance_db") or "postgres")
+    def check_ledger(self, dbinfo, older_columns=None):
+        """No trade leaves the ledger without an explicit yes: plan carrying the rows since the backup
+        forward onto its schema and refuse (before the swap) what cannot be carried, unless
+        accept_ledger_loss; a revert cannot refuse. Returns the plan."""
+        engine = self.engine or engine_for(self.profile, self.bot.bot, self.secrets,
+                                           self.o.get("maintenance_db") or "postgres")
         try:
+            plan = plan_carry(engine, self.profile, self.root, dbinfo, older_columns,
+                              carry=self.o.get("carry_forward", True))
             loss = ledger_loss(engine, self.profile, dbinfo.get("ledger_max_id"))
         finally:
-            if engine is not None:
+            if engine is not None and engine is not self.engine:
                 engine.close()
+        self.ledger_plan = plan
+        trades = next((e for e in (plan or {}).get("tables", []) if not e["holdings"]), None)
+        if loss and trades and trades["carry"]:
+            loss = {"table": loss["table"], "rows": 0, "backup_max_id": loss["backup_max_id"]}  # carried, not lost
         self.result["ledger_loss"] = loss
-        if loss and loss["rows"] and not self.o.get("accept_ledger_loss"):
+        self.result["ledger"] = ledger_report(plan, applied=False)
+        lost = carry_loss(plan)
+        if lost and not self.o.get("accept_ledger_loss") and not self.reverting:
             self.result["ledger_refused"] = True
             raise Failed("check what the live ledger would lose",
                          f"bringing the data back from backup {self.restore_id} would take out of the live ledger "
-                         f"{describe_loss(loss)}; go ahead with accept_ledger_loss (invoke rollback "
+                         f"{'; '.join(lost)}; go ahead with accept_ledger_loss (invoke rollback "
                          "--accept-ledger-loss): the replaced database is kept, renamed")
+        return plan
 
     def marker_says_restored(self):
         engine = engine_for(self.profile, self.bot.bot, self.secrets, self.o.get("maintenance_db") or "postgres")
@@ -617,13 +633,23 @@ class Rollout:
         if isinstance(self.engine, PostgresEngine):
             self.engine.set_marker(self.scratch, {"backup_id": self.restore_id, "restored_at": utcnow()})
         self.act(f"restore {self.restore_id} into {self.scratch}, row counts checked")
+        if ledger_conf(self.profile) and self.engine.exists(
+                self.engine.name if isinstance(self.engine, PostgresEngine) else None):
+            self.check_ledger(dbinfo, self.engine.columns(self.scratch))  # on the restored copy's schema
 
     def swap_in(self):
         live_exists = self.engine.exists(self.engine.name if isinstance(self.engine, PostgresEngine) else None)
         previous = kept_name(self.engine) if live_exists else None
-        if live_exists:  # the bot is stopped: the live database's highest id is final
-            high = live_max_id(self.engine, self.profile)
-            for done in raise_id_floor(self.engine, self.profile, self.scratch, high) or []:
+        carried = {}
+        if live_exists:  # the bot is stopped: the rows since the backup and the highest ids are final
+            dbinfo = self.restore_manifest["database"]
+            plan = self.check_ledger(dbinfo, self.engine.columns(self.scratch)) if ledger_conf(self.profile) else None
+            if plan is not None and self.o.get("carry_forward", True):
+                carried = carry_forward(self.engine, plan, self.scratch)
+                if carried:
+                    self.act(f"carry forward into {self.scratch}: {describe_carry(carried)}")
+            for done in raise_id_floor(self.engine, self.profile, self.scratch,
+                                       live_max_ids(self.engine, self.profile)):
                 self.act(done)
         self.engine.swap(self.scratch, previous, live_exists=live_exists)
         self.scratch = None
@@ -636,6 +662,8 @@ class Rollout:
                                dbname=previous)
             self.result["ledger_loss"] = lost
             self.act(f"kept aside in {previous}: {describe_loss(lost)}")
+        if live_exists and self.ledger_plan is not None:
+            self.result["ledger"] = ledger_report(self.ledger_plan, carried, previous)
         self.result["revision_after"] = self.restore_manifest["database"].get("alembic_revision")
         self.act(f"swap backup {self.restore_id} in" + (f", live database kept as {previous}" if previous else ""))
         self._store_lock.close()
@@ -743,10 +771,9 @@ class Rollout:
                                          "undone and no backup_id was given to restore")
                 self.restore_id = self.store().resolve(backup)
                 self.restore_manifest = self.store().load(self.restore_id)
+                # a revert cannot refuse: it carries what it can, the rest is reported and kept
+                self.reverting = True
                 self.prepare_restore()
-                # a revert cannot refuse: what the live ledger holds beyond the backup is reported and kept
-                self.result["ledger_loss"] = ledger_loss(self.engine, self.profile,
-                                                         self.restore_manifest["database"].get("ledger_max_id"))
                 self.swap_in()
                 return f"restored backup {self.restore_id} (contract migration {reached} cannot be undone)"
             back = self.mig.plan("downgraded", plan.before or "base", plan.release, knowing=False, before=reached)

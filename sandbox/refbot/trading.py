@@ -3,9 +3,10 @@
 One thread owns one database connection and is the only writer of the bot's tables.
 Every ``trade_interval`` it runs one tick in one transaction; operator commands (cancel
 orders, close positions, persist a kill switch ...) are queued to the same thread and run
-between ticks, so ids stay ``max(id)+1`` and continuous without any race. A trade id is also
-above the floor botops writes into ``bot_state`` (``botops_id_floor``) when it restores a backup
-over trades it kept aside: the ids those trades hold are never handed out again.
+between ticks, so ids stay ``max(id)+1`` and continuous without any race. A trade, order or
+position id is also above the floor botops writes into ``bot_state`` (``botops_id_floor``, one
+key per table) when it restores a backup over rows it kept aside: the ids those rows hold are
+never handed out again.
 
 The loop never dies on a database or Redis outage: it logs the failure once, retries on
 every tick, and logs the recovery.
@@ -101,6 +102,13 @@ class Tx:
         self.fees = 0.0
 
 
+def next_id(table: str) -> str:
+    """SQL for the next id of `table` (selected FROM it): max(id)+1, and above the floor a restore
+    leaves (botops' database.ledger.id_floor), so no id is handed out twice."""
+    return (f"greatest(coalesce(max(id), 0), coalesce((SELECT (value->>'{table}')::bigint FROM bot_state"
+            " WHERE key = 'botops_id_floor'), 0)) + 1")
+
+
 def _opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
 
@@ -143,8 +151,7 @@ class Trader:
         self._insert_trade = sql.SQL(
             "INSERT INTO trades (id, symbol, side, {qty}, price, position_id, order_id, mode, paper{fee_col})"
             # above the floor a restore leaves (botops' database.ledger.id_floor): no id is handed out twice
-            " SELECT greatest(coalesce(max(id), 0), coalesce((SELECT (value->>'trades')::bigint FROM bot_state"
-            " WHERE key = 'botops_id_floor'), 0)) + 1, %(symbol)s, %(side)s, %(qty)s, %(price)s,"
+            f" SELECT {next_id('trades')}, %(symbol)s, %(side)s, %(qty)s, %(price)s,"
             " %(position_id)s, %(order_id)s, %(mode)s, %(paper)s{fee_ph} FROM trades RETURNING id"
         ).format(qty=qty_col, fee_col=fee_col, fee_ph=fee_ph)
 
@@ -578,7 +585,7 @@ class Trader:
     def _new_order(self, tx: Tx, symbol: str, side: str, qty: Decimal, price: Decimal, status: str) -> int:
         tx.cur.execute(
             "INSERT INTO orders (id, symbol, side, qty, price, status)"
-            " SELECT coalesce(max(id), 0) + 1, %s, %s, %s, %s, %s FROM orders RETURNING id",
+            f" SELECT {next_id('orders')}, %s, %s, %s, %s, %s FROM orders RETURNING id",
             (symbol, side, qty, price, status),
         )
         return tx.cur.fetchone()[0]
@@ -603,7 +610,7 @@ class Trader:
             tx.cur.execute("UPDATE orders SET status = 'filled', updated_at = now() WHERE id = %s", (order_id,))
         tx.cur.execute(
             "INSERT INTO positions (id, symbol, side, qty, entry_price, status)"
-            " SELECT coalesce(max(id), 0) + 1, %s, %s, %s, %s, 'open' FROM positions RETURNING id",
+            f" SELECT {next_id('positions')}, %s, %s, %s, %s, 'open' FROM positions RETURNING id",
             (symbol, side, qty, price),
         )
         position_id = tx.cur.fetchone()[0]

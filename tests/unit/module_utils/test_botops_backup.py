@@ -415,23 +415,23 @@ LEDGER_PROFILE = {"database": {"ledger": {"table": "trades", "id": "id",
 
 @needs_pg
 def test_the_ledger_loss_is_measured_and_the_restored_copy_keeps_ids_above_the_replaced_ones(engine):
-    from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_id, raise_id_floor
+    from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_ids, raise_id_floor
 
     loss = ledger_loss(engine, LEDGER_PROFILE, 420)
     assert (loss["rows"], loss["first_id"], loss["last_id"]) == (80, 421, 500), loss
     assert describe_loss(loss).startswith("80 trades row(s) (ids 421-500")
     assert ledger_loss(engine, LEDGER_PROFILE, 500)["rows"] == 0
-    assert live_max_id(engine, LEDGER_PROFILE) == 500
+    assert live_max_ids(engine, LEDGER_PROFILE) == {"trades": 500}
 
     engine.query("CREATE TABLE bot_state (key text PRIMARY KEY, value jsonb NOT NULL)")
-    done = raise_id_floor(engine, LEDGER_PROFILE, engine.name, 500)
+    done = raise_id_floor(engine, LEDGER_PROFILE, engine.name, {"trades": 500})
     assert done == ["trades ids start above 500 (bot_state.botops_id_floor)"]
-    raise_id_floor(engine, LEDGER_PROFILE, engine.name, 450)  # a lower floor never lowers it
+    raise_id_floor(engine, LEDGER_PROFILE, engine.name, {"trades": 450})  # a lower floor never lowers it
     assert engine.query("SELECT value->>'trades' FROM bot_state WHERE key = 'botops_id_floor'") == [["500"]]
 
     # a serial id column: its sequence is moved above the replaced database's highest id
     engine.query("CREATE TABLE fills (id serial PRIMARY KEY, n int)")
     engine.query("INSERT INTO fills (n) VALUES (1), (2)")
     serial = {"database": {"ledger": {"table": "fills", "id": "id"}}}
-    assert raise_id_floor(engine, serial, engine.name, 900) == ["sequence public.fills_id_seq set above 900"]
+    assert raise_id_floor(engine, serial, engine.name, {"fills": 900}) == ["sequence public.fills_id_seq set above 900"]
     assert engine.query("INSERT INTO fills (n) VALUES (3) RETURNING id") == [["901"]]

@@ -17,6 +17,10 @@ depends_on = None
 
 botops_kind = "contract"
 
+# How rows written on this schema map back onto the one before it: a rollback that restores the
+# pre-migration backup carries the trades made since through this map (botops_ledger).
+botops_ledger_map = {"trades": {"qty": "quantity"}}
+
 
 def upgrade() -> None:
     op.execute("ALTER TABLE trades RENAME COLUMN qty TO quantity")
