@@ -28,6 +28,7 @@ RESTORE_COLUMNS = [
     ("result", "result"),
     ("backup_id", "backup"),
     ("rows", "rows restored"),
+    ("carried_forward", "carried forward"),
     ("kept_aside", "kept aside"),
     ("ready", "ready"),
     ("downtime", "downtime s"),
@@ -134,18 +135,20 @@ def backup(c, label=None, inventory=None, limit=None, check=False, takeover=Fals
                "'invoke backups' lists them",
         batch="bots restored at once: a number or a percentage (default 100%); "
               "a batch with a failed bot stops the next ones",
-        accept_ledger_loss="restore although the live ledger holds trades the backup does not (refused "
-                           "otherwise, naming them); the replaced database is kept",
+        carry_forward="carry the trades made since the backup into the restored database (their ids and "
+                      "content, positions and orders as the bot holds them) instead of leaving them behind",
+        accept_ledger_loss="restore although the live ledger holds trades the restored database would not "
+                           "(refused otherwise, naming them); the replaced database is kept",
     )
 )
 def restore(c, backup=None, inventory=None, limit=None, check=False, batch="100%", takeover=False,
-            override_kill_switch=False, accept_ledger_loss=False):
+            override_kill_switch=False, carry_forward=False, accept_ledger_loss=False):
     """Restore bots' databases from a backup: verified, safety backup first, atomic swap, readiness gate."""
     if backup is None:
         raise usage_error("restore", "--backup is required: 'latest' or a backup id ('invoke backups' lists them)")
     check_backup_id("restore", backup)
     extravars = {"botops_backup_id": backup, "botops_serial": serial_plan("restore", 0, batch),
-                 "botops_accept_ledger_loss": bool(accept_ledger_loss)}
+                 "botops_accept_ledger_loss": bool(accept_ledger_loss), "botops_carry_forward": bool(carry_forward)}
     run_operation("restore", "restore.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
                   takeover=takeover, columns=RESTORE_COLUMNS, rows=rows_with_counts,
                   override_kill_switch=override_kill_switch)

@@ -28,6 +28,7 @@ DEPLOY_COLUMNS = [
     ("downtime", "downtime s"),
     ("backup_id", "backup taken"),
     ("restored_backup_id", "backup restored"),
+    ("carried_forward", "carried forward"),
     ("kept_aside", "kept aside"),
     ("message", "message"),
 ]

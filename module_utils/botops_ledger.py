@@ -259,7 +259,9 @@ def _live_rows(engine, spec, floor):
     where = "" if spec["holdings"] else f" WHERE {id_col} > {int(floor)}"
     row = one_row(engine, f"SELECT count(*), min({id_col}), max({id_col}), {times} FROM {quote_ident(spec['table'])}"
                           f"{where}", None, f"cannot read {spec['table']} on the live database") or (0, None, None, None, None)
-    return (int(row[0] or 0),) + tuple(None if v in (None, "") else v for v in row[1:])
+    ids = tuple(None if v in (None, "") else int(v) for v in row[1:3])
+    times = tuple(None if v in (None, "") else str(v) for v in row[3:5])
+    return (int(row[0] or 0),) + ids + times
 
 
 def _where(spec, floor):

@@ -17,8 +17,7 @@ import pytest
 import yaml
 
 from .fleet_tasks import (
-    assert_continuous, assert_no_id_reused, backups, current, invoke, last_summary, ops_fleet, output, revision,
-    trades, wait_growth,
+    assert_continuous, backups, current, invoke, last_summary, ops_fleet, output, revision, root, trades, wait_growth,
 )
 
 BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
@@ -118,13 +117,24 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         assert revision(ops, bot) == "0003_rename_qty"
         wait_growth(ops, bot)
 
-    # the trades made on 2.0.0 would leave the ledger: refused until the operator says yes
-    refused = invoke(ops, "rollback", "--target=latest")
+    # a release that declares no ledger map for its contract change: the trades made on it cannot be
+    # carried back onto the older schema, so the rollback refuses, naming them, and changes nothing
+    nomap = root(ops, "bot01") / "releases" / "2.0.0" / "migrations" / "versions" / "0003_rename_qty.py"
+    declared = nomap.read_text()
+    nomap.write_text("\n".join(line for line in declared.splitlines() if not line.startswith("botops_ledger_map")))
+    try:
+        refused = invoke(ops, "rollback", "--target=latest", "--limit=bot01")
+    finally:
+        nomap.write_text(declared)
     assert refused.returncode == 2, output(refused)
-    assert "the live ledger" in output(refused) and "--accept-ledger-loss" in output(refused)
-    for bot in BOTS:
-        assert current(ops, bot) == "2.0.0" and revision(ops, bot) == "0003_rename_qty", bot
-    proc = invoke(ops, "rollback", "--target=latest", "--accept-ledger-loss")
+    assert "trades.qty has no value" in output(refused) and "--accept-ledger-loss" in output(refused)
+    assert re.search(r"\d+ trades row\(s\) \(ids \d+-\d+", output(refused)), output(refused)
+    assert current(ops, "bot01") == "2.0.0" and revision(ops, "bot01") == "0003_rename_qty"
+    wait_growth(ops, "bot01")
+
+    # with the map (the reference bot's 2.0.0 declares it) every trade made on 2.0.0 comes back
+    before = {bot: trades(ops, bot)[1] for bot in BOTS}
+    proc = invoke(ops, "rollback", "--target=latest")
     assert proc.returncode == 0, output(proc)
     summary = last_summary(ops, "rollback")
     for bot in BOTS:
@@ -133,15 +143,48 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         assert row["downtime"] is not None
         assert current(ops, bot) == "1.1.0"
         assert revision(ops, bot) == "0002_trade_fee"
-        wait_growth(ops, bot)
-        kept_ids = re.search(r"\(ids (\d+)-(\d+)\)", row["kept_aside"])
-        assert kept_ids, row
-        assert_no_id_reused(ops, bot, int(kept_ids.group(1)) - 1, int(kept_ids.group(2)))
-        kept = ops["fleet"].db_query(bot, "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
-                                     (f"{bot}_pre_restore_%",))[0][0]
-        assert int(kept) >= 1, f"{bot}: the database replaced by the restore was not kept"
         assert row["restored_backup_id"] and row["restored_backup_id"] != row["backup_id"], row
-        assert " trades (ids " in row["kept_aside"] and f"{bot}_pre_restore_" in row["kept_aside"], row
+        assert row["kept_aside"] == "none", row
+        carried = row["ledger"]["carried"]
+        assert carried["trades"] > 0 and " trades" in row["carried_forward"], row
+        kept = kept_database(ops, bot)
+        # in the live ledger: every trade of the replaced database, same id, same content (qty mapped)
+        kept_rows = kept_query(ops, bot, kept, "SELECT id, ts, symbol, side, quantity, price, fee FROM trades ORDER BY id")
+        assert len(kept_rows) >= before[bot] and kept_rows[-1][0] == len(kept_rows), f"{bot}: kept ledger not continuous"
+        live_rows = ops["fleet"].db_query(bot, "SELECT id, ts, symbol, side, qty, price, fee FROM trades WHERE id <= %s "
+                                               "ORDER BY id", (kept_rows[-1][0],))
+        assert live_rows == kept_rows, f"{bot}: the live ledger differs from the replaced database's"
+        assert carried["trades"] == sum(1 for r in kept_rows if r[0] > row["ledger"]["backup_max_id"])
+        # the positions the bot held at the stop are the ones it holds now (none lost, none reopened)
+        kept_positions = kept_query(ops, bot, kept, "SELECT id, symbol, side, qty, entry_price, status FROM positions "
+                                                    "ORDER BY id")
+        live_positions = {r[0]: r for r in ops["fleet"].db_query(
+            bot, "SELECT id, symbol, side, qty, entry_price, status FROM positions WHERE id <= %s",
+            (max([r[0] for r in kept_positions], default=0),))}
+        for position in kept_positions:
+            now = live_positions[position[0]]
+            assert now[:5] == position[:5], (bot, position, now)
+            assert now[5] == position[5] or position[5] == "open", (bot, position, now)
+        wait_growth(ops, bot)  # new trades on 1.1.0 get fresh ids: the ledger stays continuous
+        assert_continuous(ops, bot)
+        assert trades(ops, bot)[1] > kept_rows[-1][0]
+
+
+def kept_database(ops, bot: str) -> str:
+    """The newest database a restore replaced and kept (<db>_pre_restore_<time>)."""
+    rows = ops["fleet"].db_query(bot, "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY datname DESC",
+                                 (f"{bot}_pre_restore_%",))
+    assert rows, f"{bot}: the database replaced by the restore was not kept"
+    return rows[0][0]
+
+
+def kept_query(ops, bot: str, dbname: str, query: str) -> list[tuple]:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    url = make_conninfo(ops["fleet"].bot(bot)["database_url"], dbname=dbname)
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        return conn.execute(query).fetchall()
 
 
 def test_deploys_and_rollbacks_cost_at_most_10_module_calls_per_bot(ops):
