@@ -244,7 +244,7 @@ def test_restore_latest_brings_back_the_rows_of_the_backup(ops):
     row = summary(ops, "restore")["bots"]["bot04"]
     try:
         # what left the ledger is named, and is in the kept database
-        assert f"trades (ids {taken + 1}-" in row["kept_aside"], row
+        assert f"trades row(s) (ids {taken + 1}-" in row["kept_aside"], row
         assert row["previous_database"] in row["kept_aside"], row
         assert row["result"] == "ok" and row["backup_id"] == backup_id and row["ready"] is True, row
         restored = row["rows"]
@@ -267,6 +267,45 @@ def test_restore_latest_brings_back_the_rows_of_the_backup(ops):
     finally:
         if row.get("previous_database"):
             drop_database(fleet, "bot04", row["previous_database"])
+
+
+def test_restore_with_carry_forward_keeps_every_trade_and_its_id(ops):
+    """An older backup on the same schema: the trades made since come along, with their ids and
+    content; the positions are the ones the bot held at the stop; nothing is kept aside."""
+    fleet = ops["fleet"]
+    backup_id = ops["backups"].get("bot05")
+    if backup_id is None:
+        pytest.skip("needs the backup of test_backup_then_backups_verify_lists_it_verified")
+    taken = json.loads((Path(fleet.bot("bot05")["root"]) / "backups" / backup_id / "manifest.json").read_text())[
+        "database"]["ledger_max_id"]
+    check = invoke(ops, "restore", f"--backup={backup_id}", "--limit=bot05", "--carry-forward", "--check")
+    assert check.returncode == 0, output(check)
+    planned = summary(ops, "restore")["bots"]["bot05"]["ledger"]["carried"]
+    assert planned["trades"] > 0 and "positions" in planned, planned
+    proc = invoke(ops, "restore", f"--backup={backup_id}", "--limit=bot05", "--carry-forward")
+    assert proc.returncode == 0, output(proc)
+    row = summary(ops, "restore")["bots"]["bot05"]
+    try:
+        assert row["result"] == "ok" and row["kept_aside"] == "none", row
+        assert row["ledger"]["carried"]["trades"] > 0 and row["carried_forward"].startswith(
+            f"{row['ledger']['carried']['trades']} trades"), row
+        with psycopg.connect(fleet.bot("bot05")["database_url"], dbname=row["previous_database"],
+                             autocommit=True, connect_timeout=5) as conn:
+            kept = conn.execute("SELECT id, ts, symbol, side, qty, price FROM trades ORDER BY id").fetchall()
+            kept_open = conn.execute("SELECT id FROM positions WHERE status = 'open' ORDER BY id").fetchall()
+        assert kept[-1][0] == len(kept) and row["ledger"]["carried"]["trades"] == len(kept) - taken
+        live = fleet.db_query("bot05", "SELECT id, ts, symbol, side, qty, price FROM trades WHERE id <= %s "
+                                       "ORDER BY id", (len(kept),))
+        assert live == kept, "the live ledger differs from the replaced database's"
+        ids = [r[0] for r in kept_open]
+        still = fleet.db_query("bot05", "SELECT count(*) FROM positions WHERE id = ANY(%s)", (ids,))[0][0]
+        assert still == len(ids), "a position the bot held at the stop is gone"
+        wait_trading(fleet, ["bot05"])
+        count, top = ledger(fleet, "bot05")
+        assert count == top and top > len(kept), (count, top, len(kept))
+    finally:
+        if row.get("previous_database"):
+            drop_database(fleet, "bot05", row["previous_database"])
 
 
 def test_releases_lists_current_and_status(ops):
