@@ -458,7 +458,7 @@ class Restore:
                     step = self.mark("carry the ledger forward")
                     # the bot is stopped: the rows since the backup are final
                     plan = self.check_ledger(dbinfo, self.engine.columns(self.scratch))
-                    carried = carry_forward(self.engine, plan, self.scratch)
+                    carried = carry_forward(self.engine, plan, self.scratch, self.store.directory)
                     if carried:
                         self.act(f"carried forward into {self.scratch}: {describe_carry(carried)}")
                         scratch_counts = self.engine.counts(self.scratch)

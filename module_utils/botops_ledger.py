@@ -34,7 +34,7 @@ import tempfile
 
 from ansible.module_utils.botops_alembic import MigrationError, RevisionGraph
 from ansible.module_utils.botops_backup import (
-    BackupError, PostgresEngine, SqliteEngine, ledger_tables, quote_ident, quote_literal,
+    TMP_PREFIX, BackupError, PostgresEngine, SqliteEngine, quote_ident, quote_literal,
 )
 from ansible.module_utils.botops_pg import PgError, pg_bin
 
@@ -361,17 +361,19 @@ def describe_carry(carried):
     return ", ".join(f"{n} {t}" for t, n in (carried or {}).items())
 
 
-def carry_forward(engine, plan, scratch):
+def carry_forward(engine, plan, scratch, tmpdir=None):
     """Copy the rows of `plan` (plan_carry, on the restored copy's schema) from the live database into
     `scratch`, in one transaction: the trade ledger's rows above the backup's max id, each holdings
     table whole (its restored rows replaced). The bot must be stopped. Returns {table: rows carried};
-    checks that the restored copy holds exactly what the live database does."""
+    checks that the restored copy holds exactly what the live database does. The rows pass through
+    files in a `.tmp-carry-*` directory of `tmpdir` (the backup store, under its lock: a killed run's
+    is removed by the next backup, see BackupStore.temp_dirs)."""
     todo = [e for e in plan["tables"] if e["carry"] and e["columns"] and (e["rows"] or e["holdings"])]
     if not todo:
         return {}
     try:
         if isinstance(engine, PostgresEngine):
-            _carry_pg(engine, todo, plan["backup_max_id"], scratch)
+            _carry_pg(engine, todo, plan["backup_max_id"], scratch, tmpdir)
         elif isinstance(engine, SqliteEngine):
             _carry_sqlite(engine, todo, plan["backup_max_id"], scratch)
         else:
@@ -397,10 +399,10 @@ def _select(e, floor):
     return f"SELECT {columns} FROM {quote_ident(e['table'])}{_where(spec, floor)} ORDER BY {quote_ident(e['id'])}"
 
 
-def _carry_pg(engine, todo, floor, scratch):
+def _carry_pg(engine, todo, floor, scratch, tmpdir=None):
     db = engine.db
     psql = [pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-    workdir = tempfile.mkdtemp(prefix="botops-carry-")  # mode 0700: the rows never sit where others read
+    workdir = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}carry-", dir=tmpdir)  # mode 0700: no one else reads the rows
     try:
         script = ["BEGIN;"]
         for i, e in enumerate(todo):

@@ -645,7 +645,7 @@ class Rollout:
             dbinfo = self.restore_manifest["database"]
             plan = self.check_ledger(dbinfo, self.engine.columns(self.scratch)) if ledger_conf(self.profile) else None
             if plan is not None and self.o.get("carry_forward", True):
-                carried = carry_forward(self.engine, plan, self.scratch)
+                carried = carry_forward(self.engine, plan, self.scratch, self.store().directory)
                 if carried:
                     self.act(f"carry forward into {self.scratch}: {describe_carry(carried)}")
             for done in raise_id_floor(self.engine, self.profile, self.scratch,

@@ -31,6 +31,7 @@ import yaml
 
 from botops import profiles
 from sandbox.fleet import STOPPED_STATES, free_port
+from sandbox.refbot.trading import WRITER_LOCK_KEY
 from tests.integration.fleet_tasks import (
     assert_continuous, assert_no_id_reused, backups, current, invoke, last_summary, output, revision, root, row_counts,
     trades, wait_growth,
@@ -454,3 +455,48 @@ def test_bot_killed_during_maintenance_is_recovered_and_verified(ops):
     db = manifest(ops, bot, row["backup_id"])["database"]
     assert db["ledger_max_id"] == db["row_counts"]["trades"], db
     assert_nothing_lost(ops, bot, before)
+
+
+def test_controller_killed_in_the_middle_of_the_carry_forward(ops):
+    """A restore with --carry-forward is SIGKILLed (the controller's whole tree) while it writes the
+    trades made since the backup into the restored copy: the live database is the old one, whole
+    (the copy is written in one transaction and swapped in only after it), and `--takeover` carries
+    every trade, with its id, into the database it then swaps in; the carry's files are gone."""
+    fleet, bot = ops["fleet"], "bot01"
+    taken = invoke(ops, "backup", f"--limit={bot}", "--label=before the carry")
+    assert taken.returncode == 0, output(taken)
+    backup_id = last_summary(ops, "backup")["bots"][bot]["backup_id"]
+    backup_max = manifest(ops, bot, backup_id)["database"]["ledger_max_id"]
+    # many trades since the backup (written as the bot writes them: max(id)+1 under its writer lock),
+    # so that the carry takes long enough to be caught in the middle
+    fleet.db_query(bot, "DO $$ BEGIN PERFORM pg_advisory_xact_lock(%d); "
+                        "INSERT INTO trades (id, ts, symbol, side, qty, price, mode, paper) "
+                        "SELECT m + g, now(), 'BTC-USD', 'buy', 0.001, 100, 'DRY', true "
+                        "FROM (SELECT max(id) AS m FROM trades) x, generate_series(1, 400000) g; END $$"
+                   % WRITER_LOCK_KEY)
+    dbs = databases(ops, bot)
+    store = root(ops, bot) / "backups"
+
+    restore = ["restore", f"--backup={backup_id}", f"--limit={bot}", "--carry-forward"]
+    with background(invoke(ops, *restore, background=True)) as proc:
+        poll(lambda: list(store.glob(".tmp-carry-*/carry.sql")), 300, f"the restore of {bot} to carry its trades", proc)
+        killed = kill_tree(proc.pid)
+        proc.wait()
+    poll(lambda: not any(alive(pid) for pid in killed), 30, "every killed process to be gone")
+
+    # the live database is the old one, whole: continuous, every trade there
+    name = fleet.bot(bot)["database"]["name"]
+    assert {d for d in databases(ops, bot) - dbs if not d.startswith(f"{name}_restore_")} == set()
+    count, top = trades(ops, bot)
+    assert count == top > backup_max + 400000, (count, top)
+
+    recovered = invoke(ops, *restore, "--takeover")
+    assert recovered.returncode == 0, output(recovered)
+    row = last_summary(ops, "restore")["bots"][bot]
+    assert row["kept_aside"] == "none" and row["ledger"]["carried"]["trades"] >= top - backup_max, row
+    assert not list(store.glob(".tmp-carry-*")), "the killed run's carry files were left"
+    kept = query_in(ops, bot, row["previous_database"], "SELECT count(*), max(id) FROM trades")[0]
+    assert kept[0] == kept[1] >= top, kept
+    assert_nothing_lost(ops, bot, kept[0])
+    name = fleet.bot(bot)["database"]["name"]
+    assert not [d for d in databases(ops, bot) if d.startswith(f"{name}_restore_")], "a scratch database was left"
