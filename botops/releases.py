@@ -12,6 +12,7 @@ COLUMNS = [
     ("current", "current"),
     ("previous_good", "previous good"),
     ("installed", "installed (status)"),
+    ("rollback_cost", "rollback --target=latest would"),
     ("message", "message"),
 ]
 
@@ -29,8 +30,24 @@ def describe(releases: list[dict]) -> str:
     return ", ".join(parts) or None
 
 
+def rollback_cost(plan: dict | None) -> str | None:
+    """What `invoke rollback --target=latest` would do to the data: 'downgrade the schema' (an expand
+    migration), or 'restore backup X (crosses a contract migration): carry 80 trades, 3 positions;
+    keep aside none', or why it would be refused."""
+    if not plan:
+        return None
+    if plan.get("refused"):
+        return "be refused: " + plan["refused"]
+    if not plan.get("restore"):
+        return "keep the data (no contract migration crossed)"
+    summary = (plan.get("ledger") or {}).get("summary") or {}
+    return (f"restore backup {plan['restore']} (crosses a contract migration): carry forward "
+            f"{summary.get('carried', 'none')}; keep aside {summary.get('kept_aside', 'none')}")
+
+
 def release_rows(report: dict) -> list[dict]:
-    return [dict(report[name], name=name, installed=describe(report[name].get("releases") or []))
+    return [dict(report[name], name=name, installed=describe(report[name].get("releases") or []),
+                 rollback_cost=rollback_cost(report[name].get("rollback")))
             for name in sorted(report)]
 
 

@@ -117,6 +117,15 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         assert revision(ops, bot) == "0003_rename_qty"
         wait_growth(ops, bot)
 
+    # invoke releases tells what the rollback would cost: a contract migration crossed, the trades carried
+    listed = invoke(ops, "releases")
+    assert listed.returncode == 0, output(listed)
+    for bot in BOTS:
+        cost = last_summary(ops, "releases")["bots"][bot]["rollback"]
+        assert cost["target"] == "1.1.0" and cost["restore"], cost
+        assert cost["ledger"]["carried"]["trades"] > 0 and cost["ledger"]["kept_aside"] == [], cost
+    assert "(crosses a contract migration): carry forward " in listed.stdout, listed.stdout
+
     # a release that declares no ledger map for its contract change: the trades made on it cannot be
     # carried back onto the older schema, so the rollback refuses, naming them, and changes nothing
     nomap = root(ops, "bot01") / "releases" / "2.0.0" / "migrations" / "versions" / "0003_rename_qty.py"
