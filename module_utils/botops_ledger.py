@@ -443,14 +443,26 @@ def _carry_sqlite(engine, todo, floor, scratch):
 
 
 def ledger_report(plan, carried=None, previous=None, applied=True):
-    """The modules' `ledger` result: where the rows went (or would go, applied=False)."""
+    """The modules' `ledger` result: where the rows went (or would go, applied=False), per table
+    with the id and time range of what the live database held since the backup."""
     if plan is None:
         return None
     if not applied:
         carried = {e["table"]: e["rows"] for e in plan["tables"] if e["carry"] and e["columns"]}
+    carried = carried or {}
     kept = carry_loss(plan)
     where = f" in {previous}" if previous else (" in the replaced database, kept" if not applied else "")
+    parts = []
+    for e in plan["tables"]:
+        if e["table"] not in carried:
+            continue
+        text = f"{carried[e['table']]} {e['table']}"
+        if not e["holdings"] and e["rows"] and e["first_id"] is not None:
+            text += f" (ids {e['first_id']}-{e['last_id']})"
+        parts.append(text)
     return {"backup_max_id": plan["backup_max_id"], "from_revision": plan["from_revision"],
-            "to_revision": plan["to_revision"], "carried": carried or {}, "kept_aside": kept,
-            "summary": {"carried": describe_carry(carried) or "none",
+            "to_revision": plan["to_revision"], "carried": carried, "kept_aside": kept,
+            "tables": [{k: e[k] for k in ("table", "rows", "first_id", "last_id", "first_time", "last_time",
+                                         "carry", "problems", "lost_values")} for e in plan["tables"]],
+            "summary": {"carried": ", ".join(parts) or "none",
                         "kept_aside": "; ".join(kept) + where if kept else "none"}}

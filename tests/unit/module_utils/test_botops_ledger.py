@@ -120,7 +120,9 @@ def test_trades_since_the_backup_are_carried_through_the_contract_map_with_their
     assert (trades["rows"], trades["first_id"], trades["last_id"], trades["carry"]) == (20, 81, 100, True), trades
     assert ["qty", '"quantity"'] in trades["columns"]
     assert carry_loss(plan) == []
-    assert ledger_report(plan, applied=False)["carried"] == {"trades": 20, "positions": 9, "orders": 9}
+    planned = ledger_report(plan, applied=False)
+    assert planned["carried"] == {"trades": 20, "positions": 9, "orders": 9}
+    assert planned["summary"] == {"carried": "20 trades (ids 81-100), 9 positions, 9 orders", "kept_aside": "none"}
 
     carried = carry_forward(engine, plan, scratch)
     assert carried == {"trades": 20, "positions": 9, "orders": 9}
