@@ -75,7 +75,9 @@ def rows_with_counts(report: dict) -> list[dict]:
 
 def backup_rows(report: dict) -> list[dict]:
     """One row per backup set, newest first per bot, a failed verification on its set's row; a bot
-    without sets gets one row saying so."""
+    without sets gets one row saying so. A damaged set (manifest missing or unreadable) has its row
+    too, never verified, its message 'damaged: <reason>' (what a verification of it failed on), and
+    says so when it is the set that keeps --backup=latest from resolving."""
     rows = []
     for name in sorted(report):
         entry = report[name]
@@ -95,7 +97,12 @@ def backup_rows(report: dict) -> list[dict]:
             label = backup.get("label") or ""
             if backup.get("safety_for"):
                 label = f"safety before restoring {backup['safety_for']}"
-            message = [problems[backup["backup_id"]]] if backup.get("backup_id") in problems else []
+            if backup.get("damaged"):
+                message = [f"damaged: {backup['damaged']}"]
+                if backup.get("backup_id") == entry.get("latest_blocked_by"):
+                    message.append("blocks 'latest'")
+            else:
+                message = [problems[backup["backup_id"]]] if backup.get("backup_id") in problems else []
             rows.append({
                 "name": name,
                 "result": entry.get("result"),
@@ -103,7 +110,7 @@ def backup_rows(report: dict) -> list[dict]:
                 "created_at": backup.get("created_at"),
                 "release": backup.get("release"),
                 "size_mb": round(size / 1048576, 2) if isinstance(size, int) else None,
-                "verified": backup.get("verified"),
+                "verified": False if backup.get("damaged") else backup.get("verified"),
                 "test_restored": backup.get("test_restored"),
                 "label": label,
                 "message": "; ".join((notes if index == 0 else []) + message),
@@ -131,8 +138,8 @@ def backup(c, label=None, inventory=None, limit=None, check=False, takeover=Fals
     help=dict(
         COMMON_HELP,
         **OVERRIDE_HELP,
-        backup="'latest' (the newest set that is not a restore's safety backup) or a backup id (required); "
-               "'invoke backups' lists them",
+        backup="'latest' (the newest set that is not a restore's safety backup; refused when that set is damaged) "
+               "or a backup id (required); 'invoke backups' lists them",
         batch="bots restored at once: a number or a percentage (default 100%); "
               "a batch with a failed bot stops the next ones",
         carry_forward="carry the trades made since the backup into the restored database (their ids and "

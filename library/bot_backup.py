@@ -23,6 +23,13 @@ description:
     release ledger still lists as current or good are never deleted. The C(.tmp-*) directories that
     killed backups left are removed too (a backup in progress holds the store's lock, so none is removed
     under it)."
+  - "C(state=pruned) never deletes a damaged set (a set directory whose C(manifest.json) is missing or
+    unreadable): without its manifest nothing says whether it was worth keeping, and deleting it would
+    hide the damage. It is kept, listed in C(kept) with the reason and in C(damaged), and a warning asks
+    the operator to look at it and repair or remove it by hand. It does not count among the newest
+    C(keep_last), which are the readable sets a restore could use."
+  - "C(state=verified) of a damaged set fails naming the reason, and C(backup_id=latest) fails when the
+    newest set is damaged rather than verify an older one in its place (M(bot_backup_info) lists it)."
   - "C(state=pruned) applies the same two rules to the live databases restores replaced and kept
     (C(<db>_pre_restore_<time>), or C(<file>.pre-restore-<time>) for SQLite, by M(bot_restore) and
     M(bot_rollout)): one is kept when it is one of the newest C(keep_last) or younger than
@@ -186,7 +193,12 @@ deleted:
   type: list
   elements: dict
 kept:
-  description: Sets kept by retention, with the rule that keeps each.
+  description: Sets kept by retention, with the rule that keeps each (a damaged set with its reason).
+  returned: state is pruned
+  type: list
+  elements: dict
+damaged:
+  description: Damaged sets (manifest missing or unreadable) retention kept, each with backup_id and reason.
   returned: state is pruned
   type: list
   elements: dict
@@ -335,7 +347,11 @@ def prune(module, store, engine, result):
         kept_dbs = []
         module.warn(f"bot '{p['bot']['name']}': the databases restores kept were not looked at: {exc}")
     drop_dbs, keep_dbs = plan_kept_retention(kept_dbs, keep_last, max_age)
-    result.update(keep_last=keep_last, max_age_days=max_age,
+    damaged = [{"backup_id": s["backup_id"], "reason": s["damaged"]} for s in sets if s["damaged"]]
+    for entry in damaged:  # kept (plan_retention), and said so on every run until someone looks at it
+        module.warn(f"bot '{p['bot']['name']}': backup {entry['backup_id']} is damaged ({entry['reason']}); "
+                    "retention keeps it: look at it, then repair or remove it by hand")
+    result.update(keep_last=keep_last, max_age_days=max_age, damaged=damaged,
                   deleted=[{"backup_id": b, "why": why} for b, why in delete],
                   kept=[{"backup_id": b, "why": why} for b, why in keep],
                   deleted_databases=[{"name": n, "why": why} for n, why in drop_dbs],

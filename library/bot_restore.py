@@ -42,7 +42,11 @@ options:
     type: dict
     default: {}
   backup_id:
-    description: The set to restore, or C(latest) (the newest set that is not a restore's safety backup).
+    description:
+      - The set to restore, or C(latest) (the newest set that is not a restore's safety backup).
+      - A damaged set (its C(manifest.json) missing or unreadable) is refused naming the reason, and
+        C(latest) refuses to resolve past one that is newer than every readable set rather than restore an
+        older set silently; the message names the newest readable set to pass explicitly.
     type: str
     required: true
   restore_files:

@@ -60,7 +60,8 @@ options:
       - The backup leading back, taken before this change (M(bot_backup)). On a deploy it is recorded
         on the target's ledger entry and restored if a contract migration must be undone; on a
         rollback across a contract migration it is the data restored (default the one the ledger links
-        to the release being left). V(latest) is the newest set.
+        to the release being left). V(latest) is the newest set; when that set is damaged (its
+        C(manifest.json) missing or unreadable) the call fails naming it rather than take an older one.
     type: str
   restore:
     description:

@@ -21,6 +21,11 @@ A backup set is a directory ``<backups>/<backup_id>/`` (mode 0700) holding, each
 
 A set is built in ``<backups>/.tmp-<backup_id>`` and renamed into place only when complete, so a
 backup that fails or is killed never leaves a directory that looks like a set.
+
+A directory named like a set whose manifest cannot be read (missing, truncated, not this set's) is a
+damaged set: it is listed as such with the reason, never skipped, never used as a backup, and never
+passed over silently by ``latest`` (BackupStore.list and resolve). Its time is the one its id starts
+with, the only time known without the manifest.
 """
 
 from __future__ import annotations
@@ -80,6 +85,18 @@ class BackupError(Exception):
     """A backup operation failed; the message names the step and the cause."""
 
 
+class DamagedBackup(BackupError):
+    """A set that is there but cannot be used: its manifest is missing or unreadable.
+
+    backup_id names the set and reason says what is wrong with it, so that callers can report it
+    (bot_backup_info: which set keeps 'latest' from resolving)."""
+
+    def __init__(self, message, backup_id, reason):
+        super().__init__(message)
+        self.backup_id = backup_id
+        self.reason = reason
+
+
 # --------------------------------------------------------------------------- ids, names, small helpers
 def validate_backup_id(value, allow_latest=False):
     """Return the id when it is a well-formed backup id (or 'latest'); raise BackupError otherwise.
@@ -96,6 +113,14 @@ def validate_backup_id(value, allow_latest=False):
 def new_backup_id(now=None):
     now = time.time() if now is None else now
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets_mod.token_hex(3)
+
+
+def id_time(backup_id):
+    """Seconds since the epoch of the UTC time a backup id starts with (None when it is no valid time)."""
+    try:
+        return datetime.strptime(str(backup_id)[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
 
 
 def utc_iso(ts=None):
@@ -262,17 +287,36 @@ class BackupStore:
         finally:
             os.close(fd)
 
-    def load(self, backup_id):
-        """The manifest of a complete set; BackupError when there is none."""
+    def read(self, backup_id):
+        """(manifest, None) of a complete set, (None, reason) of a damaged one: a set directory whose
+        manifest is missing, unreadable, not a JSON object or about another set. BackupError when
+        there is no set by that id at all."""
         directory = self.path(backup_id)
+        if not os.path.lexists(directory):
+            raise BackupError(f"backup {backup_id} not found in {self.directory}")
+        if not os.path.isdir(directory):
+            return None, "not a directory"
         try:
             manifest = read_json(os.path.join(directory, MANIFEST))
         except FileNotFoundError:
-            raise BackupError(f"backup {backup_id} not found in {self.directory}") from None
-        except (OSError, ValueError) as exc:
-            raise BackupError(f"backup {backup_id}: unreadable manifest: {exc}") from None
-        if not isinstance(manifest, dict) or manifest.get("backup_id") != backup_id:
-            raise BackupError(f"backup {backup_id}: manifest does not describe this set")
+            return None, f"{MANIFEST} missing"
+        except OSError as exc:
+            return None, f"{MANIFEST} unreadable: {exc.strerror or exc}"
+        except ValueError as exc:  # JSONDecodeError (truncated, empty), UnicodeDecodeError
+            return None, f"{MANIFEST} unreadable: {exc}"
+        if not isinstance(manifest, dict):
+            return None, f"{MANIFEST} is not a JSON object"
+        if manifest.get("backup_id") != backup_id:
+            return None, f"{MANIFEST} describes backup {manifest.get('backup_id')!r}, not this set"
+        return manifest, None
+
+    def load(self, backup_id):
+        """The manifest of a complete set; BackupError when there is no such set, DamagedBackup
+        (naming the reason) when the set is there but its manifest cannot be read."""
+        manifest, damage = self.read(backup_id)
+        if damage:
+            raise DamagedBackup(f"backup {backup_id} in {self.directory} is damaged ({damage}): it cannot be "
+                                "used; pick another set ('invoke backups' lists them)", backup_id, damage)
         return manifest
 
     def verification(self, backup_id):
@@ -286,7 +330,13 @@ class BackupStore:
         write_json(os.path.join(self.path(backup_id), VERIFIED), record)
 
     def list(self):
-        """Complete sets, newest first: dicts with backup_id, path, manifest, verification."""
+        """Every set, newest first: dicts with backup_id, path, manifest, verification, damaged, time.
+
+        A damaged set (see read) is listed too, never skipped: damaged names the reason (None for a
+        complete set), its manifest is {} and its verification None (a record written before the
+        damage says nothing about the set as it is now). A set's time is its manifest's created_at,
+        or, when that cannot be read, the time its id starts with; sets are ordered by it (then id).
+        The .tmp-* directories of unfinished backups are not sets (see temp_dirs)."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
@@ -296,21 +346,37 @@ class BackupStore:
             if not BACKUP_ID_RE.fullmatch(name) or ".." in name:
                 continue
             try:
-                manifest = self.load(name)
-            except BackupError:
+                manifest, damage = self.read(name)
+            except BackupError:  # removed since listdir
                 continue
+            created = (parse_iso(manifest.get("created_at")) if manifest else None) or id_time(name) or 0
             sets.append({"backup_id": name, "path": os.path.join(self.directory, name),
-                         "manifest": manifest, "verification": self.verification(name)})
-        sets.sort(key=lambda s: (parse_iso(s["manifest"].get("created_at")) or 0, s["backup_id"]), reverse=True)
+                         "manifest": manifest or {}, "verification": None if damage else self.verification(name),
+                         "damaged": damage, "time": created})
+        sets.sort(key=lambda s: (s["time"], s["backup_id"]), reverse=True)
         return sets
 
     def resolve(self, backup_id):
-        """A backup id, or 'latest': the newest set that is not a restore's safety backup."""
+        """A backup id, or 'latest': the newest set that is not a restore's safety backup.
+
+        'latest' never resolves past a damaged set: when the newest set that could be it is damaged
+        (its kind is unknown, so it may be the newest real backup), DamagedBackup names it, the
+        reason, and the newest readable set to pass explicitly instead. An explicit id of a damaged
+        set fails the same way (load)."""
         validate_backup_id(backup_id, allow_latest=True)
         if backup_id != "latest":
             self.load(backup_id)
             return backup_id
-        for entry in self.list():
+        sets = self.list()
+        for index, entry in enumerate(sets):
+            if entry["damaged"]:
+                good = next((s["backup_id"] for s in sets[index + 1:]
+                             if not s["damaged"] and not s["manifest"].get("safety_for")), None)
+                hint = (f"pass an explicit id to use an older set, e.g. --backup={good} (backup_id={good}), the "
+                        "newest readable one" if good else "no older readable set to fall back to")
+                raise DamagedBackup(f"backup {entry['backup_id']} in {self.directory} is damaged ({entry['damaged']}) "
+                                    "and newer than every readable backup 'latest' could pick: 'latest' does not "
+                                    f"resolve past a damaged set; {hint}", entry["backup_id"], entry["damaged"])
             if not entry["manifest"].get("safety_for"):
                 return entry["backup_id"]
         raise BackupError(f"no backup in {self.directory}")
@@ -326,14 +392,20 @@ class BackupStore:
 
 
 def summarize(entry):
-    """The short form of a set for results and listings."""
-    m = entry["manifest"]
-    v = entry.get("verification") or {}
+    """The short form of a set for results and listings. A damaged set has no manifest to describe
+    it: it shows its id's time as created_at, damaged with the reason, and is never verified."""
+    m = entry["manifest"] or {}
+    damaged = entry.get("damaged")
+    v = {} if damaged else entry.get("verification") or {}
     db = m.get("database") or {}
+    created_at = m.get("created_at")
+    if damaged and id_time(entry["backup_id"]) is not None:
+        created_at = utc_iso(id_time(entry["backup_id"]))
     return {
         "backup_id": entry["backup_id"],
         "path": entry["path"],
-        "created_at": m.get("created_at"),
+        "damaged": damaged,
+        "created_at": created_at,
         "size": m.get("size"),
         "release": m.get("release"),
         "linked_release": m.get("linked_release"),
@@ -1320,13 +1392,25 @@ def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=No
     keep_last, or younger than max_age_days, or the newest verified set, or linked to a release
     in `protected`, or named in `protected_ids` (the release ledger's backups of current and
     good releases). With neither rule given nothing is deleted.
+    A damaged set (its manifest unreadable) is always kept, its reason saying why: whether it was
+    worth keeping cannot be known without its manifest, and deleting it would hide the damage, so an
+    operator looks at it and removes it by hand. It does not count among the newest keep_last, which
+    are the readable sets a restore could use.
     Returns (delete: [(backup_id, why)], keep: [(backup_id, why)])."""
     now = time.time() if now is None else now
     delete, keep = [], []
-    newest_verified = next((s["backup_id"] for s in sets if (s.get("verification") or {}).get("ok")), None)
-    if keep_last is None and max_age_days is None:
-        return [], [(s["backup_id"], "no retention rule") for s in sets]
-    for index, entry in enumerate(sets):
+    newest_verified = next((s["backup_id"] for s in sets
+                            if not s.get("damaged") and (s.get("verification") or {}).get("ok")), None)
+    readable = 0
+    for entry in sets:
+        if entry.get("damaged"):
+            keep.append((entry["backup_id"], f"damaged ({entry['damaged']}): retention never deletes a damaged "
+                                             "set; look at it, then repair or remove it by hand"))
+            continue
+        if keep_last is None and max_age_days is None:
+            keep.append((entry["backup_id"], "no retention rule"))
+            continue
+        index, readable = readable, readable + 1
         m = entry["manifest"]
         created = parse_iso(m.get("created_at"))
         age_days = (now - created) / 86400.0 if created is not None else None

@@ -135,6 +135,27 @@ def test_backup_rows_one_per_set_with_the_failure_on_its_row():
     assert rows[2]["message"] == "retention deleted 1 set(s); no backups"
 
 
+def test_backup_rows_show_a_damaged_set_with_its_reason():
+    reason = "manifest.json unreadable: Expecting value: line 1 column 1 (char 0)"
+    report = {
+        "bot01": {"result": "failed", "message": "Fail the bot when a backup set failed verification: ...",
+                  "latest": None, "latest_blocked_by": "20261121T020600Z-bbbbbb",
+                  "problems": {"20261121T020600Z-bbbbbb": "Failed to verify backup of bot 'bot01': backup "
+                                                          f"20261121T020600Z-bbbbbb in /b is damaged ({reason}): ..."},
+                  "backups": [{"backup_id": "20261121T020600Z-bbbbbb", "damaged": reason, "verified": False,
+                               "created_at": "2026-11-21T02:06:00Z"},
+                              {"backup_id": "20261121T020000Z-aaaaaa", "damaged": None, "verified": True}]},
+    }
+    rows = backup.backup_rows(report)
+    assert [(r["backup_id"], r["verified"]) for r in rows] == [("20261121T020600Z-bbbbbb", False),
+                                                               ("20261121T020000Z-aaaaaa", True)]
+    assert rows[0]["message"] == f"damaged: {reason}; blocks 'latest'"
+    assert rows[0]["created_at"] == "2026-11-21T02:06:00Z" and rows[1]["message"] == ""
+    report["bot01"].update(result="ok", message="", latest="20261121T030000Z-cccccc", latest_blocked_by=None,
+                          problems={})
+    assert backup.backup_rows(report)[0]["message"] == f"damaged: {reason}"
+
+
 def test_rows_with_counts_and_release_descriptions():
     rows = backup.rows_with_counts({"bot04": {"rows": {"row_counts": {"trades": 12, "orders": 3},
                                                        "ledger_max_id": 12}}})

@@ -83,6 +83,86 @@ def test_retention_keeps_backups_the_ledger_names():
     assert delete == [] and dict(keep)["a"].startswith("named by the release ledger")
 
 
+def write_set(store_dir, backup_id, created_at=None, safety_for=None, manifest=None):
+    """A set directory as BackupStore reads it: manifest.json (given raw text, or built) and a file."""
+    directory = store_dir / backup_id
+    directory.mkdir(parents=True)
+    (directory / "files.tar.gz").write_bytes(b"data")
+    if manifest is None:
+        manifest = json.dumps({"backup_id": backup_id, "created_at": created_at, "safety_for": safety_for})
+    if manifest is not False:
+        (directory / "manifest.json").write_text(manifest)
+    return directory
+
+
+def test_damaged_sets_are_listed_in_their_place_with_the_reason(tmp_path):
+    write_set(tmp_path, "20261121T020000Z-a", "2026-11-21T02:00:00Z")
+    write_set(tmp_path, "20261121T020600Z-b", manifest='{"backup_id": "20261121T020600Z-b", "created_')
+    write_set(tmp_path, "20261121T010000Z-c", manifest=False)
+    write_set(tmp_path, "20261121T030000Z-d", manifest=json.dumps({"backup_id": "20261121T020000Z-a"}))
+    write_set(tmp_path, "20261121T000000Z-e", manifest="[]")
+    (tmp_path / "20261120T000000Z-f").write_text("a file, not a set")
+    (tmp_path / ".tmp-20261121T040000Z-g").mkdir()  # an unfinished backup, not a damaged set
+    write_set(tmp_path, "20261121T050000Z-h", "2026-11-21T05:00:00Z", safety_for="20261121T020000Z-a")
+    store = bb.BackupStore(str(tmp_path))
+    listed = {s["backup_id"]: s for s in store.list()}
+    assert list(listed) == ["20261121T050000Z-h", "20261121T030000Z-d", "20261121T020600Z-b", "20261121T020000Z-a",
+                            "20261121T010000Z-c", "20261121T000000Z-e", "20261120T000000Z-f"]
+    try:
+        json.loads('{"backup_id": "20261121T020600Z-b", "created_')
+    except ValueError as exc:
+        truncated = f"manifest.json unreadable: {exc}"
+    assert {b: s["damaged"] for b, s in listed.items()} == {
+        "20261121T050000Z-h": None, "20261121T020000Z-a": None,
+        "20261121T030000Z-d": "manifest.json describes backup '20261121T020000Z-a', not this set",
+        "20261121T020600Z-b": truncated,
+        "20261121T010000Z-c": "manifest.json missing",
+        "20261121T000000Z-e": "manifest.json is not a JSON object",
+        "20261120T000000Z-f": "not a directory"}
+    assert listed["20261121T020600Z-b"]["manifest"] == {} and listed["20261121T020600Z-b"]["verification"] is None
+    assert bb.summarize(listed["20261121T020600Z-b"])["created_at"] == "2026-11-21T02:06:00Z"
+    with pytest.raises(bb.DamagedBackup, match="20261121T010000Z-c .* is damaged \\(manifest.json missing\\)"):
+        store.load("20261121T010000Z-c")
+    with pytest.raises(bb.BackupError, match="not found"):
+        store.load("20261121T010000Z-none")
+
+
+def test_latest_counts_a_damaged_set_whose_kind_is_unknown(tmp_path):
+    store = bb.BackupStore(str(tmp_path))
+    write_set(tmp_path, "20261121T020000Z-a", "2026-11-21T02:00:00Z")
+    write_set(tmp_path, "20261121T030000Z-safety", "2026-11-21T03:00:00Z", safety_for="20261121T020000Z-a")
+    assert store.resolve("latest") == "20261121T020000Z-a"  # safety backups are skipped, as before
+    write_set(tmp_path, "20261121T010000Z-old", manifest="{")
+    assert store.resolve("latest") == "20261121T020000Z-a"  # a damaged set older than it changes nothing
+    write_set(tmp_path, "20261121T020600Z-b", manifest="")  # newer than a, older than the safety backup
+    with pytest.raises(bb.DamagedBackup) as refused:
+        store.resolve("latest")
+    assert (refused.value.backup_id, refused.value.reason) == (
+        "20261121T020600Z-b", "manifest.json unreadable: Expecting value: line 1 column 1 (char 0)")
+    assert "'latest' does not resolve past a damaged set" in str(refused.value)
+    assert "e.g. --backup=20261121T020000Z-a" in str(refused.value)
+    assert store.resolve("20261121T020000Z-a") == "20261121T020000Z-a"
+    with pytest.raises(bb.DamagedBackup, match="manifest.json unreadable"):
+        store.resolve("20261121T020600Z-b")
+    (tmp_path / "20261121T020000Z-a" / "manifest.json").write_text("{")
+    with pytest.raises(bb.DamagedBackup, match="no older readable set to fall back to"):
+        store.resolve("latest")
+
+
+def test_retention_keeps_damaged_sets_outside_keep_last():
+    sets = sets_of(("d", "2026-11-20T00:00:00Z", None, False), ("c", "2026-10-01T00:00:00Z", None, True),
+                   ("b", "2026-09-01T00:00:00Z", None, False), ("a", "2026-08-01T00:00:00Z", None, False))
+    sets[0].update(manifest={}, verification={"ok": True}, damaged="manifest.json missing")
+    sets[2].update(manifest={}, damaged="manifest.json unreadable: Expecting value: line 1 column 1 (char 0)")
+    delete, keep = bb.plan_retention(sets, keep_last=1, max_age_days=1, now=NOW)
+    assert [d for d, _ in delete] == ["a"]
+    keep = dict(keep)
+    assert keep["c"] == "one of the newest 1"  # a damaged set is not one of the newest readable ones
+    assert keep["d"].startswith("damaged (manifest.json missing): retention never deletes a damaged set")
+    assert keep["b"].startswith("damaged (manifest.json unreadable: Expecting value")
+    assert dict(bb.plan_retention(sets, None, None, now=NOW)[1])["d"].startswith("damaged (")
+
+
 def test_compare_counts_names_each_difference():
     db = {"row_counts": {"trades": 10, "orders": 2}, "ledger_max_id": 10, "alembic_revision": "0002"}
     assert bb.compare_counts(db, {"trades": 10, "orders": 2}, 10, "0002") == []

@@ -265,3 +265,113 @@ def test_the_next_backup_removes_what_a_killed_one_left(root):
     second = take(root)
     assert second["changed"] and not killed.exists()
     assert backups(root) == sorted([first, second["backup_id"]])
+
+
+def truncate_manifest(root, backup_id, keep=0.5):
+    """Cut the set's manifest.json short, as a full disk or a broken copy leaves it; returns the reason
+    json itself gives for refusing what is left."""
+    path = root / "backups" / backup_id / "manifest.json"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    try:
+        json.loads(path.read_text())
+    except ValueError as exc:
+        return str(exc)
+    raise AssertionError("the truncated manifest still parses")
+
+
+@pytest.fixture
+def damaged_newest(root):
+    """A good set and, six minutes later, a set whose manifest was cut short: (good id, damaged id, reason)."""
+    good, newest = "20261121T020000Z-3fa9c1", "20261121T020600Z-7be2d0"
+    for backup_id, at in ((good, "2026-11-21T02:00:00Z"), (newest, "2026-11-21T02:06:00Z")):
+        assert take(root, backup_id=backup_id)["changed"]
+        set_created_at(root, backup_id, at)
+    assert run_module(bot_backup.main, module_args(root, state="verified", backup_id=newest))["verification"]["ok"]
+    return good, newest, truncate_manifest(root, newest)
+
+
+def test_a_set_with_a_truncated_manifest_is_listed_as_damaged_with_the_reason(root, damaged_newest):
+    good, newest, reason = damaged_newest
+    killed = root / "backups" / ".tmp-20261121T030000Z-killed"  # unfinished, not damaged: never listed
+    killed.mkdir()
+    (killed / "manifest.json").write_text('{"backup_id": "20261121T0')
+    info = run_module(bot_backup_info.main, module_args(root))
+    assert not info.get("failed"), info
+    assert [b["backup_id"] for b in info["backups"]] == [newest, good]
+    damaged, intact = info["backups"]
+    assert damaged["damaged"] == f"manifest.json unreadable: {reason}"
+    assert damaged["verified"] is False  # the verification recorded before the damage no longer counts
+    assert damaged["created_at"] == "2026-11-21T02:06:00Z"  # from its id
+    assert damaged["size"] is None and damaged["path"] == str(root / "backups" / newest)
+    assert intact["damaged"] is None and intact["created_at"] == "2026-11-21T02:00:00Z"
+    assert info["latest"] is None and info["latest_blocked_by"] == newest
+
+    (root / "backups" / newest / "manifest.json").unlink()
+    info = run_module(bot_backup_info.main, module_args(root))
+    assert info["backups"][0]["damaged"] == "manifest.json missing"
+
+
+def test_latest_refuses_to_resolve_past_a_damaged_newer_set(root, damaged_newest):
+    good, newest, reason = damaged_newest
+    for check_mode in (True, False):
+        result = run_module(bot_backup.main, module_args(root, state="verified", backup_id="latest"),
+                            check_mode=check_mode)
+        assert result["failed"], result
+        assert (f"backup {newest} in {root / 'backups'} is damaged (manifest.json unreadable: {reason}) and newer "
+                "than every readable backup 'latest' could pick") in result["msg"]
+        assert "'latest' does not resolve past a damaged set" in result["msg"]
+        assert f"--backup={good}" in result["msg"]
+        assert not (root / "backups" / good / "verified.json").exists()  # the older set was not taken instead
+    one = run_module(bot_backup_info.main, module_args(root, backup_id="latest"))
+    assert one["failed"] and newest in one["msg"] and reason in one["msg"]
+
+    explicit = run_module(bot_backup.main, module_args(root, state="verified", backup_id=newest))
+    assert explicit["failed"] and f"backup {newest}" in explicit["msg"]
+    assert f"is damaged (manifest.json unreadable: {reason})" in explicit["msg"]
+    older = run_module(bot_backup.main, module_args(root, state="verified", backup_id=good))
+    assert not older.get("failed") and older["backup_id"] == good and older["verification"]["ok"], older
+    left = (root / "backups" / newest / "manifest.json").read_bytes()
+    again = take(root, backup_id=newest)  # the id is taken: the damaged set is neither reused nor overwritten
+    assert again["failed"] and "is damaged" in again["msg"]
+    assert (root / "backups" / newest / "manifest.json").read_bytes() == left
+
+
+def test_a_damaged_set_older_than_the_latest_good_one_does_not_stop_latest(root, damaged_newest):
+    good, newest, _ = damaged_newest
+    take(root, backup_id="20261121T021000Z-after")
+    set_created_at(root, "20261121T021000Z-after", "2026-11-21T02:10:00Z")
+    info = run_module(bot_backup_info.main, module_args(root))
+    assert [b["backup_id"] for b in info["backups"]] == ["20261121T021000Z-after", newest, good]
+    assert info["latest"] == "20261121T021000Z-after" and info["latest_blocked_by"] is None
+
+
+def test_retention_keeps_a_damaged_set_and_says_so(root, monkeypatch):
+    ids = [f"202611{day:02d}T020000Z-daily" for day in range(1, 6)]
+    for i, backup_id in enumerate(ids):
+        take(root, backup_id=backup_id)
+        set_created_at(root, backup_id, f"2025-11-{i + 1:02d}T02:00:00Z")  # all far older than a day
+    reasons = {ids[1]: truncate_manifest(root, ids[1]), ids[4]: truncate_manifest(root, ids[4], keep=0)}
+    warned = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, msg: warned.append(msg))
+
+    check = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1, max_age_days=1),
+                       check_mode=True)
+    assert sorted(d["backup_id"] for d in check["deleted"]) == [ids[0], ids[2]]
+    result = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1, max_age_days=1))
+    assert result["changed"] and not result.get("failed"), result
+    assert sorted(d["backup_id"] for d in result["deleted"]) == [ids[0], ids[2]]
+    kept = {k["backup_id"]: k["why"] for k in result["kept"]}
+    # the damaged newest set does not take the place of the newest readable one
+    assert kept[ids[3]] == "one of the newest 1"
+    assert reasons[ids[4]] == "Expecting value: line 1 column 1 (char 0)"
+    for backup_id in (ids[1], ids[4]):
+        assert kept[backup_id].startswith(f"damaged (manifest.json unreadable: {reasons[backup_id]}): retention "
+                                          "never deletes a damaged set")
+    assert result["damaged"] == [{"backup_id": ids[4], "reason": f"manifest.json unreadable: {reasons[ids[4]]}"},
+                                 {"backup_id": ids[1], "reason": f"manifest.json unreadable: {reasons[ids[1]]}"}]
+    assert backups(root) == [ids[1], ids[3], ids[4]]
+    assert len(warned) == 4 and all("is damaged" in w and "retention keeps it" in w for w in warned)
+    assert f"backup {ids[1]} is damaged (manifest.json unreadable: {reasons[ids[1]]})" in warned[-1]
+    again = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1, max_age_days=1))
+    assert again["changed"] is False and again["actions"] == [] and backups(root) == [ids[1], ids[3], ids[4]]

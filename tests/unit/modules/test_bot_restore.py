@@ -202,3 +202,39 @@ def test_a_restore_that_would_take_trades_out_of_the_ledger_is_refused_unless_ac
     kept = accepted["ledger_loss"]
     assert (kept["rows"], kept["first_id"], kept["last_id"]) == (12, 31, 42), kept
     assert any(a.startswith(f"kept aside in {accepted['previous_database']}: 12 trades") for a in accepted["actions"])
+
+
+def test_latest_refuses_a_damaged_newer_set_and_an_explicit_older_id_restores(root, service, backup_id):
+    """A truncated manifest in the newest set: 'latest' fails naming it instead of restoring the set
+    six minutes older; the older set restores when asked for by id."""
+    def set_created_at(set_id, created_at):
+        path = root / "backups" / set_id / "manifest.json"
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), created_at=created_at)))
+
+    set_created_at(backup_id, "2026-11-21T02:00:00Z")
+    add_trades(root, 4)
+    newest = "20261121T020600Z-7be2d0"
+    assert run_module(bot_backup.main, module_args(root, backup_id=newest))["changed"]
+    set_created_at(newest, "2026-11-21T02:06:00Z")
+    manifest = root / "backups" / newest / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    sets_before = sorted(p.name for p in (root / "backups").iterdir())
+
+    for check_mode in (True, False):
+        result = restore(root, check_mode=check_mode, backup_id="latest")
+        assert result["failed"] and not result["changed"], result
+        assert f"backup {newest} in {root / 'backups'} is damaged (manifest.json unreadable: " in result["msg"]
+        assert "and newer than every readable backup 'latest' could pick" in result["msg"]
+        assert f"pass an explicit id to use an older set, e.g. --backup={backup_id}" in result["msg"]
+        assert result.get("backup_id") is None  # nothing was resolved
+    explicit = restore(root, backup_id=newest)
+    assert explicit["failed"], explicit
+    assert f"backup {newest} in {root / 'backups'} is damaged (manifest.json unreadable: " in explicit["msg"]
+    assert db_state(root) == (34, 34) and service.calls == []
+    assert sorted(p.name for p in (root / "backups").iterdir()) == sets_before  # no safety backup either
+
+    older = restore(root, check_mode=True, backup_id=backup_id)
+    assert older["changed"] and not older.get("failed") and older["backup_id"] == backup_id, older
+    done = restore(root, backup_id=backup_id)
+    assert done["changed"] and not done.get("failed"), done
+    assert db_state(root) == (30, 30) and service.calls == ["stop", "start"]
