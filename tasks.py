@@ -2,7 +2,9 @@
 
 from invoke import Collection
 
-from botops import backup, bench, maintenance, promote, release, releases, remote, restart, safety, sandbox, schedule
+from botops import (
+    backup, bench, maintenance, promote, recover, release, releases, remote, restart, safety, sandbox, schedule,
+)
 from botops.operation import parser_errors_exit_2
 from botops.status import status
 
@@ -14,6 +16,7 @@ ns.add_task(release.deploy)
 ns.add_task(release.rollback)
 ns.add_task(releases.releases)
 ns.add_task(restart.restart)
+ns.add_task(recover.recover)
 ns.add_task(backup.backup)
 ns.add_task(backup.restore)
 ns.add_task(backup.backups)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -76,6 +77,31 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
             raise InventoryError(f"the profiles of the targeted bots are invalid ({profiles.profiles_dir()}):\n  "
                                  + "\n  ".join(problems))
     return path, selected
+
+
+def identities(path: Path, names: list[str]) -> dict[str, str]:
+    """What each bot is, whatever inventory or spelling names it: '<address>:<bot_root>', the address
+    being ansible_host (else the host name), or 'localhost' for a local connection. Two runs whose
+    bots share an identity operate the same bots (the front end's fleet lock is keyed by it)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.vars.manager import VariableManager
+
+    manager = InventoryManager(loader=data_loader(), sources=[str(path)], parse=True)
+    variables = VariableManager(loader=manager._loader, inventory=manager)
+    found = {}
+    for name in names:
+        host_vars = _vars(variables, manager, name)
+        root = host_vars.get("bot_root")
+        if not isinstance(root, str) or _templated(root):
+            found[name] = f"{name}:?"  # no usable root: the name is all that is known
+            continue
+        if host_vars.get("ansible_connection") == "local":
+            address = "localhost"
+        else:
+            address = host_vars.get("ansible_host") or name
+            address = name if not isinstance(address, str) or _templated(address) else address
+        found[name] = f"{address}:{os.path.normpath(root)}"
+    return found
 
 
 def data_loader():

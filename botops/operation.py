@@ -15,7 +15,7 @@ from pathlib import Path
 
 from invoke import Exit
 
-from botops.inventory import InventoryError, hosts
+from botops.inventory import InventoryError, hosts, identities
 from botops.report import shown, table
 from botops.runner import EXIT_KILL_SWITCH, EXIT_OK, EXIT_USAGE, REPO, PlaybookRun
 
@@ -42,9 +42,28 @@ def lock_dir() -> Path:
     return Path(os.environ.get("BOTOPS_LOCK_DIR", REPO / ".locks"))
 
 
-def fleet_lock_path(inventory: Path) -> Path:
-    digest = hashlib.sha256(str(inventory).encode()).hexdigest()[:12]
-    return lock_dir() / f"fleet-{digest}.lock"
+def fleet_lock_paths(bots: dict[str, str]) -> dict[str, Path]:
+    """The fleet lock of a run: one controller lock file per targeted bot, keyed by what the bot is
+    (botops.inventory.identities: its address and root), not by the inventory's path or spelling.
+    Two runs that target an overlapping set of bots, through any inventories, cannot both hold it."""
+    return {name: lock_dir() / f"fleet-bot-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.lock"
+            for name, identity in bots.items()}
+
+
+def acquire_fleet_lock(locks, task: str, bots: dict[str, str], run_id: str, takeover: bool) -> list[Path]:
+    """Take the fleet lock (every targeted bot's controller lock, in name order); all or none.
+    Returns the lock files taken; raises Exit (2) naming the bot and the run holding it."""
+    taken = []
+    for name, path in sorted(fleet_lock_paths(bots).items()):
+        try:
+            locks.acquire(str(path), run_id, task, ttl=6 * 3600, owner_pid=os.getpid(), takeover=takeover)
+        except (locks.LockError, OSError) as exc:
+            for held in taken:
+                locks.release(str(held), run_id)
+            raise Exit(f"{task}: refused, the fleet lock of {name} ({bots[name]}, {path}) is taken: {exc}",
+                       code=EXIT_USAGE) from None
+        taken.append(path)
+    return taken
 
 
 def usage_error(task: str, message: str) -> Exit:
@@ -128,7 +147,6 @@ def run_operation(
     print(f"{task}: {len(bots)} bot(s) from {inventory_path}{mode}", flush=True)
 
     locks = _lock_lib()
-    lock_path = fleet_lock_path(inventory_path)
     try:
         run = PlaybookRun(playbook, inventory=str(inventory_path), limit=limit, check=check,
                           extravars=dict(extravars or {}))
@@ -136,18 +154,18 @@ def run_operation(
         raise usage_error(task, str(exc)) from None
     run.extravars.update(botops_run_id=run.ident, botops_owner_pid=os.getpid(), botops_takeover=takeover,
                          botops_override_kill_switch=bool(override_kill_switch))
-    held = False
+    held = []
     if lock and not check:
         try:
-            held, _, _ = locks.acquire(str(lock_path), run.ident, task, ttl=6 * 3600, owner_pid=os.getpid(),
-                                       takeover=takeover)
-        except locks.LockError as exc:
-            raise Exit(f"{task}: refused, the fleet lock {lock_path} is taken: {exc}", code=EXIT_USAGE) from None
+            targeted = identities(inventory_path, bots)
+        except InventoryError as exc:
+            raise usage_error(task, str(exc)) from None
+        held = acquire_fleet_lock(locks, task, targeted, run.ident, takeover)
     try:
         result = run.run()
     finally:
-        if held:
-            locks.release(str(lock_path), run.ident)
+        for path in held:
+            locks.release(str(path), run.ident)
 
     if rows is not None:
         lines = rows(result.report)

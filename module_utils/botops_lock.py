@@ -85,7 +85,8 @@ def plan_acquire(path, run_id, takeover=False):
                         "Wait for that run to finish.", current)
     if not takeover:
         raise LockError(f"a stale lock is held by {describe(current)} ({reason}). Check that run is really "
-                        "gone, then take it over (--takeover / takeover=true).", current)
+                        "gone, then take it over (--takeover / takeover=true), or put the bots it left back "
+                        "running with invoke recover.", current)
     return "take", current
 
 

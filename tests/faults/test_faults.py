@@ -500,3 +500,35 @@ def test_controller_killed_in_the_middle_of_the_carry_forward(ops):
     assert_nothing_lost(ops, bot, kept[0])
     name = fleet.bot(bot)["database"]["name"]
     assert not [d for d in databases(ops, bot) if d.startswith(f"{name}_restore_")], "a scratch database was left"
+
+
+def test_a_restore_failing_on_a_full_disk_releases_its_pause(ops):
+    """The backup file system fills up during the restore's safety backup: the restore fails, the
+    live database untouched, and the pause it engaged (hyperliquid's circuit breaker) is released:
+    the bot trades again and the failure says so."""
+    fleet, bot = ops["fleet"], "bot04"
+    taken = invoke(ops, "backup", f"--limit={bot}", "--label=before the full disk")
+    assert taken.returncode == 0, output(taken)
+    backup_id = last_summary(ops, "backup")["bots"][bot]["backup_id"]
+    store = root(ops, bot) / "backups"
+    aside = root(ops, bot) / "backups.aside"
+    before = trades(ops, bot)[0]
+    with full_filesystem(ops["dir"] / "full-restore", free_bytes=16384, size="16m") as disk:
+        (disk / ".fill").unlink()
+        shutil.copytree(store / backup_id, disk / backup_id)
+        with open(disk / ".fill", "wb") as f:
+            st = os.statvfs(disk)
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 16384))
+        store.rename(aside)
+        store.symlink_to(disk)
+        try:
+            proc = invoke(ops, "restore", f"--backup={backup_id}", f"--limit={bot}", "--accept-ledger-loss")
+            assert proc.returncode == 1, output(proc)
+            row = last_summary(ops, "restore")["bots"][bot]
+            assert "No space left on device" in row["message"], row
+            assert "the live database was not touched" in row["message"], row
+            assert "its pause was released" in row["message"], row
+        finally:
+            store.unlink()
+            aside.rename(store)
+    assert_nothing_lost(ops, bot, before)  # trading again: the circuit breaker is closed

@@ -27,6 +27,8 @@ import os
 import stat
 import subprocess
 import tarfile
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -272,6 +274,40 @@ def _written_files(ops) -> list[Path]:
             if path not in skip and stat.S_ISREG(path.lstat().st_mode):
                 found.append(path)
     return found
+
+
+def test_a_killed_run_leaves_no_secret_on_disk(ops):
+    """The controller is SIGKILLed (its whole tree) while a module that carries the database password
+    runs: nothing written since, in the temporary directories and Ansible's, holds a secret (modules
+    run from stdin, pipelining: no AnsiballZ file with their arguments is ever written)."""
+    from tests.faults.faults import kill_tree, poll
+
+    started = time.time()
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("ansible_bot_backup_payload_*"))
+    proc = invoke(ops, "backup", f"--limit={TOKEN_BOT}", "--label=killed", background=True)
+    try:
+        poll(lambda: set(tmp.glob("ansible_bot_backup_payload_*")) - before, 120, "the backup module to run", proc,
+             interval=0.005)
+    finally:
+        kill_tree(proc.pid)
+        proc.wait()
+    places = [tmp, Path.home() / ".ansible", REPO / ".ansible"]
+    leaks = []
+    for place in places:
+        for dirpath, dirnames, filenames in os.walk(place):
+            if Path(dirpath) == tmp:
+                dirnames[:] = [d for d in dirnames if not str(tmp / d).startswith(str(ops["dir"]))]
+            for name in filenames:
+                path = Path(dirpath, name)
+                try:
+                    if not path.is_file() or path.is_symlink() or path.stat().st_mtime < started - 1:
+                        continue
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                leaks += [f"{label}: {path}" for label, value in SECRETS.items() if value.encode() in data]
+    assert not leaks, "secrets left on disk by the killed run:\n" + "\n".join(leaks)
 
 
 def test_no_secret_in_any_output_artifact_log_backup_or_bundle(ops):
