@@ -124,6 +124,11 @@ def _cross_checks(data: dict, source: str) -> list[str]:
             problems.append(
                 f"{source}: {key_path}.port: unknown port name {port!r} (expected one of: {', '.join(ports)})"
             )
+    auth = data["auth"]
+    if auth.get("check") and auth["type"] == "none":
+        problems.append(f"{source}: auth.check: needs credentials to check (auth.type is none)")
+    if data.get("identity", {}).get("count"):
+        problems.append(f"{source}: identity.count: an id is one value, not a count (remove count)")
     migrations = data["database"].get("migrations", {})
     if migrations.get("tool") == "alembic" and not migrations.get("config"):
         problems.append(f"{source}: database.migrations.config: required when tool is alembic (path of alembic.ini)")

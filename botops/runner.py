@@ -92,7 +92,9 @@ class HostOutcome:
     module_calls: int = 0  # modules run for this bot (a loop counts each item), set_fact & co. excluded
     last_error: str = ""
     kill_switch: str = ""  # why the bot was skipped or stopped: an operator's kill switch level
-    refused: str = ""  # why a module refused the bot before changing it (a ledger that would lose rows)
+    # why a module refused the bot before changing it: a ledger that would lose rows (ledger_refused),
+    # a bot that is not who the inventory says (identity_refused)
+    refused: str = ""
 
 
 @dataclass
@@ -217,7 +219,7 @@ class PlaybookRun:
                 outcome.last_error = str(res.get("msg") or res.get("stderr") or "failed")
                 if not outcome.kill_switch:
                     outcome.kill_switch = yielded_message(res)
-                if res.get("ledger_refused") and not outcome.refused:
+                if (res.get("ledger_refused") or res.get("identity_refused")) and not outcome.refused:
                     outcome.refused = str(res.get("msg") or "refused")
             self.progress(host, data.get("task", ""), kind, res)
         return False  # keep the job_events/ files lean: stdout is in the artifact dir anyway

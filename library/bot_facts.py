@@ -10,7 +10,19 @@ description:
     mode (DRY / LIVE), paper flag, open positions and orders, portfolio value and, for bots with
     Alembic migrations, the database revision.
   - Never changes anything. A fact that cannot be read is reported as null with the reason in
-    C(errors); the module fails only when the bot's inputs are unusable.
+    C(errors); the module fails only when the bot's inputs are unusable, or with O(require_identity)
+    when the bot is not who the inventory says.
+  - First asks who the bot at the inventory's address is (the profile's C(identity) probe) and
+    compares the answer with the inventory's C(bot_id) (default the inventory name), in
+    RV(bot.identity). A bot that answers as another bot (the inventory's port points at another
+    bot of its family), or whose address answers the probe with HTTP 404 / 405 (another API), is
+    not who the inventory says - C(identity.ok) is false, and nothing read through that API is
+    reported as this bot's (C(live) and C(ready) false, the HTTP facts null, each saying why). A
+    bot that does not answer cannot be checked - C(identity.ok) is null.
+  - Then, for a profile whose API needs credentials and declares C(auth.check), sends that
+    authenticated request that changes nothing, to learn whether the bot accepts the credentials
+    the kill switch's API rungs need (RV(bot.credentials)); a bot that refuses them (HTTP 401 /
+    403) or credentials that are not set make C(credentials.ok) false.
 version_added: "0.1.0"
 options:
   profile:
@@ -20,7 +32,8 @@ options:
   bot:
     description:
       - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+      - C(name), C(bot_id), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+      - C(bot_id) is the id the bot must report (inventory variable C(bot_id)); unset, its C(name).
     type: dict
     required: true
   secrets:
@@ -31,6 +44,19 @@ options:
     description: Also read the Alembic revision and the ledger count from the database.
     type: bool
     default: true
+  credentials:
+    description:
+      - Try the profile's C(auth.check) on a bot that answers (RV(bot.credentials)); false leaves
+        C(credentials.checked) false.
+    type: bool
+    default: true
+  require_identity:
+    description:
+      - Fail, with RV(identity_refused) and the facts, when the bot is not who the inventory says
+        (C(identity.ok) false); the preflight of every change sets it. A bot whose identity cannot be
+        checked (not answering, no probe in the profile) is not refused.
+    type: bool
+    default: false
   ready_wait:
     description:
       - Seconds to keep asking a bot that does not answer ready (busy for a moment on a loaded host)
@@ -53,6 +79,15 @@ EXAMPLES = r"""
     secrets: "{{ botops_secrets }}"
   register: facts
 
+- name: Refuse a bot that answers as another one (the inventory's port points at another bot)
+  bot_facts:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+    database: false
+    credentials: false
+    require_identity: true
+
 - name: Refuse to go on while positions are open
   ansible.builtin.assert:
     that: facts.bot.open_positions == 0
@@ -65,6 +100,31 @@ bot:
   type: dict
   contains:
     name: {description: Bot name., type: str}
+    identity:
+      description: Who the bot at the inventory's address says it is, against the inventory.
+      type: dict
+      contains:
+        expected: {description: "The inventory's C(bot_id) (default the bot's name).", type: str}
+        reported: {description: The id the bot reports (null when it reports none or does not answer)., type: str}
+        ok:
+          description:
+            - True - the bot reports the expected id. False - it reports another, or its address serves
+              another API (HTTP 404 / 405 to the probe). Null - it cannot be told (not answering, no
+              identity probe in the profile, no id in the answer).
+          type: bool
+        message: {description: Why it is not ok or not checked (null when ok)., type: str}
+    credentials:
+      description: Whether the bot accepts botops' credentials (the profile's C(auth.check)).
+      type: dict
+      contains:
+        checked: {description: The authenticated request was sent (or found the credentials missing)., type: bool}
+        ok:
+          description:
+            - True - accepted. False - refused (HTTP 401 / 403) or not set, the kill switch's API rungs
+              would fail the same way. Null - not checked or not told (no answer, another status).
+          type: bool
+        status: {description: HTTP status of the check (null when none was received)., type: int}
+        message: {description: Why it is not ok or not checked (null when ok)., type: str}
     live: {description: The liveness check passed., type: bool}
     ready: {description: The readiness check passed., type: bool}
     health: {description: The profile's health details document (component states)., type: raw}
@@ -80,6 +140,10 @@ bot:
     portfolio_value: {description: Portfolio value., type: float}
     alembic_revision: {description: Revision in alembic_version (null without migrations)., type: str}
     errors: {description: Fact name to the reason it could not be read., type: dict}
+identity_refused:
+  description: With O(require_identity), the bot is not who the inventory says; nothing was changed.
+  returned: when refused
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -90,7 +154,8 @@ from ansible.module_utils.botops_pg import PgError, module_database
 
 def main():
     argument_spec = bot_argument_spec()
-    argument_spec.update(database=dict(type="bool", default=True), ready_wait=dict(type="float", default=0.0))
+    argument_spec.update(database=dict(type="bool", default=True), ready_wait=dict(type="float", default=0.0),
+                         credentials=dict(type="bool", default=True), require_identity=dict(type="bool", default=False))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     result = dict(changed=False)
     try:
@@ -100,7 +165,13 @@ def main():
             database = module_database(module)
     except (BotError, PgError, KeyError) as exc:
         module.fail_json(msg=f"Failed to read facts of bot '{module.params['bot']['name']}': {exc}", **result)
-    result["bot"] = gather(bot, module.params["profile"], database, ready_wait=max(0.0, module.params["ready_wait"]))
+    result["bot"] = facts = gather(bot, module.params["profile"], database,
+                                   ready_wait=max(0.0, module.params["ready_wait"]),
+                                   credentials=module.params["credentials"])
+    if module.params["require_identity"] and facts["identity"]["ok"] is False:
+        # the cause first: the report's table shows the beginning of a message
+        module.fail_json(msg=f"{facts['identity']['message']}: refused before any change", identity_refused=True,
+                         **result)
     module.exit_json(**result)
 
 

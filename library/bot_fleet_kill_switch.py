@@ -30,6 +30,10 @@ description:
     refused for a reason its inventory entry gives (its API refused the credentials, nothing
     listens at its address, the address serves another API), stays engaged there and fails, naming
     the rung's error and the inventory variable to check.
+  - A bot whose address answers as another bot (its profile's C(identity) probe, read in the same
+    look as its engaged checks, so the halt is not held up) gets its escalation rungs rather than its
+    level's API rungs, which would engage that other bot, and fails naming both ids and the port,
+    counted halted when its escalation stopped it (see M(bot_kill_switch)).
   - The audit log is written on the controller (O(audit_log)), because the controller may not
     share the bots' filesystems. For bots marked C(local) (on the controller's own host, as the
     sandbox's C(ansible_connection=local) bots are) the record is also appended to the bot's own

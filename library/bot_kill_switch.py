@@ -30,6 +30,16 @@ description:
   - Every engagement and release (also failed and refused ones) is appended to the audit log on
     the bot's host as one JSON line - time, bot, level, reason, who, the rung that worked,
     outcome. Calls that change nothing and check mode write nothing.
+  - A bot is who the inventory says. Where the profile declares an C(identity) probe and the level's
+    own rungs act through the bot's API, the bot is asked who it is in the same look as its engaged
+    checks (an answer they read already serves it, so the engage is not held up). A bot that answers
+    as another bot (the inventory's port points at another bot) gets none of the level's own rungs -
+    they would engage that other bot and verify there - but its escalation rungs, which stop the bot
+    the inventory names by its service manager and processes; it fails, naming both ids and the
+    port, engaged all the same (C(current_level)). Without O(escalate) nothing is done. A release
+    there is refused (it would release the other bot's level). A bot engaged only by escalation after
+    its own rungs ran is asked too, and fails the same way when another bot answers at its address.
+    A bot that does not answer the probe cannot be checked and is driven as before.
   - To stop a whole fleet at once from the controller use M(bot_fleet_kill_switch), which runs this
     same code for every bot in parallel.
 version_added: "0.1.0"
@@ -86,7 +96,7 @@ options:
   bot:
     description:
       - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
+      - C(name), C(bot_id) (the id the bot must report; default C(name)), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
     type: dict
     required: true
   secrets:
@@ -163,6 +173,12 @@ released_levels:
   returned: when something was released
   type: list
   elements: str
+identity:
+  description:
+    - When another bot answers at the bot's address, who it says it is (C(expected), C(reported),
+      C(ok) false, C(message)); the level's own rungs were not run on it.
+  returned: when the bot is not who the inventory says
+  type: dict
 steps:
   description: The rungs tried, in order.
   returned: always

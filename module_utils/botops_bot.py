@@ -36,6 +36,7 @@ def bot_argument_spec():
             required=True,
             options=dict(
                 name=dict(type="str", required=True),
+                bot_id=dict(type="str"),
                 family=dict(type="str"),
                 root=dict(type="path", required=True),
                 listen=dict(type="str", default="127.0.0.1"),
@@ -63,6 +64,10 @@ def bot_argument_spec():
 
 class BotError(Exception):
     """An operation on a bot failed; the message names the step and the cause."""
+
+
+class CredentialsError(BotError):
+    """The bot's credentials are missing, or its login refused them."""
 
 
 def json_path(document, path):
@@ -125,6 +130,8 @@ class Bot:
         self.bot = bot
         self.secrets = {k: v for k, v in (secrets or {}).items() if v not in (None, "")}
         self.name = bot["name"]
+        # who the inventory says this bot is: its bot_id, by default its inventory name
+        self.bot_id = str(bot.get("bot_id") or bot["name"])
         self.root = bot["root"]
         http_conf = profile["http"]
         self.scheme = http_conf.get("scheme", "http")
@@ -143,19 +150,23 @@ class Bot:
         self.last_action_at = time.monotonic()  # end of the last action done (see botops_fleet.ServiceGate)
 
     # ---------------------------------------------------------------- HTTP
-    def _auth_headers(self, method):
+    def _auth_headers(self, method, force=False):
+        """The credentials a request of this method carries; `force`: whatever the method (auth.check)."""
         auth = self.profile["auth"]
         kind = auth["type"]
-        if kind == "none" or method not in auth.get("methods", ["GET", "POST", "PUT", "DELETE", "PATCH"]):
+        if kind == "none":
+            return {}
+        if not force and method not in auth.get("methods", ["GET", "POST", "PUT", "DELETE", "PATCH"]):
             return {}
         if kind == "bearer":
             token = self.secrets.get("api_token")
             if not token:
-                raise BotError("the profile needs a bearer token: set bot_api_token for this bot (vault)")
+                raise CredentialsError("the profile needs a bearer token: set bot_api_token for this bot (vault)")
             return {"Authorization": f"Bearer {token}"}
         user, password = self.secrets.get("username"), self.secrets.get("password")
         if not user or not password:
-            raise BotError(f"the profile needs {kind} credentials: set bot_api_username and bot_api_password (vault)")
+            raise CredentialsError(
+                f"the profile needs {kind} credentials: set bot_api_username and bot_api_password (vault)")
         if kind == "basic":
             raw = base64.b64encode(f"{user}:{password}".encode()).decode()
             return {"Authorization": f"Basic {raw}"}
@@ -163,7 +174,8 @@ class Bot:
             login = auth["login"]
             status, doc = self._http(login["request"], {"username": user, "password": password}, headers={})
             if status >= 400:
-                raise BotError(f"login {describe_request(login['request'])} answered HTTP {status}")
+                raise (CredentialsError if status in (401, 403) else BotError)(
+                    f"login {describe_request(login['request'])} answered HTTP {status}")
             try:
                 self._token = json_path(doc, login["token_json"])
             except KeyError as exc:
@@ -174,7 +186,11 @@ class Bot:
         port = self.ports[req.get("port", self.default_port)]
         return f"{self.scheme}://{self.bot.get('listen') or '127.0.0.1'}:{port}{req['path']}"
 
-    def _http(self, req, body=None, headers=None, timeout=None):
+    def port(self, req):
+        """The port number a request of the profile goes to."""
+        return self.ports[req.get("port", self.default_port)]
+
+    def _http(self, req, body=None, headers=None, timeout=None, authenticate=False):
         method = req.get("method", "GET")
         port = int(self.ports[req.get("port", self.default_port)])
         host = self.bot.get("listen") or "127.0.0.1"
@@ -182,7 +198,7 @@ class Bot:
         if self.unresponsive and self.fail_fast:
             timeout = min(timeout, self.fail_fast)
         hdrs = {"Accept": "application/json"}
-        hdrs.update(self._auth_headers(method) if headers is None else headers)
+        hdrs.update(self._auth_headers(method, force=authenticate) if headers is None else headers)
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
@@ -214,11 +230,12 @@ class Bot:
             doc = raw.decode(errors="replace")[:200]
         return resp.status, doc
 
-    def request(self, req, variables=None, timeout=None):
-        """Send one request of the profile; returns (status, parsed JSON)."""
+    def request(self, req, variables=None, timeout=None, authenticate=False):
+        """Send one request of the profile; returns (status, parsed JSON). `authenticate`: with the
+        bot's credentials whatever the method (the profile's auth.check)."""
         body = req.get("body")
         key = None
-        if self._memo is not None and body is None and req.get("method", "GET") == "GET":
+        if self._memo is not None and body is None and req.get("method", "GET") == "GET" and not authenticate:
             key = (req.get("port"), req["path"])
             if key in self._memo:
                 answer = self._memo[key]
@@ -228,7 +245,7 @@ class Bot:
         if body is not None:
             body = substitute(copy.deepcopy(body), variables or {})
         try:
-            answer = self._http(req, body, timeout=timeout)
+            answer = self._http(req, body, timeout=timeout, authenticate=authenticate)
         except BotError as exc:
             if key is not None:
                 self._memo[key] = exc
@@ -240,7 +257,11 @@ class Bot:
     @contextlib.contextmanager
     def memoized(self):
         """Within the block, a GET (a Redis read, the process list) is made once: later identical reads
-        get the same answer. For looking at several checks at one moment, consistently."""
+        get the same answer. For looking at several checks at one moment, consistently. Nested, the
+        outer block's moment holds."""
+        if self._memo is not None:
+            yield self
+            return
         self._memo = {}
         try:
             yield self
@@ -299,6 +320,100 @@ class Bot:
         if spec.get("count"):
             value = len(value) if isinstance(value, (list, dict)) else value
         return value
+
+    # ---------------------------------------------------------------- who the bot is, its credentials
+    def who(self):
+        """The bot as the messages name it: its inventory name, and its bot_id when that differs."""
+        return self.name if self.bot_id == self.name else f"{self.name} (bot_id {self.bot_id})"
+
+    def identity(self):
+        """Who the bot at the inventory's address says it is (the profile's `identity` probe),
+        compared with the inventory's bot_id: {expected, reported, ok, message}.
+
+        ok is True when the bot reports the expected id; False when it reports another one, or when
+        its address answers the probe as no bot of the family does (HTTP 404 / 405: another API);
+        None when it cannot be told - no probe in the profile, no answer (a stopped bot), an error,
+        an answer without an id. Never raises."""
+        spec = self.profile.get("identity")
+        out = {"expected": self.bot_id, "reported": None, "ok": None, "message": None}
+        if not spec:
+            out["message"] = f"not checked: profile '{self.profile.get('family')}' declares no identity probe"
+            return out
+        status = None
+        try:
+            if "http" in spec:
+                req = spec["http"]
+                where = f"port {self.port(req)}"
+                status, doc = self.request(req)
+                source = describe_request(req)
+            else:
+                where = f"Redis key {spec['redis']['key']}"
+                doc = self.redis_get_json(spec["redis"]["key"])
+                source = where
+        except BotError as exc:
+            out["message"] = f"not checked: {exc}"
+            return out
+        try:
+            value = json_path(doc, spec.get("json", ""))
+        except (KeyError, TypeError):
+            value = None
+        if value is None or value == "" or isinstance(value, (dict, list, bool)):
+            if status in (404, 405):
+                out["ok"] = False
+                out["message"] = (f"{self.who()} does not answer as a {self.profile.get('family')} bot on {where} "
+                                  f"({source} answered HTTP {status}): the inventory's port points at another "
+                                  "service (check bot_ports and bot_family)")
+            elif status is not None and status >= 400:
+                out["message"] = f"not checked: {source} answered HTTP {status}"
+            else:
+                out["message"] = f"not checked: {source} reports no id at '{spec.get('json', '')}'"
+            return out
+        out["reported"] = str(value)
+        out["ok"] = out["reported"] == self.bot_id
+        if not out["ok"]:
+            what, fix = ("port", "bot_ports") if "http" in spec else ("Redis address", "bot_redis_url")
+            out["message"] = (f"{self.who()} answers as {out['reported']} on {where}: the inventory's {what} "
+                              f"points at another bot (check {fix}, or bot_id)")
+        return out
+
+    def credentials(self):
+        """Whether the bot accepts the credentials botops holds for it, by the profile's auth.check
+        (an authenticated request that changes nothing; the kill switch's API rungs need the same
+        credentials): {checked, ok, status, message}.
+
+        ok is False when the bot refused them (HTTP 401 / 403) or they are missing; True when it
+        answered as the check expects; None when it could not be told (no check in the profile, no
+        answer, another status). Never raises."""
+        auth = self.profile.get("auth") or {}
+        check = auth.get("check")
+        out = {"checked": False, "ok": None, "status": None, "message": None}
+        if auth.get("type", "none") == "none":
+            out["message"] = "not checked: the profile's API needs no credentials"
+            return out
+        if not check:
+            out["message"] = f"not checked: profile '{self.profile.get('family')}' declares no auth.check"
+            return out
+        req = check["http"]
+        try:
+            status, _ = self.request(req, authenticate=True)
+        except CredentialsError as exc:
+            out.update(checked=True, ok=False, message=f"the kill switch's API requests would fail: {exc}")
+            return out
+        except BotError as exc:
+            out["message"] = f"not checked: {exc}"
+            return out
+        expected = check.get("status", 200)
+        out.update(checked=True, status=status)
+        if status == expected:
+            out["ok"] = True
+        elif status in (401, 403):
+            out["ok"] = False
+            out["message"] = (f"its API refused botops' credentials ({describe_request(req)} answered HTTP {status}): "
+                              "the kill switch's API requests would fail too (check bot_api_token, or "
+                              "bot_api_username and bot_api_password, in its vault)")
+        else:
+            out["message"] = f"not checked: {describe_request(req)} answered HTTP {status} (expected {expected})"
+        return out
 
     def check(self, spec):
         """Evaluate one check; returns (ok, what was observed)."""

@@ -22,18 +22,38 @@ def current_release(root):
     return os.path.basename(os.path.realpath(link))
 
 
-def gather(bot, profile, database=None, ready_wait=0.0):
-    """The facts; a bot not ready is asked again for up to `ready_wait` seconds (busy for a moment)."""
+NOT_CHECKED = {"checked": False, "ok": None, "status": None}
+
+
+def gather(bot, profile, database=None, ready_wait=0.0, credentials=True):
+    """The facts; a bot not ready is asked again for up to `ready_wait` seconds (busy for a moment).
+
+    First who the bot at the inventory's address is (the profile's identity probe): when it answers
+    as another bot, nothing read through its API is this bot's (live, ready, health and the HTTP
+    facts are reported false / null, saying why), and its credentials are not tried on that bot.
+    `credentials`: try the profile's auth.check on a bot that answers (`credentials` fact)."""
     facts = {"name": bot.name, "errors": {}}
     health = profile["health"]
-    deadline = time.monotonic() + ready_wait
-    facts["ready"], observed = bot.check(health["readiness"])
-    while not facts["ready"] and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL)
+    facts["identity"] = identity = bot.identity()
+    other = identity["message"] if identity["ok"] is False else None
+    if other:
+        facts["ready"] = facts["live"] = False
+        facts["errors"]["ready"] = facts["errors"]["live"] = f"not read: {other}"
+    else:
+        deadline = time.monotonic() + ready_wait
         facts["ready"], observed = bot.check(health["readiness"])
-    facts["live"], _ = bot.check(health["liveness"])
-    if not facts["ready"]:
-        facts["errors"]["ready"] = observed
+        while not facts["ready"] and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
+            facts["ready"], observed = bot.check(health["readiness"])
+        facts["live"], _ = bot.check(health["liveness"])
+        if not facts["ready"]:
+            facts["errors"]["ready"] = observed
+    if other or not credentials:
+        facts["credentials"] = dict(NOT_CHECKED, message=f"not checked: {other}" if other else "not asked")
+    elif not facts["live"]:
+        facts["credentials"] = dict(NOT_CHECKED, message="not checked: the bot is not answering")
+    else:
+        facts["credentials"] = bot.credentials()
     facts["health"] = None
     if facts["live"] and health.get("details"):
         try:
@@ -62,6 +82,9 @@ def gather(bot, profile, database=None, ready_wait=0.0):
         spec = profile["facts"].get(name)
         facts[name] = None
         if spec is None:
+            continue
+        if other and "http" in spec:
+            facts["errors"][name] = f"not read: {other}"
             continue
         if not facts["live"] and "http" in spec:
             facts["errors"][name] = "bot is not answering"

@@ -10,6 +10,15 @@ verifies ends the walk. Every engagement and release is appended to an audit log
 Shared by `bot_kill_switch` (one bot, on its host) and `bot_fleet_kill_switch` (many bots from the
 controller, one thread per bot): both call `KillSwitch(...).engage()` / `.release()`.
 
+A bot is who the inventory says. Where the profile declares an `identity` probe, the kill switch
+reads it in the same moment as its first look at the bot (the answer the level's checks read
+already serves it, so a halt is not held up) before a level's own rungs act through the bot's API:
+a bot whose address answers as another bot (the inventory's port points at another bot) gets
+none of its level's API rungs - they would engage that other bot - but its escalation rungs, which
+act on the bot the inventory names by its service manager and its processes, and it fails loudly,
+naming both ids and the port. A release there is refused (it would release the other bot's level).
+A bot that does not answer the probe cannot be checked and is driven as before.
+
 The kill switch always wins. What is engaged lives in a record on the bot's host (`Engagements`,
 `shared/data/botops-kill-switch.json`), written before an engage walks its ladder and removed only
 by a release: a level kept in the bot's memory is lost by a restart, the record is not. An
@@ -549,6 +558,19 @@ class KillSwitch:
             record = dict({k: held.get(k) for k in ("level", "time", "who", "reason")}, rung=None)
         return Observation(self.bot, self.profile, record)
 
+    def _look(self, identity=False):
+        """The observation and, with `identity`, who the bot at the inventory's address says it is,
+        read at one moment: an identity probe on an endpoint the level's checks read costs no request."""
+        with self.bot.memoized():
+            obs = self._observe()
+            who = self.bot.identity() if identity and self.profile.get("identity") else None
+        return obs, who
+
+    @staticmethod
+    def _through_api(rungs):
+        """Do these rungs act through the bot's HTTP API (where another bot may answer)?"""
+        return any("http" in action for rung in rungs for action in rung.get("do") or [])
+
     def _diff(self, before, after):
         self.result["diff"] = {"before": f"kill_switch: {before or 'none'}\n", "after": f"kill_switch: {after or 'none'}\n"}
 
@@ -629,12 +651,13 @@ class KillSwitch:
         if held is not None:
             self.result["engagement"] = held
 
-    def open_positions(self):
-        """(open positions now, where they were read): the bot's API while it answers, else its own
-        database (the profile's positions.open_count_sql); (None, why) when neither can say."""
+    def open_positions(self, api=True):
+        """(open positions now, where they were read): the bot's API while it answers (unless not
+        `api`: another bot answers there), else its own database (the profile's
+        positions.open_count_sql); (None, why) when neither can say."""
         errors = []
         spec = (self.profile.get("facts") or {}).get("open_positions")
-        if spec is not None:
+        if spec is not None and (api or "http" not in spec):
             try:
                 return int(self.bot.probe(spec)), "its API"
             except (BotError, TypeError, ValueError) as exc:
@@ -649,10 +672,11 @@ class KillSwitch:
                 errors.append(f"database: {exc}")
         return None, "; ".join(errors) or "the profile has no open_positions fact and no positions.open_count_sql"
 
-    def _verify_flat(self, what, rung=None):
+    def _verify_flat(self, what, rung=None, impostor=None):
         """Flatten means flat: a flatten that stopped trading with positions still open (or unread)
-        is a halt, and fails saying so."""
-        count, source = self.open_positions()
+        is a halt, and fails saying so. With `impostor` (another bot answers at this bot's address)
+        the positions are read from the bot's own database only."""
+        count, source = self.open_positions(api=impostor is None)
         self.result["open_positions"] = count
         if count == 0:
             return
@@ -663,6 +687,8 @@ class KillSwitch:
         else:
             msg = (f"Failed to {what}: halted, {count} position(s) open (read from {source}){by}: this bot cannot "
                    "close them itself; close them by hand or release and let it close them")
+        if impostor is not None:
+            msg = f"{impostor['message']}: {msg}"
         self.result["current_level"] = "halt"
         self._audit("engage", "failed", rung=rung, error=msg)
         self._fail(msg)
@@ -680,14 +706,22 @@ class KillSwitch:
         what = f"engage kill switch level '{self.level}' on bot '{self.bot.name}'"
         if not self.reason:
             self._fail(f"Failed to {what}: a reason is required to engage")
-        obs = self._observe()  # what the bot shows and what was engaged before this call
+        own = list(self.levels[self.level].get("engage") or [])
+        # what the bot shows and what was engaged before this call; who answers at its address
+        # when the level's own rungs would act through it
+        obs, identity = self._look(identity=self._through_api(own))
         if self.holder == "operator":
             # recorded before the ladder: an operation about to start this bot sees it from now on,
             # and it stays recorded if no rung verifies (the operator still wants it engaged)
             self._record()
-        previous = obs.current()
+        # another bot answers at this bot's address: what its API shows is that bot's, and the
+        # level's own rungs would engage that bot; a stopped process is this bot's own
+        impostor = identity if identity is not None and identity["ok"] is False and obs.process != "absent" else None
+        if impostor is not None:
+            r["identity"] = impostor
+        previous = obs.current() if impostor is None else None
         r["previous_level"] = previous
-        if obs.satisfies(self.level):
+        if impostor is None and obs.satisfies(self.level):
             if self.level == "flatten" and not self.check_mode:
                 self._verify_flat(what)
             r["current_level"] = previous if rank(previous) >= rank(self.level) else self.level
@@ -696,7 +730,16 @@ class KillSwitch:
             r["msg"] = f"kill switch already engaged at '{r['current_level']}' on bot '{self.bot.name}'"
             return self._finish()
         rungs = self.ladder()
+        if impostor is not None:
+            # only the rungs that reach this bot itself: its service manager, its processes
+            rungs = [rung for rung in rungs if rung not in own]
         r["ladder"] = [rung["name"] for rung in rungs]
+        if not rungs and impostor is not None:
+            msg = (f"{impostor['message']}: the level's own rungs would engage that bot, and escalate=false: "
+                   f"nothing was done on bot '{self.bot.name}'")
+            if not self.check_mode:
+                self._audit("engage", "failed", error=msg)
+            self._fail(msg)
         if not rungs:
             self._fail(f"Failed to {what}: profile '{self.profile.get('family')}' gives this level no rungs of its "
                        "own; it needs escalate=true")
@@ -708,24 +751,52 @@ class KillSwitch:
             r["rung"] = rungs[0]["name"]
             r["current_level"] = previous
             r["msg"] = f"would engage '{self.level}' starting with rung '{rungs[0]['name']}'"
+            if impostor is not None:
+                self._fail(f"{impostor['message']}: {r.pop('msg')}, not through that bot's API")
             return self._finish()
         for rung in rungs:
             step = self._run_rung(rung)
             if step["verified"]:
+                if impostor is None and identity is None and rung not in own:
+                    impostor = self._escalated_past_another_bot(own)
                 if self.level == "flatten":
-                    self._verify_flat(what, rung["name"])
+                    self._verify_flat(what, rung["name"], impostor)
                 r["engaged_by"] = rung["name"]
                 r["current_level"] = self.level
                 self._audit("engage", "engaged", rung=rung["name"])
                 r["msg"] = f"kill switch '{self.level}' engaged on bot '{self.bot.name}' by rung '{rung['name']}'"
+                if impostor is not None:
+                    # engaged, on this bot; but its inventory entry sends every API request to
+                    # another bot, so the next operation would be refused: fail it, the cause first
+                    r.pop("msg", None)
+                    self._fail(f"{impostor['message']}: kill switch '{self.level}' engaged on bot '{self.bot.name}' "
+                               f"only by the escalation rung '{rung['name']}', not through that bot's API")
                 return self._finish()
         msg = f"Failed to {what}: no rung verified: {self._tried(r['steps'])}"
+        if impostor is not None:
+            msg = f"{impostor['message']}: the level's own rungs were not tried (they would engage that bot); {msg}"
         if self.holder == "operator" and self.engagements is not None and not self.check_mode:
             msg += (" (the engagement stays recorded: no botops operation starts or resumes this bot until "
                     "it is released)")
         r["current_level"] = self._observe().current()
         self._audit("engage", "failed", error=msg)
         self._fail(msg)
+
+    def _escalated_past_another_bot(self, own):
+        """After an escalation rung engaged the level: was it because another bot answers at this bot's
+        address (the own rungs acted on this bot - a Redis flag - but verified through that bot's
+        API)? The identity when so, else None. Asked only when the own rungs ran and the bot's API
+        did not time out: one request, after the bot is already stopped."""
+        if not own or not self.profile.get("identity") or getattr(self.bot, "unresponsive", False):
+            return None
+        names = {rung["name"] for rung in own}
+        if not any(step["name"] in names for step in self.result["steps"]):
+            return None
+        identity = self.bot.identity()
+        if identity["ok"] is False:
+            self.result["identity"] = identity
+            return identity
+        return None
 
     # ------------------------------------------------------------------ release
     def release(self):
@@ -743,9 +814,20 @@ class KillSwitch:
                 r["msg"] = (f"kill switch '{self.level}' of this run left to the operator's level on bot "
                             f"'{self.bot.name}': {describe_engagement(held)}")
                 return self._finish()
-        obs = self._observe()
+        # who answers at the bot's address: a release there through another bot's API would release
+        # that bot's level (a service start would start this bot, then reset that bot's)
+        obs, identity = self._look(identity=True)
         previous = obs.current()
         r["previous_level"] = previous
+        if identity is not None and identity["ok"] is False:
+            r["identity"] = identity
+            r["refused"] = True
+            r["current_level"] = previous if obs.process == "absent" else None
+            msg = (f"{identity['message']}: refused to {what} through that bot's API; nothing was released "
+                   "(the level stays engaged on this bot)")
+            if not self.check_mode:
+                self._audit("release", "refused", error=msg, remaining=r["current_level"])
+            self._fail(msg)
         stronger = obs.stronger_than(self.level)
         if stronger and not self.force:
             rec = obs.record if obs.record is not None and obs.record.get("level") == stronger else None

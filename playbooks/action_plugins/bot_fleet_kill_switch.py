@@ -54,6 +54,7 @@ def _load_module(path):
 # two in step). The database and its password verify a flatten when the bot's API is dead.
 REQUIRED = object()
 BOT_VARS = {
+    "bot_id": ("bot_id", None),
     "family": ("bot_family", REQUIRED),
     "root": ("bot_root", REQUIRED),
     "listen": ("bot_listen", "127.0.0.1"),

@@ -166,7 +166,7 @@ class Bot:
         log.info("listening: %s", ", ".join(
             f"{s.label} on {s.address[0]}:{s.address[1]}" for s in self.servers))
         if self.cfg.family == "hyperliquid" and not self.cfg.api_token:
-            log.warning("no api_token configured: every protected POST route answers 401")
+            log.warning("no api_token configured: every protected route answers 401")
         self.trader.start()
 
     def stop_servers(self) -> None:

@@ -3,6 +3,10 @@
 Each builder returns the servers the family listens on (port name, routes, which requests
 need the bearer token). The shapes are documented in docs/reference-bot.md; fields beyond
 the runbooks' (``ticks``, ``checks``, ``last_trade_id``) are additions for operators and tests.
+
+Every family reports who the bot is (its name from bot.json: ``bot_id``, or ``botId`` for the
+Node.js families) in a status or health answer, the way a real bot reports its id, so that an
+operator - and botops, by the profile's ``identity`` probe - can tell which bot a port belongs to.
 """
 
 from __future__ import annotations
@@ -27,8 +31,13 @@ class ServerSpec:
     protect: Callable[[Request], bool] = field(default=lambda request: False)
 
 
-def _post_requires_token(request: Request) -> bool:
-    return request.method == "POST"
+# hyperliquid: every POST needs the bearer token; the emergency endpoints are the admin's, so reading
+# the circuit breaker needs it too
+_BREAKER = "/api/emergency/circuit-breaker"
+
+
+def _hyperliquid_protected(request: Request) -> bool:
+    return request.method == "POST" or request.path == _BREAKER
 
 
 def _operate(fn: Callable[[], dict]) -> tuple[int, dict]:
@@ -71,6 +80,7 @@ def mojorust(bot: Bot) -> list[ServerSpec]:
         v = bot.view()
         return 200, {
             "status": _running_state(v["kill_switch"]),
+            "bot_id": bot.cfg.name,
             "version": bot.version,
             "open_positions": v["open_positions"],
             "open_orders": v["open_orders"],
@@ -108,7 +118,7 @@ def papertrader(bot: Bot) -> list[ServerSpec]:
             name: ({"status": "up"} if c.ok else {"status": "down", "error": c.detail})
             for name, c in components.items()
         }
-        body = {"status": "healthy" if ready else "unhealthy", "version": bot.version,
+        body = {"status": "healthy" if ready else "unhealthy", "botId": bot.cfg.name, "version": bot.version,
                 "services": services, "trading": trading_state(bot.view())}
         return (200 if ready else 503), body
 
@@ -172,6 +182,7 @@ def solana_cli(bot: Bot) -> list[ServerSpec]:
         flag = v["kill_flags"].get("kill_switch")
         return (200 if ready else 503), {
             "status": "healthy" if ready else "degraded",
+            "botId": bot.cfg.name,
             "version": bot.version,
             "risk": {"killSwitchActive": flag is not None, "reason": flag["reason"] if flag else None,
                      "level": v["kill_switch"]},
@@ -220,6 +231,7 @@ def hyperliquid(bot: Bot) -> list[ServerSpec]:
 
         return (200 if ready else 503), {
             "status": "healthy" if ready else "unhealthy",
+            "bot_id": bot.cfg.name,
             "version": bot.version,
             "database": connected("database"),
             "redis": connected("redis"),
@@ -232,6 +244,12 @@ def hyperliquid(bot: Bot) -> list[ServerSpec]:
             "last_trade_id": v["last_trade_id"],
             "ticks": v["ticks"],
         }
+
+    def breaker(request: Request):
+        """The circuit breaker's state; changes nothing (botops' credentials check, auth.check)."""
+        flag = bot.view()["kill_flags"].get("circuit_breaker")
+        return 200, {"circuit_breaker": "open" if flag else "closed",
+                     "reason": flag["reason"] if flag else None, "since": flag["since"] if flag else None}
 
     def trip(request: Request):
         status, result = _kill_result(bot.engage_kill(
@@ -285,14 +303,15 @@ def hyperliquid(bot: Bot) -> list[ServerSpec]:
 
     return [ServerSpec("api", {
         ("GET", "/api/health"): health,
-        ("POST", "/api/emergency/circuit-breaker"): trip,
+        ("GET", _BREAKER): breaker,
+        ("POST", _BREAKER): trip,
         ("POST", "/api/emergency/circuit-breaker/reset"): reset,
         ("POST", "/api/trades/orders/cancel-all"): cancel_all,
         ("POST", "/api/trades/positions/close-all"): close_all,
         ("GET", "/api/trades"): trades,
         ("GET", "/api/trades/stats/daily"): daily,
         ("GET", "/api/trades/positions"): positions,
-    }, protect=_post_requires_token)]
+    }, protect=_hyperliquid_protected)]
 
 
 # --- vanta ----------------------------------------------------------------------------------
@@ -313,6 +332,7 @@ def vanta(bot: Bot) -> list[ServerSpec]:
         v = bot.view()
         body = {
             "status": "healthy" if ready else "unhealthy",
+            "bot_id": bot.cfg.name,
             "version": bot.version,
             "components": {
                 **{name: {"status": "healthy" if c.ok else "unhealthy", "detail": c.detail}

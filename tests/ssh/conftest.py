@@ -335,6 +335,8 @@ def write_inventory(fleet_dir: Path, hosts: list[SshHost], python: Path, key: Pa
     for h in hosts:
         b = h.bot
         dump(inv / "host_vars" / h.name / "main.yml", {
+            # the bot on the host reports its own name (bot01), not the inventory's host name: who it is
+            "bot_id": b["name"],
             "bot_root": b["root"],
             "bot_listen": h.address,
             "bot_ports": b["ports"],

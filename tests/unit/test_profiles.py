@@ -119,3 +119,65 @@ def test_no_secret_values_in_shipped_profiles():
         text = (profiles.profiles_dir() / f"{family}.yml").read_text().lower()
         for word in ("password:", "token:", "secret:"):
             assert word not in text, f"{family}.yml holds a secret value ({word})"
+
+
+# ---------------------------------------------------------------------------- identity and credentials
+def test_every_family_says_where_its_bot_reports_who_it_is():
+    """A bot is who the inventory says: each profile declares the identity probe that checks it, on
+    an answer the family's API already serves (the status or health document)."""
+    for family in FAMILIES:
+        profile = profiles.load(family)
+        identity = profile.get("identity")
+        assert identity and "http" in identity and identity.get("json"), family
+        served = {profile["health"]["liveness"]["http"]["path"], profile["health"]["readiness"]["http"]["path"]}
+        served |= {probe["http"]["path"] for probe in profile["facts"].values() if "http" in probe}
+        assert identity["http"]["path"] in served, f"{family}: the identity probe reads an answer no other probe reads"
+
+
+def test_a_family_with_credentials_declares_how_they_are_checked():
+    for family in FAMILIES:
+        auth = profiles.load(family)["auth"]
+        if auth["type"] != "none":
+            assert auth["check"]["http"].get("method", "GET") == "GET", family
+    assert profiles.load("hyperliquid")["auth"]["check"] == {
+        "http": {"method": "GET", "path": "/api/emergency/circuit-breaker"}, "status": 200}
+
+
+def test_the_credentials_check_is_a_get(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["auth"]["check"] = {"http": {"method": "POST", "path": "/api/emergency/circuit-breaker"}}
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"auth\.check\.http\.method: 'POST' is not valid \(expected one of: GET\)"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_a_credentials_check_needs_credentials(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["auth"] = {"type": "none", "check": {"http": {"path": "/api/health"}}}
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"auth\.check: needs credentials to check \(auth\.type is none\)"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_the_identity_probe_reads_one_value_from_a_known_port(tmp_path, valid):
+    data = copy.deepcopy(valid)
+    data["identity"] = {"http": {"path": "/api/health", "port": "metrics"}, "json": "bot_id"}
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"identity\.http\.port: unknown port name 'metrics'"):
+        profiles.load("hyperliquid", tmp_path)
+    data["identity"] = {"http": {"path": "/api/health"}, "json": "bot_id", "count": True}
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"identity\.count: an id is one value, not a count"):
+        profiles.load("hyperliquid", tmp_path)
+    data["identity"] = {"json": "bot_id"}
+    write(tmp_path, "hyperliquid", data)
+    with pytest.raises(ProfileError, match=r"identity: expected exactly one of: http, redis"):
+        profiles.load("hyperliquid", tmp_path)
+
+
+def test_a_family_without_an_identity_probe_still_loads(tmp_path, valid):
+    """Optional: such a family's bots are reported 'not checked' (bot_facts), never refused for it."""
+    data = copy.deepcopy(valid)
+    del data["identity"]
+    write(tmp_path, "hyperliquid", data)
+    assert "identity" not in profiles.load("hyperliquid", tmp_path)

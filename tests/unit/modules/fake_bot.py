@@ -108,6 +108,14 @@ def api_profile():
     return validate(profile, "fakeapi")
 
 
+def identity_profile():
+    """api_profile() with the bot's id in its status answer and an authenticated check (GET /admin/breaker)."""
+    profile = api_profile()
+    profile["identity"] = {"http": {"path": "/status"}, "json": "bot_id"}
+    profile["auth"]["check"] = {"http": {"method": "GET", "path": "/admin/breaker"}, "status": 200}
+    return validate(profile, "fakeapi")
+
+
 def stop_profile():
     """A family without a kill-switch API: every level stops the process (like mojorust)."""
     profile = api_profile()
@@ -133,6 +141,7 @@ class FakeBot:
         self.orders = 3
         self.mode = "DRY"
         self.paper = True
+        self.reports_as = name  # the id its status answer reports
         self.failing = set()  # paths answering 503
         self.ignore = set()  # "stop", "TERM", "KILL", "cancel", "config" are ignored
         self.calls = []
@@ -168,10 +177,10 @@ class FakeBot:
 
     # ---------------------------------------------------------------- HTTP side
     def status(self):
-        return {"version": "1.0.0", "maintenance": self.maintenance, "breaker": self.breaker,
+        return {"bot_id": self.reports_as, "version": "1.0.0", "maintenance": self.maintenance, "breaker": self.breaker,
                 "positions": self.positions, "orders": self.orders, "mode": self.mode, "paper": self.paper}
 
-    def get(self, path):
+    def get(self, path, auth=None):
         if path == "/live":
             return 200, {"status": "ok"}
         if path == "/ready":
@@ -183,6 +192,11 @@ class FakeBot:
             return 200, self.status()
         if path == "/positions":
             return 200, [{"id": i + 1} for i in range(self.positions)]
+        if path == "/admin/breaker":  # the admin's read of the breaker: needs the token, changes nothing
+            self.calls.append(("GET", path, None))
+            if auth != f"Bearer {TOKEN}":
+                return 401, {"detail": "unauthorized"}
+            return 200, {"breaker": self.breaker}
         return 404, {"detail": "not found"}
 
     def post(self, path, body, auth):
@@ -241,7 +255,7 @@ def _handler(fake):
                 self.close_connection = True
                 return
             with fake.lock:
-                status, doc = fake.get(self.path)
+                status, doc = fake.get(self.path, self.headers.get("Authorization"))
             self._send(status, doc)
 
         def do_POST(self):
