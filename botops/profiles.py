@@ -8,6 +8,7 @@ Secrets never live in a profile: it names the inventory variables that hold them
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def describe_error(error: jsonschema.ValidationError) -> str:
         low = (f"more than {error.schema['exclusiveMinimum']}" if "exclusiveMinimum" in error.schema
                else error.schema.get("minimum", "..."))
         return f"{value} is out of range (expected {low} to {error.schema.get('maximum', '...')})"
+    if validator == "dependentRequired":
+        needs = [f"'{key}' needs {', '.join(repr(d) for d in deps if d not in error.instance)}"
+                 for key, deps in expected.items() if key in error.instance and any(d not in error.instance for d in deps)]
+        return "; ".join(needs) + " (the path of the value it tests)"
     if validator in ("oneOf", "anyOf"):
         keys = [sorted(s.get("required", [])) for s in expected]
         choices = [" + ".join(k) for k in keys if k]
@@ -111,6 +116,71 @@ def _requests(node, path=""):
             yield from _requests(value, f"{path}[{i}]")
 
 
+def _walk(node, path=""):
+    """Yield (key path, mapping) for every mapping in the profile."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{path}[{i}]")
+
+
+def _map_key(value) -> str:
+    """As module_utils.botops_bot.map_key: the key a value map finds a value under."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return str(value)
+
+
+ACTION_KINDS = ("http", "redis_merge", "config_file", "service", "signal")
+
+
+def _map_problems(data: dict, source: str) -> list[str]:
+    """Value maps: no key twice (YAML true and "true" are one key), an action's map names placeholders
+    the action uses."""
+    problems = []
+    for path, node in _walk(data):
+        if not isinstance(node.get("map"), dict):
+            continue
+        if not any(kind in node for kind in ACTION_KINDS + ("redis",)):
+            continue  # a "map" key in a request body, not a value map
+        # a probe's map is value -> value; an action's is placeholder -> (value -> value)
+        is_action = all(isinstance(v, dict) for v in node["map"].values())
+        tables = node["map"].items() if is_action else [(None, node["map"])]
+        for name, table in tables:
+            where = f"{path}.map" + (f".{name}" if name is not None else "")
+            keys = [_map_key(k) for k in table]
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            if twice:
+                problems.append(f"{source}: {where}: {', '.join(twice)} listed twice (true and \"true\" are one key)")
+            if name is not None:
+                used = json.dumps({k: v for k, v in node.items() if k != "map"})
+                if "{" + name + "}" not in used:
+                    problems.append(f"{source}: {where}: the action has no {{{name}}} placeholder to map")
+    return problems
+
+
+def _rung_problems(data: dict, source: str) -> list[str]:
+    """A rung that only thaws the bot (SIGCONT) leaves it trading: it cannot end an engage walk."""
+    problems = []
+    ladders = [("kill_switch.escalation", data["kill_switch"].get("escalation") or [])]
+    for level, conf in data["kill_switch"]["levels"].items():
+        ladders.append((f"kill_switch.levels.{level}.engage", conf.get("engage") or []))
+    for path, rungs in ladders:
+        for i, rung in enumerate(rungs):
+            if rung.get("ends_walk", True) and all(a.get("signal") == "CONT" for a in rung["do"]):
+                problems.append(f"{source}: {path}[{i}]: rung {rung['name']!r} only sends SIGCONT, which thaws the bot "
+                                "and stops nothing: it cannot end the walk (set ends_walk: false and put it before "
+                                "the rung that stops the bot)")
+    return problems
+
+
 def _cross_checks(data: dict, source: str) -> list[str]:
     problems = []
     stem = Path(source).stem
@@ -129,6 +199,10 @@ def _cross_checks(data: dict, source: str) -> list[str]:
         problems.append(f"{source}: auth.check: needs credentials to check (auth.type is none)")
     if data.get("identity", {}).get("count"):
         problems.append(f"{source}: identity.count: an id is one value, not a count (remove count)")
+    if "map" in data.get("identity", {}):
+        problems.append(f"{source}: identity.map: the id is compared as the bot reports it (remove map)")
+    problems += _map_problems(data, source)
+    problems += _rung_problems(data, source)
     migrations = data["database"].get("migrations", {})
     if migrations.get("tool") == "alembic" and not migrations.get("config"):
         problems.append(f"{source}: database.migrations.config: required when tool is alembic (path of alembic.ini)")

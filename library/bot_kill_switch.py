@@ -8,9 +8,10 @@ short_description: Engage or release a trading bot's kill switch, escalating unt
 description:
   - Walks the ladder the bot's profile describes. To engage a level it tries the level's own
     C(engage) rungs, then (with O(escalate)) the profile's C(kill_switch.escalation) rungs
-    (service manager stop, SIGTERM, SIGKILL...). A rung is its C(do) actions, then its C(verify)
+    (service manager stop, SIGCONT, SIGTERM, SIGKILL...). A rung is its C(do) actions, then its C(verify)
     checks polled until the rung's C(timeout) (default 5 seconds). The first rung verified ends the
-    walk; nothing is assumed.
+    walk; nothing is assumed. A rung marked C(ends_walk=false) prepares the next one (SIGCONT thaws a
+    bot frozen by SIGSTOP, so that SIGTERM can stop it cleanly); verified or not, the walk goes on.
   - A rung whose actions fail (the bot does not answer) gets one look at its checks, not its whole
     timeout, so a dead bot goes down its ladder fast. Each HTTP request has the profile's
     C(http.timeout).

@@ -22,9 +22,14 @@ import ssl
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
-SIGNALS = {"TERM": signal_mod.SIGTERM, "KILL": signal_mod.SIGKILL, "INT": signal_mod.SIGINT, "HUP": signal_mod.SIGHUP}
+SIGNALS = {"TERM": signal_mod.SIGTERM, "KILL": signal_mod.SIGKILL, "INT": signal_mod.SIGINT, "HUP": signal_mod.SIGHUP,
+           "STOP": signal_mod.SIGSTOP, "CONT": signal_mod.SIGCONT}
 POLL_INTERVAL = 0.05
+# the comparisons a check may make of the value it reads (all given must hold)
+COMPARISONS = ("equals", "not_equals", "one_of", "less_than", "greater_than", "at_most", "at_least", "age_below")
+STOPPED_STATES = ("T", "t")  # /proc/<pid>/stat: stopped by a signal (SIGSTOP...), or by a tracer
 
 
 def bot_argument_spec():
@@ -105,6 +110,181 @@ def substitute(value, variables):
 
 def describe_request(req):
     return f"{req.get('method', 'GET')} {req['path']}"
+
+
+def describe_action(action):
+    """An action of the profile as the messages name it."""
+    if "http" in action:
+        return describe_request(action["http"])
+    if "redis_merge" in action:
+        return f"SET {action['redis_merge']['key']}"
+    if "config_file" in action:
+        return f"set {action['config_file']['key']} in {action['config_file']['path']}"
+    if "service" in action:
+        return f"service {action['service']}"
+    if "signal" in action:
+        return f"SIG{action['signal']}"
+    return str(sorted(action))
+
+
+def shown_value(value, limit=80):
+    """A value as a message shows it: JSON (true, "dry_run", null), cut short."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def map_key(value):
+    """The key a value map finds a value under: YAML's `true:` and JSON's `"true":` are one key
+    (a profile travels to the bot's host as JSON, where every key is a string)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return str(value)
+
+
+def map_value(value, mapping, what):
+    """The value a profile's map gives `value`; BotError naming the value and the map's keys when
+    the map has no entry for it (an unmapped value is never passed through)."""
+    table = {map_key(k): v for k, v in mapping.items()}
+    if not isinstance(value, (dict, list)):
+        key = map_key(value)
+        if key in table:
+            return table[key]
+    raise BotError(f"{what}: {shown_value(value)} is not in the profile's map "
+                   f"(expected one of: {', '.join(table)})")
+
+
+def _same(a, b):
+    """Equality as a check means it: true is not 1, false is not 0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return a == b
+
+
+def as_number(value):
+    """A number (int, float or a numeric string such as "12.5"), else None; true / false are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+    return None
+
+
+def as_epoch(value):
+    """A timestamp as epoch seconds: an ISO-8601 string ('2024-05-01T12:00:00Z', '+00:00', a space
+    for the T; without an offset it is UTC), or epoch seconds, milliseconds, microseconds or
+    nanoseconds (a number or a numeric string, told apart by size: epoch seconds stay below 1e11
+    until the year 5138). None when it is not one."""
+    number = as_number(value)
+    if number is not None:
+        magnitude = abs(number)
+        if magnitude >= 1e17:
+            return number / 1e9
+        if magnitude >= 1e14:
+            return number / 1e6
+        if magnitude >= 1e11:
+            return number / 1e3
+        return float(number)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = re.sub(r"[zZ]$", "+00:00", value.strip())
+    text = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", text)  # +0000 -> +00:00
+    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], text)  # fractions: 6 digits
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def expectation(key, operand):
+    """One comparison of a check as words: what the value must be."""
+    if key == "equals":
+        return f"equal to {shown_value(operand)}"
+    if key == "not_equals":
+        return f"not equal to {shown_value(operand)}"
+    if key == "one_of":
+        return f"one of {shown_value(operand)}"
+    if key == "age_below":
+        return f"a timestamp less than {operand:g}s old"
+    return f"{key.replace('_', ' ')} {operand:g}"
+
+
+def compare(spec, value, now=None):
+    """The comparisons of a check against the value it read: (ok, what was expected when not ok,
+    extra observations: a timestamp's age in seconds)."""
+    failed, extra = [], {}
+    for key in COMPARISONS:
+        if key not in spec:
+            continue
+        operand, why = spec[key], ""
+        if key == "equals":
+            holds = _same(value, operand)
+        elif key == "not_equals":
+            holds = not _same(value, operand)
+        elif key == "one_of":
+            holds = any(_same(value, choice) for choice in operand)
+        elif key == "age_below":
+            moment = as_epoch(value)
+            if moment is None:
+                holds, why = False, " (not a timestamp: ISO-8601, or epoch seconds / milliseconds)"
+            else:
+                extra["age"] = round((time.time() if now is None else now) - moment, 3)
+                holds = extra["age"] < operand
+        else:
+            number = as_number(value)
+            if number is None:
+                holds, why = False, " (not a number)"
+            else:
+                holds = {"less_than": number < operand, "greater_than": number > operand,
+                         "at_most": number <= operand, "at_least": number >= operand}[key]
+        if not holds:
+            failed.append(expectation(key, operand) + why)
+    return not failed, " and ".join(failed) or None, extra
+
+
+PROCESS_EXPECTED = {"absent": "no process", "present": "a process", "stopped": "every process stopped (state T)",
+                    "running": "a process, none stopped (state T)"}
+
+
+def describe_check(spec):
+    """A check as words for people: where it reads and what must hold."""
+    if "process" in spec:
+        return PROCESS_EXPECTED[spec["process"]]
+    parts = [describe_request(spec["http"]) if "http" in spec else f"Redis key {spec['redis']['key']}"]
+    if "status" in spec:
+        parts.append(f"HTTP {spec['status']}")
+    if "json" in spec:
+        musts = [expectation(key, spec[key]) for key in COMPARISONS if key in spec]
+        parts.append(f"'{spec['json']}'" + (f" {' and '.join(musts)}" if musts else " present"))
+    return ", ".join(parts)
+
+
+def process_states(pids):
+    """{pid: state letter} from /proc/<pid>/stat (R running, S sleeping, T stopped...); gone ones left out."""
+    states = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                raw = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ')'
+        rest = raw[raw.rfind(")") + 1:].split()
+        if rest:
+            states[pid] = rest[0]
+    return states
 
 
 class Bot:
@@ -319,6 +499,8 @@ class Bot:
             raise BotError(f"{source}: {exc}") from None
         if spec.get("count"):
             value = len(value) if isinstance(value, (list, dict)) else value
+        if "map" in spec:
+            value = map_value(value, spec["map"], f"{source}: '{spec.get('json', '')}'")
         return value
 
     # ---------------------------------------------------------------- who the bot is, its credentials
@@ -416,36 +598,51 @@ class Bot:
         return out
 
     def check(self, spec):
-        """Evaluate one check; returns (ok, what was observed)."""
+        """Evaluate one check; returns (ok, what was observed). A check that does not hold says what
+        it expected (`expected`) beside what it saw."""
         if "process" in spec:
-            pids = self.pids()
-            ok = (not pids) if spec["process"] == "absent" else bool(pids)
-            return ok, {"pids": pids}
+            return self._check_process(spec["process"])
         if "http" in spec:
             try:
                 status, doc = self.request(spec["http"])
             except BotError as exc:
-                return False, {"error": str(exc)}
+                return False, {"error": str(exc), "expected": describe_check(spec)}
             observed = {"status": status}
             if "status" in spec and status != spec["status"]:
-                return False, dict(observed, body=doc)
+                return False, dict(observed, body=doc, expected=f"HTTP {spec['status']}")
             if "status" not in spec and "json" not in spec and status >= 400:
-                return False, dict(observed, body=doc)
+                return False, dict(observed, body=doc, expected="HTTP below 400")
         else:
             try:
                 doc = self.redis_get_json(spec["redis"]["key"])
             except BotError as exc:
-                return False, {"error": str(exc)}
+                return False, {"error": str(exc), "expected": describe_check(spec)}
             observed = {}
         if "json" in spec:
             try:
                 value = json_path(doc, spec["json"])
             except (KeyError, TypeError) as exc:
-                return False, dict(observed, error=str(exc))
+                return False, dict(observed, error=str(exc), expected=describe_check(spec))
             observed["value"] = value
-            if "equals" in spec and value != spec["equals"]:
-                return False, observed
+            ok, expected, extra = compare(spec, value)
+            observed.update(extra)
+            if not ok:
+                return False, dict(observed, expected=f"'{spec['json']}' {expected}")
         return True, observed
+
+    def _check_process(self, want):
+        pids = self.pids()
+        if want in ("absent", "present"):
+            ok = (not pids) if want == "absent" else bool(pids)
+            observed = {"pids": pids}
+        else:
+            states = self.process_states(pids)
+            stopped = [pid for pid, state in states.items() if state in STOPPED_STATES]
+            ok = bool(states) and (len(stopped) == len(states) if want == "stopped" else not stopped)
+            observed = {"pids": pids, "states": {str(pid): state for pid, state in states.items()}}
+        if not ok:
+            observed["expected"] = PROCESS_EXPECTED[want]
+        return ok, observed
 
     def check_all(self, specs):
         observed = []
@@ -491,6 +688,13 @@ class Bot:
             self.last_action_at = time.monotonic()
 
     def _do(self, action, variables):
+        if "map" in action:
+            # the values this action sends, as the bot spells them ({mode}: DRY -> dry_run)
+            variables = dict(variables)
+            for name, mapping in action["map"].items():
+                if name in variables:
+                    what = f"{{{name}}} of action {describe_action(action)}"
+                    variables[name] = map_value(variables[name], mapping, what)
         if "http" in action:
             req = action["http"]
             status, doc = self.request(req, variables)
@@ -579,6 +783,16 @@ class Bot:
         if self._memo is not None:
             self._memo["pids"] = list(pids)
         return pids
+
+    def process_states(self, pids=None):
+        """{pid: state letter} of the bot's processes (/proc/<pid>/stat: T is stopped); within
+        `memoized`, read once."""
+        if self._memo is not None and "states" in self._memo:
+            return dict(self._memo["states"])
+        states = process_states(self.pids() if pids is None else pids)
+        if self._memo is not None:
+            self._memo["states"] = dict(states)
+        return states
 
     def send_signal(self, name):
         pids = self.pids()

@@ -5,7 +5,9 @@
 A level (pause < halt < flatten) has its own `engage` rungs, `engaged` checks and `release`
 rungs; `kill_switch.escalation` holds the rungs tried after the level's own ones fail. A rung is
 its `do` actions, then its `verify` checks polled until the rung's timeout. The first rung that
-verifies ends the walk. Every engagement and release is appended to an audit log (JSON lines).
+verifies ends the walk, unless it is marked `ends_walk: false` (a rung that prepares the next one,
+such as SIGCONT thawing a stopped bot before SIGTERM: verified or not, the walk goes on). Every
+engagement and release is appended to an audit log (JSON lines).
 
 Shared by `bot_kill_switch` (one bot, on its host) and `bot_fleet_kill_switch` (many bots from the
 controller, one thread per bot): both call `KillSwitch(...).engage()` / `.release()`.
@@ -42,7 +44,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from ansible.module_utils.botops_bot import POLL_INTERVAL, Bot, BotError, describe_request
+from ansible.module_utils.botops_bot import POLL_INTERVAL, Bot, BotError, describe_action, describe_request
 from ansible.module_utils.botops_pg import Database, PgError
 
 LEVELS = ("pause", "halt", "flatten")
@@ -90,20 +92,6 @@ def default_who():
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
-
-
-def describe_action(action):
-    if "http" in action:
-        return describe_request(action["http"])
-    if "redis_merge" in action:
-        return f"SET {action['redis_merge']['key']}"
-    if "config_file" in action:
-        return f"set {action['config_file']['key']} in {action['config_file']['path']}"
-    if "service" in action:
-        return f"service {action['service']}"
-    if "signal" in action:
-        return f"SIG{action['signal']}"
-    return str(sorted(action))
 
 
 class HostlessBot(Bot):
@@ -635,6 +623,10 @@ class KillSwitch:
         parts = []
         for step in steps:
             why = "; ".join(step["errors"])
+            if step["verified"]:  # a rung that prepares the next (ends_walk: false)
+                parts.append(f"'{step['name']}' ({why + '; ' if why else ''}verified after {step['seconds']}s, "
+                             "the walk went on)")
+                continue
             seen = summarize(step.get("observed"))
             parts.append(f"'{step['name']}' ({why + '; ' if why else ''}verify saw {seen} after {step['seconds']}s)")
         return ", ".join(parts)
@@ -756,7 +748,7 @@ class KillSwitch:
             return self._finish()
         for rung in rungs:
             step = self._run_rung(rung)
-            if step["verified"]:
+            if step["verified"] and rung.get("ends_walk", True):
                 if impostor is None and identity is None and rung not in own:
                     impostor = self._escalated_past_another_bot(own)
                 if self.level == "flatten":
@@ -915,7 +907,7 @@ class KillSwitch:
                                                f"level '{target}'")
         for rung in rungs:
             step = self._run_rung(rung, released=engaged)
-            if step["verified"]:
+            if step["verified"] and rung.get("ends_walk", True):
                 return rung["name"]
         self._fail_release(what, start_at)
 
