@@ -32,7 +32,7 @@ BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05", "bot06"]
 
 @pytest.fixture(scope="module")
 def ops():
-    with ops_fleet("botops-identity-", len(BOTS), 26000)  # below the ephemeral ports (32768+) as fleet_ops:
+    with ops_fleet("botops-identity-", len(BOTS), 26000) as fleet_ops:  # below the ephemeral ports (32768+)
         wait_trading(fleet_ops["fleet"], BOTS)
         yield fleet_ops
 
