@@ -74,7 +74,7 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
             raise InventoryError(f"inventory {path} has wrong bot variables:\n  " + "\n  ".join(problems))
         problems = check_profiles(families, loaded)
         if problems:
-            raise InventoryError(f"the profiles of the targeted bots are invalid ({profiles.profiles_dir()}):\n  "
+            raise InventoryError(f"the profiles of the targeted bots are invalid (searched: {profiles.search_path_text()}):\n  "
                                  + "\n  ".join(problems))
     return path, selected
 
@@ -101,6 +101,22 @@ def identities(path: Path, names: list[str]) -> dict[str, str]:
             address = host_vars.get("ansible_host") or name
             address = name if not isinstance(address, str) or _templated(address) else address
         found[name] = f"{address}:{os.path.normpath(root)}"
+    return found
+
+
+def bot_variables(path: Path | str, names: list[str], keys: tuple[str, ...]) -> dict[str, dict]:
+    """These inventory variables of each bot as the inventory says (hosts, groups, group_vars /
+    host_vars, vault files with ANSIBLE_VAULT_PASSWORD_FILE): {bot: {key: value}}. A value that is a
+    template (Ansible renders it at run time) or is missing is None."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.vars.manager import VariableManager
+
+    manager = InventoryManager(loader=data_loader(), sources=[str(path)], parse=True)
+    variables = VariableManager(loader=manager._loader, inventory=manager)
+    found: dict[str, dict] = {}
+    for name in names:
+        host_vars = _vars(variables, manager, name) if manager.get_host(name) is not None else {}
+        found[name] = {key: (None if _templated(host_vars.get(key)) else _plain(host_vars.get(key))) for key in keys}
     return found
 
 

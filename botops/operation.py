@@ -130,6 +130,7 @@ def run_operation(
     rows: Callable[[dict], list[dict]] | None = None,
     check_vars: bool = True,
     override_kill_switch: bool = False,
+    before: Callable[[Path, list[str]], None] | None = None,
 ) -> dict:
     """Run one fleet operation end to end; raises Exit with the exit code when it did not fully succeed.
 
@@ -138,11 +139,15 @@ def run_operation(
     `check_vars` checks every targeted bot's inventory variables first (the emergency tasks skip
     it: at 3 a.m. the per-bot results name a bad bot without holding up the others).
     `override_kill_switch`: the operator's explicit go-ahead for this run on bots whose operator
-    engaged a kill switch level (the level is put back on each bot once it is ready)."""
+    engaged a kill switch level (the level is put back on each bot once it is ready).
+    `before(inventory path, targeted bots)` checks more input once the bots are known, before
+    anything runs (it raises the task's usage error)."""
     try:
         inventory_path, bots = hosts(inventory, limit, check_vars=check_vars)
     except InventoryError as exc:
         raise usage_error(task, str(exc)) from None
+    if before is not None:
+        before(inventory_path, bots)
     mode = " (check mode: nothing will change)" if check else ""
     print(f"{task}: {len(bots)} bot(s) from {inventory_path}{mode}", flush=True)
 

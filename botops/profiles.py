@@ -1,8 +1,19 @@
 """Bot profiles: each bot family described as data, validated when loaded.
 
-A profile is `profiles/<family>.yml`. It is checked against `profile_schema.yml` (JSON Schema)
-and a few cross-field rules; every error names the file, the key path and what was expected.
-Secrets never live in a profile: it names the inventory variables that hold them.
+A profile is `<family>.yml` in a directory of the profiles search path. It is checked against
+`profile_schema.yml` (JSON Schema) and a few cross-field rules; every error names the file, the key
+path and what was expected. Secrets never live in a profile: it names the inventory variables that
+hold them.
+
+The search path, first match wins (a family found earlier shadows one of the same name later):
+
+1. `BOTOPS_PROFILES_DIR`, one directory (the older setting, kept: it no longer replaces the
+   built-in profiles, it is searched in front of them);
+2. `BOTOPS_PROFILES_PATH`, directories separated by `os.pathsep` (':' on POSIX), in order;
+3. the built-in `profiles/` of this repository.
+
+The lookup plugin `bot_profile`, the Invoke front end and the playbooks it runs (botops.runner
+hands the resolved path on to ansible-runner) all search the same path.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import yaml
 from botops.report import shown
 
 REPO = Path(__file__).resolve().parent.parent
+BUILTIN_DIR = REPO / "profiles"
 SCHEMA_FILE = Path(__file__).with_name("profile_schema.yml")
 
 
@@ -26,7 +38,41 @@ class ProfileError(ValueError):
 
 
 def profiles_dir() -> Path:
-    return Path(os.environ.get("BOTOPS_PROFILES_DIR", REPO / "profiles"))
+    """The built-in profiles directory (the last one of the search path)."""
+    return BUILTIN_DIR
+
+
+def search_path(environ=None) -> list[Path]:
+    """The profile directories, searched in this order: BOTOPS_PROFILES_DIR, then the entries of
+    BOTOPS_PROFILES_PATH, then the built-in profiles/. Empty entries are ignored, a directory is
+    listed once (its first place)."""
+    environ = os.environ if environ is None else environ
+    entries = [environ.get("BOTOPS_PROFILES_DIR") or ""]
+    entries += (environ.get("BOTOPS_PROFILES_PATH") or "").split(os.pathsep)
+    found: list[Path] = []
+    seen: set[str] = set()
+    for entry in [*entries, str(BUILTIN_DIR)]:
+        if not entry.strip():
+            continue
+        path = Path(entry).expanduser()
+        key = os.path.normpath(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            found.append(path)
+    return found
+
+
+def search_path_text(directories: list[Path] | None = None) -> str:
+    """The search path as a person reads it: 'dir1, dir2, .../profiles'."""
+    return ", ".join(str(d) for d in (directories or search_path()))
+
+
+def _directories(directory) -> list[Path]:
+    if directory is None:
+        return search_path()
+    if isinstance(directory, (str, os.PathLike)):
+        return [Path(directory)]
+    return [Path(d) for d in directory]
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,9 +83,24 @@ def _validator() -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-def available(directory: Path | None = None) -> list[str]:
-    directory = directory or profiles_dir()
-    return sorted(p.stem for p in directory.glob("*.yml"))
+def locate(directory=None) -> dict[str, Path]:
+    """Each family of the search path (or of the directories given) and the file that defines it:
+    the first directory holding `<family>.yml` wins. A directory that does not exist holds none."""
+    found: dict[str, Path] = {}
+    for path in _directories(directory):
+        try:
+            files = sorted(path.glob("*.yml"))
+        except OSError:
+            continue
+        for file in files:
+            if not file.stem.startswith(".") and file.stem not in found:
+                found[file.stem] = file
+    return found
+
+
+def available(directory=None) -> list[str]:
+    """The bot families of the search path (or of the directory, or list of directories, given)."""
+    return sorted(locate(directory))
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -223,14 +284,30 @@ def load_file(path: Path) -> dict:
     return validate(data, str(path))
 
 
-def load(family: str, directory: Path | None = None) -> dict:
-    """Load and validate the profile of one bot family."""
-    directory = directory or profiles_dir()
-    if not isinstance(family, str) or not family or "/" in family or family.startswith("."):
-        raise ProfileError(f"invalid bot family {family!r} (expected one of: {', '.join(available(directory))})")
-    path = directory / f"{family}.yml"
-    if not path.is_file():
-        raise ProfileError(
-            f"no profile for bot family {family!r} in {directory} (expected one of: {', '.join(available(directory))})"
-        )
-    return load_file(path)
+def find(family: str, directory=None) -> Path:
+    """The file of this family's profile: the first of the search path (or of the directories given)."""
+    directories = _directories(directory)
+    if not isinstance(family, str) or not family or "/" in family or os.sep in family or family.startswith("."):
+        raise ProfileError(f"invalid bot family {family!r} (expected one of: {', '.join(available(directories))})")
+    for path in directories:
+        candidate = path / f"{family}.yml"
+        if candidate.is_file():
+            return candidate
+    raise ProfileError(
+        f"no profile for bot family {family!r} in {search_path_text(directories)} "
+        f"(expected one of: {', '.join(available(directories))})"
+    )
+
+
+def load(family: str, directory=None) -> dict:
+    """Load and validate the profile of one bot family (the first found on the search path)."""
+    return load_file(find(family, directory))
+
+
+def artifact_name(profile: dict, override: str | None = None) -> str:
+    """The base name of a family's release artifacts (`<name>-<version>.tar.gz`): the inventory's
+    bot_release_artifact when set, else the profile's release.artifact, else the family name.
+    roles/bot_release/defaults/main.yml resolves bot_release_artifact_name the same way."""
+    if override:
+        return override
+    return (profile.get("release") or {}).get("artifact") or profile["family"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from invoke import task
 
+from botops import profiles
+from botops.inventory import InventoryError, bot_variables
 from botops.operation import number_flag, run_operation, usage_error
 from botops.report import shown
 from botops.runner import REPO
@@ -17,7 +20,6 @@ VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 BATCH_RE = re.compile(r"^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)$")
 POSITION_POLICIES = ("refuse", "wait", "flatten", "carry")
-ARTIFACT_NAME = "refbot"
 
 DEPLOY_COLUMNS = [
     ("name", "bot"),
@@ -48,11 +50,16 @@ def artifacts_dir(given: str | None) -> Path:
     return (sandbox / "artifacts").resolve()
 
 
-def available_versions(directory: Path) -> list[str]:
-    return sorted(p.name[len(ARTIFACT_NAME) + 1:-len(".json")] for p in directory.glob(f"{ARTIFACT_NAME}-*.json"))
+def available_versions(directory: Path, name: str) -> list[str]:
+    """The versions of artifact `name` in the directory (those with a manifest)."""
+    prefix = f"{name}-"
+    return sorted(p.name[len(prefix):-len(".json")] for p in directory.glob(f"{glob.escape(prefix)}*.json")
+                  if VERSION_RE.match(p.name[len(prefix):-len(".json")]))
 
 
 def check_version(task_name: str, version: str, directory: Path) -> None:
+    """The version is a version and the artifacts directory exists (which artifacts it must hold
+    depends on the targeted bots: check_artifacts)."""
     if not version or not VERSION_RE.match(version) or ".." in version:
         raise usage_error(task_name, f"--version {shown(version)} is not a release version: letters, digits and "
                                      "._+- (at most 64, no '..'), e.g. --version=1.1.0")
@@ -63,15 +70,54 @@ def check_version(task_name: str, version: str, directory: Path) -> None:
                                      "(pass --artifacts=DIR)") from None
     if not found:
         raise usage_error(task_name, f"artifacts directory {directory} does not exist (pass --artifacts=DIR)")
-    manifest = directory / f"{ARTIFACT_NAME}-{version}.json"
-    tarball = directory / f"{ARTIFACT_NAME}-{version}.tar.gz"
-    if not manifest.is_file() or not tarball.is_file():
-        known = ", ".join(available_versions(directory)) or "none"
-        raise usage_error(task_name, f"--version {version}: no release {version} in {directory} (available: {known})")
+
+
+def artifact_names(inventory: Path, bots: list[str]) -> dict[str, list[str]]:
+    """The artifact name each targeted bot is deployed from, {name: [bots]}: the inventory's
+    bot_release_artifact, else its family profile's release.artifact, else the family name
+    (botops.profiles.artifact_name). Bots whose family or name the inventory leaves to a template
+    or a vault the front end cannot read are left to the playbook."""
     try:
-        json.loads(manifest.read_text())["sha256"]
-    except (ValueError, KeyError):
-        raise usage_error(task_name, f"manifest {manifest} is not a release manifest (no sha256)") from None
+        found = bot_variables(inventory, bots, ("bot_family", "bot_release_artifact"))
+    except InventoryError:
+        return {}
+    names: dict[str, list[str]] = {}
+    loaded: dict[str, dict | None] = {}
+    for bot in bots:
+        family, override = found[bot]["bot_family"], found[bot]["bot_release_artifact"]
+        if not isinstance(family, str):
+            continue
+        if family not in loaded:
+            try:
+                loaded[family] = profiles.load(family)
+            except profiles.ProfileError:
+                loaded[family] = None  # reported by the inventory check
+        if loaded[family] is None:
+            continue
+        name = profiles.artifact_name(loaded[family], override if isinstance(override, str) else None)
+        names.setdefault(name, []).append(bot)
+    return names
+
+
+def check_artifacts(task_name: str, version: str, directory: Path, names: dict[str, list[str]]) -> None:
+    """Every artifact the targeted bots need is in the directory: <name>-<version>.tar.gz and its
+    manifest with a sha256. Refuses naming the artifact, its bots and the versions there are."""
+    problems = []
+    for name, bots in sorted(names.items()):
+        who = ", ".join(bots[:5]) + (f" and {len(bots) - 5} more" if len(bots) > 5 else "")
+        manifest = directory / f"{name}-{version}.json"
+        tarball = directory / f"{name}-{version}.tar.gz"
+        if not manifest.is_file() or not tarball.is_file():
+            known = ", ".join(available_versions(directory, name)) or "none"
+            problems.append(f"no release {version} of artifact {name!r} ({name}-{version}.tar.gz + .json) "
+                            f"in {directory} for {who} (available: {known})")
+            continue
+        try:
+            json.loads(manifest.read_text())["sha256"]
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"manifest {manifest} is not a release manifest (no sha256)")
+    if problems:
+        raise usage_error(task_name, f"--version {version}: " + "; ".join(problems))
 
 
 def serial_plan(task_name: str, canary, batch: str) -> list:
@@ -104,7 +150,9 @@ OVERRIDE_HELP = {
         COMMON_HELP,
         **OVERRIDE_HELP,
         version="release version to deploy, e.g. 1.1.0 (required)",
-        artifacts="directory holding <name>-<version>.tar.gz and .json (default: the sandbox's artifacts)",
+        artifacts="directory holding <name>-<version>.tar.gz and .json, <name> being each bot's artifact name "
+                  "(inventory bot_release_artifact, else the profile's release.artifact, else the family; "
+                  "default: the sandbox's artifacts)",
         canary="bots in the first batch (default 1; 0: no canary)",
         batch="bots per batch after the canary: a number or a percentage (default 100%)",
         max_fail="percentage of failed bots in a batch that stops the rollout (default 0: the first failure)",
@@ -126,8 +174,13 @@ def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, 
         "botops_max_fail_percentage": check_max_fail("deploy", max_fail),
         "bot_guard_positions_policy": positions,
     }
+
+    def artifacts_there(inventory_path: Path, bots: list[str]) -> None:
+        check_artifacts("deploy", version, directory, artifact_names(inventory_path, bots))
+
     run_operation("deploy", "deploy.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
-                  takeover=takeover, columns=DEPLOY_COLUMNS, override_kill_switch=override_kill_switch)
+                  takeover=takeover, columns=DEPLOY_COLUMNS, override_kill_switch=override_kill_switch,
+                  before=artifacts_there)
 
 
 @task(

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import ansible_runner
 
+from botops import profiles
+
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOKS = REPO / "playbooks"
 DEFAULT_INVENTORY = REPO / "inventory" / "sandbox" / "hosts.yml"
@@ -159,7 +161,10 @@ class PlaybookRun:
             "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
             "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
             "ANSIBLE_LOOKUP_PLUGINS": str(REPO / "plugins" / "lookup"),
-            "BOTOPS_PROFILES_DIR": os.environ.get("BOTOPS_PROFILES_DIR", str(REPO / "profiles")),
+            # the profiles search path, resolved here: the lookup plugin in the playbook searches the
+            # same directories in the same order (botops.profiles.search_path)
+            "BOTOPS_PROFILES_PATH": os.pathsep.join(str(d.resolve()) for d in profiles.search_path()),
+            "BOTOPS_PROFILES_DIR": "",
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
             # ansible-playbook from the same environment as this front end
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),

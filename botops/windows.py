@@ -329,7 +329,9 @@ def check_tasks(names: list[str], where: str = "tasks") -> tuple[str, ...]:
 def validate(data, source: str = "windows", families: list[str] | None = None) -> dict[str, Window]:
     """Parse loaded YAML into windows; raise WindowError naming every problem (file, key, expected).
 
-    `families`, when given, is the list of known bot families: an override for another is an error."""
+    `families`, when given, is the list of known bot families (those of the profiles search path,
+    botops.profiles.available()): an override for another is an error. An override for a family
+    that has no bot in the inventory at hand is not one - it just applies to no bot."""
     if not isinstance(data, dict) or set(data) != {"windows"}:
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise WindowError(f"{source}: expected a mapping with the single key 'windows', got {got}")
@@ -364,7 +366,8 @@ def validate(data, source: str = "windows", families: list[str] | None = None) -
         for family, override in fams.items():
             fwhere = f"{where}.families.{family}"
             if families is not None and family not in families:
-                problems.append(f"{fwhere}: unknown bot family (expected one of: {', '.join(families)})")
+                problems.append(f"{fwhere}: unknown bot family: no profile directory of the search path has "
+                                f"{family}.yml (expected one of: {', '.join(families)})")
                 continue
             if not isinstance(override, dict) or not override or set(override) - OVERRIDE_KEYS:
                 problems.append(f"{fwhere}: expected a mapping with schedule and/or tasks")

@@ -19,6 +19,13 @@ description:
     when the bot still reports the old values the actions are run again with them (a config file
     is put back, so that no later start switches the bot unexpectedly).
   - Without O(execution_mode) and O(paper) it only reads.
+  - With O(keep_out_of_live) (after a restart or a restore) O(execution_mode=DRY) and O(paper=true)
+    are limits, not settings - the bot must not be V(LIVE), it must stay on paper - kept with
+    whatever the profile can set. A bot found V(LIVE) is put back with C(mode.set_execution_mode),
+    else kept on paper trading with C(mode.set_paper); a bot found off paper is put back on it.
+    What keeps the bot out of V(LIVE) is returned (RV(kept_by)). A capability the family does not
+    have never fails the call while the bot is not V(LIVE); a warning names it when it mattered.
+    A bot found V(LIVE) that nothing in its profile can put back fails the call - it may be trading live.
 version_added: "0.1.0"
 options:
   execution_mode:
@@ -28,6 +35,12 @@ options:
   paper:
     description: Paper trading on or off.
     type: bool
+  keep_out_of_live:
+    description:
+      - Keep the bot no more live than it was (see above); takes O(execution_mode=DRY) and/or O(paper=true).
+      - Never makes a bot more live, never needs O(go_no_go).
+    type: bool
+    default: false
   go_no_go:
     description:
       - The go/no-go checklist result, needed to go V(LIVE) - C(passed) (bool) and C(checks), a list
@@ -70,6 +83,15 @@ EXAMPLES = r"""
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
 
+- name: After a restart, keep a bot that was DRY and paper out of LIVE with what its profile can set
+  bot_mode:
+    keep_out_of_live: true
+    execution_mode: DRY
+    paper: true
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+
 - name: Go live after the go/no-go checklist passed
   bot_mode:
     execution_mode: LIVE
@@ -102,6 +124,20 @@ actions:
   returned: always
   type: list
   elements: str
+kept_by:
+  description:
+    - With O(keep_out_of_live), what keeps the bot out of V(LIVE) after the call - V(execution_mode)
+      (it reports a mode that is not LIVE), V(paper) (paper trading), V(none) (nothing the profile
+      reads shows it; a warning says so).
+  returned: when keep_out_of_live
+  type: str
+  sample: execution_mode
+missing:
+  description: With O(keep_out_of_live), the set actions the profile lacks for the limits asked (C(mode.set_execution_mode), C(mode.set_paper)).
+  returned: when keep_out_of_live
+  type: list
+  elements: str
+  sample: [mode.set_execution_mode]
 rolled_back:
   description: When the bot did not take the change at all, the actions run again with the old values.
   returned: when a change did not take effect
@@ -119,7 +155,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
 from ansible.module_utils.botops_kill_switch import KillSwitchError, describe_engagement, operator_level, reapply
-from ansible.module_utils.botops_mode import plan_actions, read_mode
+from ansible.module_utils.botops_mode import keep_plan, kept_by, plan_actions, read_mode, read_what_can_be_read
 
 
 class Refused(Exception):
@@ -157,6 +193,7 @@ def main():
         paper=dict(type="bool"),
         go_no_go=dict(type="dict"),
         ready_timeout=dict(type="float", default=60),
+        keep_out_of_live=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -166,17 +203,39 @@ def main():
     want_mode, want_paper = p["execution_mode"], p["paper"]
     asked = ", ".join(x for x in (f"execution mode {want_mode}" if want_mode else "",
                                   f"paper {str(want_paper).lower()}" if want_paper is not None else "") if x)
-    what = f"set {asked}" if asked else "read the mode"
+    keep = p["keep_out_of_live"]
+    what = f"set {asked}" if asked and not keep else f"keep the bot out of LIVE ({asked})" if keep else "read the mode"
     actions = []
     result = dict(changed=False, execution_mode=None, paper_trading=None, previous={}, actions=actions)
+    if keep:
+        if want_mode == "LIVE" or want_paper is False or (want_mode is None and want_paper is None):
+            module.fail_json(msg=f"keep_out_of_live takes execution_mode=DRY and/or paper=true (the limits), "
+                                 f"got execution_mode={want_mode}, paper={want_paper}", **result)
+        result.update(kept_by=None, missing=[])
     try:
         bot = module_bot(module)
-        mode, paper = read_mode(bot, profile["facts"])
+        warnings = []
+        if keep:
+            mode, paper = read_what_can_be_read(bot, profile.get("facts"), warnings)
+        else:
+            mode, paper = read_mode(bot, profile["facts"])
         result.update(execution_mode=mode, paper_trading=paper, previous=dict(execution_mode=mode, paper_trading=paper))
         paper_only = bool(p["bot"].get("paper_only")) or bool(mode_conf.get("paper_only"))
         source = "inventory bot_paper_only" if p["bot"].get("paper_only") else f"profile '{profile.get('family')}' mode.paper_only"
         lists = []
-        if want_mode is not None and want_mode != mode:
+        if keep:
+            result["kept_by"] = kept_by(mode, paper)
+            try:
+                lists, kept_after, planned, result["missing"] = keep_plan(profile, mode, paper, want_mode == "DRY",
+                                                                          want_paper is True)
+            finally:
+                for message in warnings:
+                    module.warn(f"bot '{name}': {message}")
+            for message in planned:
+                module.warn(f"bot '{name}': {message}")
+            want_mode, want_paper = kept_after["mode"], kept_after["paper"]
+            result["kept_by"] = kept_by(want_mode, want_paper)
+        elif want_mode is not None and want_mode != mode:
             if want_mode == "LIVE":
                 if paper_only:
                     raise Refused(f"the bot is paper-only ({source}): it must never trade LIVE")
@@ -190,7 +249,7 @@ def main():
             if not mode_conf.get("set_execution_mode"):
                 raise BotError(f"profile '{profile.get('family')}' has no mode.set_execution_mode actions")
             lists.append(mode_conf["set_execution_mode"])
-        if want_paper is not None and want_paper != paper:
+        if not keep and want_paper is not None and want_paper != paper:
             if not want_paper and paper_only:
                 raise Refused(f"the bot is paper-only ({source}): paper trading cannot be turned off")
             if not mode_conf.get("set_paper"):
@@ -224,13 +283,16 @@ def main():
                 actions.append(f"kill switch {kept['level']} put back ({kept.get('engaged_by') or 'still engaged'})")
         while True:
             try:
-                mode, paper = read_mode(bot, profile["facts"])
+                mode, paper = (read_what_can_be_read(bot, profile.get("facts"), []) if keep
+                               else read_mode(bot, profile["facts"]))
             except BotError:
                 mode = paper = None
             if (mode, paper) == (after["execution_mode"], after["paper_trading"]) or time.monotonic() >= deadline:
                 break
             time.sleep(POLL_INTERVAL)
         result.update(execution_mode=mode, paper_trading=paper)
+        if keep:
+            result["kept_by"] = kept_by(mode, paper)
         if (mode, paper) != (after["execution_mode"], after["paper_trading"]):
             cause = (f"after {', '.join(actions)} the bot reports execution mode {mode}, paper "
                      f"{str(paper).lower()}: the change did not take effect")

@@ -61,7 +61,7 @@ options:
     type: path
   artifact_name:
     description:
-      - Artifact name (C(refbot) in C(refbot-1.1.0.tar.gz)) when O(artifact) is a directory holding
+      - Artifact name (C(tradebot) in C(tradebot-1.1.0.tar.gz)) when O(artifact) is a directory holding
         artifacts of several names for the same version.
     type: str
   status:
@@ -111,7 +111,7 @@ EXAMPLES = r"""
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     version: 1.1.0
-    artifact: /srv/artifacts/refbot-1.1.0.tar.gz
+    artifact: /srv/artifacts/tradebot-1.1.0.tar.gz
     state: current
     backup_id: "{{ backup.backup_id }}"
     keep: 5
@@ -197,7 +197,7 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["verify refbot-1.1.0.tar.gz sha256", "install 1.1.0", "switch current 1.0.0 -> 1.1.0"]
+  sample: ["verify tradebot-1.1.0.tar.gz sha256", "install 1.1.0", "switch current 1.0.0 -> 1.1.0"]
 """
 
 import contextlib

@@ -106,7 +106,10 @@ options:
       - A call that finds no slot free within 10 minutes fails before it pauses (nothing changed).
     type: int
   keep_mode:
-    description: A bot that was DRY (or paper trading) before the change is put back to DRY (paper) if it comes back LIVE (off paper).
+    description:
+      - A bot that was DRY (or paper trading) before the change is put back to DRY (paper) if it comes back LIVE (off paper),
+        with whatever its profile can set (C(mode.set_execution_mode), else C(mode.set_paper)) (as M(bot_mode) does with C(keep_out_of_live)).
+      - A capability the family does not have only warns while the bot is not LIVE; a bot back LIVE that nothing can put back fails the call.
     type: bool
     default: true
   mark:
@@ -313,9 +316,15 @@ paused:
   returned: always
   type: bool
 mode:
-  description: The execution mode and paper flag before the change (after, when it was kept out of LIVE).
+  description:
+    - The execution mode and paper flag before the change (after, when it was kept out of LIVE).
   returned: always
   type: dict
+kept_by:
+  description: What keeps the bot out of LIVE after the change when O(keep_mode) checked it - V(execution_mode), V(paper) or V(none).
+  returned: when the bot was DRY or paper before the change and the change went through
+  type: str
+  sample: execution_mode
 reverted:
   description: The change failed and was reverted by this call.
   returned: always

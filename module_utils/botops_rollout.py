@@ -444,9 +444,11 @@ class Rollout:
                 self.hold_ready()
         if o.get("keep_mode", True) and self.mode_before != (None, None):
             with self.step("keep the mode"):
-                mode, paper = keep_out_of_live(self.bot, self.profile, *self.mode_before, self.actions,
-                                               timeout=o.get("ready_timeout", 60.0))
+                mode, paper, kept = keep_out_of_live(self.bot, self.profile, *self.mode_before, self.actions,
+                                                     timeout=o.get("ready_timeout", 60.0),
+                                                     warn=lambda m: self.warn(f"bot '{self.name}': {m}"))
                 self.result["mode"] = {"execution_mode": mode, "paper_trading": paper}
+                self.result["kept_by"] = kept
         self.result["changed"] = True
         self.hold(f"marking release {self.target} good", self.left())
         try:

@@ -5,8 +5,12 @@ DOCUMENTATION = r"""
 name: bot_profile
 short_description: Load and validate the profile of a bot family
 description:
-  - Reads C(profiles/<family>.yml) (or C($BOTOPS_PROFILES_DIR/<family>.yml)), validates it against
-    the botops profile schema and returns it as a dict for the bot modules.
+  - Finds C(<family>.yml) on the profiles search path, validates it against the botops profile
+    schema and returns it as a dict for the bot modules.
+  - The search path, first match wins - a family in a user directory shadows the built-in profile
+    of the same name - is C($BOTOPS_PROFILES_DIR) (one directory), then the directories of
+    C($BOTOPS_PROFILES_PATH) (separated by C(:)), then the built-in C(profiles/) of botops. The
+    Invoke front end passes the same path to the playbooks it runs.
   - A missing or invalid profile fails the task with the file, the key path and what was expected.
 options:
   _terms:
@@ -32,7 +36,7 @@ from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
 try:
-    from botops.profiles import ProfileError, load
+    from botops.profiles import ProfileError, load, search_path
 except ImportError as exc:  # botops is installed in the controller's environment
     load = None
     IMPORT_ERROR = exc
@@ -45,11 +49,13 @@ class LookupModule(LookupBase):
         if load is None:
             raise AnsibleLookupError(f"bot_profile needs the botops package on the controller: {IMPORT_ERROR}")
         profiles = []
+        where = tuple(str(d) for d in search_path())  # the same family may be another file on another path
         for family in terms:
-            if family not in self._cache:
+            key = (where, family)
+            if key not in self._cache:
                 try:
-                    self._cache[family] = load(family)
+                    self._cache[key] = load(family)
                 except ProfileError as exc:
                     raise AnsibleLookupError(str(exc)) from None
-            profiles.append(self._cache[family])
+            profiles.append(self._cache[key])
         return profiles

@@ -74,16 +74,21 @@ def recover(ops, bot: str) -> dict:
 
 
 @pytest.mark.parametrize("case", [
-    ("bot05", ["deploy", "--version=1.1.0"], "deploy", "Move the bot to release"),
-    ("bot04", ["restore", "--backup=latest", "--accept-ledger-loss"], "restore", "Restore the database from"),
-    ("bot02", ["restart", "--mode=graceful"], "restart", "Restart the bot and wait"),
-    ("bot01", ["maintenance", "--window=daily", "--force"], "maintenance", "Back up the bot's database"),
-], ids=["deploy-window", "restore", "restart", "maintenance-backup"])
+    ("bot05", None, ["deploy", "--version=1.1.0"], "Move the bot to release"),
+    ("bot01", None, ["deploy", "--version=1.1.0"], "Install the release"),
+    ("bot02", None, ["deploy", "--version=1.1.0"], "Back up the database and config"),
+    ("bot04", ["backup", "--label=before the crash"], ["restore", "--backup=latest", "--carry-forward"],
+     "Restore the database from"),
+    ("bot04", ["deploy", "--version=1.1.0"], ["rollback", "--target=latest"], "Move the bot to release"),
+    ("bot02", None, ["restart", "--mode=graceful"], "Restart the bot and wait"),
+    ("bot01", None, ["maintenance", "--window=daily", "--force"], "Back up the bot's database"),
+], ids=["deploy-window", "deploy-install", "deploy-backup", "restore", "rollback-window", "restart",
+        "maintenance-backup"])
 def test_the_controller_killed_mid_operation_then_recover(ops, case):
-    bot, args, playbook, task = case
-    if playbook == "restore":
-        taken = invoke(ops, "backup", f"--limit={bot}", "--label=before the crash")
-        assert taken.returncode == 0, output(taken)
+    bot, prepare, args, task = case
+    if prepare:
+        done = invoke(ops, *prepare, f"--limit={bot}")
+        assert done.returncode == 0, output(done)
     before = trades(ops, bot)[0]
     crash(ops, [*args, f"--limit={bot}"], task)
 

@@ -66,7 +66,7 @@ class Case:
 
 
 INVENTORY_TASKS = {"status", "deploy", "rollback", "releases", "restart", "backup", "restore", "backups", "promote",
-                   "kill-switch", "emergency-stop", "last-resort-kill", "logs", "exec", "maintenance"}
+                   "kill-switch", "emergency-stop", "last-resort-kill", "logs", "exec", "maintenance", "recover"}
 
 HOST_PATTERN = "bot or group names separated by commas"
 INVENTORY_VALUES = [
@@ -114,6 +114,7 @@ MATRIX: dict[str, tuple[dict, dict[str, list[tuple[str, str | tuple[str, ...]]]]
         "batch": [("abc", BATCH), ("0%", BATCH)],
     }),
     "releases": ({}, {}),
+    "recover": ({}, {}),
     "restart": ({}, {
         "mode": [("", "expected one of: graceful, quick, recover"), ("hard", "expected one of: graceful, quick"),
                  (HUGE, "expected one of: graceful")],

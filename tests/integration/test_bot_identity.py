@@ -12,7 +12,7 @@ kill switch needed it (which then fell back to stopping the process).
   naming the refused credentials, and only bot04.
 - With the fleet's own inventory every bot is who the inventory says and bot04's token is accepted.
 
-Port block 33000 (ops_fleet); the tests change no bot, so the fleet needs no restoring between them.
+Port block 26000 (ops_fleet); the tests change no bot, so the fleet needs no restoring between them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05", "bot06"]
 
 @pytest.fixture(scope="module")
 def ops():
-    with ops_fleet("botops-identity-", len(BOTS), 33000) as fleet_ops:
+    with ops_fleet("botops-identity-", len(BOTS), 26000) as fleet_ops:  # below the ephemeral ports (32768+)
         wait_trading(fleet_ops["fleet"], BOTS)
         yield fleet_ops
 

@@ -79,6 +79,7 @@ def test_deploy_expand_release_to_every_family(ops):
         assert "good" in json.dumps(ledger)
 
 
+@pytest.mark.slow  # 70 s; the fault suite (test_broken_release_in_the_canary) proves it too
 def test_broken_release_stops_at_the_canary_which_rolls_itself_back(ops):
     proc = invoke(ops, "deploy", "--version=1.2.0-broken", "--canary=1")
     assert proc.returncode == 1, output(proc)

@@ -6,6 +6,8 @@ import json
 import os
 
 import bot_mode
+import pytest
+from ansible.module_utils import basic
 
 from .fake_bot import api_profile, fake, fakes  # noqa: F401  (fixtures)
 from .utils import run_module
@@ -89,3 +91,103 @@ def test_profile_without_the_action_fails(fake):
     del profile["mode"]["set_paper"]
     res = mode(fake, profile=profile, paper=False)
     assert res["failed"] and "profile 'fakeapi' has no mode.set_paper" in res["msg"]
+
+
+# ------------------------------------------------------------------ keep_out_of_live (restart, restore)
+def keep(fake, profile=None, warned=None, **kw):
+    kw.setdefault("execution_mode", "DRY")
+    kw.setdefault("paper", True)
+    return mode(fake, profile=profile, keep_out_of_live=True, ready_timeout=5, **kw)
+
+
+def without(*capabilities):
+    profile = api_profile()
+    for capability in capabilities:
+        del profile["mode"][capability]
+    return profile
+
+
+@pytest.fixture
+def warned(monkeypatch):
+    messages = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, msg: messages.append(msg))
+    return messages
+
+
+def test_keep_a_dry_bot_of_a_family_that_cannot_set_the_mode_does_not_fail(fake, warned):
+    res = keep(fake, profile=without("set_execution_mode"))
+    assert not res.get("failed"), res["msg"]
+    assert res["changed"] is False and res["actions"] == [] and not fake.calls
+    assert res["kept_by"] == "execution_mode" and res["missing"] == ["mode.set_execution_mode"]
+    assert warned == [], "the capability did not matter: the bot is not LIVE"
+
+
+def test_keep_a_bot_back_live_with_the_mode_it_can_set(fake, warned):
+    fake.mode = "LIVE"  # came back LIVE (its config was not the one it ran with)
+    res = keep(fake)
+    assert not res.get("failed"), res["msg"]
+    assert res["changed"] and res["kept_by"] == "execution_mode" and res["missing"] == []
+    assert fake.mode == "DRY" and config_mode(fake) == "DRY" and fake.paper is True
+    assert res["actions"] == ["set execution_mode in config.json", "service restart", "ready"]
+    assert warned == []
+
+
+def test_keep_a_bot_back_live_on_paper_when_the_family_can_only_set_paper(fake, warned):
+    fake.mode, fake.paper = "LIVE", False
+    res = keep(fake, profile=without("set_execution_mode"))
+    assert not res.get("failed"), res["msg"]
+    assert res["changed"] and res["kept_by"] == "paper" and fake.paper is True
+    assert res["actions"] == ["POST /paper -> 200"] and res["missing"] == ["mode.set_execution_mode"]
+    assert len(warned) == 1 and "has no mode.set_execution_mode" in warned[0] and "paper trading only" in warned[0]
+    assert warned[0].startswith("bot 'b07': profile 'fakeapi'")
+
+
+def test_keep_a_bot_back_live_that_nothing_can_put_back_fails_loudly(fake, warned):
+    fake.mode, fake.paper = "LIVE", False
+    res = keep(fake, profile=without("set_execution_mode", "set_paper"))
+    assert res["failed"] and res["kept_by"] == "none"
+    assert "reports LIVE (it was not before)" in res["msg"] and "neither mode.set_execution_mode nor mode.set_paper" in res["msg"]
+    assert res["msg"].startswith("Failed to keep the bot out of LIVE (execution mode DRY, paper true) on bot 'b07'")
+    assert fake.mode == "LIVE" and not fake.calls, "nothing was done to it"
+
+
+def test_keep_off_paper_but_dry_without_set_paper_only_warns(fake, warned):
+    fake.paper = False
+    res = keep(fake, profile=without("set_paper"))
+    assert not res.get("failed"), res["msg"]
+    assert res["kept_by"] == "execution_mode" and res["missing"] == ["mode.set_paper"] and not fake.calls
+    assert len(warned) == 1 and "has no mode.set_paper" in warned[0] and "execution mode DRY keeps it out of LIVE" in warned[0]
+
+
+def test_keep_live_and_off_paper_without_set_paper_fails(fake, warned):
+    """A bot that was LIVE on paper before (only the paper flag is kept) and comes back off paper."""
+    fake.mode, fake.paper = "LIVE", False
+    res = mode(fake, profile=without("set_paper"), keep_out_of_live=True, paper=True)
+    assert res["failed"] and "came back LIVE off paper trading" in res["msg"] and fake.paper is False
+
+
+def test_keep_check_mode_reports_and_changes_nothing(fake, warned):
+    fake.mode = "LIVE"
+    res = keep(fake, check_mode=True)
+    assert res["changed"] and res["would"] == ["set execution_mode in config.json", "service restart"]
+    assert res["kept_by"] == "execution_mode" and fake.mode == "LIVE" and not fake.calls
+
+
+def test_keep_takes_only_limits(fake):
+    res = mode(fake, keep_out_of_live=True, execution_mode="LIVE")
+    assert res["failed"] and "keep_out_of_live takes execution_mode=DRY and/or paper=true" in res["msg"]
+    res = mode(fake, keep_out_of_live=True)
+    assert res["failed"] and fake.mode == "DRY" and not fake.calls
+
+
+def test_keep_with_nothing_readable_says_so(fake, warned):
+    """A bot whose answer carries neither the mode nor the paper flag: nothing to act on, a warning."""
+    profile = api_profile()
+    profile["facts"]["execution_mode"] = {"http": {"path": "/status"}, "json": "no_such_mode"}
+    res = keep(fake, profile=profile)
+    assert not res.get("failed"), res["msg"]
+    assert res["kept_by"] == "paper" and res["execution_mode"] is None
+    assert any("cannot read facts.execution_mode" in w for w in warned)
+    profile["facts"]["paper_trading"] = {"http": {"path": "/status"}, "json": "no_such_flag"}
+    res = keep(fake, profile=profile)
+    assert res["failed"] and "cannot read the mode" in res["msg"], "a bot answering neither is not guessed at"
