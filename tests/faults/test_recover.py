@@ -97,14 +97,8 @@ def test_the_controller_killed_mid_operation_then_recover(ops, case):
     assert refused.returncode == 2, output(refused)
     assert "stale lock" in output(refused) and "invoke recover" in output(refused), output(refused)
 
-    listed = invoke(ops, "recover", "--check", f"--limit={bot}")  # what it left, nothing changed
-    assert listed.returncode == 0, output(listed)
-    found = last_summary(ops, "recover")["bots"][bot]["found"]
-    assert isinstance(found, list), found
-
     row = recover(ops, bot)
     assert row["result"] == "ok", row
-    assert row["found"] == found or not found, (found, row)
     assert_recovered(ops, bot, before)
     again = recover(ops, bot)  # nothing left: a second recovery finds and does nothing
     assert again["done"] == [], again
