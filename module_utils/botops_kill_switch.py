@@ -40,6 +40,7 @@ import getpass
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
@@ -430,6 +431,21 @@ def summarize(observed):
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def open_count(bot, profile, sql):
+    """The number positions.open_count_sql finds in the bot's own database: PostgreSQL (the
+    inventory's bot_database) or SQLite (the profile's database.path, relative to bot_root)."""
+    pdb = profile.get("database") or {}
+    if pdb.get("engine") == "sqlite":
+        path = pdb["path"] if os.path.isabs(pdb["path"]) else os.path.join(bot.root, pdb["path"])
+        if not os.path.isfile(path):
+            raise BotError(f"database file {path} does not exist")
+        # read-write, closed at once: a read-only connection leaves -wal / -shm files behind
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+            return conn.execute(sql).fetchone()[0]
+    database = Database(bot.bot.get("database") or {}, bot.secrets.get("database_password"), pdb)
+    return database.scalar(sql)
+
+
 class Observation:
     """What the bot shows of its kill switch now: which levels' `engaged` checks hold.
 
@@ -657,10 +673,8 @@ class KillSwitch:
         sql = (self.profile.get("positions") or {}).get("open_count_sql")
         if sql:
             try:
-                database = Database(self.bot.bot.get("database") or {}, self.bot.secrets.get("database_password"),
-                                    self.profile.get("database"))
-                return int(database.scalar(sql)), "its database"
-            except (PgError, BotError, OSError, TypeError, ValueError) as exc:
+                return int(open_count(self.bot, self.profile, sql)), "its database"
+            except (PgError, BotError, OSError, sqlite3.Error, TypeError, ValueError) as exc:
                 errors.append(f"database: {exc}")
         return None, "; ".join(errors) or "the profile has no open_positions fact and no positions.open_count_sql"
 
