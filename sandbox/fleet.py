@@ -1067,6 +1067,8 @@ class Fleet:
                     "ansible_connection": "local",
                     "ansible_python_interpreter": self.python,
                     "botops_sandbox_dir": str(self.state_dir),
+                    # the reference bot implements every family's API and ships as refbot-<version>.tar.gz
+                    "bot_release_artifact": "refbot",
                 },
                 "children": groups,
             }

@@ -328,6 +328,7 @@ def write_inventory(fleet_dir: Path, hosts: list[SshHost], python: Path, key: Pa
     dump(inv / "group_vars" / "all" / "main.yml", {
         "ansible_python_interpreter": str(python),  # the bot's virtualenv on the host (alembic, supervisorctl)
         "ansible_ssh_private_key_file": str(key),
+        "bot_release_artifact": "refbot",  # the reference bot's artifacts, whatever the family
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
     })
     for family in {h.family for h in hosts}:

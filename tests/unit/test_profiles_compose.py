@@ -196,11 +196,11 @@ def test_maintenance_refuses_a_window_for_a_family_no_directory_has(tmp_path, mo
 # ------------------------------------------------------------------ release artifacts
 def test_artifact_name_from_inventory_then_profile_then_family():
     shipped = profiles.load("vanta")
-    assert profiles.artifact_name(shipped) == "refbot", "the sandbox's bots ship as refbot (the profile says so)"
-    assert profiles.artifact_name(shipped, "vanta-engine") == "vanta-engine"
-    bare = dict(shipped)
-    del bare["release"]
-    assert profiles.artifact_name(bare) == "vanta"
+    assert "release" not in shipped, "a shipped profile names no sandbox artifact (the sandbox's inventory does)"
+    assert profiles.artifact_name(shipped) == "vanta"
+    assert profiles.artifact_name(shipped, "refbot") == "refbot"
+    assert profiles.artifact_name(dict(shipped, release={"artifact": "vanta-engine"})) == "vanta-engine"
+    assert profiles.artifact_name(dict(shipped, release={"artifact": "vanta-engine"}), "refbot") == "refbot"
 
 
 def test_the_release_artifact_key_is_validated(tmp_path, monkeypatch):
@@ -220,7 +220,7 @@ def write_release(directory: Path, name: str, version: str, manifest: dict | Non
 @pytest.fixture
 def fleet(tmp_path, monkeypatch):
     """Real profiles and a real inventory: tradebot (a user family, artifact 'tradebot-core' in its
-    profile), vanta (shipped: refbot) and one vanta bot overriding its artifact in the inventory."""
+    profile), vanta (shipped: named after the family) and one vanta bot overriding its artifact in the inventory."""
     family_file(tmp_path / "mine", "tradebot", release={"artifact": "tradebot-core"})
     family_file(tmp_path / "mine", "plainbot", release=None)  # no release key: artifacts named after the family
     monkeypatch.setenv("BOTOPS_PROFILES_PATH", str(tmp_path / "mine"))
@@ -238,14 +238,14 @@ def fleet(tmp_path, monkeypatch):
 
 def test_deploy_looks_for_each_bots_artifact_name(fleet):
     names = release.artifact_names(fleet, ["t1", "t2", "p1", "v1", "v2"])
-    assert names == {"tradebot-core": ["t1", "t2"], "plainbot": ["p1"], "refbot": ["v1"], "vanta-special": ["v2"]}
+    assert names == {"tradebot-core": ["t1", "t2"], "plainbot": ["p1"], "vanta": ["v1"], "vanta-special": ["v2"]}
 
 
 def test_deploy_refuses_a_missing_artifact_naming_it_and_its_bots(fleet, tmp_path, no_run):
     artifacts = tmp_path / "artifacts"
     write_release(artifacts, "tradebot-core", "2.0.0")
     write_release(artifacts, "tradebot-core", "2.1.0")
-    write_release(artifacts, "refbot", "2.1.0")  # the sandbox's name is not the user family's
+    write_release(artifacts, "vanta", "2.1.0")
     with pytest.raises(Exit) as info:
         release.deploy(Context(), version="2.1.0", inventory=str(fleet), limit="tradebot,plainbot",
                        artifacts=str(artifacts))
@@ -257,7 +257,7 @@ def test_deploy_refuses_a_missing_artifact_naming_it_and_its_bots(fleet, tmp_pat
     with pytest.raises(Exit) as info:
         release.deploy(Context(), version="2.0.0", inventory=str(fleet), limit="vanta", artifacts=str(artifacts))
     text = str(info.value.message)
-    assert "artifact 'refbot'" in text and "for v1 (available: 2.1.0)" in text
+    assert "artifact 'vanta'" in text and "for v1 (available: 2.1.0)" in text
     assert "artifact 'vanta-special'" in text and "for v2 (available: none)" in text
 
 
@@ -294,7 +294,7 @@ def test_the_role_default_resolves_the_name_the_same_way(fleet):
     cases = [
         ({"bot_family": "tradebot", "botops_profile": profiles.load("tradebot")}, "tradebot-core"),
         ({"bot_family": "plainbot", "botops_profile": profiles.load("plainbot")}, "plainbot"),
-        ({"bot_family": "vanta", "botops_profile": profiles.load("vanta")}, "refbot"),
+        ({"bot_family": "vanta", "botops_profile": profiles.load("vanta")}, "vanta"),
         ({"bot_family": "vanta", "botops_profile": profiles.load("vanta"), "bot_release_artifact": "vanta-special"},
          "vanta-special"),
     ]
