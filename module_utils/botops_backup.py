@@ -12,7 +12,8 @@ A backup set is a directory ``<backups>/<backup_id>/`` (mode 0700) holding, each
   beside it in the same snapshot, loaded side by side through psql), ``database.dump`` (``custom``:
   plain ``pg_dump -Fc``),
   ``database.d/`` (``directory``: ``pg_dump -Fd -j N``) or ``database.sqlite3`` (engine sqlite,
-  copied with the sqlite3 backup API);
+  copied with SQLite's online backup API and kept in rollback-journal mode, nothing beside it; the
+  live file's journal mode is recorded and put back on restore);
 - ``files.tar.gz``: the profile's ``backup.paths`` (config, data), relative to the bot root;
 - ``manifest.json``: every file with sha256 and size, the bot, family, release, Alembic revision,
   row counts of the profile's ``database.tables`` and the ledger's max id (taken in the snapshot
@@ -46,6 +47,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -970,8 +972,54 @@ class PostgresEngine:
 
 
 # --------------------------------------------------------------------------- SQLite
+# What SQLite keeps beside a database file while it is open: the WAL and its index (journal_mode WAL),
+# the rollback journal (the other modes). botops leaves none of them beside a file it made or copied.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+SQLITE_TIMEOUT = 30.0
+
+
+def sqlite_uri(path, immutable=False):
+    """The URI of an existing SQLite file: read-write (mode=rw never creates one), or immutable."""
+    return "file:" + urllib.parse.quote(path, safe="/") + ("?immutable=1" if immutable else "?mode=rw")
+
+
+def sqlite_connect(path, write=False, immutable=False):
+    """A connection to the existing SQLite file `path` that leaves nothing beside it once closed.
+
+    A read-only connection (mode=ro) to a WAL database makes its -wal and -shm but cannot remove them
+    when it closes: only a connection that may write checkpoints the WAL and deletes both, as the last
+    one to close. So every connection here opens the file read-write (mode=rw: never creates it), and
+    one that only reads runs with query_only, so it changes no row. `immutable`: a copy of botops' own
+    that nobody writes (a set's database.sqlite3): read without locks and without any file beside it."""
+    conn = sqlite3.connect(sqlite_uri(path, immutable), uri=True, timeout=SQLITE_TIMEOUT)
+    if not write and not immutable:
+        try:
+            conn.execute("PRAGMA query_only = 1")
+        except sqlite3.Error:
+            conn.close()
+            raise
+    return conn
+
+
+def sqlite_companions(path):
+    """The -wal, -shm and -journal files beside `path`."""
+    return [path + suffix for suffix in SQLITE_COMPANIONS if os.path.lexists(path + suffix)]
+
+
+def sqlite_alone(path, what):
+    """Fail `what` when anything is still beside `path`: a copy whose connection did not close cleanly
+    may hold committed rows in its -wal, and a -wal or -shm renamed away from its file is stray."""
+    stray = sqlite_companions(path)
+    if stray:
+        raise BackupError(f"{what}: {', '.join(os.path.basename(p) for p in stray)} left beside {path} (a "
+                          "connection to it did not close cleanly); nothing was renamed")
+
+
 class SqliteEngine:
-    """A bot whose database is one SQLite file (profile database.path, relative to the bot root)."""
+    """A bot whose database is one SQLite file (profile database.path, relative to the bot root).
+
+    Nothing botops does leaves a -wal, -shm or -journal beside the live file, the set's copy, a scratch
+    copy or a kept one: every connection closes cleanly (sqlite_connect)."""
 
     engine = "sqlite"
 
@@ -984,15 +1032,15 @@ class SqliteEngine:
     def close(self):
         pass
 
-    def _connect(self, path, readonly=True):
-        if readonly:
-            return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        return sqlite3.connect(path, timeout=30)
+    def _connect(self, path, write=False, immutable=False):
+        return sqlite_connect(path, write=write, immutable=immutable)
 
-    def counts(self, path=None):
+    def counts(self, path=None, immutable=False):
+        """(row counts of the profile's tables, ledger max id, Alembic revision) of the live file or
+        `path`; `immutable` for a set's copy (see sqlite_connect)."""
         path = path or self.path
         try:
-            conn = self._connect(path)
+            conn = self._connect(path, immutable=immutable)
         except sqlite3.Error as exc:
             raise BackupError(f"open {path}: {exc}") from None
         try:
@@ -1012,11 +1060,11 @@ class SqliteEngine:
         finally:
             conn.close()
 
-    def columns(self, path=None):
+    def columns(self, path=None, immutable=False):
         """{table: [[column, not_null, has_default], ...]} of the ledger's tables (see PostgresEngine)."""
         found = {}
         try:
-            with contextlib.closing(self._connect(path or self.path)) as conn:
+            with contextlib.closing(self._connect(path or self.path, immutable=immutable)) as conn:
                 for table in ledger_tables(self.ledger):
                     rows = conn.execute(f"PRAGMA table_xinfo({quote_ident(table)})").fetchall()
                     # (cid, name, type, notnull, dflt_value, pk, hidden): an INTEGER PRIMARY KEY numbers itself
@@ -1032,23 +1080,30 @@ class SqliteEngine:
         return os.path.isfile(path or self.path)
 
     def dump(self, workdir, fmt=None, level=None, jobs=None):
+        """Copy the live file into the set with SQLite's online backup API, in one step: one consistent
+        snapshot of what was committed, even while the bot writes (in WAL mode it is not held up).
+
+        The copy is switched to the rollback journal (journal_mode DELETE), so that opening it never
+        makes a -wal or -shm beside it; the live file's mode is recorded (journal_mode) and put back by
+        restore_into. Row counts are taken from the copy, read immutable: exactly what it holds."""
         if not os.path.isfile(self.path):
             raise BackupError(f"database file {self.path} does not exist")
         target = os.path.join(workdir, SQLITE_FILE)
         started = time.monotonic()
         try:
-            src = self._connect(self.path)
-            dst = sqlite3.connect(target)
-            try:
-                src.backup(dst)  # a consistent copy, even while the bot writes
-            finally:
-                dst.close()
-                src.close()
+            with contextlib.closing(self._connect(self.path)) as src, \
+                    contextlib.closing(sqlite3.connect(target, timeout=SQLITE_TIMEOUT)) as dst:
+                journal_mode = str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                src.backup(dst, pages=-1)  # every page in one step: a consistent copy, even while the bot writes
+                copy_mode = dst.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+            if copy_mode != "delete":
+                raise BackupError(f"copy {self.path}: the copy kept journal mode {copy_mode}, not delete")
         except sqlite3.Error as exc:
             raise BackupError(f"copy {self.path}: {exc}") from None
+        sqlite_alone(target, f"copy {self.path}")
         os.chmod(target, 0o600)
-        counts, ledger_max, revision = self.counts(target)  # counted from the copy: exactly what it holds
-        columns = self.columns(target)
+        counts, ledger_max, revision = self.counts(target, immutable=True)  # counted from the copy
+        columns = self.columns(target, immutable=True)
         return {
             "engine": self.engine,
             "name": self.name,
@@ -1056,6 +1111,7 @@ class SqliteEngine:
             "compression": None,
             "path": SQLITE_FILE,
             "sqlite_version": sqlite3.sqlite_version,
+            "journal_mode": journal_mode,
             "alembic_revision": revision,
             "tables": self.tables,
             "row_counts": counts,
@@ -1066,24 +1122,32 @@ class SqliteEngine:
         }
 
     def restore_into(self, set_dir, dbinfo, scratch, jobs=None):
+        """Copy the set's file to `scratch` through `<scratch>.part`: integrity_check, then the journal
+        mode the live file had when it was backed up (dbinfo journal_mode: WAL, or the rollback journal)
+        set back with a read-write connection. A set whose manifest does not record it (taken before
+        it was) is copied as it is. Nothing is left beside the .part file or the scratch copy."""
         source = os.path.join(set_dir, SQLITE_FILE)
         tmp = scratch + ".part"
+        recorded = (dbinfo or {}).get("journal_mode")
         try:
             shutil.copyfile(source, tmp)
             os.chmod(tmp, 0o600)
-            conn = sqlite3.connect(tmp)
-            try:
+            with contextlib.closing(self._connect(tmp, write=True)) as conn:
                 check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-            finally:
-                conn.close()
-            if check != "ok":
-                raise BackupError(f"integrity_check of the restored copy: {check}")
+                if check != "ok":
+                    raise BackupError(f"integrity_check of the restored copy: {check}")
+                if recorded:
+                    want = "wal" if str(recorded).lower() == "wal" else "delete"
+                    got = conn.execute(f"PRAGMA journal_mode = {want}").fetchone()[0]
+                    if got != want:
+                        raise BackupError(f"set journal mode {want} (the backed-up file's) on {tmp}: it stayed {got}")
+            sqlite_alone(tmp, f"copy {source} to {scratch}")
+            self._remove_companions(scratch)  # a killed run's: they would pair with the new copy
             os.replace(tmp, scratch)
         except (OSError, sqlite3.Error) as exc:
             raise BackupError(f"copy {source} to {scratch}: {exc}") from None
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            self.drop(tmp)
 
     def kept(self):
         """[(path, epoch seconds)], newest first: this file's replaced and kept copies (<file>.pre-restore-<time>)."""
@@ -1097,26 +1161,41 @@ class SqliteEngine:
                     found.append((os.path.join(os.path.dirname(self.path), entry), created))
         return sorted(found, key=lambda item: (item[1], item[0]), reverse=True)
 
-    def drop(self, path):
-        for p in (path, path + "-wal", path + "-shm", path + "-journal"):
+    @staticmethod
+    def _remove_companions(path):
+        for p in sqlite_companions(path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
 
+    def drop(self, path):
+        """Remove a scratch or kept copy with whatever is beside it, and a killed restore's <path>.part."""
+        for p in (path, path + ".part"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+            self._remove_companions(p)
+
     def swap(self, scratch, previous, live_exists=True):
-        """Keep the live file as `previous` (a hard link), then replace it atomically."""
+        """Keep the live file as `previous` (a hard link), then replace it atomically with `scratch`.
+
+        The scratch copy must stand alone (sqlite_alone). The live file is checkpointed first, so the
+        kept copy holds every committed row in itself and needs nothing beside it; the -wal, -shm or
+        -journal the replaced file leaves are removed once the new one is in place."""
         actions = []
+        sqlite_alone(scratch, f"swap {scratch} in as {self.path}")
         if live_exists:
-            conn = self._connect(self.path, readonly=False)
             try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.close()
+                with contextlib.closing(self._connect(self.path, write=True)) as conn:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # rolls a hot journal back
+                    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise BackupError(f"checkpoint {self.path} before the swap: {exc}") from None
+            if busy:
+                raise BackupError(f"checkpoint {self.path} before the swap: another process holds it open; "
+                                  "nothing was renamed")
             os.link(self.path, previous)
             actions.append(f"link {self.path} -> {previous}")
         os.replace(scratch, self.path)
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path + suffix)
+        self._remove_companions(self.path)  # the replaced file's: they would pair with the new one
         actions.append(f"rename {scratch} -> {self.path}")
         return actions
 

@@ -34,7 +34,7 @@ import tempfile
 
 from ansible.module_utils.botops_alembic import MigrationError, RevisionGraph
 from ansible.module_utils.botops_backup import (
-    TMP_PREFIX, BackupError, PostgresEngine, SqliteEngine, quote_ident, quote_literal,
+    TMP_PREFIX, BackupError, PostgresEngine, SqliteEngine, quote_ident, quote_literal, sqlite_connect, sqlite_uri,
 )
 from ansible.module_utils.botops_pg import PgError, pg_bin
 
@@ -95,7 +95,7 @@ def one_row(engine, sql, dbname, what):
             path = dbname or engine.path
             if not os.path.exists(path):
                 return None
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            with contextlib.closing(sqlite_connect(path)) as conn:  # leaves no -wal or -shm beside it
                 return conn.execute(sql.replace("::text", "")).fetchone()
     except (PgError, sqlite3.Error, IndexError) as exc:
         raise BackupError(f"{what}: {exc}") from None
@@ -176,7 +176,7 @@ def _raise_pg(engine, scratch, specs, highs, floor):
 
 def _raise_sqlite(scratch, specs, highs, floor):
     done = []
-    with contextlib.closing(sqlite3.connect(scratch, timeout=30)) as conn, conn:
+    with contextlib.closing(sqlite_connect(scratch, write=True)) as conn, conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for spec in specs:
             table, high = spec["table"], int(highs[spec["table"]])
@@ -429,8 +429,10 @@ def _carry_pg(engine, todo, floor, scratch, tmpdir=None):
 
 
 def _carry_sqlite(engine, todo, floor, scratch):
-    with contextlib.closing(sqlite3.connect(scratch, timeout=30)) as conn:
-        conn.execute("ATTACH DATABASE ? AS live", (engine.path,))
+    # the live file is attached read-write but only read: a connection that may write removes the -wal
+    # and -shm it made beside the live file when it closes (see sqlite_connect), a read-only one cannot
+    with contextlib.closing(sqlite_connect(scratch, write=True)) as conn:
+        conn.execute("ATTACH DATABASE ? AS live", (sqlite_uri(engine.path),))
         with conn:
             for e in todo:
                 names = ", ".join(quote_ident(name) for name, _ in e["columns"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 
 import bot_backup
 import bot_restore
@@ -172,6 +174,33 @@ def test_unknown_backup_and_bad_ids_fail_cleanly(root, service, backup_id):
     assert missing["failed"] and "not found" in missing["msg"] and service.calls == []
     bad = restore(root, backup_id="../../../etc/passwd")
     assert bad["failed"] and "invalid backup_id" in bad["msg"]
+
+
+def test_a_wal_database_is_backed_up_verified_and_restored_leaving_nothing_beside_any_file(tmp_path, service):
+    root = make_bot(tmp_path / "b07", trades=30)
+    conn = sqlite3.connect(root / DB_PATH)
+    assert conn.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
+    conn.close()
+    taken = run_module(bot_backup.main, module_args(root, backup_id="20261121T020000Z-base"))
+    assert taken["changed"] and taken["manifest"]["database"]["journal_mode"] == "wal", taken
+    verified = run_module(bot_backup.main, module_args(root, state="verified", backup_id="20261121T020000Z-base",
+                                                       test_restore=True))
+    assert verified["verification"]["ok"] and verified["verification"]["test_restore"], verified
+    add_trades(root, 12)
+
+    result = restore(root)
+    assert result["changed"] and not result.get("failed"), result
+    data = root / "shared" / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["bot.sqlite3", os.path.basename(result["previous_database"])]
+    assert (root / DB_PATH).read_bytes()[18:20] == b"\x02\x02"  # still a WAL database
+    assert db_state(root) == (30, 30)
+    assert botops_backup.SqliteEngine(result["previous_database"], ["trades"]).counts()[0] == {"trades": 42}
+    for backup_id in ("20261121T020000Z-base", result["safety_backup_id"]):
+        manifest = json.loads((root / "backups" / backup_id / "manifest.json").read_text())
+        assert set(manifest["files"]) == {"database.sqlite3", "files.tar.gz"}
+        assert manifest["database"]["journal_mode"] == "wal"
+    assert [p for p in root.rglob("*") if p.name.endswith(("-wal", "-shm", "-journal", ".part"))] == []
+    assert sorted(p.name for p in data.iterdir()) == ["bot.sqlite3", os.path.basename(result["previous_database"])]
 
 
 def test_lost_database_is_restored(root, monkeypatch, backup_id):
