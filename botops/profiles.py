@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -110,6 +111,11 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return "".join(parts) or "(top level)"
 
 
+# what a key that another key needs gives it (dependentRequired)
+NEEDED_FOR = {"json": "the path of the value it tests", "file": "the file whose age it tests",
+              "command": "the program whose exit code it tests"}
+
+
 def describe_error(error: jsonschema.ValidationError) -> str:
     """One error as a sentence: what is wrong and what would be right."""
     validator, expected = error.validator, error.validator_value
@@ -139,9 +145,13 @@ def describe_error(error: jsonschema.ValidationError) -> str:
                else error.schema.get("minimum", "..."))
         return f"{value} is out of range (expected {low} to {error.schema.get('maximum', '...')})"
     if validator == "dependentRequired":
-        needs = [f"'{key}' needs {', '.join(repr(d) for d in deps if d not in error.instance)}"
-                 for key, deps in expected.items() if key in error.instance and any(d not in error.instance for d in deps)]
-        return "; ".join(needs) + " (the path of the value it tests)"
+        needs = []
+        for key, deps in expected.items():
+            missing = [d for d in deps if d not in error.instance]
+            if key in error.instance and missing:
+                why = NEEDED_FOR.get(missing[0], "what it tests")
+                needs.append(f"'{key}' needs {', '.join(repr(d) for d in missing)} ({why})")
+        return "; ".join(needs)
     if validator in ("oneOf", "anyOf"):
         keys = [sorted(s.get("required", [])) for s in expected]
         choices = [" + ".join(k) for k in keys if k]
@@ -199,7 +209,7 @@ def _map_key(value) -> str:
     return str(value)
 
 
-ACTION_KINDS = ("http", "redis_merge", "config_file", "service", "signal")
+ACTION_KINDS = ("http", "redis_merge", "config_file", "service", "signal", "command")
 
 
 def _map_problems(data: dict, source: str) -> list[str]:
@@ -209,7 +219,7 @@ def _map_problems(data: dict, source: str) -> list[str]:
     for path, node in _walk(data):
         if not isinstance(node.get("map"), dict):
             continue
-        if not any(kind in node for kind in ACTION_KINDS + ("redis",)):
+        if not any(kind in node for kind in ACTION_KINDS + ("redis", "file")):
             continue  # a "map" key in a request body, not a value map
         # a probe's map is value -> value; an action's is placeholder -> (value -> value)
         is_action = all(isinstance(v, dict) for v in node["map"].values())
@@ -224,6 +234,25 @@ def _map_problems(data: dict, source: str) -> list[str]:
                 used = json.dumps({k: v for k, v in node.items() if k != "map"})
                 if "{" + name + "}" not in used:
                     problems.append(f"{source}: {where}: the action has no {{{name}}} placeholder to map")
+    return problems
+
+
+def _host_problems(data: dict, source: str) -> list[str]:
+    """Programs and files on the bot's host: a program to run (argv[0] not empty); text output is read
+    whole, so a probe or check of it has no JSON path."""
+    problems = []
+    for path, node in _walk(data):
+        if re.search(r"\.body(\.|\[|$)", f".{path}") or ("command" not in node and "file" not in node):
+            continue  # a request body holds data, not probes
+        command, file = node.get("command"), node.get("file")
+        if isinstance(command, dict) and isinstance(command.get("argv"), list) and command["argv"]:
+            if not str(command["argv"][0]).strip():
+                problems.append(f"{source}: {path}.command.argv[0]: the program to run is empty")
+        text = ("command.output" if isinstance(command, dict) and command.get("output") == "text" else
+                "file.format" if isinstance(file, dict) and file.get("format") == "text" else None)
+        if text and node.get("json") not in (None, ""):
+            problems.append(f"{source}: {path}.json: {node['json']!r} with {text} text: the text is read whole, "
+                            "it has no JSON path (remove json, or set it to '')")
     return problems
 
 
@@ -263,6 +292,7 @@ def _cross_checks(data: dict, source: str) -> list[str]:
     if "map" in data.get("identity", {}):
         problems.append(f"{source}: identity.map: the id is compared as the bot reports it (remove map)")
     problems += _map_problems(data, source)
+    problems += _host_problems(data, source)
     problems += _rung_problems(data, source)
     migrations = data["database"].get("migrations", {})
     if migrations.get("tool") == "alembic" and not migrations.get("config"):

@@ -171,6 +171,8 @@ def describe(action):
         return f"set {action['config_file']['key']} in {action['config_file']['path']}"
     if "service" in action:
         return f"service {action['service']}"
+    if "command" in action:
+        return f"run {action['command']['argv'][0]}"
     return str(sorted(action))
 
 

@@ -121,6 +121,8 @@ def counts(bot, facts):
 def describe(action):
     if "http" in action:
         return f"{action['http'].get('method', 'GET')} {action['http']['path']}"
+    if "command" in action:
+        return f"run {action['command']['argv'][0]}"
     return ", ".join(f"{k} {v}" for k, v in action.items())
 
 

@@ -45,7 +45,8 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from ansible.module_utils.botops_bot import POLL_INTERVAL, Bot, BotError, describe_action, describe_request
+from ansible.module_utils.botops_bot import (POLL_INTERVAL, Bot, BotError, describe_action, describe_request,
+                                             describe_source)
 from ansible.module_utils.botops_pg import Database, PgError
 
 LEVELS = ("pause", "halt", "flatten")
@@ -98,8 +99,8 @@ def default_who():
 class HostlessBot(Bot):
     """A bot seen from the controller without a shell on its host: HTTP and Redis only.
 
-    Rungs that need the host (service manager, signals, processes, the config file) fail with a
-    message saying so, and the ladder goes on to the next rung."""
+    Rungs that need the host (service manager, signals, processes, the config file, a program run
+    or a file read there) fail with a message saying so, and the ladder goes on to the next rung."""
 
     def _needs_host(self, what):
         raise BotError(f"{what} needs a shell on the bot's host, which this controller-side run does not have "
@@ -116,6 +117,12 @@ class HostlessBot(Bot):
 
     def send_signal(self, name):
         self._needs_host(f"SIG{name}")
+
+    def command_result(self, command, variables=None, memoize=True):
+        self._needs_host(f"running {command['argv'][0]}")
+
+    def read_file(self, spec, content=True):
+        self._needs_host(f"reading {spec['path']}")
 
     def do(self, action, variables=None):
         if "config_file" in action:
@@ -667,7 +674,8 @@ class KillSwitch:
         spec = (self.profile.get("facts") or {}).get("open_positions")
         if spec is not None and (api or "http" not in spec):
             try:
-                return int(self.bot.probe(spec)), "its API"
+                return int(self.bot.probe(spec)), ("its API" if "command" not in spec and "file" not in spec
+                                                   else describe_source(spec))
             except (BotError, TypeError, ValueError) as exc:
                 errors.append(f"API: {exc}")
         sql = (self.profile.get("positions") or {}).get("open_count_sql")
