@@ -113,7 +113,8 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 # what a key that another key needs gives it (dependentRequired)
 NEEDED_FOR = {"json": "the path of the value it tests", "file": "the file whose age it tests",
-              "command": "the program whose exit code it tests"}
+              "command": "the program whose exit code it tests", "count": "where picks the items counted",
+              "do": "the actions done for each item", "each": "the list whose items it acts on"}
 
 
 def describe_error(error: jsonschema.ValidationError) -> str:
@@ -209,7 +210,7 @@ def _map_key(value) -> str:
     return str(value)
 
 
-ACTION_KINDS = ("http", "redis_merge", "config_file", "service", "signal", "command")
+ACTION_KINDS = ("http", "redis_merge", "config_file", "service", "signal", "command", "each")
 
 
 def _map_problems(data: dict, source: str) -> list[str]:
@@ -256,6 +257,49 @@ def _host_problems(data: dict, source: str) -> list[str]:
     return problems
 
 
+PLACEHOLDER = re.compile(r"\{(\w+(?:\.\w+)*)\}")  # as module_utils.botops_bot.PLACEHOLDER
+
+
+def _item_problems(node, source: str, path: str = "", inside: bool = False) -> list[str]:
+    """{item} and {item.x} are set only for the actions of an `each` (its do), nowhere else."""
+    problems = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else str(key)
+            problems += _item_problems(value, source, sub, inside or (key == "do" and "each" in node))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            problems += _item_problems(value, source, f"{path}[{i}]", inside)
+    elif isinstance(node, str) and not inside:
+        for name in PLACEHOLDER.findall(node):
+            if name.split(".")[0] == "item":
+                problems.append(f"{source}: {path}: {{{name}}} is set only in the actions of an each (its do)")
+    return problems
+
+
+def _where_problems(data: dict, source: str) -> list[str]:
+    """A probe's `where` picks the items it counts: it needs count: true."""
+    problems = []
+    for path, node in _walk(data):
+        if "where" in node and any(k in node for k in ("http", "redis", "command", "file")) and "count" in node and node["count"] is not True:
+            problems.append(f"{source}: {path}.where: counts the items that match, and count is false "
+                            "(set count: true, or remove where)")
+    return problems
+
+
+def _login_problems(data: dict, source: str) -> list[str]:
+    """What the login sends is the credentials: basic ones travel in a header, not in body fields."""
+    login = data["auth"].get("login") or {}
+    problems = []
+    if login.get("credentials") == "basic" and "fields" in login:
+        problems.append(f"{source}: auth.login.fields: basic credentials travel in the Authorization header, "
+                        "not in body fields (remove fields, or use credentials json or form)")
+    if "body" in login.get("request", {}):
+        problems.append(f"{source}: auth.login.request.body: the login's body is the credentials "
+                        "(auth.login.credentials, auth.login.fields): remove body")
+    return problems
+
+
 def _rung_problems(data: dict, source: str) -> list[str]:
     """A rung that only thaws the bot (SIGCONT) leaves it trading: it cannot end an engage walk."""
     problems = []
@@ -294,6 +338,9 @@ def _cross_checks(data: dict, source: str) -> list[str]:
     problems += _map_problems(data, source)
     problems += _host_problems(data, source)
     problems += _rung_problems(data, source)
+    problems += _item_problems(data, source)
+    problems += _where_problems(data, source)
+    problems += _login_problems(data, source)
     migrations = data["database"].get("migrations", {})
     if migrations.get("tool") == "alembic" and not migrations.get("config"):
         problems.append(f"{source}: database.migrations.config: required when tool is alembic (path of alembic.ini)")

@@ -153,7 +153,7 @@ would:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, describe_action, module_bot
 from ansible.module_utils.botops_kill_switch import KillSwitchError, describe_engagement, operator_level, reapply
 from ansible.module_utils.botops_mode import keep_plan, kept_by, plan_actions, read_mode, read_what_can_be_read
 
@@ -163,6 +163,8 @@ class Refused(Exception):
 
 
 def describe(action):
+    if "each" in action:
+        return describe_action(action)
     if "http" in action:
         return f"{action['http'].get('method', 'GET')} {action['http']['path']}"
     if "redis_merge" in action:

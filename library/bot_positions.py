@@ -98,7 +98,7 @@ would:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, describe_action, module_bot
 
 
 def count(bot, facts, name):
@@ -119,6 +119,8 @@ def counts(bot, facts):
 
 
 def describe(action):
+    if "each" in action:
+        return describe_action(action)
     if "http" in action:
         return f"{action['http'].get('method', 'GET')} {action['http']['path']}"
     if "command" in action:

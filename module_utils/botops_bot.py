@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 from datetime import datetime, timezone
 
 SIGNALS = {"TERM": signal_mod.SIGTERM, "KILL": signal_mod.SIGKILL, "INT": signal_mod.SIGINT, "HUP": signal_mod.SIGHUP,
@@ -33,6 +34,8 @@ COMPARISONS = ("equals", "not_equals", "one_of", "less_than", "greater_than", "a
 STOPPED_STATES = ("T", "t")  # /proc/<pid>/stat: stopped by a signal (SIGSTOP...), or by a tracer
 COMMAND_TIMEOUT = 10.0  # seconds a profile's program may run when its `timeout` does not say
 FILE_LIMIT = 8 << 20  # bytes of a status file read at most: a status is small, a huge file is not one
+# '{mode}', '{reason}', and dotted into a value: '{item.trade_id}', '{item.pair.base}'
+PLACEHOLDER = re.compile(r"\{(\w+(?:\.\w+)*)\}")
 
 
 def bot_argument_spec():
@@ -95,19 +98,49 @@ def json_path(document, path):
     return node
 
 
-def substitute(value, variables):
-    """Replace '{name}' placeholders in a request body or action value.
+class PlaceholderError(BotError):
+    """A placeholder names a field its value does not have ({item.trade_id} of an item without trade_id)."""
 
-    A string that is exactly one placeholder takes the variable's own type (true stays a bool)."""
+    def __init__(self, name, field, value):
+        self.name, self.field, self.value = name, field, value
+        super().__init__(f"{{{name}}}: no '{field}' in {shown_value(value)}")
+
+
+def placeholder_value(name, variables):
+    """(found, value) of the placeholder `name`: a variable ('mode'), or a dotted path into one
+    ('item.trade_id'). Not found: no such variable. PlaceholderError: the variable has no such field."""
+    head, _, field = name.partition(".")
+    if head not in variables:
+        return False, None
+    if not field:
+        return True, variables[head]
+    try:
+        return True, json_path(variables[head], field)
+    except KeyError:
+        raise PlaceholderError(name, field, variables[head]) from None
+
+
+def substitute(value, variables, quote=False):
+    """Replace '{name}' and '{name.dotted.path}' placeholders in a request body, a request path
+    (`quote`: each value URL-quoted) or an action value. Unknown names are left as they are.
+
+    A string that is exactly one placeholder takes the value's own type (true stays a bool)."""
     if isinstance(value, str):
-        whole = re.fullmatch(r"\{(\w+)\}", value)
-        if whole and whole.group(1) in variables:
-            return variables[whole.group(1)]
-        return re.sub(r"\{(\w+)\}", lambda m: str(variables.get(m.group(1), m.group(0))), value)
+        whole = PLACEHOLDER.fullmatch(value)
+        if whole and not quote:
+            found, got = placeholder_value(whole.group(1), variables)
+            if found:
+                return got
+        def text(match):
+            found, got = placeholder_value(match.group(1), variables)
+            if not found:
+                return match.group(0)
+            return urllib.parse.quote(str(got), safe="") if quote else str(got)
+        return PLACEHOLDER.sub(text, value)
     if isinstance(value, dict):
-        return {k: substitute(v, variables) for k, v in value.items()}
+        return {k: substitute(v, variables, quote) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute(v, variables) for v in value]
+        return [substitute(v, variables, quote) for v in value]
     return value
 
 
@@ -115,8 +148,36 @@ def describe_request(req):
     return f"{req.get('method', 'GET')} {req['path']}"
 
 
+def describe_where(where):
+    """A condition on the items of a list as words: "where 'has_open_orders' equal to true"."""
+    musts = [expectation(key, where[key]) for key in COMPARISONS if key in where]
+    return f"where '{where.get('json', '')}' " + (" and ".join(musts) if musts else "present")
+
+
+def describe_source(spec):
+    """Where a probe, a check or an `each` reads, as the messages name it: the request, the Redis
+    key, 'command bin/botctl' (its program only: its other arguments may hold values) or 'file status.json'."""
+    if "http" in spec:
+        return describe_request(spec["http"])
+    if "redis" in spec:
+        return f"Redis key {spec['redis']['key']}"
+    if "command" in spec:
+        return f"command {spec['command']['argv'][0]}"
+    return f"file {spec['file']['path']}"
+
+
+def describe_list(spec):
+    """The list an `each` reads: its source and json path."""
+    return describe_source(spec) + (f" '{spec['json']}'" if spec.get("json") else "")
+
+
 def describe_action(action):
     """An action of the profile as the messages name it."""
+    if "each" in action:
+        spec = action["each"]
+        where = f" {describe_where(spec['where'])}" if "where" in spec else ""
+        return (f"for each item of {describe_list(spec)}{where}: "
+                + "; ".join(describe_action(a) for a in action.get("do") or []))
     if "http" in action:
         return describe_request(action["http"])
     if "redis_merge" in action:
@@ -259,6 +320,23 @@ def compare(spec, value, now=None):
     return not failed, " and ".join(failed) or None, extra
 
 
+def item_matches(where, item, now=None):
+    """Does one item of a list pass a `where` condition: the value at its `json` path ('' the item
+    itself) is there and passes every comparison given? An item without that value does not match."""
+    try:
+        value = json_path(item, where.get("json", ""))
+    except KeyError:
+        return False
+    return compare(where, value, now)[0]
+
+
+def uses_http(action):
+    """Does this action talk to the bot's HTTP API (an `each` reading its list there, or acting there)?"""
+    if "each" in action:
+        return "http" in action["each"] or any(uses_http(a) for a in action.get("do") or [])
+    return "http" in action
+
+
 PROCESS_EXPECTED = {"absent": "no process", "present": "a process", "stopped": "every process stopped (state T)",
                     "running": "a process, none stopped (state T)"}
 
@@ -283,13 +361,6 @@ def describe_check(spec):
         musts = [expectation(key, spec[key]) for key in COMPARISONS if key in spec]
         parts.append(f"'{spec['json']}'" + (f" {' and '.join(musts)}" if musts else " present"))
     return ", ".join(parts)
-
-
-def describe_source(spec):
-    """Where a probe or check on the bot's host reads: 'command bin/botctl', 'file status.json'."""
-    if "command" in spec:
-        return f"command {spec['command']['argv'][0]}"
-    return f"file {spec['file']['path']}"
 
 
 def ok_codes(command):
@@ -448,17 +519,33 @@ class Bot:
         if kind == "basic":
             raw = base64.b64encode(f"{user}:{password}".encode()).decode()
             return {"Authorization": f"Basic {raw}"}
-        if self._token is None:  # login: trade basic credentials for a bearer token, once
-            login = auth["login"]
-            status, doc = self._http(login["request"], {"username": user, "password": password}, headers={})
-            if status >= 400:
-                raise (CredentialsError if status in (401, 403) else BotError)(
-                    f"login {describe_request(login['request'])} answered HTTP {status}")
-            try:
-                self._token = json_path(doc, login["token_json"])
-            except KeyError as exc:
-                raise BotError(f"login answer has no token: {exc}") from None
+        if self._token is None:  # login: trade the credentials for a bearer token, once
+            self._token = self._login(auth["login"], user, password)
         return {"Authorization": f"Bearer {self._token}"}
+
+    def _login(self, login, user, password):
+        """A bearer token for the credentials: the login request sends them as `credentials` says
+        (basic: an Authorization header; json: a JSON body; form: a form body; `fields` names the
+        body's keys). Its messages never hold the password or the token."""
+        how = login.get("credentials", "json")
+        req = login["request"]
+        if how == "basic":
+            raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+            status, doc = self._http(req, headers={"Authorization": f"Basic {raw}"})
+        else:
+            fields = login.get("fields") or {}
+            body = {fields.get("username", "username"): user, fields.get("password", "password"): password}
+            status, doc = self._http(req, body, headers={}, form=how == "form")
+        if status >= 400:
+            raise (CredentialsError if status in (401, 403) else BotError)(
+                f"login {describe_request(req)} answered HTTP {status}")
+        try:
+            token = json_path(doc, login["token_json"])
+        except KeyError as exc:
+            raise BotError(f"login answer has no token: {exc.args[0]}") from None
+        if isinstance(token, bool) or not isinstance(token, (str, int)) or token == "":
+            raise BotError(f"login answer has no token: '{login['token_json']}' is not a string")
+        return str(token)
 
     def url(self, req):
         port = self.ports[req.get("port", self.default_port)]
@@ -468,17 +555,35 @@ class Bot:
         """The port number a request of the profile goes to."""
         return self.ports[req.get("port", self.default_port)]
 
-    def _http(self, req, body=None, headers=None, timeout=None, authenticate=False):
+    def _http(self, req, body=None, headers=None, timeout=None, authenticate=False, form=False):
+        """One request: with the bot's credentials, or `headers` instead (the login's own); a
+        request the profile marks `auth: none` carries none and never logs in. A login token the bot
+        stops taking (HTTP 401: Freqtrade's expire after 15 minutes) is traded for a new one and the
+        request sent once more. `form`: the body as application/x-www-form-urlencoded."""
         method = req.get("method", "GET")
+        if headers is not None or req.get("auth") == "none":
+            return self._send(req, method, body, headers or {}, timeout, form)
+        held = self._token
+        credentials = self._auth_headers(method, force=authenticate)
+        status, doc = self._send(req, method, body, credentials, timeout, form)
+        if status == 401 and credentials and held is not None and self._token == held:
+            self._token = None  # a token from an earlier login that no longer works: log in once more
+            status, doc = self._send(req, method, body, self._auth_headers(method, force=authenticate), timeout, form)
+        return status, doc
+
+    def _send(self, req, method, body, credentials, timeout, form=False):
         port = int(self.ports[req.get("port", self.default_port)])
         host = self.bot.get("listen") or "127.0.0.1"
         timeout = timeout or self.timeout
         if self.unresponsive and self.fail_fast:
             timeout = min(timeout, self.fail_fast)
         hdrs = {"Accept": "application/json"}
-        hdrs.update(self._auth_headers(method, force=authenticate) if headers is None else headers)
+        hdrs.update(credentials)
         payload = None
-        if body is not None:
+        if body is not None and form:
+            payload = urllib.parse.urlencode(body).encode()
+            hdrs["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
             payload = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         if self.scheme == "https":
@@ -510,7 +615,10 @@ class Bot:
 
     def request(self, req, variables=None, timeout=None, authenticate=False):
         """Send one request of the profile; returns (status, parsed JSON). `authenticate`: with the
-        bot's credentials whatever the method (the profile's auth.check)."""
+        bot's credentials whatever the method (the profile's auth.check). Placeholders in the path
+        ('/trades/{item.trade_id}') take the variables' values, URL-quoted."""
+        if "{" in req["path"]:
+            req = dict(req, path=substitute(req["path"], variables or {}, quote=True))
         body = req.get("body")
         key = None
         if self._memo is not None and body is None and req.get("method", "GET") == "GET" and not authenticate:
@@ -742,7 +850,11 @@ class Bot:
             value = json_path(doc, spec.get("json", ""))
         except KeyError as exc:
             raise BotError(f"{source}: {exc}") from None
-        if spec.get("count"):
+        if spec.get("count") and "where" in spec:  # the items that match, e.g. trades with open orders
+            if not isinstance(value, list):
+                raise BotError(f"{source}: '{spec.get('json', '')}' is not a list: {shown_value(value)}")
+            value = sum(1 for item in value if item_matches(spec["where"], item))
+        elif spec.get("count"):
             value = len(value) if isinstance(value, (list, dict)) else value
         if "map" in spec:
             value = map_value(value, spec["map"], f"{source}: '{spec.get('json', '')}'")
@@ -948,6 +1060,8 @@ class Bot:
                 if name in variables:
                     what = f"{{{name}}} of action {describe_action(action)}"
                     variables[name] = map_value(variables[name], mapping, what)
+        if "each" in action:
+            return self._each(action, variables)
         if "http" in action:
             req = action["http"]
             status, doc = self.request(req, variables)
@@ -980,6 +1094,54 @@ class Bot:
                 raise BotError(program_failed(command["argv"][0], code, err))
             return f"ran {command['argv'][0]} -> {code}"
         raise BotError(f"unknown action {sorted(action)}")
+
+    def items(self, spec, variables=None):
+        """The list an `each` reads (its http or redis source and json path): (items, source as words)."""
+        source = describe_list(spec)
+        if "http" in spec:
+            status, doc = self.request(spec["http"], variables)
+            if status >= 400:
+                raise BotError(f"{describe_request(spec['http'])} answered HTTP {status}")
+        else:
+            doc = self.redis_get_json(spec["redis"]["key"])
+        try:
+            value = json_path(doc, spec.get("json", ""))
+        except KeyError as exc:
+            raise BotError(f"{source}: {exc}") from None
+        if not isinstance(value, list):
+            raise BotError(f"{source} is not a list: {shown_value(value)}")
+        return value, source
+
+    def _each(self, action, variables):
+        """The actions of `do`, once for each item of the list that passes `where`, {item...} set to
+        it. An item whose actions fail does not keep the others from theirs; the error names it."""
+        spec = action["each"]
+        items, source = self.items(spec, variables)
+        chosen = [(i, item) for i, item in enumerate(items) if "where" not in spec or item_matches(spec["where"], item)]
+        where = f" {describe_where(spec['where'])}" if "where" in spec else ""
+        if not chosen:
+            return f"no item of {source}{where}"
+        failed = []
+        for index, item in chosen:
+            scoped = dict(variables, item=item)
+            for sub in action["do"]:
+                try:
+                    self._do(sub, scoped)
+                except PlaceholderError as exc:
+                    failed.append(f"item {index} {shown_value(item)} has no '{exc.field}' for {{{exc.name}}} "
+                                  f"of {describe_action(sub)}")
+                    break
+                except CredentialsError:
+                    raise  # no item can be acted on without them
+                except BotError as exc:
+                    failed.append(f"item {index} {shown_value(item)}: {describe_action(sub)}: {exc}")
+                    break
+        done = len(chosen) - len(failed)
+        what = "; ".join(describe_action(a) for a in action["do"])
+        if failed:
+            raise BotError(f"{what} done for {done} of {len(chosen)} items of {source}{where}; "
+                           + "; ".join(failed))
+        return f"{what} for {done} item{'s' if done != 1 else ''} of {source}{where}"
 
     # ---------------------------------------------------------------- service manager and processes
     def service_command(self, op):

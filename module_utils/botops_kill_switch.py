@@ -46,7 +46,7 @@ import time
 from datetime import datetime, timezone
 
 from ansible.module_utils.botops_bot import (POLL_INTERVAL, Bot, BotError, describe_action, describe_request,
-                                             describe_source)
+                                             describe_source, uses_http)
 from ansible.module_utils.botops_pg import Database, PgError
 
 LEVELS = ("pause", "halt", "flatten")
@@ -580,7 +580,7 @@ class KillSwitch:
     @staticmethod
     def _through_api(rungs):
         """Do these rungs act through the bot's HTTP API (where another bot may answer)?"""
-        return any("http" in action for rung in rungs for action in rung.get("do") or [])
+        return any(uses_http(action) for rung in rungs for action in rung.get("do") or [])
 
     def _diff(self, before, after):
         self.result["diff"] = {"before": f"kill_switch: {before or 'none'}\n", "after": f"kill_switch: {after or 'none'}\n"}
