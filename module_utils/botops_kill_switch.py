@@ -915,14 +915,25 @@ class KillSwitch:
         start_at = len(self.result["steps"])
         if obs.process == "absent" and not conf.get("stops_process"):
             # Escalation stopped the process: start it, then see whether the level survived the restart.
-            readiness = self.profile["health"]["readiness"]
-            step = self._run_rung({"name": "service start", "do": [{"service": "start"}], "verify": [readiness],
-                                   "timeout": START_TIMEOUT})
+            # A bot that keeps its level itself (Freqtrade's initial_state: stopped) comes back holding
+            # it and not ready (no trading loop runs): its release rungs lift it. Either way it is up.
+            health = self.profile["health"]
+            step = self._run_rung({"name": "service start", "do": [{"service": "start"}],
+                                   "verify": [health["liveness"]], "timeout": START_TIMEOUT})
             if not step["verified"]:
                 self._fail_release(what, start_at)
-            ok, _ = check_all(self.bot, engaged)
-            if not ok:
-                return "service start"
+            deadline = time.monotonic() + START_TIMEOUT - step["seconds"]
+            while True:
+                held, _ = check_all(self.bot, engaged)
+                if held:
+                    break
+                ready, observed = check_all(self.bot, [health["readiness"]])
+                if ready:
+                    return "service start"
+                if time.monotonic() >= deadline:
+                    step.update(verified=False, observed=observed)
+                    self._fail_release(what, start_at)
+                time.sleep(POLL_INTERVAL)
         rungs = conf.get("release") or []
         if not rungs:
             self._fail_release(what, start_at, f"profile '{self.profile.get('family')}' has no release rungs for "

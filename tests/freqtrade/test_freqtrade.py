@@ -65,7 +65,7 @@ def db_rows(fleet, name, sql="SELECT count(*) FROM trades") -> int:
 
 
 def open_trades(fleet, name) -> int:
-    return api(fleet, name, "/api/v1/count")["current"]
+    return len(api(fleet, name, "/api/v1/status"))
 
 
 def bot_config(fleet, name) -> dict:
@@ -115,7 +115,7 @@ def test_pause_persists_across_a_restart_behind_botops_back_and_releases(ft_flee
          "ft1 back after its restart", timeout=120)
     assert state(ft_fleet, "ft1") == "paused", "the pause did not survive the restart"
 
-    proc = invoke(ft_fleet, "kill-switch", "--release", "--limit=ft1")
+    proc = invoke(ft_fleet, "kill-switch", "--release", "--level=pause", "--limit=ft1")
     assert proc.returncode == 0, output(proc)
     assert state(ft_fleet, "ft1") == "running"
     assert bot_config(ft_fleet, "ft1")["initial_state"] == "running"
@@ -138,7 +138,7 @@ def test_halt_stops_trading_and_flatten_exits_every_trade(ft_fleet):
     assert proc.returncode == 0, output(proc)
     assert re.search(r"ft2\s.*\bhalt\b", proc.stdout) and re.search(r"ft3\s.*\bflatten\b", proc.stdout), proc.stdout
 
-    proc = invoke(ft_fleet, "kill-switch", "--release", "--force", "--limit=ft2,ft3")
+    proc = invoke(ft_fleet, "kill-switch", "--release", "--level=flatten", "--limit=ft2,ft3")
     assert proc.returncode == 0, output(proc)
     for name in ("ft2", "ft3"):
         assert state(ft_fleet, name) == "running"

@@ -43,7 +43,7 @@ def test_wrong_bot_variables_are_each_named(inventory):
         hosts(str(inventory / "hosts.yml"), check_vars=True)
     lines = str(info.value).splitlines()[1:]
     assert "  hl-eu-1: bot_root: '/opt/../etc' is not an absolute path without '..'" in lines
-    assert "  mojo-1: bot_family: no profile 'mojo' (expected one of: hyperliquid, mojorust, papertrader, solana-cli, vanta)" in lines
+    assert "  mojo-1: bot_family: no profile 'mojo' (expected one of: freqtrade, hyperliquid, mojorust, papertrader, solana-cli, vanta)" in lines
     assert "  vanta-1: bot_ports.api: expected integer, got str '80x'" in lines
     assert "  vanta-1: bot_ports.metrics: not a port of vanta (expected one of: api)" in lines
     assert "  vanta-1: bot_paper_only: expected boolean, got str 'yes'" in lines

@@ -11,7 +11,7 @@ import yaml
 from botops import profiles
 from botops.profiles import ProfileError
 
-FAMILIES = ["hyperliquid", "mojorust", "papertrader", "solana-cli", "vanta"]
+FAMILIES = ["freqtrade", "hyperliquid", "mojorust", "papertrader", "solana-cli", "vanta"]
 
 
 def write(tmp_path: Path, family: str, data) -> Path:
@@ -92,7 +92,7 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
 
 
 def test_unknown_family_lists_available(tmp_path):
-    with pytest.raises(ProfileError, match=r"no profile for bot family 'kraken'.*expected one of: hyperliquid, mojorust"):
+    with pytest.raises(ProfileError, match=r"no profile for bot family 'kraken'.*expected one of: freqtrade, hyperliquid, mojorust"):
         profiles.load("kraken")
     with pytest.raises(ProfileError, match=r"invalid bot family '\.\./etc'"):
         profiles.load("../etc")

@@ -15,7 +15,7 @@ from invoke import Context, Exit
 from botops import maintenance, profiles, release, windows
 from botops.runner import PlaybookRun
 
-BUILTIN = ["hyperliquid", "mojorust", "papertrader", "solana-cli", "vanta"]
+BUILTIN = ["freqtrade", "hyperliquid", "mojorust", "papertrader", "solana-cli", "vanta"]
 OUTSIDE = "2026-11-24T12:00:00Z"  # Tuesday noon: every shipped window is closed
 
 
@@ -89,7 +89,7 @@ def test_an_unknown_family_names_every_directory_searched(tmp_path, monkeypatch)
     monkeypatch.setenv("BOTOPS_PROFILES_PATH", str(tmp_path / "mine"))
     with pytest.raises(profiles.ProfileError) as info:
         profiles.load("kraken")
-    assert f"in {tmp_path / 'mine'}, {profiles.BUILTIN_DIR} (expected one of: hyperliquid" in str(info.value)
+    assert f"in {tmp_path / 'mine'}, {profiles.BUILTIN_DIR} (expected one of: freqtrade, hyperliquid" in str(info.value)
 
 
 def test_the_lookup_plugin_searches_the_same_path(tmp_path, monkeypatch):
