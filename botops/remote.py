@@ -35,7 +35,7 @@ from botops.runner import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, artifacts_root
 from botops.operation import number_flag, usage_error
 from botops.safety import check_reason, operator
 
-LOG_FILE = "shared/logs/bot.log"  # docs/reference-bot.md, "Host layout"
+LOG_DIRECTORY, LOG_FILE = "shared/logs", "bot.log"  # the default of a profile's `logs` (docs/profiles.md)
 AUDIT_LOG = "shared/data/botops-kill-switch.log"  # the bot's kill-switch audit log (one trail per bot)
 BOT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 MAX_WORKERS = 20  # bots handled at once, like ansible.cfg's forks
@@ -135,6 +135,15 @@ def _host(name: str, values: dict, profile_service) -> BotHost:
         strict_host_keys=strict,
         service_stop=service_stop_command(service),
     )
+
+
+def log_file(family: str) -> str:
+    """The bot's main log, relative to its root: the profile's logs.directory / logs.file."""
+    try:
+        conf = profiles.load(family).get("logs") or {}
+    except Exception:  # an unknown family: the inventory check names it; the default layout
+        conf = {}
+    return f"{conf.get('directory', LOG_DIRECTORY).rstrip('/')}/{conf.get('file', LOG_FILE)}"
 
 
 def _profile_service(family: str) -> dict:
@@ -287,12 +296,13 @@ def exit_code(outcomes: list[Outcome], ok) -> int:
     }
 )
 def logs(c, bot=None, lines="100", follow=False, inventory=None):
-    """Show the end of a bot's log (<bot_root>/shared/logs/bot.log), over SSH or locally; --follow."""
+    """Show the end of a bot's log (its profile's logs.directory/logs.file, by default
+    <bot_root>/shared/logs/bot.log), over SSH or locally; --follow."""
     if not bot:
         raise usage_error("logs", "--bot=NAME is required (one bot's log)")
     count = number_flag("logs", "lines", lines, "lines", high=1_000_000)
     _, (target,) = targets("logs", inventory, bot=bot)
-    path = f"{target.root.rstrip('/')}/{LOG_FILE}"
+    path = f"{target.root.rstrip('/')}/{log_file(target.family)}"
     argv = ["tail", "-n", str(count), *(["-F"] if follow else []), "--", path]
     print(f"logs: {target.name} ({target.where}) {path}", file=sys.stderr, flush=True)
     if target.local:

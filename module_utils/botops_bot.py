@@ -345,6 +345,8 @@ def describe_check(spec):
     """A check as words for people: where it reads and what must hold."""
     if "process" in spec:
         return PROCESS_EXPECTED[spec["process"]]
+    if "any_of" in spec:
+        return "any of: " + " | ".join(describe_check(s) for s in spec["any_of"])
     if "command" in spec or "file" in spec:
         parts = [describe_source(spec)]
     else:
@@ -963,6 +965,14 @@ class Bot:
         it expected (`expected`) beside what it saw."""
         if "process" in spec:
             return self._check_process(spec["process"])
+        if "any_of" in spec:
+            seen = []
+            for alternative in spec["any_of"]:
+                ok, observed = self.check(alternative)
+                if ok:
+                    return True, observed
+                seen.append(observed)
+            return False, {"any_of": seen, "expected": describe_check(spec)}
         if "command" in spec or "file" in spec:
             ok, observed, doc = self._check_on_host(spec)
             if not ok:

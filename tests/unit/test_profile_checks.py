@@ -293,16 +293,19 @@ def test_a_rung_that_only_thaws_cannot_end_an_engage():
     rungs = profile["kill_switch"]["escalation"]
     thaw = next(r for r in rungs if r["name"] == "SIGCONT")
     del thaw["ends_walk"]
-    with pytest.raises(ProfileError, match=r"kill_switch.escalation\[1\]: rung 'SIGCONT' only sends SIGCONT"):
+    with pytest.raises(ProfileError, match=r"kill_switch.escalation\[0\]: rung 'SIGCONT' only sends SIGCONT"):
         profiles.validate(profile, "mojorust")
 
 
 @pytest.mark.parametrize("family", profiles.available())
-def test_every_shipped_ladder_thaws_before_sigterm(family):
+def test_every_shipped_ladder_thaws_before_anything_stops_the_bot(family):
+    """A frozen bot acts on no signal but SIGKILL: the service manager's stop (its SIGTERM) would wait
+    out its stop timeout and kill it. SIGCONT comes first; a dead bot passes it at once."""
     names = [rung["name"] for rung in profiles.load(family)["kill_switch"]["escalation"]]
-    assert names.index("SIGCONT") + 1 == names.index("SIGTERM")
-    thaw = profiles.load(family)["kill_switch"]["escalation"][names.index("SIGCONT")]
-    assert thaw["do"] == [{"signal": "CONT"}] and thaw["verify"] == [{"process": "running"}]
+    assert names.index("SIGCONT") == 0 and names.index("SIGCONT") < names.index("service stop") < names.index("SIGTERM")
+    thaw = profiles.load(family)["kill_switch"]["escalation"][0]
+    assert thaw["do"] == [{"signal": "CONT"}]
+    assert thaw["verify"] == [{"any_of": [{"process": "running"}, {"process": "absent"}]}]
     assert thaw["ends_walk"] is False
 
 

@@ -129,7 +129,9 @@ def test_every_family_says_where_its_bot_reports_who_it_is():
         profile = profiles.load(family)
         identity = profile.get("identity")
         assert identity and "http" in identity and identity.get("json"), family
-        served = {profile["health"]["liveness"]["http"]["path"], profile["health"]["readiness"]["http"]["path"]}
+        health = [profile["health"]["liveness"], profile["health"]["readiness"]]
+        health += profile["health"]["readiness"].get("any_of", [])
+        served = {check["http"]["path"] for check in health if "http" in check}
         served |= {probe["http"]["path"] for probe in profile["facts"].values() if "http" in probe}
         assert identity["http"]["path"] in served, f"{family}: the identity probe reads an answer no other probe reads"
 
