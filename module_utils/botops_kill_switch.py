@@ -762,9 +762,11 @@ class KillSwitch:
         if self.holder == "operation":
             self._record()  # this run's own pause: released by this run (or the run taking it over)
         if self.check_mode:
-            r["rung"] = rungs[0]["name"]
+            # the first rung that can engage the level (a SIGCONT that only prepares the next is not it)
+            first = next((rung for rung in rungs if rung.get("ends_walk", True)), rungs[0])
+            r["rung"] = first["name"]
             r["current_level"] = previous
-            r["msg"] = f"would engage '{self.level}' starting with rung '{rungs[0]['name']}'"
+            r["msg"] = f"would engage '{self.level}' starting with rung '{first['name']}'"
             if impostor is not None:
                 self._fail(f"{impostor['message']}: {r.pop('msg')}, not through that bot's API")
             return self._finish()
