@@ -16,9 +16,28 @@ import time
 from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
 
 
+MODES = ("DRY", "LIVE")
+
+
+def checked(key, value):
+    """The value of facts.execution_mode (DRY or LIVE) or facts.paper_trading (true or false) as
+    botops reads it; anything else is an error naming it and the fix (a probe `map`), never taken for
+    'not LIVE': a bot that says `live` or "false" in its own words must not pass for a DRY or paper one."""
+    if value is None:
+        return None
+    if key == "execution_mode" and value not in MODES:
+        raise BotError(f"facts.execution_mode reported {value!r}, not DRY or LIVE: translate the bot's words "
+                       "with the probe's map (e.g. map: {dry_run: DRY, live: LIVE})")
+    if key == "paper_trading" and not isinstance(value, bool):
+        raise BotError(f"facts.paper_trading reported {value!r}, not true or false: translate it with the "
+                       "probe's map (e.g. map: {'yes': true, 'no': false})")
+    return value
+
+
 def read_mode(bot, facts):
     """(execution mode, paper flag) through the profile's facts probes."""
-    return bot.probe(facts["execution_mode"]), bot.probe(facts["paper_trading"])
+    return (checked("execution_mode", bot.probe(facts["execution_mode"])),
+            checked("paper_trading", bot.probe(facts["paper_trading"])))
 
 
 def plan_actions(lists):
@@ -44,7 +63,7 @@ def read_what_can_be_read(bot, facts, warnings):
             values.append(None)
             continue
         try:
-            values.append(bot.probe(spec))
+            values.append(checked(key, bot.probe(spec)))
         except BotError as exc:
             values.append(None)
             errors.append(f"facts.{key}: {exc}")

@@ -91,7 +91,9 @@ def test_inventory_describes_the_fleet_for_ansible(fleet):
     hosts = yaml.safe_load(fleet.hosts_file.read_text())
     sandbox = hosts["sandbox"]
     assert sandbox["vars"] == {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                               "botops_sandbox_dir": str(fleet.state_dir)}
+                               "botops_sandbox_dir": str(fleet.state_dir),
+                               # the reference bot's artifacts: no shipped profile names them
+                               "bot_release_artifact": "refbot"}
     assert set(sandbox["children"]) == {"mojorust", "papertrader", "solana_cli", "hyperliquid", "vanta"}
     for b in fleet.bots():
         hv = sandbox["children"][b["group"]]["hosts"][b["name"]]

@@ -425,3 +425,26 @@ def test_a_verified_thaw_does_not_end_the_walk_and_a_failed_walk_says_so(child, 
     assert "'SIGSTOP' (verify saw" in msg and "no process" in msg
     assert info.value.result["engaged_by"] is None
     assert _wait_state(proc.pid, "Tt") in ("T", "t")
+
+
+def test_a_mode_in_the_bots_own_words_is_an_error_not_taken_for_dry(freqtrade):
+    """facts.execution_mode must read DRY or LIVE and paper_trading true or false: an unmapped `live`
+    or "false" is an error naming the value and the fix, never 'not LIVE'."""
+    from ansible.module_utils.botops_mode import read_mode, read_what_can_be_read
+
+    state, port = freqtrade
+    state.update(runmode="live", dry_run=False)
+    profile = copy.deepcopy(stop_profile())
+    profile["http"]["ports"] = {"api": port}
+    profile["facts"]["execution_mode"] = {"http": {"path": "/api/v1/show_config"}, "json": "runmode"}
+    profile["facts"]["paper_trading"] = {"http": {"path": "/api/v1/show_config"}, "json": "max_open_trades"}
+    bot = Bot(profile, {"name": "ft", "root": "/nonexistent"})
+    with pytest.raises(BotError, match=r"facts.execution_mode reported 'live', not DRY or LIVE: .*map"):
+        read_mode(bot, profile["facts"])
+    warnings = []
+    with pytest.raises(BotError, match="cannot read the mode"):
+        read_what_can_be_read(bot, profile["facts"], warnings)
+    profile["facts"]["execution_mode"]["map"] = {"dry_run": "DRY", "live": "LIVE"}
+    warnings = []
+    assert read_what_can_be_read(bot, profile["facts"], warnings) == ("LIVE", None)
+    assert "facts.paper_trading reported '3', not true or false" in warnings[0]
