@@ -34,7 +34,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import conftest  # noqa: E402,F401  (makes ansible.module_utils.botops_* importable)
 import psycopg  # noqa: E402
-from ansible.module_utils import botops_backup as bb  # noqa: E402
+from ansible.module_utils.botops_backup_postgres import PostgresEngine  # noqa: E402
 from ansible.module_utils.botops_pg import Database  # noqa: E402
 from tests.integration.pgredis import PostgresCluster  # noqa: E402
 
@@ -68,7 +68,7 @@ def main():
         url = cluster.create_database("bench", password="bench")
         fill(url, args.rows)
         db = Database({"host": "127.0.0.1", "port": cluster.port, "name": "bench", "user": "bench"}, "bench")
-        engine = bb.PostgresEngine(db, ["trades", "orders"], {"table": "trades", "id": "id"})
+        engine = PostgresEngine(db, ["trades", "orders"], {"table": "trades", "id": "id"})
         base = None
         print(f"{'format':13} {'level':>5} {'seconds':>8} {'MB':>8} {'speed-up':>9}")
         for _ in range(args.rounds):

@@ -39,6 +39,8 @@ sys.path[:0] = [p for p in (str(REPO), str(REPO / "tests")) if p not in sys.path
 
 import conftest  # noqa: E402,F401  (makes ansible.module_utils.botops_* importable)
 from ansible.module_utils import botops_backup as bb  # noqa: E402
+from ansible.module_utils import botops_backup_store as backup_store  # noqa: E402
+from ansible.module_utils.botops_backup_postgres import PostgresEngine  # noqa: E402
 from ansible.module_utils.botops_pg import Database  # noqa: E402
 
 from bench.results import machine, publish  # noqa: E402
@@ -91,20 +93,20 @@ def run_checked(cmd: list[str], db: Database) -> None:
         raise RuntimeError(f"{' '.join(cmd[:1])} failed (rc={proc.returncode}): {proc.stderr[-600:]}")
 
 
-def one_round(engine: bb.PostgresEngine, db: Database, work: Path, n: int) -> dict:
-    pg_dump, pg_restore = bb.find_bin("pg_dump"), bb.find_bin("pg_restore")
+def one_round(engine: PostgresEngine, db: Database, work: Path, n: int) -> dict:
+    pg_dump, pg_restore = backup_store.find_bin("pg_dump"), backup_store.find_bin("pg_restore")
     plain = work / f"plain-{n}.dump"
     base_s, _ = timed(lambda: run_checked([pg_dump, "-Fc", *db.conn_args(), "-f", str(plain)], db))
     log(f"round {n}: pg_dump -Fc {base_s:.1f} s, {plain.stat().st_size / 1e6:.0f} MB")
 
-    store = bb.BackupStore(str(work / f"backups-{n}"))
+    store = backup_store.BackupStore(str(work / f"backups-{n}"))
     bot = {"name": "bench", "root": str(work)}
     profile = {"family": "bench", "backup": {"paths": []}}
     with store.lock():
         ours_s, manifest = timed(lambda: bb.create_backup(store, engine, bot, profile))
     set_dir = store.path(manifest["backup_id"])
     log(f"round {n}: bot_backup {ours_s:.1f} s, {manifest['size'] / 1e6:.0f} MB ({manifest['database']['compression']})")
-    verify_s, problems = timed(lambda: bb.verify_files(set_dir, manifest))
+    verify_s, problems = timed(lambda: backup_store.verify_files(set_dir, manifest))
     if problems:
         raise RuntimeError(f"verification failed: {problems}")
 
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
         rows, size = fill(cluster, args.size_mb)
         cluster.execute("VACUUM ANALYZE", "bench")
         db = Database({"host": "127.0.0.1", "port": cluster.port, "name": "bench", "user": "bench"}, "bench")
-        engine = bb.PostgresEngine(db, ["trades", "orders"], {"table": "trades", "id": "id"})
+        engine = PostgresEngine(db, ["trades", "orders"], {"table": "trades", "id": "id"})
         cluster.execute('ALTER ROLE "bench" CREATEDB')
         try:
             rounds = [one_round(engine, db, work, n) for n in range(1, args.rounds + 1)]

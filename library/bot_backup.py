@@ -224,13 +224,14 @@ import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_backup import (
-    BackupError, BackupStore, PostgresEngine, create_backup, engine_for, find_bin, new_backup_id, plan_kept_retention,
-    plan_retention,
-    protected_releases, test_restore, utc_iso, validate_backup_id, verify_files,
+from ansible.module_utils.botops_backup import create_backup, engine_for, test_restore
+from ansible.module_utils.botops_backup_postgres import PostgresEngine
+from ansible.module_utils.botops_backup_store import (
+    BackupError, BackupStore, find_bin, new_backup_id, utc_iso, validate_backup_id, verify_files,
 )
 from ansible.module_utils.botops_bot import bot_argument_spec
 from ansible.module_utils.botops_pg import PgError
+from ansible.module_utils.botops_retention import plan_kept_retention, plan_retention, protected_releases
 
 
 def backup_dir(params):

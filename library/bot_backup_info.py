@@ -108,7 +108,7 @@ manifest:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_backup import BackupError, BackupStore, DamagedBackup, summarize
+from ansible.module_utils.botops_backup_store import BackupError, BackupStore, DamagedBackup, summarize
 from ansible.module_utils.botops_bot import bot_argument_spec
 
 

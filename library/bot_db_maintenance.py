@@ -119,7 +119,8 @@ from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.botops_bot import bot_argument_spec
-from ansible.module_utils.botops_pg import PgError, module_database, pg_bin
+from ansible.module_utils.botops_files import write_json
+from ansible.module_utils.botops_pg import PgError, module_database
 
 RECORD = os.path.join("shared", "data", "botops-db-maintenance.json")
 
@@ -160,11 +161,7 @@ def read_record(path):
 
 def write_record(path, record):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.botops-tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, record, mode=0o644)
 
 
 def age_of(stamp, now):
@@ -244,7 +241,7 @@ def main():
         module.exit_json(**result)
 
     what = " and ".join(w for w, key in (("VACUUM ANALYZE", "vacuum_analyze"), ("REINDEX", "reindex")) if done[key])
-    cmd = [pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *database.conn_args()]
+    cmd = database.psql()
     for query in queries:
         cmd += ["-c", query]
     started = time.monotonic()

@@ -135,9 +135,10 @@ import re
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_backup import (
-    KEPT_KIND, BackupError, BackupStore, PostgresEngine, SqliteEngine, engine_for,
-)
+from ansible.module_utils.botops_backup import engine_for
+from ansible.module_utils.botops_backup_postgres import PostgresEngine
+from ansible.module_utils.botops_backup_sqlite import SqliteEngine
+from ansible.module_utils.botops_backup_store import KEPT_KIND, BackupError, BackupStore
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
 from ansible.module_utils.botops_kill_switch import Engagements
 from ansible.module_utils.botops_pg import PgError

@@ -244,12 +244,15 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_backup import (
-    FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, PostgresEngine, SqliteEngine, apply_files,
-    compare_counts, create_backup, engine_for, kept_name, plan_files, read_json, scratch_name, utc_iso,
-    verify_files, write_json,
+from ansible.module_utils.botops_backup import compare_counts, create_backup, engine_for, kept_name, scratch_name
+from ansible.module_utils.botops_backup_paths import apply_files, plan_files
+from ansible.module_utils.botops_backup_postgres import PostgresEngine
+from ansible.module_utils.botops_backup_sqlite import SqliteEngine
+from ansible.module_utils.botops_backup_store import (
+    FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, utc_iso, verify_files,
 )
 from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_files import read_json, write_json
 from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
 from ansible.module_utils.botops_ledger import (
     carry_forward, carry_loss, describe_carry, describe_loss, ledger_loss, ledger_report, live_max_ids, plan_carry,

@@ -26,6 +26,8 @@ import time
 import urllib.parse
 from datetime import datetime, timezone
 
+from ansible.module_utils.botops_files import write_json
+
 SIGNALS = {"TERM": signal_mod.SIGTERM, "KILL": signal_mod.SIGKILL, "INT": signal_mod.SIGINT, "HUP": signal_mod.SIGHUP,
            "STOP": signal_mod.SIGSTOP, "CONT": signal_mod.SIGCONT}
 POLL_INTERVAL = 0.05
@@ -1276,13 +1278,7 @@ def set_json_key(path, key, value):
     if data.get(key) == value:
         return False
     data[key] = value
-    tmp = f"{path}.botops-tmp"
-    mode = os.stat(path).st_mode & 0o7777
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, data, mode=os.stat(path).st_mode & 0o7777, sort_keys=False)
     return True
 
 

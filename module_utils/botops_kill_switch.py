@@ -47,6 +47,7 @@ from datetime import datetime, timezone
 
 from ansible.module_utils.botops_bot import (POLL_INTERVAL, Bot, BotError, describe_action, describe_request,
                                              describe_source, uses_http)
+from ansible.module_utils.botops_files import write_json
 from ansible.module_utils.botops_pg import Database, PgError
 
 LEVELS = ("pause", "halt", "flatten")
@@ -171,14 +172,7 @@ class Engagements:
             if json.dumps(doc, sort_keys=True) != before and not doc:
                 os.unlink(self.path)  # nothing engaged: no record
             elif json.dumps(doc, sort_keys=True) != before:
-                tmp = f"{self.path}.tmp{os.getpid()}.{threading.get_ident()}"
-                wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
-                    os.write(wfd, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
-                    os.fsync(wfd)
-                finally:
-                    os.close(wfd)
-                os.replace(tmp, self.path)
+                write_json(self.path, doc, indent=1)
         finally:
             os.close(fd)
 

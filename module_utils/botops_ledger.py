@@ -33,10 +33,10 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.botops_alembic import MigrationError, RevisionGraph
-from ansible.module_utils.botops_backup import (
-    TMP_PREFIX, BackupError, PostgresEngine, SqliteEngine, quote_ident, quote_literal, sqlite_connect, sqlite_uri,
-)
-from ansible.module_utils.botops_pg import PgError, pg_bin
+from ansible.module_utils.botops_backup_postgres import PostgresEngine
+from ansible.module_utils.botops_backup_sqlite import SqliteEngine, sqlite_connect, sqlite_uri
+from ansible.module_utils.botops_backup_store import TMP_PREFIX, BackupError, quote_ident, quote_literal
+from ansible.module_utils.botops_pg import PgError
 
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -401,18 +401,16 @@ def _select(e, floor):
 
 def _carry_pg(engine, todo, floor, scratch, tmpdir=None):
     db = engine.db
-    psql = [pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     workdir = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}carry-", dir=tmpdir)  # mode 0700: no one else reads the rows
     try:
         script = ["BEGIN;"]
         for i, e in enumerate(todo):
             path = os.path.join(workdir, f"{i}.csv")
             with open(path, "wb") as out:
-                proc = subprocess.run(psql + db.conn_args(engine.name) + [
-                    "-c", f"COPY ({_select(e, floor)}) TO STDOUT WITH (FORMAT csv)"],
-                    env=db.env(), stdout=out, stderr=subprocess.PIPE, check=False)
-            if proc.returncode:
-                raise PgError(f"read {e['table']} on {engine.name}: {proc.stderr.decode(errors='replace').strip()}")
+                rc, _, err = db.run(db.psql(engine.name) + [
+                    "-c", f"COPY ({_select(e, floor)}) TO STDOUT WITH (FORMAT csv)"], stdout=out)
+            if rc:
+                raise PgError(f"read {e['table']} on {engine.name}: {err.strip()}")
             if e["holdings"]:
                 script.append(f"DELETE FROM {quote_ident(e['table'])};")
             names = ", ".join(quote_ident(name) for name, _ in e["columns"])
@@ -420,10 +418,9 @@ def _carry_pg(engine, todo, floor, scratch, tmpdir=None):
         script.append("COMMIT;")
         with open(os.path.join(workdir, "carry.sql"), "w", encoding="utf-8") as f:
             f.write("\n".join(script) + "\n")
-        proc = subprocess.run(psql + db.conn_args(scratch) + ["-f", os.path.join(workdir, "carry.sql")],
-                              env=db.env(), capture_output=True, text=True, check=False)
-        if proc.returncode:
-            raise PgError(f"write into {scratch}: {proc.stderr.strip() or proc.stdout.strip()}")
+        rc, out, err = db.run(db.psql(scratch) + ["-f", os.path.join(workdir, "carry.sql")])
+        if rc:
+            raise PgError(f"write into {scratch}: {err.strip() or out.strip()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

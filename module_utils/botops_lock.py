@@ -91,7 +91,10 @@ def plan_acquire(path, run_id, takeover=False):
 
 
 def write_lock(path, lock, replace):
-    """Write the lock atomically; without replace, fail with FileExistsError if one appeared."""
+    """Write the lock atomically; without replace, fail with FileExistsError if one appeared.
+
+    Not botops_files.write_atomic: a rename would overwrite a lock another run took meanwhile, so a
+    free lock is hard-linked into place, which fails when the name exists."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:

@@ -28,6 +28,8 @@ import shutil
 import tarfile
 import tempfile
 
+from ansible.module_utils.botops_files import write_json
+
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 STATUSES = ("installed", "good", "bad", "failed")
 LEDGER_FORMAT = 1
@@ -321,22 +323,10 @@ class Ledger:
         return entry
 
     def write(self):
-        """Write the ledger atomically (temporary file, fsync, rename), mode 0644: no secrets in it."""
+        """Write the ledger atomically (botops_files.write_json), mode 0644: no secrets in it."""
         os.makedirs(self.releases_dir, exist_ok=True)
         self.data["bot"] = self.data.get("bot") or self.bot_name
-        fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.releases_dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_json(self.path, self.data, mode=0o644, sort_keys=False)
         self.exists = True
 
     # ------------------------------------------------------------ queries

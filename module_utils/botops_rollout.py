@@ -38,8 +38,9 @@ import os
 import time
 
 from ansible.module_utils.botops_alembic import MigrationError
-from ansible.module_utils.botops_backup import (BackupError, BackupStore, PostgresEngine, compare_counts, engine_for,
-                                                kept_name, scratch_name, verify_files)
+from ansible.module_utils.botops_backup import compare_counts, engine_for, kept_name, scratch_name
+from ansible.module_utils.botops_backup_postgres import PostgresEngine
+from ansible.module_utils.botops_backup_store import BackupError, BackupStore, verify_files
 from ansible.module_utils.botops_bot import BotError
 from ansible.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
                                                       default_who, describe_engagement, reapply, yield_to_operator)

@@ -28,7 +28,7 @@ except ImportError:
     from conftest import FLEET_BOTS, FLEET_TRADE_INTERVAL, make_sandbox_dir, port_block
     from playbook import run_playbook
 
-from ansible.module_utils.botops_backup import derived_db_name, sha256_file
+from ansible.module_utils.botops_backup_store import derived_db_name, sha256_file
 from sandbox.fleet import Fleet, wait_until
 
 ALL = ["bot01", "bot02", "bot03", "bot04", "bot05", "bot06"]

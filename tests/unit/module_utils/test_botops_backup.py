@@ -16,6 +16,10 @@ import time
 import pytest
 
 from ansible.module_utils import botops_backup as bb
+from ansible.module_utils import botops_backup_paths as backup_paths
+from ansible.module_utils import botops_backup_postgres as pg_engine
+from ansible.module_utils import botops_backup_store as backup_store
+from ansible.module_utils import botops_retention as retention
 from ansible.module_utils.botops_pg import Database, pg_bin
 
 # --------------------------------------------------------------------------- pure helpers
@@ -23,25 +27,25 @@ from ansible.module_utils.botops_pg import Database, pg_bin
 
 @pytest.mark.parametrize("good", ["20261121T020000Z-3fa9c1", "20261121T020000Z-pre-deploy-1.1.0", "20261121T020000Z-a_b"])
 def test_valid_backup_ids(good):
-    assert bb.validate_backup_id(good) == good
+    assert backup_store.validate_backup_id(good) == good
 
 
 @pytest.mark.parametrize("bad", ["", "latest", "..", "20261121T020000Z-", "20261121T020000Z-../x", "20261121T020000Z-a/b",
                                  "2026-11-21-x", "20261121T020000Z-.hidden", "/abs", "20261121T020000Z-x\n"])
 def test_invalid_backup_ids(bad):
-    with pytest.raises(bb.BackupError):
-        bb.validate_backup_id(bad)
+    with pytest.raises(backup_store.BackupError):
+        backup_store.validate_backup_id(bad)
 
 
 def test_latest_only_where_allowed():
-    assert bb.validate_backup_id("latest", allow_latest=True) == "latest"
-    assert bb.BACKUP_ID_RE.fullmatch(bb.new_backup_id())
+    assert backup_store.validate_backup_id("latest", allow_latest=True) == "latest"
+    assert backup_store.BACKUP_ID_RE.fullmatch(backup_store.new_backup_id())
 
 
 def test_derived_names_are_short_safe_identifiers():
-    name = bb.derived_db_name("x" * 80, "restore", "20261121T020000Z-Pre-Deploy.1")
+    name = backup_store.derived_db_name("x" * 80, "restore", "20261121T020000Z-Pre-Deploy.1")
     assert len(name) <= 63 and name.endswith("_restore_20261121t020000z_pre_deploy_1")
-    assert bb.derived_db_name("trading_db", "verify", "20261121T020000Z-ab12") == "trading_db_verify_20261121t020000z_ab12"
+    assert backup_store.derived_db_name("trading_db", "verify", "20261121T020000Z-ab12") == "trading_db_verify_20261121t020000z_ab12"
 
 
 def sets_of(*specs):
@@ -49,37 +53,37 @@ def sets_of(*specs):
             for b, at, rel, ok in specs]
 
 
-NOW = bb.parse_iso("2026-11-21T00:00:00Z")
+NOW = backup_store.parse_iso("2026-11-21T00:00:00Z")
 
 
 def test_retention_keeps_what_any_rule_keeps():
     sets = sets_of(("e", "2026-11-20T00:00:00Z", None, False), ("d", "2026-11-01T00:00:00Z", None, False),
                    ("c", "2026-10-01T00:00:00Z", None, True), ("b", "2026-09-01T00:00:00Z", "1.0.0", False),
                    ("a", "2026-08-01T00:00:00Z", None, True))
-    delete, keep = bb.plan_retention(sets, keep_last=1, max_age_days=30, protected={"1.0.0"}, now=NOW)
+    delete, keep = retention.plan_retention(sets, keep_last=1, max_age_days=30, protected={"1.0.0"}, now=NOW)
     assert [d for d, _ in delete] == ["a"]  # verified, but not the newest verified one
     assert dict(keep) == {"e": "one of the newest 1", "d": "younger than 30 days", "c": "newest verified backup",
                           "b": "linked to release 1.0.0 (still current or good)"}
-    assert bb.plan_retention(sets, None, None, now=NOW)[0] == []
+    assert retention.plan_retention(sets, None, None, now=NOW)[0] == []
 
 
 def test_protected_releases_reads_the_release_ledger(tmp_path):
     (tmp_path / "releases" / "1.1.0").mkdir(parents=True)
     os.symlink("releases/1.1.0", tmp_path / "current")
-    assert bb.protected_releases(str(tmp_path)) == ({"1.1.0"}, set())  # no ledger yet: the current release
+    assert retention.protected_releases(str(tmp_path)) == ({"1.1.0"}, set())  # no ledger yet: the current release
     (tmp_path / "releases" / "ledger.json").write_text(json.dumps({"format": 1, "history": [], "releases": {
         "1.0.0": {"version": "1.0.0", "status": "good", "backup_id": None},
         "1.2.0-broken": {"version": "1.2.0-broken", "status": "bad", "backup_id": "20261120T000000Z-b"},
         "0.9.0": {"version": "0.9.0", "status": "installed"},
         "1.1.0": {"version": "1.1.0", "status": "installed", "backup_id": "20261121T000000Z-a"}}}))
-    assert bb.protected_releases(str(tmp_path)) == ({"1.0.0", "1.1.0"}, {"20261121T000000Z-a"})
+    assert retention.protected_releases(str(tmp_path)) == ({"1.0.0", "1.1.0"}, {"20261121T000000Z-a"})
     (tmp_path / "releases" / "ledger.json").write_text("{not json")
-    assert bb.protected_releases(str(tmp_path)) == ({"1.1.0"}, set())
+    assert retention.protected_releases(str(tmp_path)) == ({"1.1.0"}, set())
 
 
 def test_retention_keeps_backups_the_ledger_names():
     sets = sets_of(("b", "2026-11-20T00:00:00Z", None, False), ("a", "2026-01-01T00:00:00Z", None, False))
-    delete, keep = bb.plan_retention(sets, keep_last=1, now=NOW, protected_ids={"a"})
+    delete, keep = retention.plan_retention(sets, keep_last=1, now=NOW, protected_ids={"a"})
     assert delete == [] and dict(keep)["a"].startswith("named by the release ledger")
 
 
@@ -104,7 +108,7 @@ def test_damaged_sets_are_listed_in_their_place_with_the_reason(tmp_path):
     (tmp_path / "20261120T000000Z-f").write_text("a file, not a set")
     (tmp_path / ".tmp-20261121T040000Z-g").mkdir()  # an unfinished backup, not a damaged set
     write_set(tmp_path, "20261121T050000Z-h", "2026-11-21T05:00:00Z", safety_for="20261121T020000Z-a")
-    store = bb.BackupStore(str(tmp_path))
+    store = backup_store.BackupStore(str(tmp_path))
     listed = {s["backup_id"]: s for s in store.list()}
     assert list(listed) == ["20261121T050000Z-h", "20261121T030000Z-d", "20261121T020600Z-b", "20261121T020000Z-a",
                             "20261121T010000Z-c", "20261121T000000Z-e", "20261120T000000Z-f"]
@@ -120,32 +124,32 @@ def test_damaged_sets_are_listed_in_their_place_with_the_reason(tmp_path):
         "20261121T000000Z-e": "manifest.json is not a JSON object",
         "20261120T000000Z-f": "not a directory"}
     assert listed["20261121T020600Z-b"]["manifest"] == {} and listed["20261121T020600Z-b"]["verification"] is None
-    assert bb.summarize(listed["20261121T020600Z-b"])["created_at"] == "2026-11-21T02:06:00Z"
-    with pytest.raises(bb.DamagedBackup, match="20261121T010000Z-c .* is damaged \\(manifest.json missing\\)"):
+    assert backup_store.summarize(listed["20261121T020600Z-b"])["created_at"] == "2026-11-21T02:06:00Z"
+    with pytest.raises(backup_store.DamagedBackup, match="20261121T010000Z-c .* is damaged \\(manifest.json missing\\)"):
         store.load("20261121T010000Z-c")
-    with pytest.raises(bb.BackupError, match="not found"):
+    with pytest.raises(backup_store.BackupError, match="not found"):
         store.load("20261121T010000Z-none")
 
 
 def test_latest_counts_a_damaged_set_whose_kind_is_unknown(tmp_path):
-    store = bb.BackupStore(str(tmp_path))
+    store = backup_store.BackupStore(str(tmp_path))
     write_set(tmp_path, "20261121T020000Z-a", "2026-11-21T02:00:00Z")
     write_set(tmp_path, "20261121T030000Z-safety", "2026-11-21T03:00:00Z", safety_for="20261121T020000Z-a")
     assert store.resolve("latest") == "20261121T020000Z-a"  # safety backups are skipped, as before
     write_set(tmp_path, "20261121T010000Z-old", manifest="{")
     assert store.resolve("latest") == "20261121T020000Z-a"  # a damaged set older than it changes nothing
     write_set(tmp_path, "20261121T020600Z-b", manifest="")  # newer than a, older than the safety backup
-    with pytest.raises(bb.DamagedBackup) as refused:
+    with pytest.raises(backup_store.DamagedBackup) as refused:
         store.resolve("latest")
     assert (refused.value.backup_id, refused.value.reason) == (
         "20261121T020600Z-b", "manifest.json unreadable: Expecting value: line 1 column 1 (char 0)")
     assert "'latest' does not resolve past a damaged set" in str(refused.value)
     assert "e.g. --backup=20261121T020000Z-a" in str(refused.value)
     assert store.resolve("20261121T020000Z-a") == "20261121T020000Z-a"
-    with pytest.raises(bb.DamagedBackup, match="manifest.json unreadable"):
+    with pytest.raises(backup_store.DamagedBackup, match="manifest.json unreadable"):
         store.resolve("20261121T020600Z-b")
     (tmp_path / "20261121T020000Z-a" / "manifest.json").write_text("{")
-    with pytest.raises(bb.DamagedBackup, match="no older readable set to fall back to"):
+    with pytest.raises(backup_store.DamagedBackup, match="no older readable set to fall back to"):
         store.resolve("latest")
 
 
@@ -154,13 +158,13 @@ def test_retention_keeps_damaged_sets_outside_keep_last():
                    ("b", "2026-09-01T00:00:00Z", None, False), ("a", "2026-08-01T00:00:00Z", None, False))
     sets[0].update(manifest={}, verification={"ok": True}, damaged="manifest.json missing")
     sets[2].update(manifest={}, damaged="manifest.json unreadable: Expecting value: line 1 column 1 (char 0)")
-    delete, keep = bb.plan_retention(sets, keep_last=1, max_age_days=1, now=NOW)
+    delete, keep = retention.plan_retention(sets, keep_last=1, max_age_days=1, now=NOW)
     assert [d for d, _ in delete] == ["a"]
     keep = dict(keep)
     assert keep["c"] == "one of the newest 1"  # a damaged set is not one of the newest readable ones
     assert keep["d"].startswith("damaged (manifest.json missing): retention never deletes a damaged set")
     assert keep["b"].startswith("damaged (manifest.json unreadable: Expecting value")
-    assert dict(bb.plan_retention(sets, None, None, now=NOW)[1])["d"].startswith("damaged (")
+    assert dict(retention.plan_retention(sets, None, None, now=NOW)[1])["d"].startswith("damaged (")
 
 
 def test_compare_counts_names_each_difference():
@@ -180,12 +184,12 @@ def test_file_restore_ignores_members_outside_the_allowed_paths(tmp_path):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o600
             tar.addfile(info, io.BytesIO(data))
-    plan = bb.plan_files(str(root), str(tar_path), ["shared/config"])
+    plan = backup_paths.plan_files(str(root), str(tar_path), ["shared/config"])
     assert [(n, why) for n, _, why in plan] == [("shared/config/bot.json", "missing")]
-    assert bb.apply_files(str(root), str(tar_path), plan) == ["shared/config/bot.json"]
+    assert backup_paths.apply_files(str(root), str(tar_path), plan) == ["shared/config/bot.json"]
     assert (root / "shared" / "config" / "bot.json").read_bytes() == b"{}\n"
     assert not (tmp_path / "evil").exists()
-    assert bb.plan_files(str(root), str(tar_path), ["shared/config"]) == []
+    assert backup_paths.plan_files(str(root), str(tar_path), ["shared/config"]) == []
 
 
 # --------------------------------------------------------------------------- PostgreSQL engine
@@ -233,7 +237,7 @@ def engine(cluster):
             INSERT INTO orders SELECT g, 'open' FROM generate_series(1, 7) g;
         """)
     db = Database({"host": "127.0.0.1", "port": cluster.port, "name": name, "user": name}, "pw")
-    return bb.PostgresEngine(db, ["trades", "orders", "positions"], {"table": "trades", "id": "id"})
+    return pg_engine.PostgresEngine(db, ["trades", "orders", "positions"], {"table": "trades", "id": "id"})
 
 
 def bot_for(tmp_path):
@@ -256,13 +260,13 @@ def test_counts_missing_tables_are_null(engine):
 @needs_pg
 @pytest.mark.parametrize("fmt", ["custom_zstd", "custom", "directory"])
 def test_every_format_round_trips_through_a_scratch_database(engine, tmp_path, fmt):
-    store = bb.BackupStore(str(tmp_path / "backups"))
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
     manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, fmt=fmt)
     db = manifest["database"]
     assert db["format"] == fmt and db["row_counts"] == {"trades": 500, "orders": 7, "positions": None}
     assert db["pg_dump_version"][0].isdigit() and db["snapshot"]
     set_dir = store.path(manifest["backup_id"])
-    assert bb.verify_files(set_dir, manifest) == []
+    assert backup_store.verify_files(set_dir, manifest) == []
     problems, observed, scratch = bb.test_restore(engine, set_dir, manifest)
     assert problems == [] and observed["row_counts"]["trades"] == 500
     assert not engine.exists(scratch)
@@ -282,7 +286,7 @@ def test_counts_are_taken_in_the_dump_snapshot_while_the_bot_writes(engine, tmp_
     thread.start()
     try:
         time.sleep(0.2)
-        store = bb.BackupStore(str(tmp_path / "backups"))
+        store = backup_store.BackupStore(str(tmp_path / "backups"))
         manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
         time.sleep(0.2)
     finally:
@@ -297,14 +301,14 @@ def test_counts_are_taken_in_the_dump_snapshot_while_the_bot_writes(engine, tmp_
 
 @needs_pg
 def test_swap_keeps_the_previous_database_and_marks_the_new_one(engine, tmp_path):
-    store = bb.BackupStore(str(tmp_path / "backups"))
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
     manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
     engine.query("DELETE FROM trades WHERE id > 100")
     scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
     engine.create_like(scratch, engine.name)
     engine.restore_into(store.path(manifest["backup_id"]), manifest["database"], scratch)
     engine.set_marker(scratch, {"backup_id": manifest["backup_id"]})
-    previous = bb.derived_db_name(engine.name, "pre_restore", "20261121T000000Z")
+    previous = backup_store.derived_db_name(engine.name, "pre_restore", "20261121T000000Z")
     engine.swap(scratch, previous)
     assert engine.counts()[1] == 500 and engine.counts(previous)[1] == 100
     assert engine.marker(engine.name) == {"backup_id": manifest["backup_id"]}
@@ -337,12 +341,12 @@ def test_drop_and_swap_wait_out_a_session_this_role_may_not_end(engine, cluster,
         assert connected.wait(10)
         return thread
 
-    store = bb.BackupStore(str(tmp_path / "backups"))
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
     manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
     scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
     engine.create_like(scratch, engine.name)
     engine.restore_into(store.path(manifest["backup_id"]), manifest["database"], scratch)
-    previous = bb.derived_db_name(engine.name, "pre_restore", "20261121T000001Z")
+    previous = backup_store.derived_db_name(engine.name, "pre_restore", "20261121T000001Z")
     held = hold(scratch, 1.0)
     engine.swap(scratch, previous)  # waits for the other session to end, then swaps
     held.join()
@@ -354,7 +358,7 @@ def test_drop_and_swap_wait_out_a_session_this_role_may_not_end(engine, cluster,
 
     engine.create_like(scratch, engine.name)
     held = hold(scratch, 30.0)  # longer than the drop waits: a clear failure, the database kept
-    with pytest.raises(bb.BackupError, match=f"drop database {scratch}: .*being accessed by other users"):
+    with pytest.raises(backup_store.BackupError, match=f"drop database {scratch}: .*being accessed by other users"):
         engine.drop(scratch, attempts=1)
     assert engine.exists(scratch)
     cluster.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{scratch}'")
@@ -365,20 +369,20 @@ def test_drop_and_swap_wait_out_a_session_this_role_may_not_end(engine, cluster,
 @needs_pg
 def test_database_down_leaves_no_set_and_no_temp_dir(engine, tmp_path):
     engine.db.port = 1  # nothing listens there
-    store = bb.BackupStore(str(tmp_path / "backups"))
-    with pytest.raises(bb.BackupError, match="open a snapshot of database"):
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
+    with pytest.raises(backup_store.BackupError, match="open a snapshot of database"):
         bb.create_backup(store, engine, bot_for(tmp_path), PROFILE)
     assert os.listdir(store.directory) == []
 
 
 @needs_pg
 def test_failed_restore_step_is_fatal(engine, tmp_path):
-    store = bb.BackupStore(str(tmp_path / "backups"))
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
     manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, fmt="custom")
     scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
     engine.create_like(scratch, engine.name)
     engine.query("CREATE TABLE trades (x int)", scratch)  # the restore's CREATE TABLE trades will fail
-    with pytest.raises(bb.BackupError, match="pg_restore into .* failed"):
+    with pytest.raises(backup_store.BackupError, match="pg_restore into .* failed"):
         engine.restore_into(store.path(manifest["backup_id"]), manifest["database"], scratch)
     engine.drop(scratch)
 
@@ -388,11 +392,11 @@ def test_the_largest_tables_are_dumped_and_restored_side_by_side(engine, tmp_pat
     """custom_zstd: the `jobs` largest tables' rows go into parts of their own, in the dump's snapshot;
     a restore brings back every row, sequence, index and constraint (a foreign key between two
     parts; a part's indexes are built as soon as its rows are in, the rest after every table's)."""
-    monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
+    monkeypatch.setattr(pg_engine, "PART_MIN_BYTES", 0)
     engine.query("CREATE TABLE fills (id serial PRIMARY KEY, trade_id bigint NOT NULL REFERENCES trades (id), "
                  "venue text, UNIQUE (venue, id)); CREATE INDEX fills_trade ON fills (trade_id); "
                  "INSERT INTO fills (trade_id) SELECT g FROM generate_series(1, 400) g; ANALYZE")
-    store, bot = bb.BackupStore(str(tmp_path / "backups")), bot_for(tmp_path)
+    store, bot = backup_store.BackupStore(str(tmp_path / "backups")), bot_for(tmp_path)
     manifest = bb.create_backup(store, engine, bot, PROFILE, jobs=2)
     db = manifest["database"]
     assert [p["table"] for p in db["parts"]] == ["public.trades", "public.fills"]
@@ -431,15 +435,15 @@ def test_the_largest_tables_are_dumped_and_restored_side_by_side(engine, tmp_pat
 def test_a_set_with_custom_archive_parts_still_restores(engine, tmp_path, monkeypatch):
     """Sets of the earlier version hold each part as a custom archive (database.partN.dump.zst) and
     list no indexes: they restore, indexes and all, through pg_restore."""
-    monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
-    store = bb.BackupStore(str(tmp_path / "backups"))
+    monkeypatch.setattr(pg_engine, "PART_MIN_BYTES", 0)
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
     manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, jobs=2)
     set_dir, db = store.path(manifest["backup_id"]), manifest["database"]
     for part in db["parts"]:
         os.remove(os.path.join(set_dir, part["path"]))
         part["path"] = part["path"].replace(".sql.zst", ".dump.zst")
         del part["indexes"]
-        dump = subprocess.run([bb.find_bin("pg_dump"), "-Fc", "-Z0", "--data-only", "-t", part["table"],
+        dump = subprocess.run([backup_store.find_bin("pg_dump"), "-Fc", "-Z0", "--data-only", "-t", part["table"],
                                *engine.db.conn_args()], env=engine.db.env(), capture_output=True, check=True)
         with open(os.path.join(set_dir, part["path"]), "wb") as f:
             f.write(subprocess.run(["zstd", "-q", "-c"], input=dump.stdout, capture_output=True, check=True).stdout)
@@ -454,8 +458,8 @@ def test_a_set_with_custom_archive_parts_still_restores(engine, tmp_path, monkey
 
 @needs_pg
 def test_a_failed_part_fails_the_restore_and_stops_the_others(engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
-    store = bb.BackupStore(str(tmp_path / "backups"))
+    monkeypatch.setattr(pg_engine, "PART_MIN_BYTES", 0)
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
     manifest = bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, jobs=2)
     set_dir = store.path(manifest["backup_id"])
     part = os.path.join(set_dir, manifest["database"]["parts"][0]["path"])
@@ -463,16 +467,16 @@ def test_a_failed_part_fails_the_restore_and_stops_the_others(engine, tmp_path, 
         f.truncate(os.path.getsize(part) // 2)
     scratch = bb.scratch_name(engine, "restore", manifest["backup_id"])
     engine.create_like(scratch, engine.name)
-    with pytest.raises(bb.BackupError, match=r"zstd \(restore into .*\) failed \(rc=1\)"):
+    with pytest.raises(backup_store.BackupError, match=r"zstd \(restore into .*\) failed \(rc=1\)"):
         engine.restore_into(set_dir, manifest["database"], scratch, jobs=2)
-    assert not [n for n in os.listdir(tmp_path / "backups") if n.startswith(bb.TMP_PREFIX)]
+    assert not [n for n in os.listdir(tmp_path / "backups") if n.startswith(backup_store.TMP_PREFIX)]
     engine.drop(scratch)
 
 
 @needs_pg
 def test_a_manifest_part_outside_the_set_is_refused(engine, tmp_path):
     dbinfo = {"format": "custom_zstd", "parts": [{"table": "public.trades", "path": "../../etc/passwd"}]}
-    with pytest.raises(bb.BackupError, match="names a database part that is not one"):
+    with pytest.raises(backup_store.BackupError, match="names a database part that is not one"):
         engine.restore_into(str(tmp_path), dbinfo, "nowhere", jobs=2)
 
 
@@ -480,11 +484,11 @@ def test_a_manifest_part_outside_the_set_is_refused(engine, tmp_path):
 def test_a_failed_part_dump_fails_the_backup_and_leaves_no_set(engine, cluster, tmp_path, monkeypatch):
     """A table the bot's role may not read is the largest: its part's pg_dump fails while the main
     one succeeds; the backup fails naming pg_dump and its error, and nothing looks like a set."""
-    monkeypatch.setattr(bb, "PART_MIN_BYTES", 0)
+    monkeypatch.setattr(pg_engine, "PART_MIN_BYTES", 0)
     cluster.execute("CREATE TABLE audit (id int, note text); INSERT INTO audit SELECT g, repeat('x', 200) "
                     "FROM generate_series(1, 3000) g; ANALYZE audit", engine.name)
-    store = bb.BackupStore(str(tmp_path / "backups"))
-    with pytest.raises(bb.BackupError, match=r"pg_dump \(dump of database .*\) failed \(rc=1\):.*permission denied"):
+    store = backup_store.BackupStore(str(tmp_path / "backups"))
+    with pytest.raises(backup_store.BackupError, match=r"pg_dump \(dump of database .*\) failed \(rc=1\):.*permission denied"):
         bb.create_backup(store, engine, bot_for(tmp_path), PROFILE, jobs=2)
     assert os.listdir(store.directory) == []
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils import botops_backup as bb
+from ansible.module_utils.botops_backup_postgres import PostgresEngine
+from ansible.module_utils.botops_backup_sqlite import SqliteEngine
 from ansible.module_utils.botops_ledger import (
     carry_forward, carry_loss, ledger_report, live_max_ids, plan_carry, raise_id_floor,
 )
@@ -93,7 +94,7 @@ def pg(cluster):
     cluster.create_database(name, password="pw")
     cluster.execute(f'ALTER ROLE "{name}" CREATEDB')
     db = Database({"host": "127.0.0.1", "port": cluster.port, "name": name, "user": name}, "pw")
-    engine = bb.PostgresEngine(db, ["trades", "positions", "orders"], LEDGER)
+    engine = PostgresEngine(db, ["trades", "positions", "orders"], LEDGER)
     for statement in schema("0003_rename_qty", 100, 9, 6).split(";"):
         if statement.strip():
             engine.query(statement)
@@ -202,7 +203,7 @@ def test_sqlite_trades_are_carried_and_new_ids_start_above_the_replaced_ones(tmp
     live, scratch = str(tmp_path / "bot.sqlite"), str(tmp_path / "bot.sqlite.restore")
     sqlite_db(live, 50, 1)
     sqlite_db(scratch, 30, 4)
-    engine = bb.SqliteEngine(live, ["trades", "positions", "orders"], LEDGER)
+    engine = SqliteEngine(live, ["trades", "positions", "orders"], LEDGER)
     profile = {"database": {"engine": "sqlite", "ledger": LEDGER}}
     backup = {"ledger_max_id": 30, "alembic_revision": None, "columns": engine.columns(scratch)}
 

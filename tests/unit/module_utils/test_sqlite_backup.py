@@ -16,6 +16,8 @@ import time
 import pytest
 
 from ansible.module_utils import botops_backup as bb
+from ansible.module_utils import botops_backup_sqlite as sqlite_engine
+from ansible.module_utils import botops_backup_store as backup_store
 from ansible.module_utils.botops_ledger import (
     carry_forward, ledger_loss, live_max_ids, plan_carry, raise_id_floor,
 )
@@ -133,11 +135,11 @@ def bot(tmp_path):
 
 
 def engine_of(bot):
-    return bb.SqliteEngine(bot["db"], TABLES, LEDGER)
+    return sqlite_engine.SqliteEngine(bot["db"], TABLES, LEDGER)
 
 
 def backup(bot, engine, backup_id="20261207T020000Z-base"):
-    store = bb.BackupStore(os.path.join(bot["root"], "backups"))
+    store = backup_store.BackupStore(os.path.join(bot["root"], "backups"))
     with store.lock():
         manifest = bb.create_backup(store, engine, bot, PROFILE, backup_id=backup_id)
     return store, manifest
@@ -168,7 +170,7 @@ def test_a_wal_database_the_bot_writes_during_the_dump_is_copied_as_one_snapshot
     assert writer.returncode == 0 and int(out.split()[-1]) >= 50
 
     db = manifest["database"]
-    copy = os.path.join(store.path(manifest["backup_id"]), bb.SQLITE_FILE)
+    copy = os.path.join(store.path(manifest["backup_id"]), backup_store.SQLITE_FILE)
     check, mode, trades, (n, qty) = read_back(copy)
     assert check == "ok" and mode == "delete" and header_journal(copy) == "rollback"
     assert trades == n and qty == pytest.approx(n * 0.5)  # one snapshot: the totals agree with the rows
@@ -177,7 +179,7 @@ def test_a_wal_database_the_bot_writes_during_the_dump_is_copied_as_one_snapshot
     engine = engine_of(bot)
     assert db["row_counts"] == engine.counts(copy)[0] and db["row_counts"]["trades"] == trades
     assert db["ledger_max_id"] == engine.counts(copy)[1]
-    assert bb.verify_files(store.path(manifest["backup_id"]), manifest) == []
+    assert backup_store.verify_files(store.path(manifest["backup_id"]), manifest) == []
     assert companions(store.directory) == []
     assert data_files(bot) == ["bot.sqlite3"]  # the bot stopped and closed: nothing botops left beside it
 
@@ -214,7 +216,7 @@ def test_an_open_write_transaction_neither_holds_up_the_dump_nor_gets_into_the_c
         finish.set()
         thread.join(30)
     assert not failures
-    copy = os.path.join(store.path(manifest["backup_id"]), bb.SQLITE_FILE)
+    copy = os.path.join(store.path(manifest["backup_id"]), backup_store.SQLITE_FILE)
     assert read_back(copy)[:4] == ("ok", "delete", 500, (500, 250.0))
     assert manifest["database"]["row_counts"]["trades"] == 500 and manifest["database"]["ledger_max_id"] == 500
     assert read_back(bot["db"])[2] == 600  # committed after the dump
@@ -246,14 +248,14 @@ def test_the_set_holds_no_companion_files_after_the_dump_a_verify_and_a_test_res
     assert sorted(os.listdir(set_dir)) == ["database.sqlite3", "manifest.json"]
     assert set(manifest["files"]) == {"database.sqlite3"}
 
-    assert bb.verify_files(set_dir, manifest) == []
+    assert backup_store.verify_files(set_dir, manifest) == []
     problems, observed, scratch = bb.test_restore(engine, set_dir, manifest)
     assert problems == [] and observed["row_counts"] == manifest["database"]["row_counts"]
     assert scratch == f"{bot['db']}.verify-{manifest['backup_id']}"
     store.write_verification(manifest["backup_id"], {"ok": True, "test_restore": True})
 
     assert sorted(os.listdir(set_dir)) == ["database.sqlite3", "manifest.json", "verified.json"]
-    assert bb.verify_files(set_dir, manifest) == []  # the copy was never written to
+    assert backup_store.verify_files(set_dir, manifest) == []  # the copy was never written to
     assert companions(store.directory) == [] and data_files(bot) == ["bot.sqlite3"]
 
 
@@ -322,13 +324,13 @@ def test_a_set_taken_before_the_journal_mode_was_recorded_is_restored_as_it_is(b
     engine = engine_of(bot)
     store, manifest = backup(bot, engine)
     set_dir = store.path(manifest["backup_id"])
-    old = os.path.join(set_dir, bb.SQLITE_FILE)
+    old = os.path.join(set_dir, backup_store.SQLITE_FILE)
     os.unlink(old)
     src, dst = sqlite3.connect(bot["db"]), sqlite3.connect(old)
     src.backup(dst)
     src.close()
     dst.close()
-    assert header_journal(old) == "wal" and bb.sqlite_companions(old) == []
+    assert header_journal(old) == "wal" and sqlite_engine.sqlite_companions(old) == []
     dbinfo = dict(manifest["database"])
     del dbinfo["journal_mode"]
 
@@ -361,7 +363,7 @@ def test_a_scratch_copy_with_anything_beside_it_is_not_swapped_in(bot):
     with open(scratch + "-wal", "wb") as f:
         f.write(b"\0" * 32)
     digest = sha256(bot["db"])
-    with pytest.raises(bb.BackupError, match=r"swap .*: bot\.sqlite3\.restore-.*-wal left beside .*nothing was renamed"):
+    with pytest.raises(backup_store.BackupError, match=r"swap .*: bot\.sqlite3\.restore-.*-wal left beside .*nothing was renamed"):
         engine.swap(scratch, bb.kept_name(engine))
     assert sha256(bot["db"]) == digest and engine.kept() == [] and read_back(bot["db"])[2] == 35
 
@@ -372,14 +374,14 @@ def test_the_live_file_is_not_swapped_out_while_another_process_reads_its_wal(bo
     engine = engine_of(bot)
     store, manifest = backup(bot, engine)
     scratch = restore(engine, store, manifest)
-    monkeypatch.setattr(bb, "SQLITE_TIMEOUT", 0.3)
+    monkeypatch.setattr(sqlite_engine, "SQLITE_TIMEOUT", 0.3)
     writer = sqlite3.connect(bot["db"])
     reader = sqlite3.connect(bot["db"], isolation_level=None)
     try:
         add_trades(writer, 5)  # committed into the WAL, not checkpointed: the writer stays open
         reader.execute("BEGIN")
         assert reader.execute("SELECT count(*) FROM trades").fetchone() == (35,)  # a read held on the WAL
-        with pytest.raises(bb.BackupError, match="checkpoint .* before the swap: another process holds it open"):
+        with pytest.raises(backup_store.BackupError, match="checkpoint .* before the swap: another process holds it open"):
             engine.swap(scratch, bb.kept_name(engine))
         assert engine.kept() == [] and os.path.exists(scratch)
     finally:

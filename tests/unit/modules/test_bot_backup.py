@@ -13,8 +13,8 @@ import bot_backup_info
 import bot_restore
 import pytest
 
-from ansible.module_utils import basic, botops_backup
-from ansible.module_utils.botops_backup import sha256_file
+from ansible.module_utils import basic, botops_backup_sqlite, botops_backup_store
+from ansible.module_utils.botops_backup_store import sha256_file
 
 from .backup_helpers import FakeService, add_trades, make_bot, module_args, sqlite_profile
 from .utils import run_module
@@ -215,10 +215,10 @@ def test_kept_databases_that_cannot_be_listed_do_not_stop_the_sets_retention(roo
         set_created_at(root, f"202611{day:02d}T020000Z-daily", f"2025-11-{day:02d}T02:00:00Z")
 
     def refused(self):
-        raise botops_backup.BackupError("permission denied for database postgres")
+        raise botops_backup_store.BackupError("permission denied for database postgres")
 
     warned = []
-    monkeypatch.setattr(botops_backup.SqliteEngine, "kept", refused)
+    monkeypatch.setattr(botops_backup_sqlite.SqliteEngine, "kept", refused)
     monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, msg: warned.append(msg))
     result = run_module(bot_backup.main, module_args(root, state="pruned", keep_last=1, max_age_days=1))
     assert result["changed"] and not result.get("failed"), result

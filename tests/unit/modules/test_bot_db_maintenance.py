@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from ansible.module_utils import botops_pg
 from ansible.module_utils.botops_pg import Database
 
 import bot_db_maintenance
@@ -45,7 +46,7 @@ def db(monkeypatch):
 
     monkeypatch.setattr(Database, "query", query)
     monkeypatch.setattr(Database, "run", run)
-    monkeypatch.setattr(bot_db_maintenance, "pg_bin", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(botops_pg, "pg_bin", lambda name: f"/usr/bin/{name}")
     return fake
 
 

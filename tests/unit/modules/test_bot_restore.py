@@ -10,7 +10,7 @@ import bot_backup
 import bot_restore
 import pytest
 
-from ansible.module_utils import botops_backup, botops_service
+from ansible.module_utils import botops_backup_sqlite, botops_service
 
 from .backup_helpers import DB_PATH, FakeService, add_trades, db_state, make_bot, module_args
 from .utils import run_module
@@ -67,7 +67,7 @@ def test_round_trip_check_mode_apply_then_unchanged(root, service, backup_id):
     assert safety["database"]["ledger_max_id"] == 42 and safety["label"] == "pre-restore"
     previous = result["previous_database"]
     assert previous.startswith(str(root / DB_PATH) + ".pre-restore-")
-    assert botops_backup.SqliteEngine(previous, ["trades"]).counts()[0] == {"trades": 42}  # nothing lost
+    assert botops_backup_sqlite.SqliteEngine(previous, ["trades"]).counts()[0] == {"trades": 42}  # nothing lost
     assert not list((root / "shared" / "data").glob("*.restore-*"))
 
     service.calls.clear()
@@ -104,7 +104,7 @@ def test_failure_at_the_swap_starts_the_bot_again(root, service, backup_id, monk
     def broken_swap(self, scratch, previous, live_exists=True):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(botops_backup.SqliteEngine, "swap", broken_swap)
+    monkeypatch.setattr(botops_backup_sqlite.SqliteEngine, "swap", broken_swap)
     result = restore(root)
     assert result["failed"] and "swap the restored database in" in result["msg"] and "disk on fire" in result["msg"]
     assert db_state(root) == (34, 34)
@@ -194,7 +194,7 @@ def test_a_wal_database_is_backed_up_verified_and_restored_leaving_nothing_besid
     assert sorted(p.name for p in data.iterdir()) == ["bot.sqlite3", os.path.basename(result["previous_database"])]
     assert (root / DB_PATH).read_bytes()[18:20] == b"\x02\x02"  # still a WAL database
     assert db_state(root) == (30, 30)
-    assert botops_backup.SqliteEngine(result["previous_database"], ["trades"]).counts()[0] == {"trades": 42}
+    assert botops_backup_sqlite.SqliteEngine(result["previous_database"], ["trades"]).counts()[0] == {"trades": 42}
     for backup_id in ("20261121T020000Z-base", result["safety_backup_id"]):
         manifest = json.loads((root / "backups" / backup_id / "manifest.json").read_text())
         assert set(manifest["files"]) == {"database.sqlite3", "files.tar.gz"}
