@@ -6,61 +6,26 @@ DOCUMENTATION = r"""
 module: bot_backup
 short_description: Take, verify and prune the backup sets of one trading bot
 description:
-  - "C(state=present) takes a backup set C(<bot_root>/backups/<backup_id>/) (directory 0700, files 0600):
-    the database dump, a tarball of the profile's C(backup.paths) and C(manifest.json) (every file with
-    sha256 and size, bot, family, release, Alembic revision, row counts of the profile's
-    C(database.tables) and the ledger's max id, tool versions, label, reason, linked release)."
-  - The set is built in C(<backups>/.tmp-<backup_id>) and renamed into place only when complete, so a
-    backup that fails (database down, disk full) or is killed never leaves a set that looks complete.
-  - "Consistency: the row counts are taken in the same snapshot as the dump (a psql session exports its
-    snapshot with C(pg_export_snapshot()), counts in it and holds it open while C(pg_dump --snapshot)
-    runs); for SQLite they are counted from the copy itself. The counts are what the dump holds."
-  - "C(state=verified) re-checks every checksum and size; with C(test_restore=true) it also restores the
-    set into a scratch database (C(<db>_verify_<id>), created and dropped) and compares the row counts
-    with the manifest. The outcome is recorded in C(verified.json) beside the manifest."
-  - "C(state=pruned) applies retention: a set is kept when any rule keeps it (one of the newest
-    C(keep_last), younger than C(max_age_days)); the newest verified set and sets linked to a release the
-    release ledger still lists as current or good are never deleted. The C(.tmp-*) directories that
-    killed backups left are removed too (a backup in progress holds the store's lock, so none is removed
-    under it)."
-  - "C(state=pruned) never deletes a damaged set (a set directory whose C(manifest.json) is missing or
-    unreadable): without its manifest nothing says whether it was worth keeping, and deleting it would
-    hide the damage. It is kept, listed in C(kept) with the reason and in C(damaged), and a warning asks
-    the operator to look at it and repair or remove it by hand. It does not count among the newest
-    C(keep_last), which are the readable sets a restore could use."
-  - "C(state=verified) of a damaged set fails naming the reason, and C(backup_id=latest) fails when the
-    newest set is damaged rather than verify an older one in its place (M(bot_backup_info) lists it)."
-  - "C(state=pruned) applies the same two rules to the live databases restores replaced and kept
-    (C(<db>_pre_restore_<time>), or C(<file>.pre-restore-<time>) for SQLite, by M(bot_restore) and
-    M(bot_rollout)): one is kept when it is one of the newest C(keep_last) or younger than
-    C(max_age_days), and dropped otherwise. Only names a restore of this bot's database gives are
-    considered."
+  - V(present) takes a backup set C(<bot_root>/backups/<backup_id>/) - the database dump, a tarball of the
+    profile's C(backup.paths) and C(manifest.json) (checksums, release, revision, row counts).
+  - A set is built aside and renamed into place only when complete; its row counts are taken in the dump's own snapshot.
+  - V(verified) re-checks every checksum and size, and with O(test_restore) restores the set into a scratch database.
+  - V(pruned) applies retention to the sets and to the databases restores replaced; it never deletes a
+    damaged set, the newest verified one, or one the release ledger still links to a current or good release.
   - Listing the sets is the read-only module M(bot_backup_info).
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets; C(database_password) reaches pg_dump and psql through PGPASSWORD only.
-    type: dict
-    default: {}
   state:
-    description:
-      - C(present) takes a backup; C(verified) verifies one; C(pruned) applies retention.
+    description: V(present) takes a backup; V(verified) verifies one; V(pruned) applies retention.
     type: str
     choices: [present, verified, pruned]
     default: present
   backup_id:
     description:
-      - "C(present): the id of the new set (C(YYYYMMDDTHHMMSSZ-<suffix>)); when that set exists the module
-        changes nothing. Default: a new id from the time and a random suffix, so every run takes a backup."
-      - "C(verified): the set to verify, or C(latest) (the default: the newest that is not a restore's safety backup)."
+      - "V(present): the id of the new set (C(YYYYMMDDTHHMMSSZ-<suffix>)); an existing set changes nothing.
+        Default a new id, so every run takes a backup."
+      - "V(verified): the set to verify, or V(latest) (the default: the newest that is not a restore's safety backup)."
     type: str
   label:
     description: A short label recorded in the manifest (e.g. C(pre-deploy), C(daily)).
@@ -69,42 +34,35 @@ options:
     description: Why the backup was taken, recorded in the manifest.
     type: str
   linked_release:
-    description:
-      - The release this backup belongs to (a deploy links its backup to the release being replaced);
-        retention keeps the set while the release ledger lists that release as current or good.
+    description: The release this backup belongs to; retention keeps the set while the release ledger lists that release as current or good.
     type: str
   format:
     description:
-      - "Database dump format. C(custom_zstd): C(pg_dump -Fc -Z0) piped through C(zstd -T0) (fast, no
-        larger than C(pg_dump -Fc)), the rows of the C(jobs) largest tables (64 MiB or more) each in a
-        C(pg_dump --data-only) of its own taken beside it in the same snapshot, and loaded side by
-        side through C(psql), each table's indexes built as soon as its rows are in; C(custom): plain
-        C(pg_dump -Fc) (gzip); C(directory): C(pg_dump -Fd -j jobs) (gzip). Recorded in the manifest;
-        restore reads any of them.
-        Ignored for SQLite (a file copy)."
+      - Database dump format - V(custom_zstd) (C(pg_dump -Fc -Z0) through C(zstd), large tables dumped side
+        by side), V(custom) (C(pg_dump -Fc)) or V(directory) (C(pg_dump -Fd)). Ignored for SQLite (a file copy).
     type: str
     choices: [custom_zstd, custom, directory]
     default: custom_zstd
   compress_level:
-    description: Compression level (zstd 1-19 for C(custom_zstd), gzip 0-9 otherwise). Default per format (zstd 1, gzip default).
+    description: Compression level (zstd 1-19 for V(custom_zstd), gzip 0-9 otherwise). Default per format (zstd 1, gzip default).
     type: int
   jobs:
     description: Parallel jobs of C(pg_dump) (tables dumped side by side) and of C(pg_restore) in a test restore.
     type: int
     default: 2
   test_restore:
-    description: With C(state=verified), also restore into a scratch database and compare row counts.
+    description: With O(state=verified), also restore into a scratch database and compare row counts.
     type: bool
     default: false
   force:
-    description: With C(state=verified), test-restore again even when a passed test restore is recorded.
+    description: With O(state=verified), test-restore again even when a passed test restore is recorded.
     type: bool
     default: false
   keep_last:
-    description: With C(state=pruned), keep the newest N sets. Default the profile's C(backup.retention.keep_last).
+    description: With O(state=pruned), keep the newest N sets. Default the profile's C(backup.retention.keep_last).
     type: int
   max_age_days:
-    description: With C(state=pruned), keep sets younger than N days. Default the profile's C(backup.retention.max_age_days).
+    description: With O(state=pruned), keep sets younger than N days. Default the profile's C(backup.retention.max_age_days).
     type: int
   backup_dir:
     description: Directory of the backup sets. Default C(<bot_root>/backups).
@@ -121,11 +79,11 @@ attributes:
     support: partial
     details: The list of backup ids before and after (present, pruned).
 notes:
-  - "Retention also keeps the backups that the release ledger (C(<bot_root>/releases/ledger.json), written by
-    bot_release) names for the current release and the releases it marks good."
-  - The bot's database role connects over TCP with its password (PGPASSWORD in the child's environment only);
-    a test restore needs the role to have CREATEDB.
-  - Format C(custom_zstd) needs the C(zstd) binary on the host.
+  - A test restore needs the bot's database role to have CREATEDB; format V(custom_zstd) needs the C(zstd) binary on the host.
+  - "How a set is taken, verified and pruned, and why: C(docs/operations/backup.md)."
+seealso:
+  - module: bot_backup_info
+  - module: bot_restore
 author: botops contributors
 """
 

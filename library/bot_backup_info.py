@@ -6,32 +6,17 @@ DOCUMENTATION = r"""
 module: bot_backup_info
 short_description: List the backup sets of one trading bot
 description:
-  - Lists the backup sets in C(<bot_root>/backups) (taken by M(bot_backup)), newest first, with
-    their size, release, label, format, row counts and verification state. Never changes anything.
+  - Lists the backup sets in C(<bot_root>/backups) (taken by M(bot_backup)), newest first, with their size,
+    release, label, format, row counts and verification state. Never changes anything.
   - Sets still being written (C(.tmp-*)) are not listed.
-  - "A damaged set, a set directory whose C(manifest.json) is missing or unreadable (truncated, empty, not
-    this set's), is listed too, never skipped: C(damaged) gives the reason, C(verified) is false, and it
-    is placed by the time its id starts with. C(latest) never resolves past it: when the newest set is
-    damaged, C(latest) is null and C(latest_blocked_by) names that set; pass an explicit C(backup_id)."
-  - Listing never fails because of a damaged set; verifying it (M(bot_backup) C(state=verified)) does.
+  - A damaged set (its C(manifest.json) missing or unreadable) is listed with the reason in C(damaged), and
+    V(latest) never resolves past it (RV(latest_blocked_by)).
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-    type: dict
-    required: true
-  secrets:
-    description: Not used; accepted so every bot module takes the same three inputs.
-    type: dict
-    default: {}
   backup_id:
     description:
-      - Only this set (or C(latest)), with its full manifest.
-      - Fails, naming the reason, when that set is damaged, or for C(latest) when the newest set is.
+      - Only this set (or V(latest)), with its full manifest. Fails, naming the reason, when that set is damaged.
     type: str
   backup_dir:
     description: Directory of the backup sets. Default C(<bot_root>/backups).
@@ -41,6 +26,11 @@ attributes:
     support: full
   diff_mode:
     support: none
+notes:
+  - O(secrets) is not used; it is accepted so every bot module takes the same three inputs.
+  - "What a set holds and why a damaged set is never skipped: C(docs/operations/backup.md)."
+seealso:
+  - module: bot_backup
 author: botops contributors
 """
 
@@ -67,9 +57,8 @@ backups:
     path: {description: Directory of the set., type: str}
     damaged:
       description:
-        - "Why the set cannot be used (e.g. C(manifest.json unreadable: Expecting value: line 1 column 1 (char 0)),
-          C(manifest.json missing)); null for a complete set. The manifest's fields of a damaged set are
-          null (created_at is the time its id starts with) and verified is false."
+        - "Why the set cannot be used (e.g. C(manifest.json missing)); null for a complete set. A damaged
+          set's manifest fields are null and C(verified) is false."
       type: str
     created_at:
       description: When it was taken (UTC ISO 8601); for a damaged set, the time its id starts with.

@@ -6,30 +6,15 @@ DOCUMENTATION = r"""
 module: bot_db_maintenance
 short_description: VACUUM ANALYZE and REINDEX the tables of one bot's PostgreSQL database
 description:
-  - The database part of the runbooks' maintenance windows (C(VACUUM ANALYZE), C(REINDEX)), done
-    table by table as the bot's own database user, so it needs no superuser and touches only the
-    tables that user owns.
-  - Runs all statements in one C(psql) call, each in its own transaction (VACUUM cannot run inside
-    one). The password travels in C(PGPASSWORD) in psql's environment only.
-  - With O(min_interval), tables vacuumed and analyzed (by anyone, autovacuum included, as
-    C(pg_stat_user_tables) says) or reindexed (by this module, as recorded in
-    C(<bot_root>/shared/data/botops-db-maintenance.json)) less than that many seconds ago are skipped,
-    so running the same window twice does the work once.
+  - The database part of the runbooks' maintenance windows, table by table as the bot's own database user, so it
+    needs no superuser and touches only the tables that user owns.
+  - Runs all statements in one C(psql) call, each in its own transaction (VACUUM cannot run inside one).
+  - With O(min_interval), tables vacuumed, analyzed or reindexed more recently are skipped, so running the same
+    window twice does the work once.
   - Bots whose profile has no PostgreSQL database are left alone (C(changed=false), C(msg) says why).
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot)); this module uses C(name), C(root) and C(database).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets; this module uses C(database_password).
-    type: dict
-    default: {}
   vacuum_analyze:
     description: Run C(VACUUM (ANALYZE)) on the tables.
     type: bool
@@ -40,21 +25,18 @@ options:
     default: false
   concurrently:
     description:
-      - Rebuild with C(REINDEX TABLE CONCURRENTLY), which does not block the bot's reads and writes
-        (slower; PostgreSQL 12 or later).
-      - Use it when the bot is running. A plain C(REINDEX) locks the table against writes and each
-        index against reads while it rebuilds, and can deadlock with a running bot's transactions
-        (PostgreSQL then aborts one of them); the maintenance role stops the bot first.
+      - Rebuild with C(REINDEX TABLE CONCURRENTLY), which does not block the bot's reads and writes (slower;
+        PostgreSQL 12 or later). Use it when the bot is running; a plain C(REINDEX) can deadlock with its transactions.
     type: bool
     default: false
   tables:
     description:
-      - Only these tables (names as C(regclass) shows them, e.g. C(trades) or C(audit.events)).
-      - Default every table, partitioned table and materialized view the bot's database user owns.
+      - Only these tables (names as C(regclass) shows them, e.g. C(trades) or C(audit.events)). Default every table,
+        partitioned table and materialized view the bot's database user owns.
     type: list
     elements: str
   min_interval:
-    description: Skip a table whose last vacuum+analyze (or reindex) is younger than this many seconds; 0 never skips.
+    description: Skip a table whose last vacuum+analyze (or reindex) is younger than this many seconds; V(0) never skips.
     type: int
     default: 0
   timeout:
@@ -67,6 +49,10 @@ attributes:
     details: Finds the tables and reports what would be done; runs no statement.
   diff_mode:
     support: none
+notes:
+  - Vacuums and analyzes are read from C(pg_stat_user_tables) (autovacuum's included); reindexes this module ran are
+    recorded in C(<bot_root>/shared/data/botops-db-maintenance.json).
+  - The maintenance role stops the bot before a plain C(REINDEX), which locks each table against writes and each index against reads.
 author: botops contributors
 """
 

@@ -6,61 +6,31 @@ DOCUMENTATION = r"""
 module: bot_facts
 short_description: Gather the state of one trading bot
 description:
-  - Reads, as the bot's profile says, its liveness and readiness, the installed release, execution
-    mode (DRY / LIVE), paper flag, open positions and orders, portfolio value and, for bots with
-    Alembic migrations, the database revision.
-  - Never changes anything. A fact that cannot be read is reported as null with the reason in
-    C(errors); the module fails only when the bot's inputs are unusable, or with O(require_identity)
-    when the bot is not who the inventory says.
-  - First asks who the bot at the inventory's address is (the profile's C(identity) probe) and
-    compares the answer with the inventory's C(bot_id) (default the inventory name), in
-    RV(bot.identity). A bot that answers as another bot (the inventory's port points at another
-    bot of its family), or whose address answers the probe with HTTP 404 / 405 (another API), is
-    not who the inventory says - C(identity.ok) is false, and nothing read through that API is
-    reported as this bot's (C(live) and C(ready) false, the HTTP facts null, each saying why). A
-    bot that does not answer cannot be checked - C(identity.ok) is null.
-  - Then, for a profile whose API needs credentials and declares C(auth.check), sends that
-    authenticated request that changes nothing, to learn whether the bot accepts the credentials
-    the kill switch's API rungs need (RV(bot.credentials)); a bot that refuses them (HTTP 401 /
-    403) or credentials that are not set make C(credentials.ok) false.
+  - Reads, as the bot's profile says, its liveness and readiness, installed release, execution mode (DRY / LIVE),
+    paper flag, open positions and orders, portfolio value and database revision. Never changes anything.
+  - First checks that the bot at the inventory's address is the bot the inventory names (RV(bot.identity)); a bot
+    that answers as another bot gets none of that API's facts.
+  - Then checks that the bot accepts its credentials, where the profile declares C(auth.check) (RV(bot.credentials)).
+  - A fact that cannot be read is null, with the reason in C(errors).
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(bot_id), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
-      - C(bot_id) is the id the bot must report (inventory variable C(bot_id)); unset, its C(name).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
-    type: dict
-    default: {}
   database:
     description: Also read the Alembic revision and the ledger count from the database.
     type: bool
     default: true
   credentials:
-    description:
-      - Try the profile's C(auth.check) on a bot that answers (RV(bot.credentials)); false leaves
-        C(credentials.checked) false.
+    description: Try the profile's C(auth.check) on a bot that answers (RV(bot.credentials)); false leaves C(credentials.checked) false.
     type: bool
     default: true
   require_identity:
     description:
-      - Fail, with RV(identity_refused) and the facts, when the bot is not who the inventory says
-        (C(identity.ok) false); the preflight of every change sets it. A bot whose identity cannot be
-        checked (not answering, no probe in the profile) is not refused.
+      - Fail, with RV(identity_refused) and the facts, when the bot is not who the inventory says; the preflight of
+        every change sets it. A bot whose identity cannot be checked is not refused.
     type: bool
     default: false
   ready_wait:
-    description:
-      - Seconds to keep asking a bot that does not answer ready (busy for a moment on a loaded host)
-        before C(ready) is reported false; 0 asks once.
+    description: Seconds to keep asking a bot that does not answer ready before C(ready) is reported false; V(0) asks once.
     type: float
     default: 0
 attributes:
@@ -68,6 +38,8 @@ attributes:
     support: full
   diff_mode:
     support: none
+notes:
+  - "What each identity and credentials outcome means, and why it is checked: C(docs/operations/facts.md)."
 author: botops contributors
 """
 

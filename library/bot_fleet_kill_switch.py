@@ -6,53 +6,20 @@ DOCUMENTATION = r"""
 module: bot_fleet_kill_switch
 short_description: Engage or release the kill switch of many trading bots at once, from the controller
 description:
-  - The fleet form of M(bot_kill_switch). Run once on the controller (C(delegate_to=localhost) and
-    C(run_once), or a play on localhost) with the list of bots; every bot goes through exactly the
-    same ladder code as M(bot_kill_switch), all bots concurrently (one thread per bot, at most
-    O(max_workers)).
-  - Built for a thousand bots per call. A family's profile is given once in O(profiles) rather
-    than with every bot. The bots of the call share one process table (one /proc scan serves
-    every bot that asked before it began), one read of the controller's audit log, and their
-    service operations - bots behind the same service (several bots in one process) share one
-    stop, start or restart; supervisord is driven over its XML-RPC socket and Redis over a socket,
-    without a C(supervisorctl) or C(redis-cli) process per bot.
-  - A bot that does not answer does not slow the others - each request has its profile's
-    C(http.timeout), once a request to a bot timed out its later requests wait at most
-    O(fail_fast) seconds, a rung whose actions fail gets one look at its checks, and the bot goes
-    on down its own ladder in its own thread.
-  - Bots that share a host are not all asked at once (O(max_requests_per_host)) - flooded, their
-    host answers too late and they would be escalated for being slow rather than unresponsive.
-  - Every bot is tried. The task fails after all bots were tried if any bot could not be brought
-    to the asked state, naming each such bot and why.
-  - A bot whose entry is unusable (no profile for its family, a C(root) that is not an absolute
-    path, a port that is not a port number) fails alone, naming what is wrong; the others are
-    driven. A bot that reached the level only by an escalation rung, because its own rungs were
-    refused for a reason its inventory entry gives (its API refused the credentials, nothing
-    listens at its address, the address serves another API), stays engaged there and fails, naming
-    the rung's error and the inventory variable to check.
-  - A bot whose address answers as another bot (its profile's C(identity) probe, read in the same
-    look as its engaged checks, so the halt is not held up) gets its escalation rungs rather than its
-    level's API rungs, which would engage that other bot, and fails naming both ids and the port,
-    counted halted when its escalation stopped it (see M(bot_kill_switch)).
-  - The audit log is written on the controller (O(audit_log)), because the controller may not
-    share the bots' filesystems. For bots marked C(local) (on the controller's own host, as the
-    sandbox's C(ansible_connection=local) bots are) the record is also appended to the bot's own
-    audit log, and both logs are read to learn which level is engaged.
-  - Rungs that need a shell on the bot's host (service manager, signals, process checks, config
-    file) only run for C(local) bots; for the others they fail with a message saying so and the
-    ladder goes on. For remote fleets whose ladders end in the service manager, run
-    M(bot_kill_switch) on the hosts.
+  - The fleet form of M(bot_kill_switch), run once on the controller; every bot goes through the same ladder
+    code, all bots concurrently (one thread per bot, at most O(max_workers)).
+  - Built for a thousand bots per call - profiles given once, one process table, shared service operations,
+    requests to one host bounded (O(max_requests_per_host)), bots that do not answer cut short (O(fail_fast)).
+  - Every bot is tried; the task fails afterwards if any bot could not be brought to the asked state, naming each.
+  - The audit log is written on the controller; C(local) bots' own audit logs are written too.
+  - Rungs that need a shell on the bot's host run only for C(local) bots; drive remote fleets with M(bot_kill_switch).
 version_added: "0.1.0"
 options:
   hosts:
     description:
-      - Inventory hostnames whose bots to drive, each read from its own inventory variables (the
-        ones group_vars' C(botops_bot) and C(botops_secrets) are built from) and its family's profile,
-        in place of O(bots) and O(profiles). Resolved on the controller by the action plugin beside
-        the playbooks, which reads the variables itself rather than having a thousand bots' facts
-        templated into the task's arguments; the module alone refuses it.
-      - Only hosts with C(ansible_connection=local) are driven; the others are returned in
-        RV(remote_hosts) for their own hosts to handle with M(bot_kill_switch).
+      - Inventory hostnames whose bots to drive, in place of O(bots) and O(profiles), read on the controller by
+        the action plugin in C(playbooks/action_plugins) (the module alone refuses it).
+      - Only hosts with C(ansible_connection=local) are driven; the others are returned in RV(remote_hosts).
     type: list
     elements: str
   bots:
@@ -61,33 +28,28 @@ options:
     elements: dict
     suboptions:
       bot:
-        description: The bot's inventory facts (C(botops_bot)).
+        description: The bot's inventory facts (C(botops_bot)), with the sub-options of M(bot_kill_switch)'s O(bot_kill_switch#module:bot).
         type: dict
         required: true
       profile:
-        description: The bot family's profile. Default - the entry of O(profiles) named by the bot's C(family).
+        description: The bot family's profile. Default the entry of O(profiles) named by the bot's C(family).
         type: dict
       secrets:
-        description: The bot's secrets (C(botops_secrets)).
+        description: The bot's secrets (C(botops_secrets)), with the sub-options of M(bot_kill_switch)'s O(bot_kill_switch#module:secrets).
         type: dict
         default: {}
       local:
-        description:
-          - The bot runs on the controller's host (C(ansible_connection=local)) - host rungs run and
-            the bot's own audit log is written too.
+        description: The bot runs on the controller's host (C(ansible_connection=local)) - host rungs run and its own audit log is written too.
         type: bool
         default: false
       audit_log:
-        description: The bot's own audit log, for C(local) bots.
+        description: The bot's own audit log, for C(local) bots. Default C(<bot root>/shared/data/botops-kill-switch.log).
         type: path
-        default: <bot root>/shared/data/botops-kill-switch.log
   run_id:
     description: The run that engages or releases, recorded with the operator's engagement on each bot's host.
     type: str
   profiles:
-    description:
-      - Profiles by family name, for bots given without their own C(profile) (their C(bot.family)
-        names the profile). Giving each profile once keeps a large fleet's arguments small.
+    description: Profiles by family name, for bots given without their own C(profile); a large fleet's arguments stay small.
     type: dict
     default: {}
   state:
@@ -116,9 +78,8 @@ options:
     type: str
   audit_log:
     description:
-      - The controller-side audit log (JSON lines, mode 0600). The default lives under the
-        controller user's home so it does not depend on the working directory (ansible-runner and
-        AWX change it); playbooks usually pass C({{ playbook_dir }}/../artifacts/kill-switch-audit.log).
+      - The controller-side audit log (JSON lines, mode 0600), under the controller user's home by default so it
+        does not depend on the working directory; playbooks pass C({{ playbook_dir }}/../artifacts/kill-switch-audit.log).
     type: path
     default: ~/.botops/kill-switch-audit.log
   max_workers:
@@ -127,21 +88,14 @@ options:
     default: 1024
   max_requests_per_host:
     description:
-      - At most this many requests in flight to one host (one C(bot_listen) address) at a time; a
-        request waits for a slot before its C(http.timeout) starts.
-      - Bots that share a host share its CPU. Asked all at once, a thousand bots on one host (or a
-        few hundred on a small one) answer so late that their requests time out and their ladders
-        escalate to stopping processes that would have halted on their API. Requests to a bot that
-        already timed out take no slot, so bots that do not answer hold up the others for at most
-        their first timeout.
+      - At most this many requests in flight to one host (one C(bot_listen) address); a request waits for a slot
+        before its C(http.timeout) starts, so that bots sharing a host are not escalated for being slow.
     type: int
     default: 128
   fail_fast:
     description:
-      - When engaging, once a request to a bot timed out (after its profile's C(http.timeout)), its
-        later requests in this call wait at most this many seconds, so that the timeouts of a bot
-        that does not answer do not add up before its ladder reaches the rungs that do not need its
-        API. A release always waits the profile's full timeouts.
+      - When engaging, once a request to a bot timed out, its later requests wait at most this many seconds, so
+        its ladder soon reaches the rungs that do not need its API. A release always waits the full timeouts.
     type: float
     default: 0.5
 attributes:
@@ -151,6 +105,9 @@ attributes:
   diff_mode:
     support: full
     description: The engaged level of every bot before and after.
+notes:
+  - "What the fleet form shares between bots, and how it keeps slow bots from holding up the others:
+    C(docs/operations/kill-switch.md)."
 seealso:
   - module: bot_kill_switch
 author: botops contributors
@@ -197,9 +154,8 @@ remote_hosts:
   elements: str
 bots:
   description:
-    - Per bot (by name), the result M(bot_kill_switch) returns, plus C(failed) and C(msg), without
-      what is kept once for the whole fleet - its actions (in RV(actions)), its diff (in the task's
-      diff) and its audit record (in the audit logs) - so that a thousand bots' results stay small.
+    - Per bot (by name), the result M(bot_kill_switch) returns, plus C(failed) and C(msg); its actions,
+      diff and audit record are kept once for the whole fleet (RV(actions), the task's diff, the audit logs).
   returned: always
   type: dict
 summary:

@@ -6,13 +6,13 @@ DOCUMENTATION = r"""
 module: bot_health
 short_description: Wait until a trading bot is live or ready
 description:
-  - Polls the profile's liveness (V(live)) or readiness (V(ready)) check until it passes or
-    O(timeout) seconds have passed, then reads the other check once and the profile's health
-    details document (the bot's components - database, Redis, trading loop...).
-  - On timeout it fails with the last answer observed, so the cause (HTTP 503 and which component
-    is down, connection refused...) is in the message.
+  - Polls the profile's liveness (V(live)) or readiness (V(ready)) check until it passes or O(timeout) seconds have
+    passed, then reads the other check once and the profile's health details (database, Redis, trading loop...).
+  - On timeout it fails with the last answer observed, so the cause (HTTP 503 and which component is down,
+    connection refused...) is in the message.
   - Never changes anything.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
   wait_for:
     description: V(live) waits for the liveness check, V(ready) for the readiness check.
@@ -23,20 +23,6 @@ options:
     description: Seconds to wait; V(0) looks once.
     type: float
     default: 60
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full

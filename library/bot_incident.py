@@ -6,27 +6,16 @@ DOCUMENTATION = r"""
 module: bot_incident
 short_description: Capture what an incident review needs from one trading bot
 description:
-  - Collects, on the bot's host, the evidence the runbooks save on an emergency stop (mojorust 5.1
-    step 4, 6.2) - a status snapshot (as M(bot_facts) reports it), the open positions, the release
-    ledger, the kill-switch audit log, the last shutdown record and the end of every log file.
-  - Returns it all; M(bot_incident_bundle) writes the bundle on the controller. Secret values
-    passed in O(secrets) are masked in what is returned, and known secret patterns (passwords in
-    URLs, bearer tokens, C(password=) assignments) are redacted from log lines.
+  - Collects, on the bot's host, the evidence the runbooks save on an emergency stop (mojorust 5.1 step 4, 6.2) - a
+    status snapshot (as M(bot_facts) reports it), the open positions, the release ledger, the kill-switch audit
+    log, the last shutdown record and the end of every log file.
+  - Returns it all; M(bot_incident_bundle) writes the bundle on the controller.
+  - The values of O(secrets) are masked in what is returned, and secret-shaped text (passwords in URLs, bearer
+    tokens, C(password=) assignments) is redacted from log lines.
   - Reads only; changes nothing.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot)).
-    type: dict
-    required: true
-  secrets:
-    description: The bot's secrets (C(botops_secrets)); used to read the bot and masked from the result.
-    type: dict
-    default: {}
   log_lines:
     description: How many lines to keep from the end of each log file.
     type: int
@@ -36,6 +25,8 @@ attributes:
     support: full
   diff_mode:
     support: none
+seealso:
+  - module: bot_incident_bundle
 author: botops contributors
 """
 

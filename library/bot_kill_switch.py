@@ -6,44 +6,15 @@ DOCUMENTATION = r"""
 module: bot_kill_switch
 short_description: Engage or release a trading bot's kill switch, escalating until it is verified
 description:
-  - Walks the ladder the bot's profile describes. To engage a level it tries the level's own
-    C(engage) rungs, then (with O(escalate)) the profile's C(kill_switch.escalation) rungs
-    (service manager stop, SIGCONT, SIGTERM, SIGKILL...). A rung is its C(do) actions, then its C(verify)
-    checks polled until the rung's C(timeout) (default 5 seconds). The first rung verified ends the
-    walk; nothing is assumed. A rung marked C(ends_walk=false) prepares the next one (SIGCONT thaws a
-    bot frozen by SIGSTOP, so that SIGTERM can stop it cleanly); verified or not, the walk goes on.
-  - A rung whose actions fail (the bot does not answer) gets one look at its checks, not its whole
-    timeout, so a dead bot goes down its ladder fast. Each HTTP request has the profile's
-    C(http.timeout).
-  - The engaged level is read from the bot, not remembered. A level is engaged while its
-    C(engaged) checks hold; a stopped process counts as every level engaged. Where levels look
-    the same (one circuit breaker serves pause and halt, or every level stops the process), the
-    last unreleased record of the audit log says which one was engaged.
-  - Engaging a level that is already engaged, or weaker than the one engaged, changes nothing.
-    Releasing a level weaker than the one engaged is refused (the message says what is engaged,
-    by whom and when) unless O(force). Releasing a level that is not engaged changes nothing.
-  - To release, the level's C(release) rungs are walked; a rung is verified when its checks hold
-    and the level's C(engaged) checks no longer do. If escalation had stopped the process, the
-    service is started first (and the release rungs run only if the level survived the restart).
-  - "What is engaged is recorded on the bot's host (C(<bot root>/shared/data/botops-kill-switch.json))
-    before the ladder is walked, and removed by the release: the record, not the bot's memory, says
-    what an operator engaged, and every botops module that starts a bot puts the recorded level back."
-  - Every engagement and release (also failed and refused ones) is appended to the audit log on
-    the bot's host as one JSON line - time, bot, level, reason, who, the rung that worked,
-    outcome. Calls that change nothing and check mode write nothing.
-  - A bot is who the inventory says. Where the profile declares an C(identity) probe and the level's
-    own rungs act through the bot's API, the bot is asked who it is in the same look as its engaged
-    checks (an answer they read already serves it, so the engage is not held up). A bot that answers
-    as another bot (the inventory's port points at another bot) gets none of the level's own rungs -
-    they would engage that other bot and verify there - but its escalation rungs, which stop the bot
-    the inventory names by its service manager and processes; it fails, naming both ids and the
-    port, engaged all the same (C(current_level)). Without O(escalate) nothing is done. A release
-    there is refused (it would release the other bot's level). A bot engaged only by escalation after
-    its own rungs ran is asked too, and fails the same way when another bot answers at its address.
-    A bot that does not answer the probe cannot be checked and is driven as before.
-  - To stop a whole fleet at once from the controller use M(bot_fleet_kill_switch), which runs this
-    same code for every bot in parallel.
+  - Walks the ladder the bot's profile describes - the level's own rungs, then (with O(escalate)) the
+    escalation rungs (service stop, signals) - until a rung's checks verify the level; nothing is assumed.
+  - The engaged level is read from the bot, not remembered; engaging an engaged level changes nothing.
+  - An operator's level is recorded on the bot's host, so every botops module that starts the bot puts it back.
+  - Every engagement and release is appended to the bot's audit log.
+  - A bot that answers as another bot gets only its escalation rungs, and the call fails naming both ids.
+  - M(bot_fleet_kill_switch) runs this same code for a whole fleet from the controller.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
   state:
     description: V(engaged) engages O(level), V(released) releases it.
@@ -52,8 +23,8 @@ options:
     default: engaged
   level:
     description:
-      - V(pause) stops new entries, V(halt) stops all trading and cancels open orders, V(flatten)
-        also closes open positions. What each does on a family is its profile's business.
+      - V(pause) stops new entries, V(halt) stops all trading and cancels open orders, V(flatten) also closes
+        open positions. What each does on a family is its profile's business.
     type: str
     choices: [pause, halt, flatten]
     default: halt
@@ -70,16 +41,13 @@ options:
     default: true
   who:
     description:
-      - The operator, for the audit log. Default is E(BOTOPS_OPERATOR), else E(SUDO_USER), else the
-        user the module runs as on the host; playbooks pass the controller user
-        (C(lookup('env', 'USER'))).
+      - The operator, for the audit log. Default E(BOTOPS_OPERATOR), else E(SUDO_USER), else the user the
+        module runs as; playbooks pass the controller user.
     type: str
   holder:
     description:
-      - Whose engagement this is. V(operator) (an operator's kill switch) is recorded on the bot's
-        host and stands until an operator releases it - operations yield to it. V(operation) is an
-        operation's own pause for its window, recorded under O(run_id); releasing it never releases
-        the bot while an operator's level is recorded.
+      - V(operator) is an operator's kill switch, which stands until an operator releases it. V(operation) is an
+        operation's own pause for its window, recorded under O(run_id) and never releasing an operator's level.
     type: str
     choices: [operator, operation]
     default: operator
@@ -87,23 +55,8 @@ options:
     description: The run that engages or releases, recorded with the engagement (required in practice for V(operation)).
     type: str
   audit_log:
-    description: The audit log on the bot's host (JSON lines, mode 0600).
+    description: The audit log on the bot's host (JSON lines, mode 0600). Default C(<bot root>/shared/data/botops-kill-switch.log).
     type: path
-    default: <bot root>/shared/data/botops-kill-switch.log
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(bot_id) (the id the bot must report; default C(name)), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
@@ -113,6 +66,7 @@ attributes:
     description: The engaged level before and after.
 notes:
   - Runs on the bot's host (service manager, signals and processes are local there).
+  - "The ladder step by step, the release and the identity check: C(docs/operations/kill-switch.md)."
 seealso:
   - module: bot_fleet_kill_switch
 author: botops contributors
@@ -160,9 +114,7 @@ engaged_by:
 engaged_record:
   description:
     - When the asked level was already engaged, the audit record of the engagement still in force
-      (C(level), C(time), C(who), C(reason), C(rung)), or null when the audit logs hold none (the
-      level is seen engaged by its checks only). A run that took over a crashed run's lock tells by
-      its C(reason) whether the pause is the crashed run's to release.
+      (C(level), C(time), C(who), C(reason), C(rung)); null when the audit logs hold none.
   returned: when state is engaged and the level was already engaged
   type: dict
 released_by:

@@ -6,40 +6,15 @@ DOCUMENTATION = r"""
 module: bot_leftovers
 short_description: Find (and remove) what crashed botops runs left on one bot
 description:
-  - "A run killed in the middle of an operation (the controller SIGKILLed, the machine rebooted)
-    leaves things behind on the bot's host. This module lists them, and with O(state=absent)
-    removes those that are only debris:"
-  - "C(pauses): pauses engaged by other runs (the kill switch record's operations). Whoever holds
-    the bot's lock is the only run that pauses it, so once the caller holds the lock every other
-    run's pause is a dead run's. They are listed, not released here: the caller releases each one
-    with M(bot_kill_switch) (C(state=released), C(holder=operation), C(run_id)), which acts on the
-    bot and yields to an operator's level."
-  - "C(scratch_databases): databases a restore, a rollback or a test restore was filling
-    (C(<db>_restore_*), C(<db>_verify_*); SQLite C(<file>.restore-*)). The live database is never
-    one of them."
-  - "C(temporary_sets): unfinished backup sets and carry-forward files (C(<backups>/.tmp-*))."
-  - "C(installs): half-installed or half-removed releases (C(<root>/releases/.install-*),
-    C(.remove-*))."
-  - "It also reports the bot's state: process running or not, the current release and its status
-    in the release ledger, and the previous good release (what a recovery starts when in doubt)."
-  - Removing debris needs the bot's lock (M(bot_lock)); without it a live run's scratch database
-    could be taken for debris.
+  - Lists what runs killed in the middle of an operation left on the bot's host - other runs' pauses, scratch
+    databases, unfinished backup sets, half-installed or half-removed releases - and the bot's state.
+  - With O(state=absent) removes the debris; the pauses are only listed, for the caller to release with M(bot_kill_switch).
+  - Removing debris needs the bot's lock (M(bot_lock)); without it a live run's scratch database could be taken for debris.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets; C(database_password) reaches psql through PGPASSWORD only.
-    type: dict
-    default: {}
   state:
-    description: C(list) reports, C(absent) also removes the scratch databases, temporary sets and installs.
+    description: V(list) reports, V(absent) also removes the scratch databases, temporary sets and installs.
     type: str
     choices: [list, absent]
     default: list
@@ -56,6 +31,10 @@ attributes:
     details: Lists what would be removed; removes nothing.
   diff_mode:
     support: none
+notes:
+  - "What each kind of leftover is and why it is safe to remove: C(docs/operations/leftovers.md)."
+seealso:
+  - module: bot_lock
 author: botops contributors
 """
 

@@ -6,27 +6,14 @@ DOCUMENTATION = r"""
 module: bot_logrotate
 short_description: Rotate the log files of one trading bot (copytruncate)
 description:
-  - Rotates every log file of the bot bigger than O(size) into C(<file>.1.gz), shifting older
-    copies up (C(.1.gz) to C(.2.gz) ...) and deleting those beyond O(keep).
-  - Copy and truncate, as logrotate's C(copytruncate) does, because a running bot keeps its log file
-    open. The file is copied (compressed) and then emptied in place, so the bot goes on writing to
-    the same file. Lines written in the instant between the last copied byte and the truncation
-    are lost; the copy is repeated until the file stops growing to keep that instant short.
-  - Rotated copies beyond O(keep) are removed even when no file needs rotating.
+  - Rotates every log file of the bot bigger than O(size) into C(<file>.1.gz), shifting older copies up
+    (C(.1.gz) to C(.2.gz) ...) and deleting those beyond O(keep), even when no file needs rotating.
+  - Copies and truncates, as logrotate's C(copytruncate) does, because a running bot keeps its log file open.
+    Lines written between the last copied byte and the truncation are lost; the copy is repeated until the
+    file stops growing to keep that instant short.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile; accepted for a uniform call, not used.
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot)); this module uses C(name) and C(root).
-    type: dict
-    required: true
-  secrets:
-    description: Accepted for a uniform call; not used.
-    type: dict
-    default: {}
   path:
     description: Directory of the logs, relative to the bot root unless absolute.
     type: str
@@ -53,6 +40,8 @@ attributes:
     support: full
   diff_mode:
     support: none
+notes:
+  - Uses only O(bot.name) and O(bot.root); O(profile) and O(secrets) are accepted for a uniform call.
 author: botops contributors
 """
 

@@ -6,71 +6,41 @@ DOCUMENTATION = r"""
 module: bot_migrate
 short_description: Upgrade, downgrade or report the Alembic revision of one bot's database
 description:
-  - Runs the Alembic migrations of a release of the bot against the bot's database, through the
-    release's own C(alembic.ini) (profile C(database.migrations.config), relative to
-    C(<bot_root>/current) or to C(<bot_root>/releases/<release>)).
-  - The database URL (C(postgresql://user:password@host:port/name), built from the bot's
-    C(database) facts and C(secrets.database_password)) is passed to alembic in the C(DATABASE_URL)
-    environment variable only, which the bot's C(env.py) must read. It never appears on a command
-    line, in a result or in a log.
-  - The revision graph is read from the release's revision files (parsed, not imported), so
-    C(pending), the contract check and idempotency cost no alembic run; the current revision is read
-    from C(alembic_version) with psql. Alembic runs once, only when there is something to do.
-  - B(Contract migrations.) A revision that older code cannot run on is marked, by convention for
-    every bot, with a module-level C(botops_kind = "contract") or with a docstring whose first line
-    starts with the word C(contract). A downgrade that would undo such a revision is refused; the way
-    back is restoring the backup linked to the release that brought it (its ledger C(backup_id),
-    named in the message when the release ledger knows it).
-  - Does not stop or start the bot; playbooks stop it (C(bot_service)) around migrations that the
-    running code cannot survive.
+  - Runs the Alembic migrations of an installed release of the bot (its own C(alembic.ini)) against the bot's database.
+  - The database URL reaches alembic in C(DATABASE_URL) only - never on a command line, in a result or in a log.
+  - The revision graph is parsed from the release's files, so alembic runs only when there is something to do.
+  - A downgrade across a contract revision (one older code cannot run on) is refused; the way back is the backup.
+  - Does not stop or start the bot.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as the C(bot_profile) lookup returns it for the bot's C(bot_family).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot)); this module uses C(name), C(root) and C(database)
-        (C(host), C(port), C(name), C(user)).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets; this module uses C(database_password).
-    type: dict
-    default: {}
   state:
     description:
-      - C(upgraded) brings the database up to O(revision) (nothing to do when it is there or beyond).
-      - C(downgraded) brings it down to O(revision) (nothing to do when it is there or below).
-      - C(current) only reports the revision and what an upgrade to O(revision) would apply.
+      - V(upgraded) brings the database up to O(revision), V(downgraded) down to it (nothing to do when it is
+        there or beyond); V(current) only reports the revision and what an upgrade would apply.
     type: str
     choices: [upgraded, downgraded, current]
     default: upgraded
   revision:
     description:
-      - Target revision as Alembic spells it - C(head) (default), C(base), a revision id or a unique
-        prefix of one, C(-N) / C(+N) relative to the current revision - resolved against the release's revision files.
-      - Relative targets move on every run; playbooks that must be idempotent name a revision id.
-      - Required with O(state=downgraded).
+      - Target revision as Alembic spells it - V(head) (default), V(base), a revision id or a unique prefix,
+        C(-N) / C(+N); required with O(state=downgraded). Name a revision id for an idempotent call.
     type: str
   release:
     description:
-      - Version of the installed release whose migrations to use (C(<bot_root>/releases/<release>)).
-      - Default is C(<bot_root>/current). For a downgrade from a revision the current release does not
-        know, an installed release whose migrations know it is used instead (and reported as C(release)).
+      - Installed release whose migrations to use. Default C(<bot_root>/current), or for a downgrade from a
+        revision it does not know, an installed release that knows it.
     type: str
   force_contract_downgrade:
     description:
-      - Downgrade across contract revisions anyway. B(Dangerous) - a contract downgrade may lose the
-        data the contract step transformed, and must only be used when its downgrade function is known to be
-        lossless (a rename) or the database is disposable. Restoring the release's backup is the safe way back.
+      - Downgrade across contract revisions anyway. B(Dangerous) - only for a downgrade known to be lossless
+        or a disposable database; restoring the release's backup is the safe way back.
     type: bool
     default: false
   lock_timeout:
     description:
-      - Seconds a migration statement waits for a table lock (PostgreSQL C(lock_timeout), through C(PGOPTIONS))
-        before failing, rather than queueing behind a running bot's transactions. C(0) waits forever.
+      - Seconds a migration statement waits for a table lock before failing, rather than queueing behind a running
+        bot's transactions (PostgreSQL C(lock_timeout)). V(0) waits forever.
     type: int
     default: 30
 attributes:
@@ -81,9 +51,10 @@ attributes:
     support: full
     details: The revision before and after.
 notes:
-  - Alembic is the console script of the Python running the module (a virtualenv's C(bin/alembic)),
-    else C(alembic) on PATH, else C(python -m alembic).
   - Linear revision histories only (one row in C(alembic_version)); branches must be merged.
+  - "Where alembic comes from, how the URL reaches it and how contract revisions are marked: C(docs/operations/migrate.md)."
+seealso:
+  - module: bot_rollout
 author: botops contributors
 """
 

@@ -6,27 +6,14 @@ DOCUMENTATION = r"""
 module: bot_mode
 short_description: Read and set a trading bot's execution mode (DRY / LIVE) and paper flag, safely
 description:
-  - Reads the mode and the paper flag through the profile's C(facts.execution_mode) and
-    C(facts.paper_trading) probes; sets them with the profile's C(mode.set_execution_mode) and
-    C(mode.set_paper) actions (C({mode}) and C({paper}) are replaced).
-  - Setting V(LIVE) needs O(go_no_go) - the result of the go/no-go checklist with C(passed=true)
-    and its C(checks) - or it is refused, saying why.
-  - A paper-only bot (inventory C(bot_paper_only) or profile C(mode.paper_only)) is never set to
-    V(LIVE) nor taken off paper trading.
-  - When the actions restart the bot (a config file edit takes effect at the next start), the
-    restart is done once at the end, the module waits for readiness, then polls until the bot
-    reports the new mode; a bot that does not is a failure (the change did not take effect), and
-    when the bot still reports the old values the actions are run again with them (a config file
-    is put back, so that no later start switches the bot unexpectedly).
-  - Without O(execution_mode) and O(paper) it only reads.
-  - With O(keep_out_of_live) (after a restart or a restore) O(execution_mode=DRY) and O(paper=true)
-    are limits, not settings - the bot must not be V(LIVE), it must stay on paper - kept with
-    whatever the profile can set. A bot found V(LIVE) is put back with C(mode.set_execution_mode),
-    else kept on paper trading with C(mode.set_paper); a bot found off paper is put back on it.
-    What keeps the bot out of V(LIVE) is returned (RV(kept_by)). A capability the family does not
-    have never fails the call while the bot is not V(LIVE); a warning names it when it mattered.
-    A bot found V(LIVE) that nothing in its profile can put back fails the call - it may be trading live.
+  - Reads the mode and the paper flag through the profile's probes and sets them with its C(mode) actions;
+    without O(execution_mode) and O(paper) it only reads.
+  - Setting V(LIVE) needs a passed O(go_no_go); a paper-only bot is never set V(LIVE) nor taken off paper.
+  - A change is verified by polling until the bot reports it (after one restart, when the actions need one);
+    a change that did not take effect fails (its actions run again with the old values, when the bot still reports them).
+  - With O(keep_out_of_live), O(execution_mode=DRY) and O(paper=true) are limits kept with whatever the profile can set.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
   execution_mode:
     description: V(DRY) (simulated orders) or V(LIVE).
@@ -37,33 +24,19 @@ options:
     type: bool
   keep_out_of_live:
     description:
-      - Keep the bot no more live than it was (see above); takes O(execution_mode=DRY) and/or O(paper=true).
-      - Never makes a bot more live, never needs O(go_no_go).
+      - Keep the bot no more live than it was - O(execution_mode=DRY) and/or O(paper=true) become limits, not
+        settings. Never makes a bot more live, never needs O(go_no_go).
     type: bool
     default: false
   go_no_go:
     description:
-      - The go/no-go checklist result, needed to go V(LIVE) - C(passed) (bool) and C(checks), a list
-        of C({name, passed}) (or of names).
+      - The go/no-go checklist result, needed to go V(LIVE) - C(passed) (bool) and C(checks), a list of
+        C({name, passed}) (or of names).
     type: dict
   ready_timeout:
     description: Seconds to wait for readiness after a restart and for the bot to report the new mode.
     type: float
     default: 60
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
@@ -71,6 +44,8 @@ attributes:
   diff_mode:
     support: full
     description: Mode and paper flag before and after.
+notes:
+  - "How a change is made and verified, and how O(keep_out_of_live) keeps a bot off LIVE: C(docs/operations/mode.md)."
 author: botops contributors
 """
 

@@ -6,17 +6,15 @@ DOCUMENTATION = r"""
 module: bot_positions
 short_description: List a trading bot's open positions and orders, cancel its orders or close its positions
 description:
-  - Counts open positions and orders through the profile's C(facts.open_positions) and
-    C(facts.open_orders) probes, and lists the positions through C(positions.list) when the
-    profile has it.
-  - V(orders_cancelled) runs the profile's C(positions.cancel_orders) actions; V(closed) cancels the
-    open orders (when the profile can) and runs C(positions.close_all). Each is verified by polling
-    until the counts reach 0. Nothing open means nothing to do (changed=false).
-  - A profile without the action needed fails at once, naming the profile and the way that works
-    for it (the kill switch, M(bot_kill_switch) with level V(halt) or V(flatten)).
-  - A bot that keeps trading may open new orders or positions right after; halt or pause it first
-    when they must stay at 0.
+  - Counts open positions and orders through the profile's C(facts) probes, and lists the positions through
+    C(positions.list) when the profile has it.
+  - V(orders_cancelled) runs the profile's C(positions.cancel_orders); V(closed) cancels the open orders (when the
+    profile can) and runs C(positions.close_all). Each is verified by polling until the counts reach 0.
+  - A profile without the action needed fails at once, naming the way that works for it (M(bot_kill_switch)
+    with level V(halt) or V(flatten)).
+  - A bot that keeps trading may open new orders or positions right after; halt or pause it first when they must stay at 0.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
   state:
     description: V(list) only reads; V(orders_cancelled) leaves no open order; V(closed) leaves no open position (nor order).
@@ -27,20 +25,6 @@ options:
     description: Seconds to poll for the counts to reach 0 after the actions.
     type: float
     default: 10
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full

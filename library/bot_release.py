@@ -6,72 +6,39 @@ DOCUMENTATION = r"""
 module: bot_release
 short_description: Install, activate, list, mark and remove releases of one trading bot
 description:
-  - Manages C(<bot_root>/releases/<version>/) (one extracted artifact per version), the
-    C(<bot_root>/current) symlink to the running release and the release ledger
-    C(<bot_root>/releases/ledger.json).
-  - An artifact is C(<name>-<version>.tar.gz) with its manifest C(<name>-<version>.json) beside it
-    (C(sha256), C(size), C(alembic_head), C(migration)). The checksum is verified B(before) anything
-    is extracted; an artifact without a manifest or with a wrong checksum is refused. The tarball is
-    extracted into a temporary directory with tarfile's C(data) filter (no member may leave the
-    release, no absolute paths, no device files), then renamed into place.
-  - C(current) is switched atomically (a new symlink renamed over the old one). The module never
-    starts or stops the bot; playbooks compose it with C(bot_service), C(bot_migrate) and the health
-    checks.
-  - The ledger records, per version, C(sha256), C(alembic_head), the C(migration) kind, the
-    C(backup_id) taken before it was deployed, its C(status) (C(installed), C(good), C(bad),
-    C(failed)), C(installed_at), C(activated_at), C(marked_at), C(who) and C(previous) (the version
-    it replaced), plus the history of activations. Releases found on disk before the ledger existed
-    are adopted; the one that is current then is recorded as C(good) (the bot was running it).
-  - Removal and pruning never touch the current release, the last good release nor the rollback
-    target C(previous_good).
+  - Manages C(<bot_root>/releases/<version>/), the C(<bot_root>/current) symlink and the release ledger
+    C(<bot_root>/releases/ledger.json) (status, checksum, backup and history of every release).
+  - An artifact's checksum is verified against its manifest before anything is extracted; it is extracted
+    safely aside, then renamed into place.
+  - C(current) is switched atomically. The module never starts or stops the bot.
+  - Removal and pruning never touch the current release, the last good one nor the rollback target C(previous_good).
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as the C(bot_profile) lookup returns it for the bot's C(bot_family).
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot)); this module uses C(name) and C(root).
-    type: dict
-    required: true
-  secrets:
-    description: Accepted for a uniform call; not used.
-    type: dict
-    default: {}
   state:
     description:
-      - C(present) installs the release if it is not installed.
-      - C(current) installs it if needed and points C(current) at it.
-      - C(absent) removes an installed release (never the current one nor the last good one);
-        without O(version), only prunes down to O(keep).
-      - C(list) reports the installed releases, the ledger and C(previous_good).
-      - C(marked) sets the ledger status of O(version) to O(status).
+      - V(present) installs the release; V(current) also points C(current) at it; V(absent) removes it (without
+        O(version), only prunes to O(keep)); V(list) reports releases and ledger; V(marked) sets its O(status).
     type: str
     choices: [present, current, absent, list, marked]
     default: present
   version:
     description:
-      - Release version, matching C(^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$) and without C(..).
-      - Required unless O(state=list) (or O(state=absent) with O(keep)).
+      - Release version, matching C(^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$) and without C(..). Required unless
+        O(state=list) (or O(state=absent) with O(keep)).
     type: str
   artifact:
-    description:
-      - The artifact tarball C(<name>-<version>.tar.gz), or a directory that holds it.
-      - Needed only when the release is not installed yet.
+    description: The artifact tarball C(<name>-<version>.tar.gz), or a directory that holds it; needed only when the release is not installed yet.
     type: path
   artifact_name:
-    description:
-      - Artifact name (C(tradebot) in C(tradebot-1.1.0.tar.gz)) when O(artifact) is a directory holding
-        artifacts of several names for the same version.
+    description: Artifact name (C(tradebot) in C(tradebot-1.1.0.tar.gz)) when O(artifact) is a directory holding artifacts of several names for the same version.
     type: str
   status:
     description: Ledger status to set with O(state=marked).
     type: str
     choices: [good, bad, failed]
   backup_id:
-    description:
-      - The backup taken before this deploy. Recorded on the release's ledger entry when O(state=current)
-        activates it, so that a contract migration can be undone by restoring it.
+    description: The backup taken before this deploy, recorded on the release's ledger entry when O(state=current) activates it.
     type: str
   note:
     description: Free text recorded with O(state=marked) (why the release is bad, the incident id).
@@ -81,9 +48,8 @@ options:
     type: str
   keep:
     description:
-      - After O(state=present), O(state=current), O(state=marked) or O(state=absent), remove the
-        oldest installed releases until this many remain. The current release, the last good one and
-        C(previous_good) are always kept, even beyond this number.
+      - With any O(state) but V(list), remove the oldest installed releases until this many remain (the current
+        release, the last good one and C(previous_good) are always kept).
     type: int
 attributes:
   check_mode:
@@ -94,6 +60,9 @@ attributes:
     details: Shows the C(current) version (and the status for O(state=marked)) before and after.
 notes:
   - Run it once per bot, on the bot's host. Secrets are not needed.
+  - "What an artifact holds, how it is installed and what the ledger records: C(docs/operations/release.md)."
+seealso:
+  - module: bot_rollout
 author: botops contributors
 """
 

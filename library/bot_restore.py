@@ -6,47 +6,20 @@ DOCUMENTATION = r"""
 module: bot_restore
 short_description: Restore one trading bot's database (and optionally its config) from a backup set
 description:
-  - "Restores a set taken by M(bot_backup), in an order that never leaves the live database half
-    restored:"
-  - "1. verify every checksum and size of the set, and refuse on any mismatch (nothing touched);"
-  - "2. take a safety backup of the live database and files (a set with C(safety_for) in its manifest);"
-  - "3. restore into a scratch database C(<db>_restore_<id>) with C(pg_restore --exit-on-error --no-owner)
-    (every SQL error is fatal) and compare its row counts and ledger max id with the manifest;"
-  - "4. wait for one of the host's window slots (see O(window_slots)), then stop the bot through its
-    service manager (graceful) and wait until its process is gone;"
-  - "5. swap in one transaction on the maintenance database, after terminating the sessions on the live
-    database: C(ALTER DATABASE live RENAME TO <db>_pre_restore_<ts>; ALTER DATABASE scratch RENAME TO live);"
-  - "6. with C(restore_files=true), put the config and data files of the set back (each file atomically);"
-  - "7. start the bot again (when it was running) and wait for the profile's readiness check."
-  - Any failure before the swap drops the scratch database, leaves the live database untouched and starts
-    the bot again if it was stopped. After the swap the previous database is kept under its new name
-    (C(keep_previous=true)), so nothing is lost; its name is returned.
-  - "Idempotent: when the live database carries the marker of this backup (a JSON comment on the database,
-    set on the scratch database before the swap) and its row counts and ledger max id equal the manifest's,
-    and no file differs, nothing is done."
-  - "For a SQLite bot the data file is copied beside the live one, checked, and swapped with an atomic
-    rename (the previous file kept as a hard link C(<file>.pre-restore-<ts>)); its marker is
-    C(<backups>/last_restore.json)."
+  - Restores a set taken by M(bot_backup) without ever leaving the live database half restored - verify
+    the set, take a safety backup, restore into a scratch database and check it, stop the bot, swap the
+    databases in one transaction, start the bot again and wait until it is ready.
+  - Any failure before the swap leaves the live database untouched; after the swap the replaced database
+    is kept (RV(previous_database)).
+  - Refuses to lose ledger rows written since the backup unless O(carry_forward) carries them or O(accept_ledger_loss).
+  - Idempotent - a live database that carries this backup's marker and matches its manifest is left alone.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description: The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets; C(database_password) reaches psql and pg_restore through PGPASSWORD only.
-    type: dict
-    default: {}
   backup_id:
     description:
-      - The set to restore, or C(latest) (the newest set that is not a restore's safety backup).
-      - A damaged set (its C(manifest.json) missing or unreadable) is refused naming the reason, and
-        C(latest) refuses to resolve past one that is newer than every readable set rather than restore an
-        older set silently; the message names the newest readable set to pass explicitly.
+      - The set to restore, or V(latest) (the newest set that is not a restore's safety backup).
+      - A damaged set is refused, and V(latest) never resolves past a damaged set newer than every readable one.
     type: str
     required: true
   restore_files:
@@ -71,7 +44,7 @@ options:
     choices: [custom_zstd, custom, directory]
     default: custom_zstd
   jobs:
-    description: Parallel jobs of pg_restore (indexes and constraints; the tables dumped in parts of their own load side by side, their indexes built as soon as their rows are in).
+    description: Parallel jobs of pg_restore.
     type: int
     default: 2
   stop_timeout:
@@ -83,41 +56,25 @@ options:
     default: 120
   window_slots:
     description:
-      - "Bots of this host allowed between their stop and their readiness at once, with the restarts of
-        M(bot_service) and the windows of M(bot_rollout): fifty restarts at once on two cores each take
-        as long as all of them together. A slot is a lock file in C(<tmp>/botops-windows) held with
-        flock from before the stop until the bot is ready. Default the host's CPU count."
-      - A restore that finds no slot free within 10 minutes fails before it stops the bot (the live
-        database untouched).
+      - Bots of this host allowed between their stop and their readiness at once (shared with M(bot_service)
+        and M(bot_rollout)). Default the host's CPU count; no slot free within 10 minutes fails before the stop.
     type: int
   carry_forward:
     description:
-      - Carry the ledger rows written since the backup into the restored database before the swap,
-        the bot stopped (the profile's C(database.ledger)); the trades above the backup's
-        C(ledger_max_id) keep their ids and content, mapped onto the backup's schema (columns by
-        name, renamed ones through the C(botops_ledger_map) of the revisions crossed), and the
-        holdings (positions, orders) are replaced whole by the live ones, so they match what the bot
-        holds. One transaction into the scratch copy; a failure leaves the live database untouched.
-      - Without it the restore goes back to the backup as it was (which may be the point, bad data
-        written since), under O(accept_ledger_loss).
+      - Carry the ledger rows written since the backup into the restored database before the swap, the bot
+        stopped (trades with their ids, holdings whole). Without it the restore goes back to the backup as it was.
     type: bool
     default: false
   accept_ledger_loss:
     description:
-      - Restore even though the live ledger holds rows the restored database would not (ids above the
-        backup's C(ledger_max_id) not carried forward, or values the backup's schema has no column
-        for). Without it such a restore changes nothing and fails with RV(ledger_refused), naming the
-        rows, their id range and time range. With it the replaced database is kept
-        (RV(previous_database)) and RV(ledger) says what it holds that the restored one does not.
+      - Restore even though the live ledger holds rows the restored database would not; without it such a
+        restore changes nothing and fails with RV(ledger_refused).
     type: bool
     default: false
   override_kill_switch:
     description:
-      - Restore a bot whose operator engaged a kill switch level (the operator asked for it for this
-        run); the level is put back as soon as the bot is ready again.
-      - Without it the restore of such a bot changes nothing and fails with RV(yielded); a level
-        engaged during the restore leaves the bot stopped (the restored database live) or, engaged
-        while it started, put back; the call fails the same way.
+      - Restore a bot whose operator engaged a kill switch level, putting the level back once the bot is
+        ready. Without it the call changes nothing and fails with RV(yielded).
     type: bool
     default: false
   backup_dir:
@@ -135,11 +92,13 @@ attributes:
     support: partial
     details: The live database's restore marker, row counts and ledger max id before and after.
 notes:
-  - The bot's database role must own its database and have CREATEDB; it connects over TCP with its password
-    (PGPASSWORD in the child's environment only).
+  - The bot's database role must own its database and have CREATEDB.
   - The bot is started again only when it was running before the restore.
-  - The dump holds the database's contents, not its cluster-level properties; settings made with
-    C(ALTER DATABASE ... SET) and grants on the database itself are not carried over to the restored one.
+  - Cluster-level properties (C(ALTER DATABASE ... SET), grants on the database) are not carried over.
+  - "The restore step by step, the ledger's carry-forward and SQLite bots: C(docs/operations/restore.md)."
+seealso:
+  - module: bot_backup
+  - module: bot_rollout
 author: botops contributors
 """
 
@@ -171,10 +130,8 @@ ledger_loss:
   type: dict
 ledger:
   description:
-    - "Where the ledger's rows went: C(backup_max_id), C(from_revision) and C(to_revision) (live and
-      backup schema), C(carried) ({table: rows} carried forward, or that would be in check mode),
-      C(kept_aside) (texts: what only the kept database holds) and C(summary) (one line each for
-      the carried and the kept-aside rows)."
+    - "Where the ledger's rows went: C(backup_max_id), C(from_revision), C(to_revision), C(carried)
+      ({table: rows} carried forward), C(kept_aside) (what only the kept database holds) and C(summary)."
   returned: when the live database was compared with the backup
   type: dict
 ledger_refused:

@@ -4,69 +4,32 @@
 
 DOCUMENTATION = r"""
 module: bot_rollout
-short_description: Move one trading bot to a release in one short window - pause, stop, migrate, switch, start, ready - reverting by itself on failure
+short_description: Move one trading bot to a release in one short window, reverting by itself on failure
 description:
-  - "The whole change window of a deploy or a rollback of one bot, in one call on the bot's host, so
-    that the bot is down only as long as its own steps take (never while other bots of the batch are
-    handled): pause entries (the profile's kill switch level V(pause)), graceful stop (service
-    manager, then SIGTERM, SIGKILL), bring the database to what the target release needs, switch the
-    C(current) symlink (recorded in the release ledger with O(backup_id)), start, wait until the
-    profile's readiness check passes, release the pause this call engaged (never one engaged before),
-    hold readiness for O(ready_stable_for) seconds, keep a bot that was DRY or paper out of LIVE, and
-    mark the release good."
-  - "The direction of the migration is worked out from the revision graphs of the releases (their
-    files, no alembic run): when the target release knows the database's revision, its scripts
-    upgrade the database after the switch (deploy); when the database is at a revision the target
-    does not know, the scripts of the release being left (or of an installed release that knows the
-    revision) downgrade it to the target's head before the switch (rollback)."
-  - A downgrade across a contract migration (one older code cannot run on) is not attempted - the
-    data comes back from the backup leading back (O(backup_id), else the backup the ledger links to
-    the release being left) - it is restored into a scratch database and checked B(before) the stop,
-    and swapped in (two renames) inside the window; the replaced database is kept as
-    C(<db>_pre_restore_<time>). Without such a backup the call refuses before touching anything.
-  - With O(online_migrations) (default), migrations that are expand-only (no contract revision) run
-    outside the window, since by definition the older release runs on the expanded schema - an
-    upgrade before the stop while the old release still trades, a downgrade after the older release
-    is started and ready. Contract migrations always run inside the window, the bot stopped.
-  - On any failure after the first change, the call reverts by itself - stops the new release, undoes
-    the data (downgrade with the new release's scripts, upgrade back, swap the previous database back,
-    or restore O(backup_id) when a contract migration cannot be undone), switches back, starts the
-    previous release behind the readiness gate, releases the pause, marks the target bad - and then
-    fails with the step, the cause and what it reverted (C(reverted=true)). A failure after the bot
-    is up and ready (the expand-only downgrade after the start, the ledger) is reported without a
-    revert.
-  - C(downtime) is the trading downtime - from the moment the stop began (the pause, for families
-    whose pause stops the process) until the bot was ready again and the pause released.
-  - "At most O(window_slots) bots of one host are in that window at once (from the pause to the first
-    readiness): a bot's restart is short when it has a core to itself, and fifty restarts at once on
-    two cores each take as long as all of them together. A call waits for a slot before it pauses -
-    the bot still trading - and gives it back as soon as the bot is ready again; the work outside the
-    window (restores into a scratch database, online migrations) does not wait. A slot is a lock
-    file in C(<tmp>/botops-windows) held with flock, so a killed call never keeps one."
-  - Idempotent - when the target is current, the database needs nothing and the bot runs and is
-    ready, nothing is done (C(changed=false)), except marking the release good if it is not yet.
+  - Deploys or rolls back one bot in one call on its host - pause entries, graceful stop, migrate the
+    database, switch C(current), start behind the readiness gate, release the pause, mark the release good.
+  - The bot is down only for its own steps; expand-only migrations run outside the window (O(online_migrations)).
+  - A downgrade across a contract migration brings the data back from a backup instead; without one the
+    call refuses before changing anything.
+  - Any failure after the first change is reverted by the call itself, which then fails (C(reverted=true)).
+  - Idempotent - a bot already on the target, its database up to date and ready, is left alone.
 version_added: "0.2.0"
+extends_documentation_fragment: [botops_bot]
 options:
   version:
     description:
-      - The release to move to, installed beside the running one (M(bot_release) O(state=present)).
-      - V(latest) is the latest release marked good in the ledger other than the current one (the
-        rollback target); it is resolved at each call, so a second call rolls back one good release
-        further - name a version for a call that is idempotent.
-      - Default with O(backup_id) and no version - the release the backup was taken on.
+      - The release to move to, installed beforehand (M(bot_release) O(bot_release#module:state=present)).
+        Default with O(backup_id) alone - the release the backup was taken on.
+      - V(latest) is the newest release marked good other than the current one, resolved at each call;
+        name a version for an idempotent call.
     type: str
   backup_id:
     description:
-      - The backup leading back, taken before this change (M(bot_backup)). On a deploy it is recorded
-        on the target's ledger entry and restored if a contract migration must be undone; on a
-        rollback across a contract migration it is the data restored (default the one the ledger links
-        to the release being left). V(latest) is the newest set; when that set is damaged (its
-        C(manifest.json) missing or unreadable) the call fails naming it rather than take an older one.
+      - The backup leading back, taken before the change (M(bot_backup)); recorded on a deploy, restored
+        when a contract migration must be undone. V(latest) is the newest set (a damaged newest set fails the call).
     type: str
   restore:
-    description:
-      - V(needed) restores O(backup_id) only when a contract migration cannot be undone; V(always)
-        brings the data back from O(backup_id) whatever the migrations (a rollback to a backup).
+    description: V(needed) restores O(backup_id) only when a contract migration cannot be undone; V(always) brings its data back whatever the migrations.
     type: str
     choices: [needed, always]
     default: needed
@@ -75,7 +38,7 @@ options:
     type: bool
     default: true
   pause:
-    description: Engage the kill switch level V(pause) before the stop (released by this call once the bot is ready again).
+    description: Engage the kill switch level V(pause) before the stop; this call releases it once the bot is ready again.
     type: bool
     default: true
   reason:
@@ -102,14 +65,13 @@ options:
     default: 1.0
   window_slots:
     description:
-      - Bots of this host allowed in their window at once (see above). Default the host's CPU count.
-      - A call that finds no slot free within 10 minutes fails before it pauses (nothing changed).
+      - Bots of this host allowed in their window at once. Default the host's CPU count.
+      - A call that finds no slot free within 10 minutes fails before it pauses.
     type: int
   keep_mode:
     description:
-      - A bot that was DRY (or paper trading) before the change is put back to DRY (paper) if it comes back LIVE (off paper),
-        with whatever its profile can set (C(mode.set_execution_mode), else C(mode.set_paper)) (as M(bot_mode) does with C(keep_out_of_live)).
-      - A capability the family does not have only warns while the bot is not LIVE; a bot back LIVE that nothing can put back fails the call.
+      - Put a bot that was DRY (or paper trading) before the change back to DRY (paper) if it comes back LIVE,
+        as M(bot_mode) O(bot_mode#module:keep_out_of_live) does. A bot back LIVE that its profile cannot put back fails the call.
     type: bool
     default: true
   mark:
@@ -139,21 +101,15 @@ options:
     default: postgres
   carry_forward:
     description:
-      - When the data comes back from a backup (a rollback across a contract migration, O(restore),
-        the revert of a failed window), carry the ledger rows written since the backup into the restored
-        database before the swap, the bot stopped; trades above the backup's C(ledger_max_id) with
-        their ids, mapped onto the backup's schema through the C(botops_ledger_map) of the revisions
-        crossed, and the holdings (positions, orders) whole. See M(bot_restore).
+      - When the data comes back from a backup, carry the ledger rows written since the backup into the
+        restored database before the swap, as M(bot_restore) O(bot_restore#module:carry_forward) does.
     type: bool
     default: true
   accept_ledger_loss:
     description:
-      - When the data comes back from a backup, go ahead although the live ledger holds rows the
-        restored database would not (not carried forward, for want of a mapping for a column the backup's schema
-        needs, or O(carry_forward=false)). Without it the call changes nothing and fails with
-        RV(ledger_refused), naming the rows, their id range and time range, and what could not be mapped.
-      - The revert of a failed window cannot refuse; it carries what it can and keeps the rest in the
-        replaced database (RV(ledger)).
+      - When the data comes back from a backup, go ahead although the live ledger holds rows the restored
+        database would not; without it the call changes nothing and fails with RV(ledger_refused).
+      - The revert of a failed window never refuses; RV(ledger) says what it kept aside.
     type: bool
     default: false
   run_id:
@@ -161,26 +117,10 @@ options:
     type: str
   override_kill_switch:
     description:
-      - Go ahead on a bot whose operator engaged a kill switch level (the operator asked for it for
-        this run). The level is put back as soon as the bot is ready again.
-      - Without it the call yields to the level - before the window, before the start, before the
-        pause is released and before the release is marked - and fails with RV(yielded).
+      - Go ahead on a bot whose operator engaged a kill switch level, putting the level back once the bot is
+        ready. Without it the call yields to the level and fails with RV(yielded).
     type: bool
     default: false
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)); never returned.
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
@@ -189,17 +129,10 @@ attributes:
     support: full
     details: The release and the database revision before and after.
 notes:
-  - Runs on the bot's host, once per bot; the playbook takes the bot's lock, checks it and takes the
-    backup before (M(bot_lock), M(bot_facts), M(bot_backup)).
-  - The scripts of a release are its own C(alembic.ini) and revision files; the database URL reaches
-    alembic through its environment only.
-  - Under supervisor, the stop and the start go through supervisord's XML-RPC socket (the one
-    supervisorctl uses, from the config's C([supervisorctl] serverurl)) - no supervisorctl process in
-    the window, the stop polled until supervisord has reaped the process, the start not held for
-    C(startsecs) while readiness is polled. Other managers run their command (the start in a
-    thread, readiness polled meanwhile).
-  - A family whose V(pause) level stops the process (no API to pause entries) is paused by the
-    graceful stop itself.
+  - Runs on the bot's host, once per bot, after the playbook took the bot's lock, checked the bot and took
+    the backup (M(bot_lock), M(bot_facts), M(bot_backup)).
+  - "The window step by step, the direction of the migration, the revert and the window slots:
+    C(docs/operations/rollout.md)."
 seealso:
   - module: bot_release
   - module: bot_migrate
@@ -291,7 +224,7 @@ ready:
   returned: always
   type: bool
 timings:
-  description: Seconds spent in each step (restore into a scratch database, migrate before the stop, wait for a window slot, pause entries, stop, switch current, upgrade the database, start, release the pause, readiness gate, mark the release, revert steps...).
+  description: Seconds spent in each step, by the step's name (revert steps too).
   returned: always
   type: dict
   sample: {"pause entries": 0.031, "stop": 0.412, "switch current": 0.004, "start": 0.853, "release the pause": 0.02, "readiness gate": 1.004}

@@ -6,28 +6,15 @@ DOCUMENTATION = r"""
 module: bot_service
 short_description: Start, stop or restart a trading bot gracefully, and wait until it is ready
 description:
-  - Drives the bot's service manager (supervisor, systemd or docker compose, from the profile and
-    the inventory's C(bot_service)) and verifies the result on the process itself (the profile's or
-    inventory's C(process_match)), never on the manager's word alone.
-  - A graceful stop is the service manager's stop (which sends the bot its stop signal and waits);
-    if a matching process is still there O(graceful_timeout) seconds after the stop began, it gets
-    SIGTERM, then after O(term_timeout) seconds SIGKILL, and the module verifies it is gone.
-  - A start waits for the process and, with O(wait_ready), for the profile's readiness check;
-    a restart is a graceful stop then a start. C(downtime) is the time from the stop (or the
-    start) until the bot answered ready again.
-  - Idempotent - V(started) on a running bot and V(stopped) on a stopped one change nothing
-    (V(started) still waits for readiness when O(wait_ready)).
-  - The kill switch always wins - a bot whose operator engaged a level (recorded on its host by
-    M(bot_kill_switch)) is not started or restarted unless O(override_kill_switch), and a bot this
-    call starts gets the recorded level back as soon as it is ready.
-  - "A restart, and the start of a stopped bot, hold one of the host's window slots from the stop (or
-    the start) until the bot is ready: at most O(window_slots) bots of one host restart at once, since
-    fifty restarts at once on two cores each take as long as all of them together. A restart waits
-    for its slot before it stops the bot, still trading; a stopped bot waits at most O(ready_timeout)
-    for one, then starts without (a bot that is down comes back first). The slots are the ones
-    C(bot_rollout)'s windows take (lock files in C(<tmp>/botops-windows), held with flock: a killed
-    call never keeps one)."
+  - Drives the bot's service manager (supervisor, systemd or docker compose) and verifies the result on the
+    bot's process itself, never on the manager's word alone.
+  - A graceful stop escalates to SIGTERM and SIGKILL when the process outlives O(graceful_timeout); a start
+    waits for the process and, with O(wait_ready), for the profile's readiness check.
+  - A bot whose operator engaged a kill switch level is not started unless O(override_kill_switch).
+  - At most O(window_slots) bots of one host restart at once.
+  - Idempotent - V(started) on a running bot and V(stopped) on a stopped one change nothing.
 version_added: "0.1.0"
+extends_documentation_fragment: [botops_bot]
 options:
   state:
     description: V(started), V(stopped) or V(restarted) (always restarts).
@@ -35,7 +22,7 @@ options:
     choices: [started, stopped, restarted]
     required: true
   graceful_timeout:
-    description: Seconds after the stop began before the process gets SIGTERM. Default is the profile's C(service.stop_timeout), else 30.
+    description: Seconds after the stop began before the process gets SIGTERM. Default the profile's C(service.stop_timeout), else 30.
     type: float
   term_timeout:
     description: Seconds after SIGTERM before SIGKILL.
@@ -50,38 +37,20 @@ options:
     type: float
     default: 60
   ready_stable_for:
-    description:
-      - Seconds readiness must hold without a break before the bot counts as ready, so that a
-        release that answers ready and then falls over (a schema it cannot write) fails the gate.
+    description: Seconds readiness must hold without a break, so that a release that answers ready and then falls over fails the gate.
     type: float
     default: 1.0
   window_slots:
     description:
-      - Bots of this host allowed to restart at once (see above). Default the host's CPU count.
+      - Bots of this host allowed to restart at once. Default the host's CPU count.
       - A restart that finds no slot free within 10 minutes fails before it stops the bot.
     type: int
   override_kill_switch:
     description:
-      - Start or restart a bot whose operator engaged a kill switch level (the operator asked for it
-        for this run); the level is put back as soon as the bot is ready.
-      - Without it a start or restart of such a bot changes nothing and fails with RV(yielded); a
-        level engaged while the bot starts is put back and the call fails the same way.
+      - Start or restart a bot whose operator engaged a kill switch level, putting the level back once the bot
+        is ready. Without it the call changes nothing and fails with RV(yielded).
     type: bool
     default: false
-  profile:
-    description: The bot family's profile, as returned by C(lookup('bot_profile', bot_family)).
-    type: dict
-    required: true
-  bot:
-    description:
-      - The bot's inventory facts (C(botops_bot) in C(playbooks/group_vars/all/botops.yml)).
-      - C(name), C(root), C(listen), C(ports), C(service), C(process_match), C(database), C(redis_url), C(paper_only).
-    type: dict
-    required: true
-  secrets:
-    description: Secrets the profile needs (C(api_token), C(username), C(password), C(database_password)).
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
@@ -91,6 +60,7 @@ attributes:
     description: Process state before and after.
 notes:
   - Runs on the bot's host. A mojorust bot closes its positions when stopped gracefully (its runbook).
+  - "The stop and the start step by step, the kill switch and the window slots: C(docs/operations/restart.md)."
 author: botops contributors
 """
 
