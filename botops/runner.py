@@ -72,16 +72,23 @@ def resolve_inventory(inventory: str | None) -> Path:
 
 
 # Actions that run in the controller's strategy and never execute a module on a host: they cost
-# a task slot but no module call.
+# a task slot but no module call. validate_argument_spec is the task Ansible puts first in every
+# role entry point that roles/<role>/meta/argument_specs.yml declares.
 CONTROLLER_ACTIONS = frozenset({
     "set_fact", "set_stats", "assert", "fail", "debug", "meta", "include_tasks", "import_tasks",
     "include_role", "import_role", "include_vars", "add_host", "group_by", "pause", "end_play", "end_host",
+    "validate_argument_spec",
 })
 
 
 def is_module_call(action: str | None) -> bool:
     """Does a task with this action run a module (ansible.builtin.set_fact and set_fact are the same)?"""
     return bool(action) and str(action).rsplit(".", 1)[-1] not in CONTROLLER_ACTIONS
+
+
+def is_argument_check(action: str | None) -> bool:
+    """Is this the argument check Ansible puts before a role entry point's tasks (no step of its own)?"""
+    return bool(action) and str(action).rsplit(".", 1)[-1] == "validate_argument_spec"
 
 
 @dataclass
@@ -193,7 +200,9 @@ class PlaybookRun:
         data = event.get("event_data") or {}
         host = data.get("host")
         if kind == "playbook_on_task_start" and not data.get("is_conditional"):
-            self.progress(None, data.get("task", ""), kind, {})
+            # a role's argument check is no step for the operator: only a bot it fails is shown
+            if not is_argument_check(data.get("resolved_action") or data.get("task_action")):
+                self.progress(None, data.get("task", ""), kind, {})
         elif kind == "playbook_on_stats":
             self._report = (data.get("artifact_data") or {}).get("botops_report", {})
             self._notes = list((data.get("artifact_data") or {}).get("botops_notes") or [])

@@ -12,7 +12,8 @@ def event(kind, host, action, res=None):
 
 def test_controller_side_actions_are_not_module_calls():
     assert is_module_call("bot_rollout") and is_module_call("ansible.builtin.copy")
-    for action in ("ansible.builtin.set_fact", "set_stats", "ansible.builtin.assert", "fail", "meta"):
+    for action in ("ansible.builtin.set_fact", "set_stats", "ansible.builtin.assert", "fail", "meta",
+                   "ansible.builtin.validate_argument_spec"):  # the role entry points' argument checks
         assert not is_module_call(action), action
     assert not is_module_call(None)
 
@@ -32,3 +33,23 @@ def test_modules_loop_items_and_failures_count_skips_do_not(tmp_path):
         run._on_event(e)
     assert run._hosts["b1"].module_calls == 1 + 2 + 1
     assert run._hosts["b2"].module_calls == 0
+
+
+def test_role_argument_checks_are_no_progress_lines_but_their_failures_are(tmp_path):
+    (tmp_path / "play.yml").write_text("- hosts: all\n  tasks: []\n")
+    (tmp_path / "hosts.yml").write_text("all: {hosts: {b1: {}}}\n")
+    lines = []
+    run = PlaybookRun(str(tmp_path / "play.yml"), inventory=str(tmp_path / "hosts.yml"),
+                      progress=lambda host, task, kind, res: lines.append((host, task, kind)))
+    check = "ansible.builtin.validate_argument_spec"
+    for e in [
+        {"event": "playbook_on_task_start", "event_data": {"task": "Validating arguments against arg spec 'lock'",
+                                                           "task_action": check, "resolved_action": check}},
+        {"event": "playbook_on_task_start", "event_data": {"task": "Take the bot's operation lock",
+                                                           "task_action": "bot_lock", "resolved_action": "bot_lock"}},
+        event("runner_on_failed", "b1", check, {"msg": "Validation of arguments failed"}),
+    ]:
+        run._on_event(e)
+    assert lines == [(None, "Take the bot's operation lock", "playbook_on_task_start"),
+                     ("b1", check, "runner_on_failed")]
+    assert run._hosts["b1"].module_calls == 0 and run._hosts["b1"].failed == 1
