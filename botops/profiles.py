@@ -200,7 +200,7 @@ def _walk(node, path=""):
 
 
 def _map_key(value) -> str:
-    """As module_utils.botops_bot.map_key: the key a value map finds a value under."""
+    """As module_utils.botops_values.map_key: the key a value map finds a value under."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -257,7 +257,7 @@ def _host_problems(data: dict, source: str) -> list[str]:
     return problems
 
 
-PLACEHOLDER = re.compile(r"\{(\w+(?:\.\w+)*)\}")  # as module_utils.botops_bot.PLACEHOLDER
+PLACEHOLDER = re.compile(r"\{(\w+(?:\.\w+)*)\}")  # as module_utils.botops_values.PLACEHOLDER
 
 
 def _item_problems(node, source: str, path: str = "", inside: bool = False) -> list[str]:

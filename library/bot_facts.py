@@ -119,7 +119,8 @@ identity_refused:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_facts import gather
 from ansible.module_utils.botops_pg import PgError, module_database
 

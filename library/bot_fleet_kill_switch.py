@@ -185,7 +185,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import Bot, BotError, bot_argument_spec
+from ansible.module_utils.botops_bot import Bot, bot_argument_spec
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
 from ansible.module_utils.botops_lock import read_lock, stale_reason
 from ansible.module_utils.botops_kill_switch import (

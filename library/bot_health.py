@@ -73,7 +73,8 @@ observed:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 
 
 def main():

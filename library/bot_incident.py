@@ -63,7 +63,8 @@ from collections import deque
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_facts import gather
 from ansible.module_utils.botops_pg import PgError, module_database
 from ansible.module_utils.botops_redact import redact

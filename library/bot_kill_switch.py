@@ -184,7 +184,8 @@ seconds:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import (
     AUDIT_LOG, HOLDERS, REQUIRED_IF, KillSwitch, KillSwitchError, kill_switch_options,
 )

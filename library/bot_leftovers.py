@@ -118,7 +118,8 @@ from ansible.module_utils.botops_backup import engine_for
 from ansible.module_utils.botops_backup_postgres import PostgresEngine
 from ansible.module_utils.botops_backup_sqlite import SqliteEngine
 from ansible.module_utils.botops_backup_store import KEPT_KIND, BackupError, BackupStore
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import Engagements
 from ansible.module_utils.botops_pg import PgError
 from ansible.module_utils.botops_release import Ledger, current_version, installed_versions

@@ -128,9 +128,11 @@ would:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, describe_action, module_bot
+from ansible.module_utils.botops_bot import POLL_INTERVAL, bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import KillSwitchError, describe_engagement, operator_level, reapply
 from ansible.module_utils.botops_mode import keep_plan, kept_by, plan_actions, read_mode, read_what_can_be_read
+from ansible.module_utils.botops_values import describe_action
 
 
 class Refused(Exception):

@@ -82,7 +82,9 @@ would:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError, bot_argument_spec, describe_action, module_bot
+from ansible.module_utils.botops_bot import POLL_INTERVAL, bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
+from ansible.module_utils.botops_values import describe_action
 
 
 def count(bot, facts, name):

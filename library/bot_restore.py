@@ -208,7 +208,8 @@ from ansible.module_utils.botops_backup_sqlite import SqliteEngine
 from ansible.module_utils.botops_backup_store import (
     FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, utc_iso, verify_files,
 )
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_files import read_json, write_json
 from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
 from ansible.module_utils.botops_ledger import (

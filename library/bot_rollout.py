@@ -289,7 +289,8 @@ seconds:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_rollout import Rollout, RolloutFailed
 
 

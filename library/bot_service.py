@@ -132,7 +132,8 @@ pids_after:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.botops_bot import BotError, bot_argument_spec, module_bot
+from ansible.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
 from ansible.module_utils.botops_service import (KILL_WAIT, NotReady, WindowSlots, graceful_stop, start,
                                                   stop_timeout, wait_ready)

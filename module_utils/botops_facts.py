@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
+from ansible.module_utils.botops_bot import POLL_INTERVAL
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import Engagements
 from ansible.module_utils.botops_pg import PgError
 

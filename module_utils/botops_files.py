@@ -3,7 +3,7 @@
 """Writing a file so that a reader sees the old one or the new one, never part of either.
 
 The one atomic writer of botops' files: backup manifests and records (botops_backup_store), the
-files a restore puts back (botops_backup_paths), a bot's JSON config (botops_bot.set_json_key), the
+files a restore puts back (botops_backup_paths), a bot's JSON config (botops_actions.set_json_key), the
 kill switch record (botops_kill_switch), the release ledger (botops_release), the maintenance
 record (bot_db_maintenance). Stdlib only.
 """

@@ -37,7 +37,9 @@ import time
 import xmlrpc.client
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ansible.module_utils.botops_bot import Bot, BotError, scan_processes
+from ansible.module_utils.botops_bot import Bot
+from ansible.module_utils.botops_errors import BotError
+from ansible.module_utils.botops_processes import scan_processes
 from ansible.module_utils.botops_service import supervisor_endpoint, supervisor_proxy
 
 FAIL_FAST_TIMEOUT = 0.5

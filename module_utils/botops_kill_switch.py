@@ -45,10 +45,11 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from ansible.module_utils.botops_bot import (POLL_INTERVAL, Bot, BotError, describe_action, describe_request,
-                                             describe_source, uses_http)
+from ansible.module_utils.botops_bot import POLL_INTERVAL, Bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_files import write_json
 from ansible.module_utils.botops_pg import Database, PgError
+from ansible.module_utils.botops_values import describe_action, describe_request, describe_source, uses_http
 
 LEVELS = ("pause", "halt", "flatten")
 DEFAULT_RUNG_TIMEOUT = 5.0

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
+from ansible.module_utils.botops_bot import POLL_INTERVAL
+from ansible.module_utils.botops_errors import BotError
 
 
 MODES = ("DRY", "LIVE")

@@ -41,7 +41,7 @@ from ansible.module_utils.botops_alembic import MigrationError
 from ansible.module_utils.botops_backup import compare_counts, engine_for, kept_name, scratch_name
 from ansible.module_utils.botops_backup_postgres import PostgresEngine
 from ansible.module_utils.botops_backup_store import BackupError, BackupStore, verify_files
-from ansible.module_utils.botops_bot import BotError
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
                                                       default_who, describe_engagement, reapply, yield_to_operator)
 from ansible.module_utils.botops_ledger import (

@@ -28,7 +28,8 @@ import time
 import xmlrpc.client
 from urllib.parse import quote
 
-from ansible.module_utils.botops_bot import POLL_INTERVAL, BotError
+from ansible.module_utils.botops_bot import POLL_INTERVAL
+from ansible.module_utils.botops_errors import BotError
 
 KILL_WAIT = 5.0  # seconds for a SIGKILLed process to disappear
 DEFAULT_STOP_TIMEOUT = 30.0

@@ -7,7 +7,8 @@ import sqlite3
 
 import pytest
 
-from ansible.module_utils.botops_bot import Bot, BotError
+from ansible.module_utils.botops_bot import Bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import open_count
 from botops import profiles
 

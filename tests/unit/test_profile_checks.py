@@ -18,8 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible.module_utils.botops_bot import Bot, BotError, as_epoch, describe_check
+from ansible.module_utils.botops_bot import Bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_kill_switch import KillSwitch, KillSwitchError
+from ansible.module_utils.botops_values import as_epoch, describe_check
 from botops import profiles
 from botops.profiles import ProfileError
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from ansible.module_utils import botops_fleet
-from ansible.module_utils.botops_bot import Bot, BotError
+from ansible.module_utils.botops_bot import Bot
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_fleet import (FleetRun, ProcessTable, RedisClient, RedisReplyError, ServiceGate,
                                                scrub)
 from ansible.module_utils.botops_kill_switch import AuditIndex, append_audit, read_audits

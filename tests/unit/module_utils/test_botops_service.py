@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils import botops_service
-from ansible.module_utils.botops_bot import BotError
+from ansible.module_utils.botops_errors import BotError
 from ansible.module_utils.botops_service import RpcStarting, SupervisorRPC, supervisor_endpoint, supervisor_rpc
 
 
