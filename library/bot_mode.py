@@ -139,22 +139,6 @@ class Refused(Exception):
     pass
 
 
-def describe(action):
-    if "each" in action:
-        return describe_action(action)
-    if "http" in action:
-        return f"{action['http'].get('method', 'GET')} {action['http']['path']}"
-    if "redis_merge" in action:
-        return f"SET {action['redis_merge']['key']}"
-    if "config_file" in action:
-        return f"set {action['config_file']['key']} in {action['config_file']['path']}"
-    if "service" in action:
-        return f"service {action['service']}"
-    if "command" in action:
-        return f"run {action['command']['argv'][0]}"
-    return str(sorted(action))
-
-
 def check_go_no_go(go_no_go):
     if not go_no_go:
         raise Refused("going LIVE needs a passed go/no-go checklist (go_no_go: {passed: true, checks: [...]})")
@@ -246,7 +230,7 @@ def main():
             }
         if module.check_mode or not plan:
             if plan:
-                result["would"] = [describe(a) for a in plan]
+                result["would"] = [describe_action(a) for a in plan]
             module.exit_json(**result)
 
         variables = {"mode": after["execution_mode"], "paper": after["paper_trading"]}

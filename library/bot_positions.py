@@ -104,16 +104,6 @@ def counts(bot, facts):
     return {"open_positions": count(bot, facts, "open_positions"), "open_orders": count(bot, facts, "open_orders")}
 
 
-def describe(action):
-    if "each" in action:
-        return describe_action(action)
-    if "http" in action:
-        return f"{action['http'].get('method', 'GET')} {action['http']['path']}"
-    if "command" in action:
-        return f"run {action['command']['argv'][0]}"
-    return ", ".join(f"{k} {v}" for k, v in action.items())
-
-
 def main():
     argument_spec = bot_argument_spec()
     argument_spec.update(
@@ -155,7 +145,7 @@ def main():
                 "after": "".join(f"{k}: {v}\n" for k, v in want.items()),
             }
         if module.check_mode:
-            result["would"] = [describe(a) for a in plan]
+            result["would"] = [describe_action(a) for a in plan]
         else:
             for action in plan:
                 actions.append(bot.do(action))
