@@ -32,10 +32,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import conftest  # noqa: E402,F401  (makes ansible.module_utils.botops_* importable)
+import conftest  # noqa: E402,F401  (the checkout as the botops.fleet collection, importable)
 import psycopg  # noqa: E402
-from ansible.module_utils.botops_backup_postgres import PostgresEngine  # noqa: E402
-from ansible.module_utils.botops_pg import Database  # noqa: E402
+from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgres import PostgresEngine  # noqa: E402
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database  # noqa: E402
 from tests.integration.pgredis import PostgresCluster  # noqa: E402
 
 FORMATS = [("custom", None), ("custom_zstd", 1), ("custom_zstd", 3), ("directory", 1)]

@@ -37,11 +37,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(REPO), str(REPO / "tests")) if p not in sys.path]
 
-import conftest  # noqa: E402,F401  (makes ansible.module_utils.botops_* importable)
-from ansible.module_utils import botops_backup as bb  # noqa: E402
-from ansible.module_utils import botops_backup_store as backup_store  # noqa: E402
-from ansible.module_utils.botops_backup_postgres import PostgresEngine  # noqa: E402
-from ansible.module_utils.botops_pg import Database  # noqa: E402
+import conftest  # noqa: E402,F401  (the checkout as the botops.fleet collection, importable)
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup as bb  # noqa: E402
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store as backup_store  # noqa: E402
+from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgres import PostgresEngine  # noqa: E402
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database  # noqa: E402
 
 from bench.results import machine, publish  # noqa: E402
 from tests.integration.pgredis import PostgresCluster  # noqa: E402

@@ -8,11 +8,11 @@ except that AWX runs the playbook directly and relies on the per-bot locks the p
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ansible_collections.botops.fleet.plugins.module_utils import botops_lock as locks
 from invoke import Exit
 
 from botops.inventory import InventoryError, hosts, identities
@@ -29,13 +29,6 @@ RESULT_COLUMNS = [
     ("downtime", "downtime s"),
     ("message", "message"),
 ]
-
-
-def _lock_lib():
-    spec = importlib.util.spec_from_file_location("botops_lock", REPO / "module_utils" / "botops_lock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def lock_dir() -> Path:
@@ -151,7 +144,6 @@ def run_operation(
     mode = " (check mode: nothing will change)" if check else ""
     print(f"{task}: {len(bots)} bot(s) from {inventory_path}{mode}", flush=True)
 
-    locks = _lock_lib()
     try:
         run = PlaybookRun(playbook, inventory=str(inventory_path), limit=limit, check=check,
                           extravars=dict(extravars or {}))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ansible_runner
 
-from botops import profiles
+from botops import collection, profiles
 
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOKS = REPO / "playbooks"
@@ -164,10 +164,9 @@ class PlaybookRun:
         env = {
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
             "ANSIBLE_HOME": str(REPO / ".ansible"),
-            "ANSIBLE_LIBRARY": str(REPO / "library"),
-            "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+            # the checkout as the botops.fleet collection (botops.collection)
+            "ANSIBLE_COLLECTIONS_PATH": str(collection.link(REPO)),
             "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-            "ANSIBLE_LOOKUP_PLUGINS": str(REPO / "plugins" / "lookup"),
             # the profiles search path, resolved here: the lookup plugin in the playbook searches the
             # same directories in the same order (botops.profiles.search_path)
             "BOTOPS_PROFILES_PATH": os.pathsep.join(str(d.resolve()) for d in profiles.search_path()),

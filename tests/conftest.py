@@ -1,15 +1,19 @@
-"""Make the project's modules and module_utils importable the way Ansible loads them."""
+"""Make the project importable the way Ansible loads it: the checkout as the botops.fleet collection.
+
+The checkout is linked as .ansible/collections/ansible_collections/botops/fleet (botops.collection),
+and that directory goes first on the import path, so the modules and module_utils under test are this
+checkout's, whichever virtualenv runs the tests."""
 
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, REPO / "library"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-# module_utils/<x>.py is imported by modules as ansible.module_utils.<x>
-import ansible.module_utils  # noqa: E402
+from botops import collection  # noqa: E402
 
-if str(REPO / "module_utils") not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(REPO / "module_utils"))
+_collections = str(collection.link(REPO))
+if _collections in sys.path:
+    sys.path.remove(_collections)
+sys.path.insert(0, _collections)

@@ -1,9 +1,9 @@
 # Copyright: botops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The options every bot module takes (module_utils/botops_bot.py, bot_argument_spec()).
+"""The options every bot module takes (plugins/module_utils/botops_bot.py, bot_argument_spec()).
 
 A module that builds its argument spec on bot_argument_spec() documents them with
-`extends_documentation_fragment: [botops_bot]` and never by hand (tests/unit/test_module_docs.py
+`extends_documentation_fragment: [botops.fleet.botops_bot]` and never by hand (tests/unit/test_module_docs.py
 compares this text with the spec).
 """
 
@@ -16,7 +16,7 @@ class ModuleDocFragment:
 options:
   profile:
     description:
-      - The bot family's profile, as C(lookup('bot_profile', bot_family)) returns it (C(botops_profile));
+      - The bot family's profile, as C(lookup('botops.fleet.bot_profile', bot_family)) returns it (C(botops_profile));
         see C(docs/profiles.md).
     type: dict
     required: true

@@ -21,7 +21,7 @@ options:
 EXAMPLES = r"""
 - name: Read the facts of a bot with its family's profile
   bot_facts:
-    profile: "{{ lookup('bot_profile', bot_family) }}"
+    profile: "{{ lookup('botops.fleet.bot_profile', bot_family) }}"
     bot: "{{ botops_bot }}"
 """
 

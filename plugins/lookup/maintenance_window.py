@@ -25,7 +25,7 @@ options:
 EXAMPLES = r"""
 - name: Decide whether this bot's maintenance window is open
   ansible.builtin.set_fact:
-    window: "{{ lookup('maintenance_window', 'weekly', family=bot_family) }}"
+    window: "{{ lookup('botops.fleet.maintenance_window', 'weekly', family=bot_family) }}"
 """
 
 RETURN = r"""

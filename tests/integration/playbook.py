@@ -9,6 +9,8 @@ from pathlib import Path
 
 import ansible_runner
 
+from botops import collection
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,10 +36,8 @@ def run_playbook(inventory: Path | str, text: str, extravars: dict | None = None
     env = {
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_HOME": str(workdir / ".ansible"),
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+        "ANSIBLE_COLLECTIONS_PATH": str(collection.link(REPO)),
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_LOOKUP_PLUGINS": str(REPO / "plugins" / "lookup"),
         "PYTHONPATH": str(REPO),
         # ansible-playbook from the same environment as the tests
         "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),

@@ -292,9 +292,9 @@ def _read(path: Path) -> str | None:
 def _reported(fleet, name: str) -> dict:
     """What the bot itself reports: which kill-switch levels hold (its profile's `engaged` checks), its
     execution mode and paper flag; read through the profile-driven client the modules use."""
-    from ansible.module_utils.botops_bot import Bot
-    from ansible.module_utils.botops_errors import BotError
-    from ansible.module_utils.botops_kill_switch import Observation
+    from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
+    from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+    from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import Observation
 
     from botops import profiles
 

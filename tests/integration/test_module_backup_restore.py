@@ -28,7 +28,7 @@ except ImportError:
     from conftest import FLEET_BOTS, FLEET_TRADE_INTERVAL, make_sandbox_dir, port_block
     from playbook import run_playbook
 
-from ansible.module_utils.botops_backup_store import derived_db_name, sha256_file
+from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import derived_db_name, sha256_file
 from sandbox.fleet import Fleet, wait_until
 
 ALL = ["bot01", "bot02", "bot03", "bot04", "bot05", "bot06"]
@@ -135,43 +135,43 @@ def clean(fleet):
 def test_backup_and_verify_every_family(fleet, clean):
     out = run(fleet, ALL, f"""\
     - name: Take a backup in check mode
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         backup_id: "{BACKUP_ID}"
       check_mode: true
     - name: Look for the set after the check
       ansible.builtin.stat: {{path: "{{{{ bot_root }}}}/backups/{BACKUP_ID}"}}
     - name: Take a backup
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         backup_id: "{BACKUP_ID}"
         label: integration
         reason: backup rhythm
     - name: Take the backup again
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         backup_id: "{BACKUP_ID}"
     - name: Verify it with a test restore in check mode
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         state: verified
         backup_id: latest
         test_restore: true
       check_mode: true
     - name: Verify it with a test restore
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         state: verified
         backup_id: latest
         test_restore: true
     - name: Verify it again
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         state: verified
         backup_id: latest
         test_restore: true
     - name: List the backups
-      bot_backup_info:
+      botops.fleet.bot_backup_info:
         {COMMON}
 """)
     for host, res in results(out, "Take a backup in check mode", ALL).items():
@@ -221,11 +221,11 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
     pids = {name: pid(fleet, name) for name in SLOW}
     out = run(fleet, SLOW, f"""\
     - name: Take a backup
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         backup_id: "{BACKUP_ID}"
     - name: Take a backup to corrupt
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         backup_id: "{CORRUPT_ID}"
     - name: Corrupt its dump
@@ -234,13 +234,13 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
         content: not a dump
         mode: '0600'
     - name: Restore in check mode
-      bot_restore:
+      botops.fleet.bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
         accept_ledger_loss: true
       check_mode: true
     - name: Restore
-      bot_restore:
+      botops.fleet.bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
         accept_ledger_loss: true
@@ -249,14 +249,14 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
         argv: {supervisorctl}, stop, "{{{{ inventory_hostname }}}}"]
       changed_when: true
     - name: Restore with the bot stopped
-      bot_restore:
+      botops.fleet.bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
         accept_ledger_loss: true
         safety_backup: false
         keep_previous: false
     - name: Restore again
-      bot_restore:
+      botops.fleet.bot_restore:
         {COMMON}
         backup_id: "{BACKUP_ID}"
         accept_ledger_loss: true
@@ -326,24 +326,24 @@ def test_restore_round_trip_refusal_and_retention(fleet, clean):
         for datname in (old_kept[name], decoys[name]):
             admin(fleet, name, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(datname)))
     prune = f"""
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         state: pruned
         keep_last: 1
         max_age_days: 1"""
     out = run(fleet, SLOW, f"""\
     - name: Restore the corrupted set
-      bot_restore:
+      botops.fleet.bot_restore:
         {COMMON}
         backup_id: "{CORRUPT_ID}"
       ignore_errors: true
     - name: Verify the first backup
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         state: verified
         backup_id: "{BACKUP_ID}"
     - name: Take the newest backup
-      bot_backup:
+      botops.fleet.bot_backup:
         {COMMON}
         backup_id: "{NEWEST_ID}"
     - name: Prune in check mode{prune}

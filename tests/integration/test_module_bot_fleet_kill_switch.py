@@ -38,7 +38,7 @@ def play(tasks):
 
 def task(name, state, extra=""):
     reason = "        reason: integration test fleet halt\n" if state == "engaged" else ""
-    return (f"    - name: {name}\n      bot_fleet_kill_switch:\n        state: {state}\n        level: halt\n"
+    return (f"    - name: {name}\n      botops.fleet.bot_fleet_kill_switch:\n        state: {state}\n        level: halt\n"
             f"        who: tester\n{reason}{FLEET}{extra}")
 
 

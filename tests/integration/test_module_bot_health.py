@@ -17,7 +17,7 @@ PLAY = """\
   gather_facts: false
   tasks:
     - name: Wait until ready
-      bot_health:
+      botops.fleet.bot_health:
         wait_for: ready
         timeout: 30
         profile: "{{ botops_profile }}"
@@ -25,7 +25,7 @@ PLAY = """\
         secrets: "{{ botops_secrets }}"
       check_mode: true
     - name: Wait for a bot that does not answer
-      bot_health:
+      botops.fleet.bot_health:
         wait_for: live
         timeout: 0.5
         profile: "{{ botops_profile }}"

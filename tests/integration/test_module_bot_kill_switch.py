@@ -32,25 +32,25 @@ HALT = f"""\
   gather_facts: false
   tasks:
     - name: Halt in check mode
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         level: halt
         reason: integration test halt
         who: tester
 {ARGS}      check_mode: true
     - name: Halt
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         level: halt
         reason: integration test halt
         who: tester
 {ARGS}
     - name: Halt again
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         level: halt
         reason: integration test halt
         who: tester
 {ARGS}
     - name: Release pause while halt is engaged
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         state: released
         level: pause
 {ARGS}      ignore_errors: true
@@ -61,18 +61,18 @@ RELEASE = f"""\
   gather_facts: false
   tasks:
     - name: Release in check mode
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         state: released
         level: halt
 {ARGS}      check_mode: true
     - name: Release
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         state: released
         level: halt
         who: tester
 {ARGS}
     - name: Release again
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         state: released
         level: halt
 {ARGS}

@@ -39,37 +39,37 @@ PLAY = f"""\
         - {{name: on-call engineer identified, passed: true}}
   tasks:
     - name: Read the mode
-      bot_mode:
+      botops.fleet.bot_mode:
 {ARGS}
     - name: Go LIVE without a go/no-go checklist
-      bot_mode:
+      botops.fleet.bot_mode:
         execution_mode: LIVE
 {ARGS}      ignore_errors: true
     - name: Turn paper trading off on a paper-only bot
-      bot_mode:
+      botops.fleet.bot_mode:
         paper: false
 {ARGS}      when: bot_paper_only | bool
       ignore_errors: true
     - name: Go LIVE in check mode
-      bot_mode:
+      botops.fleet.bot_mode:
         execution_mode: LIVE
         go_no_go: "{{{{ checklist }}}}"
 {ARGS}{VANTA}      check_mode: true
     - name: Go LIVE
-      bot_mode:
+      botops.fleet.bot_mode:
         execution_mode: LIVE
         go_no_go: "{{{{ checklist }}}}"
 {ARGS}{VANTA}
     - name: Go LIVE again
-      bot_mode:
+      botops.fleet.bot_mode:
         execution_mode: LIVE
 {ARGS}{VANTA}
     - name: Back to DRY
-      bot_mode:
+      botops.fleet.bot_mode:
         execution_mode: DRY
 {ARGS}{VANTA}
     - name: Keep DRY and paper
-      bot_mode:
+      botops.fleet.bot_mode:
         execution_mode: DRY
         paper: true
 {ARGS}

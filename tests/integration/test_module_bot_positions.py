@@ -39,22 +39,22 @@ CANCEL = f"""\
   gather_facts: false
   tasks:
     - name: List
-      bot_positions:
+      botops.fleet.bot_positions:
 {ARGS}{ONLY.format(BOT)}
     - name: Cancel orders in check mode
-      bot_positions:
+      botops.fleet.bot_positions:
         state: orders_cancelled
 {ARGS}{ONLY.format(BOT)}      check_mode: true
     - name: Cancel orders
-      bot_positions:
+      botops.fleet.bot_positions:
         state: orders_cancelled
 {ARGS}{ONLY.format(BOT)}
     - name: Cancel orders on a bot without the API
-      bot_positions:
+      botops.fleet.bot_positions:
         state: orders_cancelled
 {ARGS}{ONLY.format(NO_API)}      ignore_errors: true
     - name: Halt so that nothing new opens
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         level: halt
         reason: positions integration test
 {ARGS}{ONLY.format(BOT)}
@@ -65,23 +65,23 @@ CLOSE = f"""\
   gather_facts: false
   tasks:
     - name: Close positions in check mode
-      bot_positions:
+      botops.fleet.bot_positions:
         state: closed
 {ARGS}      check_mode: true
     - name: Close positions
-      bot_positions:
+      botops.fleet.bot_positions:
         state: closed
 {ARGS}
     - name: Close positions again
-      bot_positions:
+      botops.fleet.bot_positions:
         state: closed
 {ARGS}
     - name: Cancel orders again
-      bot_positions:
+      botops.fleet.bot_positions:
         state: orders_cancelled
 {ARGS}
     - name: Release
-      bot_kill_switch:
+      botops.fleet.bot_kill_switch:
         state: released
         level: halt
 {ARGS}

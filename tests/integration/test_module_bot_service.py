@@ -27,15 +27,15 @@ RESTART = f"""\
   gather_facts: false
   tasks:
     - name: Restart in check mode
-      bot_service:
+      botops.fleet.bot_service:
         state: restarted
 {ARGS}      check_mode: true
     - name: Restart
-      bot_service:
+      botops.fleet.bot_service:
         state: restarted
 {ARGS}
     - name: Started
-      bot_service:
+      botops.fleet.bot_service:
         state: started
 {ARGS}
 """
@@ -45,15 +45,15 @@ STOP_START = f"""\
   gather_facts: false
   tasks:
     - name: Stop in check mode
-      bot_service:
+      botops.fleet.bot_service:
         state: stopped
 {ARGS}      check_mode: true
     - name: Stop
-      bot_service:
+      botops.fleet.bot_service:
         state: stopped
 {ARGS}
     - name: Stop again
-      bot_service:
+      botops.fleet.bot_service:
         state: stopped
 {ARGS}
     - name: See no process left
@@ -63,7 +63,7 @@ STOP_START = f"""\
       changed_when: false
       failed_when: pgrep.rc != 1
     - name: Start
-      bot_service:
+      botops.fleet.bot_service:
         state: started
 {ARGS}
 """

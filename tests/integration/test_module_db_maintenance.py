@@ -63,7 +63,7 @@ def index_files(fleet, name) -> dict[str, int]:
 
 DB_TASK = """\
     - name: Maintain the database
-      bot_db_maintenance:
+      botops.fleet.bot_db_maintenance:
         {common}
         vacuum_analyze: true
         reindex: true
@@ -116,7 +116,7 @@ def test_db_maintenance_check_apply_again(fleet, no_record):
 
 LOG_TASK = """\
     - name: Rotate the logs
-      bot_logrotate:
+      botops.fleet.bot_logrotate:
         {common}
         size: "{{{{ rotate_size }}}}"
         keep: 2

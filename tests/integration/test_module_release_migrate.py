@@ -149,7 +149,7 @@ def test_release_switch_and_migration_round_trip(fleet, bots, corrupt_artifacts)
     # ------------------------------------------------------------ install and switch (bots running)
     out = run(fleet, f"""\
     - name: Install 1.1.0 in check mode
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 1.1.0
         artifact: "{{{{ artifacts }}}}"
@@ -157,23 +157,23 @@ def test_release_switch_and_migration_round_trip(fleet, bots, corrupt_artifacts)
     - name: Look for the 1.1.0 release directory
       ansible.builtin.stat: {{path: "{{{{ bot_root }}}}/releases/1.1.0"}}
     - name: Install a corrupt 2.0.0
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 2.0.0
         artifact: "{{{{ corrupt }}}}"
       ignore_errors: true
     - name: Install 1.1.0
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 1.1.0
         artifact: "{{{{ artifacts }}}}"
     - name: Install 1.1.0 again
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 1.1.0
         artifact: "{{{{ artifacts }}}}"
     - name: Switch current to 1.1.0 in check mode
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 1.1.0
         state: current
@@ -181,13 +181,13 @@ def test_release_switch_and_migration_round_trip(fleet, bots, corrupt_artifacts)
     - name: Read current after the check
       ansible.builtin.stat: {{path: "{{{{ bot_root }}}}/current"}}
     - name: Switch current to 1.1.0
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 1.1.0
         state: current
         backup_id: "it-{{{{ inventory_hostname }}}}"
     - name: Switch current to 1.1.0 again
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 1.1.0
         state: current
@@ -222,15 +222,15 @@ def test_release_switch_and_migration_round_trip(fleet, bots, corrupt_artifacts)
     service(fleet, "stop", BOTS)
     out = run(fleet, f"""\
     - name: Plan the migration
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
       check_mode: true
     - name: Migrate to head
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         state: upgraded
     - name: Migrate to head again
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         state: upgraded
 """)
@@ -260,55 +260,55 @@ def test_release_switch_and_migration_round_trip(fleet, bots, corrupt_artifacts)
     service(fleet, "stop", BOTS)
     out = run(fleet, f"""\
     - name: Downgrade the expand migration in check mode
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         state: downgraded
         revision: {BASE_REVISION}
       check_mode: true
     - name: Downgrade the expand migration
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         state: downgraded
         revision: {BASE_REVISION}
     - name: Downgrade the expand migration again
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         state: downgraded
         revision: {BASE_REVISION}
     - name: Install 2.0.0
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: 2.0.0
         artifact: "{{{{ artifacts }}}}"
     - name: Upgrade to the head of 2.0.0
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         release: 2.0.0
     - name: Downgrade across the contract migration
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         state: downgraded
         revision: {BASE_REVISION}
         release: 2.0.0
       ignore_errors: true
     - name: Force the contract downgrade
-      bot_migrate:
+      botops.fleet.bot_migrate:
         {COMMON}
         state: downgraded
         revision: {BASE_REVISION}
         force_contract_downgrade: true
     - name: Switch current back to {BASE}
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         version: {BASE}
         state: current
     - name: Remove 1.1.0 and 2.0.0
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         state: absent
         keep: 1
     - name: List releases
-      bot_release:
+      botops.fleet.bot_release:
         {COMMON}
         state: list
 """, artifacts=artifacts)

@@ -5,7 +5,7 @@ What this test reads:
 - the whole of docs/architecture.md, and the README's `## Glossary` section (up to the next `## `);
 - in them, every inline code span (`...`) and, in fenced blocks (the layer picture), every word with
   a `/`. A token is a repository path when it contains a `/` or ends in .py, .yml or .md
-  (`library/bot_rollout.py`, `roles/bot_guard`, `tasks.py`).
+  (`plugins/modules/bot_rollout.py`, `roles/bot_guard`, `tasks.py`).
 
 A path must be in the repository: a file git knows (tracked, or new and not ignored) or a directory
 holding one. Not checked, because they are not repository files: tokens with a placeholder or a
@@ -14,7 +14,7 @@ API paths (`/api/health`), paths outside the repository (`../`), URLs, flags (`-
 paths that .gitignore ignores, which are written at run time (`inventory/sandbox/hosts.yml`).
 
 And so that the architecture stays complete: every playbook (playbooks/*.yml), every module
-(library/*.py) and every module_utils file appears in docs/architecture.md by its path.
+(plugins/modules/*.py) and every module_utils file appears in docs/architecture.md by its path.
 
 Each test lists everything missing at once.
 """
@@ -116,17 +116,17 @@ def named_paths(text: str) -> list[str]:
 
 def test_tokens_and_paths():
     text = "\n".join([
-        "`library/bot_rollout.py`, `roles/bot_guard`, `tasks.py`, `profiles/`, `bot_family`,",
+        "`plugins/modules/bot_rollout.py`, `roles/bot_guard`, `tasks.py`, `profiles/`, `bot_family`,",
         "`<bot_root>/current`, `artifacts/<playbook>/<run id>/`, `/api/health`, `--target=latest`,",
         "`state: list`, `manifest.json`, `../shared/runbooks`, `profiles/*.yml`",
         "```",
         " invoke <task>   tasks.py -> botops/<x>.py (botops/operation.py)",
         "```",
     ])
-    assert named_paths(text) == ["botops/operation.py", "library/bot_rollout.py", "profiles",
+    assert named_paths(text) == ["botops/operation.py", "plugins/modules/bot_rollout.py", "profiles",
                                  "roles/bot_guard", "tasks.py"]
-    assert missing(["library/bot_rollout.py", "roles/bot_guard", "library/bot_nothing.py",
-                    "inventory/sandbox/hosts.yml"]) == ["library/bot_nothing.py"]
+    assert missing(["plugins/modules/bot_rollout.py", "roles/bot_guard", "plugins/modules/bot_nothing.py",
+                    "inventory/sandbox/hosts.yml"]) == ["plugins/modules/bot_nothing.py"]
 
 
 def test_every_path_named_exists():
@@ -142,7 +142,7 @@ def test_every_path_named_exists():
 def test_architecture_names_every_playbook_module_and_module_utils():
     text = ARCHITECTURE.read_text()
     expected = [f"playbooks/{p.name}" for p in sorted((REPO / "playbooks").glob("*.yml"))]
-    expected += [f"library/{p.name}" for p in sorted((REPO / "library").glob("*.py"))]
-    expected += [f"module_utils/{p.name}" for p in sorted((REPO / "module_utils").glob("*.py"))]
+    expected += [f"plugins/modules/{p.name}" for p in sorted((REPO / "plugins" / "modules").glob("*.py"))]
+    expected += [f"plugins/module_utils/{p.name}" for p in sorted((REPO / "plugins" / "module_utils").glob("*.py"))]
     absent = [path for path in expected if f"`{path}`" not in text]
     assert not absent, "docs/architecture.md does not name (as `path`):\n  " + "\n  ".join(absent)

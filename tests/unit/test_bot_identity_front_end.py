@@ -100,7 +100,7 @@ def load(path):
 
 def test_the_preflight_of_every_change_refuses_a_bot_that_is_not_who_the_inventory_says():
     first = load("roles/bot_guard/tasks/preflight.yml")[0]
-    assert first["bot_facts"]["require_identity"] == "{{ bot_guard_require_identity | bool }}"
+    assert first["botops.fleet.bot_facts"]["require_identity"] == "{{ bot_guard_require_identity | bool }}"
     assert load("roles/bot_guard/defaults/main.yml")["bot_guard_require_identity"] is True
     text = {p: (REPO / "playbooks" / p).read_text() for p in
             ("deploy.yml", "rollback.yml", "restart.yml", "restore.yml", "promote.yml")}
@@ -109,7 +109,7 @@ def test_the_preflight_of_every_change_refuses_a_bot_that_is_not_who_the_invento
     # maintenance has no preflight: it asks in its own step, before its window
     maintenance = (REPO / "playbooks" / "maintenance.yml").read_text()
     assert maintenance.index("tasks_from: identity") < maintenance.index("name: bot_maintenance")
-    identity = load("roles/bot_guard/tasks/identity.yml")[0]["bot_facts"]
+    identity = load("roles/bot_guard/tasks/identity.yml")[0]["botops.fleet.bot_facts"]
     assert identity["require_identity"] is True and identity["database"] is False
 
 
@@ -121,5 +121,6 @@ def test_status_fails_a_bot_for_its_identity_and_for_refused_credentials():
 
 
 def test_the_bot_id_reaches_every_module():
-    bot = load("playbooks/group_vars/all/botops.yml")["botops_bot"]
-    assert bot["bot_id"].replace(" ", "") == "{{bot_id|default(None)}}"
+    assert load("playbooks/group_vars/all/botops.yml")["botops_bot"]== "{{ lookup('botops.fleet.bot_vars', 'bot') }}"
+    from ansible_collections.botops.fleet.plugins.module_utils.botops_bot_vars import BOT_VARS
+    assert BOT_VARS["bot_id"] == ("bot_id", None)

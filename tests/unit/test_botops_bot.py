@@ -8,10 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible.module_utils.botops_actions import set_json_key
-from ansible.module_utils.botops_bot import Bot
-from ansible.module_utils.botops_errors import BotError
-from ansible.module_utils.botops_values import json_path, substitute
+from ansible_collections.botops.fleet.plugins.module_utils.botops_actions import set_json_key
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import json_path, substitute
 from botops.profiles import load
 
 

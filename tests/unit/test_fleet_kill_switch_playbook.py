@@ -1,58 +1,54 @@
 """The fleet kill switch's action plugin builds each local bot's facts from the inventory variables
-itself (templating botops_bot per host is most of the cost at a thousand bots): keep it in step with
-group_vars' botops_bot and botops_secrets, and keep the playbook's local path free of per-host tasks."""
+itself (templating botops_bot per host is most of the cost at a thousand bots), from the one
+definition group_vars' botops_bot and botops_secrets use; the playbook's local path has no per-host task."""
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from pathlib import Path
 
+import pytest
 import yaml
+from ansible.errors import AnsibleLookupError
+from ansible_collections.botops.fleet.plugins.action import bot_fleet_kill_switch as action
+from ansible_collections.botops.fleet.plugins.lookup import bot_vars
+from ansible_collections.botops.fleet.plugins.module_utils import botops_bot_vars, botops_fleet_kill_switch
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP_VARS = REPO / "playbooks" / "group_vars" / "all" / "botops.yml"
 TASKS = REPO / "playbooks" / "tasks" / "fleet_kill_switch.yml"
-PLUGIN = REPO / "playbooks" / "action_plugins" / "bot_fleet_kill_switch.py"
 
 
-def group_vars_mapping(key):
-    """fact -> (inventory variable, default or None) as group_vars' botops_bot or botops_secrets says."""
-    out = {}
-    for fact, template in yaml.safe_load(GROUP_VARS.read_text())[key].items():
-        m = re.fullmatch(r"\{\{\s*(\w+)\s*(?:\|\s*default\((.*?)\))?\s*\}\}", template.strip())
-        assert m, f"{key}.{fact}: unexpected template {template!r}"
-        out[fact] = (m.group(1), m.group(2))
-    return out
+def test_group_vars_build_botops_bot_and_botops_secrets_from_the_one_definition():
+    group_vars = yaml.safe_load(GROUP_VARS.read_text())
+    assert group_vars["botops_bot"] == "{{ lookup('botops.fleet.bot_vars', 'bot') }}"
+    assert group_vars["botops_secrets"] == "{{ lookup('botops.fleet.bot_vars', 'secrets') }}"
+    assert action.bot_entry is botops_bot_vars.bot_entry and action.read_vars is botops_bot_vars.read_vars
 
 
-def plugin():
-    spec = importlib.util.spec_from_file_location("fleet_kill_switch_action", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class _Templar:
+    def template(self, value):
+        return value
 
 
-def as_template_default(value, required):
-    """The plugin's default written as group_vars writes it (None for a required variable)."""
-    if value is required:
-        return None
-    return {None: "None", "127.0.0.1": "'127.0.0.1'"}.get(value, repr(value)) if not isinstance(value, dict) else "{}"
+def lookup(host, term):
+    plugin = bot_vars.LookupModule(templar=_Templar())
+    return plugin.run([term], variables=host)[0]
 
 
-def test_fleet_bot_facts_match_group_vars_botops_bot():
-    action = plugin()
-    expected = group_vars_mapping("botops_bot")
-    found = {"name": ("inventory_hostname", None)}
-    found.update({k: (var, as_template_default(d, action.REQUIRED)) for k, (var, d) in action.BOT_VARS.items()})
-    assert found == expected, "the kill switch reads every fact (the database verifies a flatten)"
-
-
-def test_fleet_secrets_match_group_vars_botops_secrets():
-    action = plugin()
-    expected = group_vars_mapping("botops_secrets")
-    found = {k: (var, as_template_default(d, action.REQUIRED)) for k, (var, d) in action.SECRET_VARS.items()}
-    assert found == expected
+def test_the_lookup_reads_every_variable_with_its_default():
+    host = {"inventory_hostname": "b1", "bot_family": "vanta", "bot_root": "/srv/b1", "bot_ports": {"api": 1},
+            "bot_api_token": "tok-1"}
+    bot = lookup(host, "bot")
+    assert bot == {"name": "b1", "bot_id": None, "family": "vanta", "root": "/srv/b1", "listen": "127.0.0.1",
+                   "ports": {"api": 1}, "service": {}, "process_match": None, "database": {}, "redis_url": None,
+                   "paper_only": None}
+    assert set(bot) - {"name"} == set(botops_fleet_kill_switch.argument_spec()["bots"]["options"]["bot"]["options"]) - {"name"}
+    assert lookup(host, "secrets") == {"api_token": "tok-1", "username": None, "password": None,
+                                             "database_password": None}
+    bot["service"]["name"] = "changed"  # a default is the bot's own copy
+    assert lookup(host, "bot")["service"] == {}
+    with pytest.raises(AnsibleLookupError, match="bot b1: its inventory sets no bot_root"):
+        lookup({"inventory_hostname": "b1", "bot_family": "vanta"}, "bot")
 
 
 def test_the_local_path_has_no_per_host_task():
@@ -71,27 +67,21 @@ def test_the_local_path_has_no_per_host_task():
 
 
 def entry_spec():
-    import bot_fleet_kill_switch  # library/ is on the path (tests/conftest.py)
-
-    return bot_fleet_kill_switch.argument_spec()["bots"]["options"]
+    return botops_fleet_kill_switch.argument_spec()["bots"]["options"]
 
 
 def test_a_required_variable_set_to_nothing_is_missing():
     """`bot_root:` alone is null in YAML, and an empty root would be the controller's working directory."""
-    action = plugin()
     for value in (None, ""):
-        try:
-            action.read_vars({"bot_family": "vanta", "bot_root": value}, action.BOT_VARS)
-        except KeyError as exc:
-            assert exc.args[0] == "bot_root"
-        else:
-            raise AssertionError(f"bot_root {value!r} was taken for a root")
-    assert action.read_vars({"bot_family": "vanta", "bot_root": "/srv/b1"}, action.BOT_VARS)["process_match"] is None
+        with pytest.raises(botops_bot_vars.MissingVariable) as info:
+            botops_bot_vars.read_vars({"bot_family": "vanta", "bot_root": value}, botops_bot_vars.BOT_VARS)
+        assert info.value.variable == "bot_root"
+    found = botops_bot_vars.read_vars({"bot_family": "vanta", "bot_root": "/srv/b1"}, botops_bot_vars.BOT_VARS)
+    assert found["process_match"] is None
 
 
 def test_one_entry_with_a_wrong_value_leaves_the_others_valid():
     """Validated as one list, bot_ports: 27040 on one bot failed the whole call: no bot was driven."""
-    action = plugin()
     good = {"bot": {"name": "b1", "family": "vanta", "root": "/srv/b1", "ports": {"api": 27010}},
             "secrets": {"api_token": "tok-1"}, "local": True}
     wrong = {"bot": {"name": "b2", "family": "vanta", "root": "/srv/b2", "ports": 27020},

@@ -46,7 +46,7 @@ def test_every_spelling_of_an_inventory_names_the_same_bots(fleet):
 
 def test_a_second_run_on_overlapping_bots_is_refused_whatever_inventory_it_names(fleet):
     directory, other, _ = fleet
-    locks = operation._lock_lib()
+    locks = operation.locks
     first = operation.acquire_fleet_lock(locks, "deploy", identities(directory / "hosts.yml", ["bot01", "bot02"]),
                                          "run-1", takeover=False)
     assert len(first) == 2 and all(p.exists() for p in first)

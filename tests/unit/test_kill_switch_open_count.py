@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from ansible.module_utils.botops_bot import Bot
-from ansible.module_utils.botops_errors import BotError
-from ansible.module_utils.botops_kill_switch import open_count
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import open_count
 from botops import profiles
 
 

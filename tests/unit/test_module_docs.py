@@ -15,14 +15,15 @@ from unittest import mock
 
 import pytest
 import yaml
-from ansible.module_utils.botops_bot import bot_argument_spec
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = sorted(p.stem for p in (REPO / "library").glob("*.py"))
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
+COLLECTION = "botops.fleet"
 
 # The options bot_argument_spec() gives every bot module are documented once, with their sub-options,
-# in this fragment (plugins/doc_fragments/, `doc_fragment_plugins` in ansible.cfg).
-FRAGMENT = "botops_bot"
+# in this fragment (plugins/doc_fragments/ of the collection).
+FRAGMENT = "botops.fleet.botops_bot"
 SHARED = tuple(bot_argument_spec())  # profile, bot, secrets
 
 # How long documentation may be. A module's `description` says what it does in a few bullets: how an
@@ -33,7 +34,7 @@ OPTION_MAX_CHARS = 320  # one or two sentences per option (all its description i
 
 
 def doc_strings(name):
-    tree = ast.parse((REPO / "library" / f"{name}.py").read_text())
+    tree = ast.parse((REPO / "plugins" / "modules" / f"{name}.py").read_text())
     found = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
@@ -53,7 +54,7 @@ class _SpecCaptured(Exception):
 
 def argument_spec_of(name):
     """The argument spec main() gives AnsibleModule (main() goes no further)."""
-    module = importlib.import_module(name)
+    module = importlib.import_module(f"ansible_collections.botops.fleet.plugins.modules.{name}")
 
     def capture(*args, **kwargs):
         raise _SpecCaptured(kwargs.get("argument_spec", args[0] if args else None))
@@ -72,10 +73,10 @@ def takes_shared_options(spec):
 def rendered():
     """Every module's documentation as ansible-doc renders it, fragments merged (ansible.cfg in the cwd)."""
     ansible_doc = Path(sys.executable).with_name("ansible-doc")
-    proc = subprocess.run([str(ansible_doc), "-M", str(REPO / "library"), "--json", *MODULES],
+    proc = subprocess.run([str(ansible_doc), "--json", *(f"{COLLECTION}.{m}" for m in MODULES)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return {name.rpartition(".")[2]: doc for name, doc in json.loads(proc.stdout).items()}
 
 
 def test_ansible_doc_renders_every_module(rendered):
@@ -84,11 +85,8 @@ def test_ansible_doc_renders_every_module(rendered):
         assert "check_mode" in rendered[name]["doc"].get("attributes", {}), f"{name} declares no check_mode support"
 
 
-def test_the_fragment_is_where_ansible_cfg_says():
-    cfg = (REPO / "ansible.cfg").read_text()
-    match = re.search(r"^doc_fragment_plugins\s*=\s*(\S+)", cfg, re.MULTILINE)
-    assert match, "ansible.cfg sets no doc_fragment_plugins"
-    assert (REPO / match.group(1) / f"{FRAGMENT}.py").is_file()
+def test_the_fragment_is_the_collections():
+    assert (REPO / "plugins" / "doc_fragments" / f"{FRAGMENT.rpartition('.')[2]}.py").is_file()
 
 
 @pytest.mark.parametrize("name", MODULES)

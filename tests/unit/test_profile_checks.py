@@ -18,10 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible.module_utils.botops_bot import Bot
-from ansible.module_utils.botops_errors import BotError
-from ansible.module_utils.botops_kill_switch import KillSwitch, KillSwitchError
-from ansible.module_utils.botops_values import as_epoch, describe_check
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitch, KillSwitchError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import as_epoch, describe_check
 from botops import profiles
 from botops.profiles import ProfileError
 
@@ -432,7 +432,7 @@ def test_a_verified_thaw_does_not_end_the_walk_and_a_failed_walk_says_so(child, 
 def test_a_mode_in_the_bots_own_words_is_an_error_not_taken_for_dry(freqtrade):
     """facts.execution_mode must read DRY or LIVE and paper_trading true or false: an unmapped `live`
     or "false" is an error naming the value and the fix, never 'not LIVE'."""
-    from ansible.module_utils.botops_mode import read_mode, read_what_can_be_read
+    from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import read_mode, read_what_can_be_read
 
     state, port = freqtrade
     state.update(runmode="live", dry_run=False)

@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible.module_utils.botops_bot import Bot
-from ansible.module_utils.botops_errors import BotError, CredentialsError
-from ansible.module_utils.botops_mode import plan_actions
-from ansible.module_utils.botops_values import PlaceholderError, describe_action, substitute, uses_http
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError, CredentialsError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import plan_actions
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import PlaceholderError, describe_action, substitute, uses_http
 from botops import profiles
 from botops.profiles import ProfileError
 

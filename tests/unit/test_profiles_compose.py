@@ -128,7 +128,7 @@ def test_the_lookup_finds_a_user_family_in_a_real_ansible_run(tmp_path, monkeypa
     (tmp_path / "play.yml").write_text(
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.set_stats:\n"
-        "        data: {botops_report: {b1: {description: \"{{ lookup('bot_profile', 'tradebot').description }}\"}}}\n")
+        "        data: {botops_report: {b1: {description: \"{{ lookup('botops.fleet.bot_profile', 'tradebot').description }}\"}}}\n")
     (tmp_path / "hosts.yml").write_text("all: {hosts: {b1: {ansible_connection: local}}}\n")
     result = PlaybookRun(str(tmp_path / "play.yml"), inventory=str(tmp_path / "hosts.yml"),
                          progress=lambda *a: None).run()

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ansible.module_utils.botops_values import json_path
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import json_path
 from botops import profiles
 from sandbox.refbot import families
 from sandbox.refbot.server import Request

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils.botops_alembic import (MigrationError, RevisionGraph, alembic_command, database_url,
+from ansible_collections.botops.fleet.plugins.module_utils.botops_alembic import (MigrationError, RevisionGraph, alembic_command, database_url,
                                                   parse_revision_file, version_dirs)
-from ansible.module_utils.botops_pg import Database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
 REPO = Path(__file__).resolve().parents[3]
 REFBOT_INI = REPO / "sandbox" / "refbot" / "alembic.ini"

@@ -1,4 +1,4 @@
-"""module_utils/botops_backup: ids, names, retention, ledger protection, file safety, and the
+"""plugins/module_utils/botops_backup: ids, names, retention, ledger protection, file safety, and the
 PostgreSQL engine (snapshot-consistent dump in every format, scratch restore, swap) on a
 throwaway cluster."""
 
@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from ansible.module_utils import botops_backup as bb
-from ansible.module_utils import botops_backup_paths as backup_paths
-from ansible.module_utils import botops_backup_postgres as pg_engine
-from ansible.module_utils import botops_backup_store as backup_store
-from ansible.module_utils import botops_retention as retention
-from ansible.module_utils.botops_pg import Database, pg_bin
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup as bb
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_paths as backup_paths
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_postgres as pg_engine
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store as backup_store
+from ansible_collections.botops.fleet.plugins.module_utils import botops_retention as retention
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database, pg_bin
 
 # --------------------------------------------------------------------------- pure helpers
 
@@ -499,7 +499,7 @@ LEDGER_PROFILE = {"database": {"ledger": {"table": "trades", "id": "id",
 
 @needs_pg
 def test_the_ledger_loss_is_measured_and_the_restored_copy_keeps_ids_above_the_replaced_ones(engine):
-    from ansible.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_ids, raise_id_floor
+    from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import describe_loss, ledger_loss, live_max_ids, raise_id_floor
 
     loss = ledger_loss(engine, LEDGER_PROFILE, 420)
     assert (loss["rows"], loss["first_id"], loss["last_id"]) == (80, 421, 500), loss

@@ -1,4 +1,4 @@
-"""module_utils/botops_files: the one atomic writer (mode, temporary file, failure)."""
+"""plugins/module_utils/botops_files: the one atomic writer (mode, temporary file, failure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from ansible.module_utils.botops_files import write_atomic, write_json
+from ansible_collections.botops.fleet.plugins.module_utils.botops_files import write_atomic, write_json
 
 
 def test_write_json_replaces_with_mode_and_leaves_nothing_beside(tmp_path):

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from ansible.module_utils import botops_fleet
-from ansible.module_utils.botops_bot import Bot
-from ansible.module_utils.botops_errors import BotError
-from ansible.module_utils.botops_fleet import (FleetRun, ProcessTable, RedisClient, RedisReplyError, ServiceGate,
+from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import (FleetRun, ProcessTable, RedisClient, RedisReplyError, ServiceGate,
                                                scrub)
-from ansible.module_utils.botops_kill_switch import AuditIndex, append_audit, read_audits
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import AuditIndex, append_audit, read_audits
 
 PROFILE = {
     "family": "fake",

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils.botops_backup_postgres import PostgresEngine
-from ansible.module_utils.botops_backup_sqlite import SqliteEngine
-from ansible.module_utils.botops_ledger import (
+from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgres import PostgresEngine
+from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_sqlite import SqliteEngine
+from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import (
     carry_forward, carry_loss, ledger_report, live_max_ids, plan_carry, raise_id_floor,
 )
-from ansible.module_utils.botops_pg import Database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
 try:
     from tests.integration.pgredis import PostgresCluster

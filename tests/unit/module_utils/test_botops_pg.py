@@ -1,9 +1,9 @@
-"""module_utils/botops_pg: the psql command lines every caller runs, the password in the environment only."""
+"""plugins/module_utils/botops_pg: the psql command lines every caller runs, the password in the environment only."""
 
 from __future__ import annotations
 
-from ansible.module_utils import botops_pg
-from ansible.module_utils.botops_pg import Database
+from ansible_collections.botops.fleet.plugins.module_utils import botops_pg
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
 CONN = ["-h", "db.example", "-p", "5433", "-U", "bot", "-d"]
 

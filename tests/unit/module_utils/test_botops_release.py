@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible.module_utils.botops_release import (Ledger, ReleaseError, check_version, current_version,
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (Ledger, ReleaseError, check_version, current_version,
                                                   find_artifact, installed_versions, read_manifest, switch_current)
 
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import botops_service
-from ansible.module_utils.botops_errors import BotError
-from ansible.module_utils.botops_service import RpcStarting, SupervisorRPC, supervisor_endpoint, supervisor_rpc
+from ansible_collections.botops.fleet.plugins.module_utils import botops_service
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_service import RpcStarting, SupervisorRPC, supervisor_endpoint, supervisor_rpc
 
 
 class FakeBot:
@@ -111,9 +111,8 @@ def test_stop_polls_until_supervisord_reaped_the_process(monkeypatch):
 # ---------------------------------------------------------------------------------- window slots
 HOLDER = """
 import sys
-import ansible.module_utils
-ansible.module_utils.__path__.append(sys.argv[3])
-from ansible.module_utils.botops_service import WindowSlots
+sys.path.insert(0, sys.argv[3])
+from ansible_collections.botops.fleet.plugins.module_utils.botops_service import WindowSlots
 WindowSlots(int(sys.argv[2]), sys.argv[1]).take(wait=5)
 print("taken", flush=True)
 sys.stdin.read()  # holds the slot until its stdin closes, or it is killed
@@ -122,7 +121,7 @@ sys.stdin.read()  # holds the slot until its stdin closes, or it is killed
 
 def _holders(directory, count, n):
     """n processes that each took a slot of `directory` (count slots) and hold it."""
-    module_utils = str(Path(botops_service.__file__).parent)
+    module_utils = str(Path(botops_service.__file__).parents[5])  # the directory holding ansible_collections/
     procs = []
     for _ in range(n):
         proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory), str(count), module_utils],

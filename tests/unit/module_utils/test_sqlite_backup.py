@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from ansible.module_utils import botops_backup as bb
-from ansible.module_utils import botops_backup_sqlite as sqlite_engine
-from ansible.module_utils import botops_backup_store as backup_store
-from ansible.module_utils.botops_ledger import (
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup as bb
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_sqlite as sqlite_engine
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store as backup_store
+from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import (
     carry_forward, ledger_loss, live_max_ids, plan_carry, raise_id_floor,
 )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ansible.module_utils import botops_bot
+from ansible_collections.botops.fleet.plugins.module_utils import botops_bot
 
 REPO = Path(__file__).resolve().parents[3]
 DB_PATH = "shared/data/bot.sqlite3"

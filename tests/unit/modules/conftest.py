@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils import botops_service
+from ansible_collections.botops.fleet.plugins.module_utils import botops_service
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible.module_utils import botops_bot
+from ansible_collections.botops.fleet.plugins.module_utils import botops_bot
 from botops.profiles import validate
 
 TOKEN = "fake-token-9f2c"

@@ -8,13 +8,14 @@ import socket
 import stat
 from pathlib import Path
 
-import bot_backup
-import bot_backup_info
-import bot_restore
+from ansible_collections.botops.fleet.plugins.modules import bot_backup
+from ansible_collections.botops.fleet.plugins.modules import bot_backup_info
+from ansible_collections.botops.fleet.plugins.modules import bot_restore
 import pytest
 
-from ansible.module_utils import basic, botops_backup_sqlite, botops_backup_store
-from ansible.module_utils.botops_backup_store import sha256_file
+from ansible.module_utils import basic
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_sqlite, botops_backup_store
+from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import sha256_file
 
 from .backup_helpers import FakeService, add_trades, make_bot, module_args, sqlite_profile
 from .utils import run_module

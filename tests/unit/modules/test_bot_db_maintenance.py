@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible.module_utils import botops_pg
-from ansible.module_utils.botops_pg import Database
+from ansible_collections.botops.fleet.plugins.module_utils import botops_pg
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
-import bot_db_maintenance
+from ansible_collections.botops.fleet.plugins.modules import bot_db_maintenance
 
 from .utils import run_module
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import bot_fleet_kill_switch
+from ansible_collections.botops.fleet.plugins.modules import bot_fleet_kill_switch
 
 from .fake_bot import TOKEN, api_profile, fake, fakes  # noqa: F401  (fixtures)
 from .utils import run_module

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-import bot_fleet_kill_switch
+from ansible_collections.botops.fleet.plugins.modules import bot_fleet_kill_switch
 
 from .fake_bot import TOKEN, api_profile, fakes  # noqa: F401  (fixtures)
 from .utils import run_module

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-import bot_health
+from ansible_collections.botops.fleet.plugins.modules import bot_health
 
 from .fake_bot import fake, fakes  # noqa: F401  (fixtures)
 from .utils import run_module

@@ -11,11 +11,11 @@ import os
 
 import pytest
 
-import bot_facts
-import bot_fleet_kill_switch
-import bot_kill_switch
-from ansible.module_utils import botops_bot
-from ansible.module_utils.botops_bot import Bot
+from ansible_collections.botops.fleet.plugins.modules import bot_facts
+from ansible_collections.botops.fleet.plugins.modules import bot_fleet_kill_switch
+from ansible_collections.botops.fleet.plugins.modules import bot_kill_switch
+from ansible_collections.botops.fleet.plugins.module_utils import botops_bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 
 from .fake_bot import ESCALATION, TOKEN, _rung, api_profile, fakes, identity_profile  # noqa: F401  (fixtures)
 from .utils import run_module

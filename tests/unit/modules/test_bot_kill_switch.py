@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-import bot_kill_switch
+from ansible_collections.botops.fleet.plugins.modules import bot_kill_switch
 
 from .fake_bot import fake, fakes, stop_profile  # noqa: F401  (fixtures)
 from .utils import run_module

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-import bot_lock
+from ansible_collections.botops.fleet.plugins.modules import bot_lock
 
 from .utils import run_module
 

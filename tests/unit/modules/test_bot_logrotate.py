@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-import bot_logrotate
+from ansible_collections.botops.fleet.plugins.modules import bot_logrotate
 
 from .utils import run_module
 

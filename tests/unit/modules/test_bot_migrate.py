@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.botops_pg import Database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
-import bot_migrate
+from ansible_collections.botops.fleet.plugins.modules import bot_migrate
 
 from .utils import run_module
 

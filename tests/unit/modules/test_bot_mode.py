@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-import bot_mode
+from ansible_collections.botops.fleet.plugins.modules import bot_mode
 import pytest
 from ansible.module_utils import basic
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import bot_notify
+from ansible_collections.botops.fleet.plugins.modules import bot_notify
 
 from .utils import run_module
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import bot_positions
+from ansible_collections.botops.fleet.plugins.modules import bot_positions
 
 from .fake_bot import fake, fakes, stop_profile  # noqa: F401  (fixtures)
 from .utils import run_module

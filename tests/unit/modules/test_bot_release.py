@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-import bot_release
+from ansible_collections.botops.fleet.plugins.modules import bot_release
 
 from .utils import run_module
 

@@ -6,11 +6,11 @@ import json
 import os
 import sqlite3
 
-import bot_backup
-import bot_restore
+from ansible_collections.botops.fleet.plugins.modules import bot_backup
+from ansible_collections.botops.fleet.plugins.modules import bot_restore
 import pytest
 
-from ansible.module_utils import botops_backup_sqlite, botops_service
+from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_sqlite, botops_service
 
 from .backup_helpers import DB_PATH, FakeService, add_trades, db_state, make_bot, module_args
 from .utils import run_module

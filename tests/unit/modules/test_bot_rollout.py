@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.botops_pg import Database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
-import bot_rollout
+from ansible_collections.botops.fleet.plugins.modules import bot_rollout
 
 from .fake_bot import api_profile, fake, fakes, stop_profile  # noqa: F401  (fixtures)
 from .utils import run_module
@@ -356,7 +356,7 @@ def make_backup(fake, backup_id, release_version, revision):
 def contract_rollback_setup(fake, db, monkeypatch):
     """Bot at 2.0.0 (contract migration 0003) with 1.1.0 installed and a backup linked to 2.0.0 in
     the ledger; databases are a FakeEngine's. Returns (engine, backup_id)."""
-    from ansible.module_utils import botops_backup_store, botops_rollout
+    from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store, botops_rollout
     engine = FakeEngine(db)
     monkeypatch.setattr(botops_rollout, "engine_for", lambda *a, **kw: engine)
     monkeypatch.setattr(botops_rollout, "PostgresEngine", FakeEngine)
@@ -394,7 +394,7 @@ def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_
 
 
 def test_a_failure_after_the_swap_puts_the_live_database_back(fake, db, monkeypatch):
-    from ansible.module_utils import botops_rollout
+    from ansible_collections.botops.fleet.plugins.module_utils import botops_rollout
     engine, _ = contract_rollback_setup(fake, db, monkeypatch)
     switch = botops_rollout.Rollout.switch
 

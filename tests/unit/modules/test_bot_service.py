@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-import bot_service
+from ansible_collections.botops.fleet.plugins.modules import bot_service
 import pytest
-from ansible.module_utils import botops_service
+from ansible_collections.botops.fleet.plugins.module_utils import botops_service
 
 from .fake_bot import fake, fakes  # noqa: F401  (fixtures)
 from .utils import run_module

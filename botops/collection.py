@@ -1,0 +1,60 @@
+"""The checkout as the botops.fleet collection.
+
+The repository's root is a collection's root (galaxy.yml, plugins/, roles/, playbooks/). Ansible and
+Python find a collection under a directory named ``ansible_collections/<namespace>/<name>``; this links
+the checkout there, in the project's Ansible home (``.ansible/collections``, which ansible.cfg names as
+its collections path), so the modules run by FQCN (``botops.fleet.bot_facts``) and Python imports their
+module_utils as ``ansible_collections.botops.fleet.plugins.module_utils.<name>``, the same names an
+installed collection has. scripts/bootstrap runs ``python -m botops.collection``, which also puts the
+directory on the virtualenv's import path (a ``.pth`` file).
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NAMESPACE, NAME = "botops", "fleet"
+
+
+def collections_dir(repo: Path = REPO) -> Path:
+    """The directory holding ansible_collections/ for this checkout."""
+    return repo / ".ansible" / "collections"
+
+
+def link(repo: Path = REPO) -> Path:
+    """Link the checkout as ansible_collections/botops/fleet (relative, so a moved checkout keeps
+    working); idempotent. Returns the collections directory."""
+    root = collections_dir(repo)
+    place = root / "ansible_collections" / NAMESPACE / NAME
+    target = os.path.relpath(repo, place.parent)
+    if place.is_symlink() and os.readlink(place) == target:
+        return root
+    place.parent.mkdir(parents=True, exist_ok=True)
+    if place.is_symlink() or place.exists():
+        place.unlink()
+    tmp = place.with_name(f".{NAME}.{os.getpid()}")
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, place)  # atomic: a concurrent run never sees the link missing
+    return root
+
+
+def install_path_file(repo: Path = REPO) -> Path:
+    """A .pth file in this interpreter's site-packages naming the collections directory."""
+    path = Path(site.getsitepackages()[0]) / "botops-collection.pth"
+    path.write_text(f"{collections_dir(repo)}\n")
+    return path
+
+
+def main() -> int:
+    root = link()
+    pth = install_path_file()
+    print(f"botops.fleet: {root / 'ansible_collections' / NAMESPACE / NAME} -> {REPO} (import path: {pth})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

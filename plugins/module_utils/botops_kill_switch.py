@@ -1,0 +1,951 @@
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The kill switch: engage or release a level by walking the bot's ladder as its profile says.
+
+A level (pause < halt < flatten) has its own `engage` rungs, `engaged` checks and `release`
+rungs; `kill_switch.escalation` holds the rungs tried after the level's own ones fail. A rung is
+its `do` actions, then its `verify` checks polled until the rung's timeout. The first rung that
+verifies ends the walk, unless it is marked `ends_walk: false` (a rung that prepares the next one,
+such as SIGCONT thawing a stopped bot before SIGTERM: verified or not, the walk goes on). Every
+engagement and release is appended to an audit log (JSON lines).
+
+Shared by `bot_kill_switch` (one bot, on its host) and `bot_fleet_kill_switch` (many bots from the
+controller, one thread per bot): both call `KillSwitch(...).engage()` / `.release()`.
+
+A bot is who the inventory says. Where the profile declares an `identity` probe, the kill switch
+reads it in the same moment as its first look at the bot (the answer the level's checks read
+already serves it, so a halt is not held up) before a level's own rungs act through the bot's API:
+a bot whose address answers as another bot (the inventory's port points at another bot) gets
+none of its level's API rungs - they would engage that other bot - but its escalation rungs, which
+act on the bot the inventory names by its service manager and its processes, and it fails loudly,
+naming both ids and the port. A release there is refused (it would release the other bot's level).
+A bot that does not answer the probe cannot be checked and is driven as before.
+
+The kill switch always wins. What is engaged lives in a record on the bot's host (`Engagements`,
+`shared/data/botops-kill-switch.json`), written before an engage walks its ladder and removed only
+by a release: a level kept in the bot's memory is lost by a restart, the record is not. An
+engagement is the operator's, or an operation's own pause for its window (held under its run id).
+Every module that starts a bot asks `operator_level()` first and yields (`KillSwitchEngaged`)
+rather than start a bot an operator stopped, and calls `reapply()` once a bot it started answers,
+so a level engaged meanwhile is put back before trading resumes. Releasing an operation's pause
+never releases the bot while an operator's level is recorded.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL, Bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_files import write_json
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database, PgError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, describe_request, describe_source, uses_http
+
+LEVELS = ("pause", "halt", "flatten")
+DEFAULT_RUNG_TIMEOUT = 5.0
+START_TIMEOUT = 60.0
+AUDIT_LOG = "shared/data/botops-kill-switch.log"
+ENGAGEMENTS = "shared/data/botops-kill-switch.json"
+HOLDERS = ("operator", "operation")
+AUDIT_TAIL_BYTES = 1 << 20
+PROCESS_ABSENT = "process absent"
+
+_audit_lock = threading.Lock()
+
+
+def kill_switch_options():
+    """The options bot_kill_switch and bot_fleet_kill_switch share (each adds its own audit_log)."""
+    return dict(
+        state=dict(type="str", choices=["engaged", "released"], default="engaged"),
+        level=dict(type="str", choices=list(LEVELS), default="halt"),
+        reason=dict(type="str"),
+        force=dict(type="bool", default=False),
+        escalate=dict(type="bool", default=True),
+        who=dict(type="str"),
+    )
+
+
+# engaging needs a reason: it goes to the audit log and the notification
+REQUIRED_IF = [("state", "engaged", ("reason",))]
+
+
+def rank(level):
+    return LEVELS.index(level) if level in LEVELS else -1
+
+
+def utcnow():
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_who():
+    """The operator: BOTOPS_OPERATOR, else the sudo caller, else the user running this code."""
+    for var in ("BOTOPS_OPERATOR", "SUDO_USER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+class HostlessBot(Bot):
+    """A bot seen from the controller without a shell on its host: HTTP and Redis only.
+
+    Rungs that need the host (service manager, signals, processes, the config file, a program run
+    or a file read there) fail with a message saying so, and the ladder goes on to the next rung."""
+
+    def _needs_host(self, what):
+        raise BotError(f"{what} needs a shell on the bot's host, which this controller-side run does not have "
+                       "(run bot_kill_switch on the host, or mark the bot local)")
+
+    def pids(self):
+        self._needs_host("a process check")
+
+    def service(self, op):
+        self._needs_host(f"service {op}")
+
+    def service_state(self):
+        self._needs_host("the service state")
+
+    def send_signal(self, name):
+        self._needs_host(f"SIG{name}")
+
+    def command_result(self, command, variables=None, memoize=True):
+        self._needs_host(f"running {command['argv'][0]}")
+
+    def read_file(self, spec, content=True):
+        self._needs_host(f"reading {spec['path']}")
+
+    def do(self, action, variables=None):
+        if "config_file" in action:
+            self._needs_host("editing the bot's config file")
+        return super().do(action, variables)
+
+
+# ---------------------------------------------------------------------------------- engagements
+class Engagements:
+    """The record of what is engaged on one bot, on its host: the authority, not the bot's memory.
+
+    One JSON file: {"operator": {level, reason, who, time, run_id, via} or absent,
+    "operations": {run_id: {level, reason, who, time, via}}}. Read-modify-write under an flock of
+    its own, replaced atomically (mode 0600), so concurrent engages and releases of one bot never
+    lose each other's entries."""
+
+    def __init__(self, root, path=None):
+        self.path = path or os.path.join(root, ENGAGEMENTS)
+
+    def read(self):
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read() or b"{}")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            # a record that cannot be read must not pass for "nothing engaged"
+            raise BotError(f"cannot read the kill switch record {self.path}: {exc}") from None
+        return doc if isinstance(doc, dict) else {}
+
+    def operator(self):
+        """The operator's engagement, or None."""
+        record = self.read().get("operator")
+        return record if isinstance(record, dict) and record.get("level") in LEVELS else None
+
+    @contextlib.contextmanager
+    def _locked(self):
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            doc = self.read()
+            before = json.dumps(doc, sort_keys=True)
+            yield doc
+            if json.dumps(doc, sort_keys=True) != before and not doc:
+                os.unlink(self.path)  # nothing engaged: no record
+            elif json.dumps(doc, sort_keys=True) != before:
+                write_json(self.path, doc, indent=1)
+        finally:
+            os.close(fd)
+
+    def engage(self, holder, level, entry, run_id=None):
+        """Record `level` for `holder`; an operator's stronger level already recorded is kept.
+        Returns the operator's record after the change (None for an operation's pause)."""
+        with self._locked() as doc:
+            entry = dict(entry, level=level)
+            if holder == "operator":
+                current = doc.get("operator")
+                if not isinstance(current, dict) or rank(current.get("level")) < rank(level):
+                    doc["operator"] = entry
+                return doc["operator"]
+            doc.setdefault("operations", {})[run_id or "unknown"] = entry
+            return None
+
+    def release(self, holder, level, run_id=None, force=False):
+        """Remove `holder`'s engagement of `level` (or, with force, of any level from `level` up);
+        returns True when the record changed."""
+        with self._locked() as doc:
+            if holder == "operator":
+                current = doc.get("operator")
+                if isinstance(current, dict) and (rank(current.get("level")) == rank(level) or
+                                                  (force and rank(current.get("level")) >= rank(level))):
+                    del doc["operator"]
+                    return True
+                return False
+            operations = doc.get("operations") or {}
+            if operations.pop(run_id or "unknown", None) is None:
+                return False
+            if not operations:
+                doc.pop("operations", None)
+            return True
+
+
+def describe_engagement(record):
+    """'halt engaged by alice at <time> (reason)': the words a yielding operation reports."""
+    text = f"{record.get('level')} engaged by {record.get('who') or 'unknown'} at {record.get('time') or 'unknown time'}"
+    return text + (f" ({record['reason']})" if record.get("reason") else "")
+
+
+class KillSwitchEngaged(BotError):
+    """An operator's kill switch level is engaged on the bot: the operation yields (changes nothing
+    more on it) and reports why. `record` is the operator's engagement."""
+
+    def __init__(self, record, what="", left=None):
+        self.record = record
+        self.left = left
+        msg = f"stopped: kill switch {describe_engagement(record)}"
+        if what:
+            msg += f"; {what} was not done"
+        if left:
+            msg += f" ({left})"
+        super().__init__(msg)
+
+
+def operator_level(bot):
+    """The operator's engagement recorded for this bot, or None (no host filesystem: None)."""
+    root = getattr(bot, "root", None)
+    if not root or isinstance(bot, HostlessBot):
+        return None
+    return Engagements(root).operator()
+
+
+def yield_to_operator(bot, what, override=False, left=None):
+    """Raise KillSwitchEngaged before `what` (a step that would let the bot trade again) when an
+    operator's level is recorded and the operator did not pass override for this run."""
+    record = operator_level(bot)
+    if record is not None and not override:
+        raise KillSwitchEngaged(record, what, left)
+    return record
+
+
+def reapply(bot, profile, audit_log=None, source="re-apply"):
+    """Put the operator's recorded level back on a bot that was just started (a restart clears a
+    level some bots keep in memory), verified by its `engaged` checks; returns the record (None when
+    nothing is recorded). Raises KillSwitchError when the level cannot be engaged again: the ladder
+    escalates as the operator's own engage would, down to stopping the bot."""
+    record = operator_level(bot)
+    if record is None:
+        return None
+    switch = KillSwitch(bot, profile, record["level"],
+                        reason=f"{record.get('reason') or 'kill switch'} (re-applied after a start)",
+                        who=record.get("who"), audit_logs=[audit_log or os.path.join(bot.root, AUDIT_LOG)],
+                        source=source, record=False)
+    result = switch.engage()
+    return dict(record, reapplied=bool(result.get("changed")), engaged_by=result.get("engaged_by"))
+
+
+# ---------------------------------------------------------------------------------- audit log
+def read_audit(path, bot_name):
+    """This bot's records in one audit log (its last MiB), oldest first; [] when there is none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - AUDIT_TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BotError(f"cannot read the audit log {path}: {exc.strerror}") from None
+    lines = data.split(b"\n")
+    if size > AUDIT_TAIL_BYTES:
+        lines = lines[1:]  # the first line was cut
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("bot") == bot_name:
+            records.append(record)
+    return records
+
+
+class AuditIndex:
+    """Shared audit logs read once for a whole fleet run: records by bot, kept up to date with what
+    the run appends. Without it each bot would parse the same log's tail again."""
+
+    def __init__(self, paths, tail_bytes=64 * AUDIT_TAIL_BYTES):
+        self.paths = set(paths)
+        self.tail_bytes = tail_bytes
+        self._lock = threading.Lock()
+        self._records = {}
+
+    def covers(self, path):
+        return path in self.paths
+
+    def _load(self, path):
+        by_bot = {}
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - self.tail_bytes))
+                data = f.read()
+        except FileNotFoundError:
+            return by_bot
+        except OSError as exc:
+            raise BotError(f"cannot read the audit log {path}: {exc.strerror}") from None
+        lines = data.split(b"\n")
+        if size > self.tail_bytes:
+            lines = lines[1:]
+        for line in lines:
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("bot"), str):
+                by_bot.setdefault(record["bot"], []).append(record)
+        return by_bot
+
+    def records(self, path, bot_name):
+        with self._lock:
+            if path not in self._records:
+                self._records[path] = self._load(path)
+            return list(self._records[path].get(bot_name, ()))
+
+    def add(self, path, record):
+        with self._lock:
+            if path in self._records:
+                self._records[path].setdefault(record["bot"], []).append(record)
+
+
+def read_audits(paths, bot_name, index=None):
+    """Records of several logs merged by time, each once (the fleet form writes one record to two logs)."""
+    seen, merged = set(), []
+    for path in paths:
+        found = index.records(path, bot_name) if index is not None and index.covers(path) else read_audit(path, bot_name)
+        for record in found:
+            key = (record.get("time"), record.get("action"), record.get("level"), record.get("outcome"))
+            if key not in seen:
+                seen.add(key)
+                merged.append(record)
+    merged.sort(key=lambda r: str(r.get("time")))
+    return merged
+
+
+def unreleased(records):
+    """The engagement the audit records say is still in force, or None."""
+    current = None
+    for record in records:
+        outcome = record.get("outcome")
+        if outcome == "engaged" and record.get("level") in LEVELS:
+            current = record
+        elif outcome == "released":
+            remaining = record.get("remaining_level")
+            if remaining not in LEVELS:
+                current = None
+            elif current is None or current.get("level") != remaining:
+                current = {"level": remaining, "time": record.get("time"), "who": None, "reason": None, "rung": None}
+    return current
+
+
+def append_audit(path, record):
+    """Append one JSON line to the audit log, creating it 0600 (and keeping it 0600)."""
+    line = (json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode()
+    with _audit_lock:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o7777 != 0o600:
+                os.fchmod(fd, 0o600)
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------------- checks
+def check_all(bot, specs):
+    """All checks hold? (ok, observations); a check that cannot be made does not hold."""
+    observed = []
+    for spec in specs:
+        try:
+            ok, seen = bot.check(spec)
+        except BotError as exc:
+            ok, seen = False, {"error": str(exc)}
+        observed.append(seen)
+        if not ok:
+            return False, observed
+    return True, observed
+
+
+POLL_BACKOFF = 1.5
+POLL_MAX_INTERVAL = 0.5
+
+
+def poll(bot, specs, timeout, released=None):
+    """Poll until `specs` hold (and, for a release, the `released` checks no longer all hold).
+
+    The first looks come quickly (POLL_INTERVAL), later ones less and less often (at most every
+    POLL_MAX_INTERVAL): a bot that takes seconds (a restart, a tick away) is not asked twenty
+    times a second, which matters when a thousand bots are polled at once."""
+    deadline = time.monotonic() + timeout
+    interval = POLL_INTERVAL
+    while True:
+        ok, observed = check_all(bot, specs)
+        if ok and released:
+            still, seen = check_all(bot, released)
+            if still:
+                ok, observed = False, observed + [{"still_engaged": seen}]
+        now = time.monotonic()
+        if ok or now >= deadline:
+            return ok, observed
+        time.sleep(min(interval, max(0.0, deadline - now)))
+        interval = min(interval * POLL_BACKOFF, POLL_MAX_INTERVAL)
+
+
+def summarize(observed):
+    """A short text of the last observation of a check list (for failure messages)."""
+    text = json.dumps(observed, default=str, separators=(",", ":"))
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def open_count(bot, profile, sql):
+    """The number positions.open_count_sql finds in the bot's own database: PostgreSQL (the
+    inventory's bot_database) or SQLite (the profile's database.path, relative to bot_root)."""
+    pdb = profile.get("database") or {}
+    if pdb.get("engine") == "sqlite":
+        path = pdb["path"] if os.path.isabs(pdb["path"]) else os.path.join(bot.root, pdb["path"])
+        if not os.path.isfile(path):
+            raise BotError(f"database file {path} does not exist")
+        # read-write, closed at once: a read-only connection leaves -wal / -shm files behind
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+            return conn.execute(sql).fetchone()[0]
+    database = Database(bot.bot.get("database") or {}, bot.secrets.get("database_password"), pdb)
+    return database.scalar(sql)
+
+
+class Observation:
+    """What the bot shows of its kill switch now: which levels' `engaged` checks hold.
+
+    A stopped process counts as every level engaged (the escalation ladder ends there and a
+    stopped bot does not trade). Levels whose checks are identical cannot be told apart by
+    looking: the last unreleased audit record says which of them was engaged."""
+
+    def __init__(self, bot, profile, record):
+        self.record = record
+        levels = profile["kill_switch"]["levels"]
+        self.holds, self.keys, self.observed = {}, {}, {}
+        cache = {}
+        # one moment: checks that read the same endpoint (or the process list) read it once, so
+        # that a process stopped half-way through the look does not make two levels disagree
+        with bot.memoized():
+            try:
+                self.pids = bot.pids()
+                self.process = "present" if self.pids else "absent"
+            except BotError:
+                self.pids, self.process = None, None
+            for level in LEVELS:
+                specs = levels[level]["engaged"]
+                if self.process == "absent":
+                    self.holds[level], self.keys[level], self.observed[level] = True, PROCESS_ABSENT, [{"pids": []}]
+                    continue
+                key = json.dumps(specs, sort_keys=True)
+                if key not in cache:
+                    cache[key] = check_all(bot, specs)
+                self.holds[level], self.observed[level] = cache[key]
+                self.keys[level] = key
+        if record is not None and not self.holds.get(record.get("level")):
+            self.record = None  # stale: what it engaged is no longer engaged
+
+    def distinct(self, level):
+        """Its checks differ from those of every weaker level: seeing them hold means this level."""
+        return all(self.keys[level] != self.keys[weaker] for weaker in LEVELS[:rank(level)])
+
+    def current(self):
+        """The strongest level known to be engaged (the audit record choosing among look-alikes), or None."""
+        holding = [level for level in LEVELS if self.holds[level]]
+        if not holding:
+            return None
+        look_alikes = [level for level in holding if self.keys[level] == self.keys[holding[-1]]]
+        if self.record is not None and self.record["level"] in look_alikes:
+            return self.record["level"]
+        return look_alikes[0]  # without a record, only the weakest of the look-alikes is certain
+
+    def satisfies(self, level):
+        """For an engage: this level or a stronger one is known to be engaged."""
+        if self.record is not None and rank(self.record["level"]) >= rank(level):
+            return True
+        return any(self.holds[h] and self.distinct(h) for h in LEVELS[rank(level):])
+
+    def stronger_than(self, level):
+        """For a release: a stronger level is engaged that releasing this one would leave engaged."""
+        if self.record is not None and rank(self.record["level"]) > rank(level):
+            return self.record["level"]
+        for h in reversed(LEVELS[rank(level) + 1:]):
+            if self.holds[h] and self.keys[h] != self.keys[level]:
+                return h
+        return None
+
+
+class KillSwitchError(Exception):
+    """The kill switch could not be engaged or released; `result` holds what was done."""
+
+    def __init__(self, msg, result):
+        super().__init__(msg)
+        self.result = result
+
+
+class KillSwitch:
+    """One kill-switch operation on one bot.
+
+    `audit_logs`: the logs whose records say which level is engaged (read) and which receive the
+    new record (append). `source`: the module name written in the record. `holder`: "operator",
+    or "operation" for an operation's own pause under `run_id`; the engagement is recorded in the
+    bot's `Engagements` (unless `record` is false: a re-apply keeps the operator's record as it is)."""
+
+    def __init__(self, bot, profile, level, reason=None, who=None, escalate=True, force=False,
+                 check_mode=False, audit_logs=(), source="bot_kill_switch", audit_index=None,
+                 holder="operator", run_id=None, record=True):
+        self.bot = bot
+        self.holder = holder
+        self.run_id = run_id
+        root = getattr(bot, "root", None)
+        self.engagements = Engagements(root) if record and root and not isinstance(bot, HostlessBot) else None
+        self.profile = profile
+        self.level = level
+        self.reason = reason
+        self.who = who or default_who()
+        self.escalate = escalate
+        self.force = force
+        self.check_mode = check_mode
+        self.audit_logs = [p for p in audit_logs if p]
+        self.source = source
+        self.audit_index = audit_index
+        self.levels = profile["kill_switch"]["levels"]
+        self.started = time.monotonic()
+        self.result = dict(changed=False, bot=bot.name, level=level, previous_level=None, current_level=None,
+                           engaged_by=None, released_by=None, steps=[], actions=[], audit=None)
+        message = f"{reason} (botops kill switch {level}, by {self.who})" if reason else None
+        self.variables = {"reason": reason or "", "message": message or "", "level": level, "who": self.who}
+
+    # ------------------------------------------------------------------ helpers
+    def _fail(self, msg):
+        raise KillSwitchError(msg, self.result)
+
+    def _observe(self):
+        record = unreleased(read_audits(self.audit_logs, self.bot.name, self.audit_index)) if self.audit_logs else None
+        held = self.engagements.operator() if self.engagements is not None else None
+        if held is not None and (record is None or rank(held["level"]) > rank(record.get("level"))):
+            # the operator's record outranks an audit log that lost the engagement (rotated, another host's)
+            record = dict({k: held.get(k) for k in ("level", "time", "who", "reason")}, rung=None)
+        return Observation(self.bot, self.profile, record)
+
+    def _look(self, identity=False):
+        """The observation and, with `identity`, who the bot at the inventory's address says it is,
+        read at one moment: an identity probe on an endpoint the level's checks read costs no request."""
+        with self.bot.memoized():
+            obs = self._observe()
+            who = self.bot.identity() if identity and self.profile.get("identity") else None
+        return obs, who
+
+    @staticmethod
+    def _through_api(rungs):
+        """Do these rungs act through the bot's HTTP API (where another bot may answer)?"""
+        return any(uses_http(action) for rung in rungs for action in rung.get("do") or [])
+
+    def _diff(self, before, after):
+        self.result["diff"] = {"before": f"kill_switch: {before or 'none'}\n", "after": f"kill_switch: {after or 'none'}\n"}
+
+    def _audit(self, action, outcome, rung=None, error=None, remaining=None):
+        record = {
+            "time": utcnow(),
+            "bot": self.bot.name,
+            "family": self.profile.get("family"),
+            "action": action,
+            "level": self.level,
+            "reason": self.reason,
+            "who": self.who,
+            "rung": rung,
+            "outcome": outcome,
+            "previous_level": self.result["previous_level"],
+            "seconds": round(time.monotonic() - self.started, 3),
+            "via": self.source,
+            "from_host": socket.gethostname(),
+        }
+        if action == "release":
+            record["force"] = self.force
+            record["remaining_level"] = remaining
+        if error:
+            record["error"] = error
+        written = []
+        for path in self.audit_logs:
+            try:
+                append_audit(path, record)
+                written.append(path)
+                if self.audit_index is not None:
+                    self.audit_index.add(path, record)
+            except OSError as exc:
+                self.result.setdefault("audit_errors", []).append(f"could not write the audit log {path}: {exc}")
+        self.result["audit"] = record
+        self.result["audit_logs"] = written
+        return record
+
+    def _run_rung(self, rung, released=None):
+        start = time.monotonic()
+        step = {"name": rung["name"], "actions": [], "errors": [], "verified": False}
+        for action in rung["do"]:
+            try:
+                done = self.bot.do(action, self.variables)
+            except BotError as exc:
+                step["errors"].append(f"{describe_action(action)}: {exc}")
+            else:
+                step["actions"].append(done)
+                self.result["actions"].append(done)
+        # An action that failed (bot not answering...) gets one look, not the whole timeout:
+        # a bot that does not answer must not hold up the next rung.
+        timeout = 0 if step["errors"] else float(rung.get("timeout", DEFAULT_RUNG_TIMEOUT))
+        ok, observed = poll(self.bot, rung["verify"], timeout, released)
+        step["verified"] = ok
+        if not ok:
+            step["observed"] = observed
+        step["seconds"] = round(time.monotonic() - start, 3)
+        self.result["steps"].append(step)
+        return step
+
+    @staticmethod
+    def _tried(steps):
+        parts = []
+        for step in steps:
+            why = "; ".join(step["errors"])
+            if step["verified"]:  # a rung that prepares the next (ends_walk: false)
+                parts.append(f"'{step['name']}' ({why + '; ' if why else ''}verified after {step['seconds']}s, "
+                             "the walk went on)")
+                continue
+            seen = summarize(step.get("observed"))
+            parts.append(f"'{step['name']}' ({why + '; ' if why else ''}verify saw {seen} after {step['seconds']}s)")
+        return ", ".join(parts)
+
+    def _finish(self):
+        self.result["seconds"] = round(time.monotonic() - self.started, 3)
+        return self.result
+
+    def _record(self):
+        if self.engagements is None or self.check_mode:
+            return
+        entry = {"reason": self.reason, "who": self.who, "time": utcnow(), "run_id": self.run_id, "via": self.source}
+        held = self.engagements.engage(self.holder, self.level, entry, self.run_id)
+        if held is not None:
+            self.result["engagement"] = held
+
+    def open_positions(self, api=True):
+        """(open positions now, where they were read): the bot's API while it answers (unless not
+        `api`: another bot answers there), else its own database (the profile's
+        positions.open_count_sql); (None, why) when neither can say."""
+        errors = []
+        spec = (self.profile.get("facts") or {}).get("open_positions")
+        if spec is not None and (api or "http" not in spec):
+            try:
+                return int(self.bot.probe(spec)), ("its API" if "command" not in spec and "file" not in spec
+                                                   else describe_source(spec))
+            except (BotError, TypeError, ValueError) as exc:
+                errors.append(f"API: {exc}")
+        sql = (self.profile.get("positions") or {}).get("open_count_sql")
+        if sql:
+            try:
+                return int(open_count(self.bot, self.profile, sql)), "its database"
+            except (PgError, BotError, OSError, sqlite3.Error, TypeError, ValueError) as exc:
+                errors.append(f"database: {exc}")
+        return None, "; ".join(errors) or "the profile has no open_positions fact and no positions.open_count_sql"
+
+    def _verify_flat(self, what, rung=None, impostor=None):
+        """Flatten means flat: a flatten that stopped trading with positions still open (or unread)
+        is a halt, and fails saying so. With `impostor` (another bot answers at this bot's address)
+        the positions are read from the bot's own database only."""
+        count, source = self.open_positions(api=impostor is None)
+        self.result["open_positions"] = count
+        if count == 0:
+            return
+        by = f" by rung '{rung}'" if rung else ""
+        if count is None:
+            msg = (f"Failed to {what}: trading is stopped{by} but the open positions cannot be read ({source}): "
+                   "flatten is not verified")
+        else:
+            msg = (f"Failed to {what}: halted, {count} position(s) open (read from {source}){by}: this bot cannot "
+                   "close them itself; close them by hand or release and let it close them")
+        if impostor is not None:
+            msg = f"{impostor['message']}: {msg}"
+        self.result["current_level"] = "halt"
+        self._audit("engage", "failed", rung=rung, error=msg)
+        self._fail(msg)
+
+    # ------------------------------------------------------------------ engage
+    def ladder(self):
+        rungs = list(self.levels[self.level].get("engage") or [])
+        if self.escalate:
+            rungs += list(self.profile["kill_switch"].get("escalation") or [])
+        return rungs
+
+    def engage(self):
+        r = self.result
+        r["state"] = "engaged"
+        what = f"engage kill switch level '{self.level}' on bot '{self.bot.name}'"
+        if not self.reason:
+            self._fail(f"Failed to {what}: a reason is required to engage")
+        own = list(self.levels[self.level].get("engage") or [])
+        # what the bot shows and what was engaged before this call; who answers at its address
+        # when the level's own rungs would act through it
+        obs, identity = self._look(identity=self._through_api(own))
+        if self.holder == "operator":
+            # recorded before the ladder: an operation about to start this bot sees it from now on,
+            # and it stays recorded if no rung verifies (the operator still wants it engaged)
+            self._record()
+        # another bot answers at this bot's address: what its API shows is that bot's, and the
+        # level's own rungs would engage that bot; a stopped process is this bot's own
+        impostor = identity if identity is not None and identity["ok"] is False and obs.process != "absent" else None
+        if impostor is not None:
+            r["identity"] = impostor
+        previous = obs.current() if impostor is None else None
+        r["previous_level"] = previous
+        if impostor is None and obs.satisfies(self.level):
+            if self.level == "flatten" and not self.check_mode:
+                self._verify_flat(what)
+            r["current_level"] = previous if rank(previous) >= rank(self.level) else self.level
+            r["engaged_record"] = (None if obs.record is None else
+                                   {k: obs.record.get(k) for k in ("level", "time", "who", "reason", "rung")})
+            r["msg"] = f"kill switch already engaged at '{r['current_level']}' on bot '{self.bot.name}'"
+            return self._finish()
+        rungs = self.ladder()
+        if impostor is not None:
+            # only the rungs that reach this bot itself: its service manager, its processes
+            rungs = [rung for rung in rungs if rung not in own]
+        r["ladder"] = [rung["name"] for rung in rungs]
+        if not rungs and impostor is not None:
+            msg = (f"{impostor['message']}: the level's own rungs would engage that bot, and escalate=false: "
+                   f"nothing was done on bot '{self.bot.name}'")
+            if not self.check_mode:
+                self._audit("engage", "failed", error=msg)
+            self._fail(msg)
+        if not rungs:
+            self._fail(f"Failed to {what}: profile '{self.profile.get('family')}' gives this level no rungs of its "
+                       "own; it needs escalate=true")
+        r["changed"] = True
+        self._diff(previous, self.level)
+        if self.holder == "operation":
+            self._record()  # this run's own pause: released by this run (or the run taking it over)
+        if self.check_mode:
+            # the first rung that can engage the level (a SIGCONT that only prepares the next is not it)
+            first = next((rung for rung in rungs if rung.get("ends_walk", True)), rungs[0])
+            r["rung"] = first["name"]
+            r["current_level"] = previous
+            r["msg"] = f"would engage '{self.level}' starting with rung '{first['name']}'"
+            if impostor is not None:
+                self._fail(f"{impostor['message']}: {r.pop('msg')}, not through that bot's API")
+            return self._finish()
+        for rung in rungs:
+            step = self._run_rung(rung)
+            if step["verified"] and rung.get("ends_walk", True):
+                if impostor is None and identity is None and rung not in own:
+                    impostor = self._escalated_past_another_bot(own)
+                if self.level == "flatten":
+                    self._verify_flat(what, rung["name"], impostor)
+                r["engaged_by"] = rung["name"]
+                r["current_level"] = self.level
+                self._audit("engage", "engaged", rung=rung["name"])
+                r["msg"] = f"kill switch '{self.level}' engaged on bot '{self.bot.name}' by rung '{rung['name']}'"
+                if impostor is not None:
+                    # engaged, on this bot; but its inventory entry sends every API request to
+                    # another bot, so the next operation would be refused: fail it, the cause first
+                    r.pop("msg", None)
+                    self._fail(f"{impostor['message']}: kill switch '{self.level}' engaged on bot '{self.bot.name}' "
+                               f"only by the escalation rung '{rung['name']}', not through that bot's API")
+                return self._finish()
+        msg = f"Failed to {what}: no rung verified: {self._tried(r['steps'])}"
+        if impostor is not None:
+            msg = f"{impostor['message']}: the level's own rungs were not tried (they would engage that bot); {msg}"
+        if self.holder == "operator" and self.engagements is not None and not self.check_mode:
+            msg += (" (the engagement stays recorded: no botops operation starts or resumes this bot until "
+                    "it is released)")
+        r["current_level"] = self._observe().current()
+        self._audit("engage", "failed", error=msg)
+        self._fail(msg)
+
+    def _escalated_past_another_bot(self, own):
+        """After an escalation rung engaged the level: was it because another bot answers at this bot's
+        address (the own rungs acted on this bot - a Redis flag - but verified through that bot's
+        API)? The identity when so, else None. Asked only when the own rungs ran and the bot's API
+        did not time out: one request, after the bot is already stopped."""
+        if not own or not self.profile.get("identity") or getattr(self.bot, "unresponsive", False):
+            return None
+        names = {rung["name"] for rung in own}
+        if not any(step["name"] in names for step in self.result["steps"]):
+            return None
+        identity = self.bot.identity()
+        if identity["ok"] is False:
+            self.result["identity"] = identity
+            return identity
+        return None
+
+    # ------------------------------------------------------------------ release
+    def release(self):
+        r = self.result
+        r["state"] = "released"
+        what = f"release kill switch level '{self.level}' on bot '{self.bot.name}'"
+        if self.holder == "operation" and self.engagements is not None:
+            held = self.engagements.operator()
+            if held is not None:
+                # the operator's level stands: forget this run's pause, touch nothing on the bot
+                if not self.check_mode:
+                    r["changed"] = self.engagements.release("operation", self.level, self.run_id)
+                r["yielded_to"] = held
+                r["previous_level"] = r["current_level"] = held.get("level")
+                r["msg"] = (f"kill switch '{self.level}' of this run left to the operator's level on bot "
+                            f"'{self.bot.name}': {describe_engagement(held)}")
+                return self._finish()
+        # who answers at the bot's address: a release there through another bot's API would release
+        # that bot's level (a service start would start this bot, then reset that bot's)
+        obs, identity = self._look(identity=True)
+        previous = obs.current()
+        r["previous_level"] = previous
+        if identity is not None and identity["ok"] is False:
+            r["identity"] = identity
+            r["refused"] = True
+            r["current_level"] = previous if obs.process == "absent" else None
+            msg = (f"{identity['message']}: refused to {what} through that bot's API; nothing was released "
+                   "(the level stays engaged on this bot)")
+            if not self.check_mode:
+                self._audit("release", "refused", error=msg, remaining=r["current_level"])
+            self._fail(msg)
+        stronger = obs.stronger_than(self.level)
+        if stronger and not self.force:
+            rec = obs.record if obs.record is not None and obs.record.get("level") == stronger else None
+            if rec is not None:
+                by = f"engaged by {rec.get('who') or 'unknown'} at {rec.get('time')}"
+                if rec.get("reason"):
+                    by += f", reason '{rec['reason']}'"
+                if rec.get("rung"):
+                    by += f", rung '{rec['rung']}'"
+            else:
+                by = "seen by its engaged checks, no audit record of who engaged it"
+            msg = (f"Refused to {what}: level '{stronger}' is engaged ({by}); release '{stronger}' instead, "
+                   "or set force=true to release it too")
+            r["current_level"] = previous
+            r["refused"] = True
+            if not self.check_mode:
+                self._audit("release", "refused", error=msg, remaining=previous)
+            self._fail(msg)
+        if self.force:
+            targets = [h for h in reversed(LEVELS[rank(self.level):]) if obs.holds[h]]
+        else:
+            targets = [self.level] if obs.holds[self.level] else []
+        if not targets:
+            r["current_level"] = previous
+            r["msg"] = f"kill switch level '{self.level}' is not engaged on bot '{self.bot.name}'"
+            if self.engagements is not None and not self.check_mode:
+                # a record the bot no longer shows (restarted outside botops) goes with the release
+                r["changed"] = self.engagements.release(self.holder, self.level, self.run_id, self.force)
+            return self._finish()
+        r["changed"] = True
+        r["released_levels"] = targets
+        if self.check_mode:
+            first = targets[0]
+            if obs.process == "absent" and not self.levels[first].get("stops_process"):
+                r["rung"] = "service start"
+            else:
+                rungs = self.levels[first].get("release") or []
+                r["rung"] = rungs[0]["name"] if rungs else None
+            r["current_level"] = previous
+            released_keys = {obs.keys[t] for t in targets}
+            left = [lv for lv in LEVELS if obs.holds[lv] and obs.keys[lv] not in released_keys]
+            self._diff(previous, left[-1] if left else None)
+            r["msg"] = f"would release {', '.join(targets)} starting with rung '{r['rung']}'"
+            return self._finish()
+        for index, target in enumerate(targets):
+            if index:
+                obs = self._observe()
+                if not obs.holds[target]:
+                    continue  # the stronger level's release released this one too
+            r["released_by"] = self._release_level(target, obs, what)
+        if self.engagements is not None:
+            self.engagements.release(self.holder, self.level, self.run_id, self.force)
+            held = self.engagements.operator()
+            if held is not None and rank(held["level"]) > rank(self.level):
+                # a stronger level engaged while this one was released (a release rung that restarts
+                # the bot would lift it): put it back
+                reapplied = reapply(self.bot, self.profile, self.audit_logs[0] if self.audit_logs else None,
+                                    source=self.source)
+                r["kept"] = reapplied
+        after = self._observe()
+        remaining = after.current()
+        r["current_level"] = remaining
+        self._diff(previous, remaining)
+        self._audit("release", "released", rung=r["released_by"], remaining=remaining)
+        r["msg"] = f"kill switch {', '.join(targets)} released on bot '{self.bot.name}' by rung '{r['released_by']}'"
+        return self._finish()
+
+    def _release_level(self, target, obs, what):
+        conf = self.levels[target]
+        engaged = conf["engaged"]
+        start_at = len(self.result["steps"])
+        if obs.process == "absent" and not conf.get("stops_process"):
+            # Escalation stopped the process: start it, then see whether the level survived the restart.
+            # A bot that keeps its level itself (Freqtrade's initial_state: stopped) comes back holding
+            # it and not ready (no trading loop runs): its release rungs lift it. Either way it is up.
+            health = self.profile["health"]
+            step = self._run_rung({"name": "service start", "do": [{"service": "start"}],
+                                   "verify": [health["liveness"]], "timeout": START_TIMEOUT})
+            if not step["verified"]:
+                self._fail_release(what, start_at)
+            deadline = time.monotonic() + START_TIMEOUT - step["seconds"]
+            while True:
+                held, _ = check_all(self.bot, engaged)
+                if held:
+                    break
+                ready, observed = check_all(self.bot, [health["readiness"]])
+                if ready:
+                    return "service start"
+                if time.monotonic() >= deadline:
+                    step.update(verified=False, observed=observed)
+                    self._fail_release(what, start_at)
+                time.sleep(POLL_INTERVAL)
+        rungs = conf.get("release") or []
+        if not rungs:
+            self._fail_release(what, start_at, f"profile '{self.profile.get('family')}' has no release rungs for "
+                                               f"level '{target}'")
+        for rung in rungs:
+            step = self._run_rung(rung, released=engaged)
+            if step["verified"] and rung.get("ends_walk", True):
+                return rung["name"]
+        self._fail_release(what, start_at)
+
+    def _fail_release(self, what, start_at, cause=None):
+        msg = f"Failed to {what}: {cause or 'no rung verified: ' + self._tried(self.result['steps'][start_at:])}"
+        self.result["current_level"] = self._observe().current()
+        self._audit("release", "failed", error=msg, remaining=self.result["current_level"])
+        self._fail(msg)
+
+    def run(self, state):
+        return self.engage() if state == "engaged" else self.release()

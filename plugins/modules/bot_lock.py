@@ -1,0 +1,140 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_lock
+short_description: Take or release a botops operation lock (one bot, or the whole fleet)
+description:
+  - A lock is a JSON file holding its owner (user, host, process), the run id, the operation,
+    when it was taken and when it expires. It is created atomically, so two runs never hold it at once.
+  - Run it on a bot's host with C(path) under the bot root for the per-bot lock, and on the
+    controller (delegated to localhost, run once) for the fleet lock.
+  - A lock whose expiry has passed, or whose owning process on this host is gone, is stale. A stale
+    lock is reported with its owner and is only taken over when C(takeover=true).
+version_added: "0.1.0"
+options:
+  path:
+    description: The lock file.
+    type: path
+    required: true
+  state:
+    description: C(acquired) takes the lock, C(released) gives it back.
+    type: str
+    choices: [acquired, released]
+    default: acquired
+  run_id:
+    description: Identifies the run holding the lock; taking a lock this run already holds changes nothing.
+    type: str
+    required: true
+  operation:
+    description: What the run is doing (deploy, rollback, maintenance...), shown to whoever finds the lock taken.
+    type: str
+    default: operation
+  ttl:
+    description: Seconds after which the lock counts as stale.
+    type: int
+    default: 3600
+  owner_pid:
+    description:
+      - Process on the controller whose death makes the lock stale (the Invoke front end passes its own).
+      - Without it, only the expiry makes a lock stale.
+    type: int
+  takeover:
+    description: Take over a stale lock. A live lock is never taken over.
+    type: bool
+    default: false
+  force:
+    description: Release the lock even when another run holds it.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+author: botops contributors
+"""
+
+EXAMPLES = r"""
+- name: Take the fleet lock
+  bot_lock:
+    path: "{{ botops_lock_dir }}/fleet.lock"
+    run_id: "{{ botops_run_id }}"
+    operation: deploy
+  delegate_to: localhost
+  run_once: true
+
+- name: Give the bot's lock back
+  bot_lock:
+    path: "{{ bot_root }}/shared/data/botops.lock"
+    run_id: "{{ botops_run_id }}"
+    state: released
+"""
+
+RETURN = r"""
+lock:
+  description: The lock as it is after the call (null when released).
+  returned: always
+  type: dict
+previous:
+  description: The lock found before the call, with C(stale) and C(stale_reason).
+  returned: when a lock file existed
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import LockError, describe, new_lock, plan_acquire, read_lock, release, stale_reason, write_lock
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            state=dict(type="str", choices=["acquired", "released"], default="acquired"),
+            run_id=dict(type="str", required=True),
+            operation=dict(type="str", default="operation"),
+            ttl=dict(type="int", default=3600),
+            owner_pid=dict(type="int"),
+            takeover=dict(type="bool", default=False),
+            force=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    path = p["path"]
+    result = dict(changed=False, lock=None)
+    current = read_lock(path)
+    if current is not None:
+        reason = stale_reason(current)
+        result["previous"] = dict(current, stale=reason is not None, stale_reason=reason)
+
+    if p["state"] == "released":
+        if current is not None and current.get("run_id") != p["run_id"] and not p["force"]:
+            result["lock"] = current
+            module.fail_json(msg=f"Failed to release lock {path}: it is held by {describe(current)}, not by run "
+                                 f"{p['run_id']} (force=true releases it anyway)", **result)
+        result["changed"] = current is not None
+        if result["changed"] and not module.check_mode:
+            release(path, p["run_id"], force=True)
+        module.exit_json(**result)
+
+    try:
+        action, previous = plan_acquire(path, p["run_id"], p["takeover"])
+        if action == "held":
+            result["lock"] = previous
+            module.exit_json(**result)
+        result["changed"] = True
+        result["lock"] = new_lock(p["run_id"], p["operation"], p["ttl"], p["owner_pid"])
+        if not module.check_mode:
+            write_lock(path, result["lock"], replace=previous is not None)
+    except LockError as exc:
+        result["lock"] = exc.lock
+        module.fail_json(msg=f"Failed to take lock {path}: {exc}", **result)
+    except OSError as exc:
+        module.fail_json(msg=f"Failed to take lock {path}: {exc}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
