@@ -3,17 +3,17 @@
 from invoke import Collection
 
 from botops import (
-    backup, bench, maintenance, promote, recover, release, releases, remote, restart, safety, sandbox, schedule,
+    backup, bench, deploy, host_commands, kill_switch, maintenance, promote, recover, releases, restart, sandbox, schedule,
 )
-from botops.operation import parser_errors_exit_2
+from botops.fleet_task import parser_errors_exit_2
 from botops.status import status
 
 parser_errors_exit_2()
 
 ns = Collection()
 ns.add_task(status)
-ns.add_task(release.deploy)
-ns.add_task(release.rollback)
+ns.add_task(deploy.deploy)
+ns.add_task(deploy.rollback)
 ns.add_task(releases.releases)
 ns.add_task(restart.restart)
 ns.add_task(recover.recover)
@@ -21,11 +21,11 @@ ns.add_task(backup.backup)
 ns.add_task(backup.restore)
 ns.add_task(backup.backups)
 ns.add_task(promote.promote)
-ns.add_task(safety.kill_switch)
-ns.add_task(safety.emergency_stop)
-ns.add_task(remote.last_resort_kill)
-ns.add_task(remote.logs)
-ns.add_task(remote.exec_)
+ns.add_task(kill_switch.kill_switch)
+ns.add_task(kill_switch.emergency_stop)
+ns.add_task(host_commands.last_resort_kill)
+ns.add_task(host_commands.logs)
+ns.add_task(host_commands.exec_)
 ns.add_task(maintenance.maintenance)
 ns.add_task(schedule.schedule)
 ns.add_task(bench.bench)

@@ -6,8 +6,8 @@ import re
 
 from invoke import task
 
-from botops.operation import run_operation, usage_error
-from botops.release import BACKUP_ID_RE, COMMON_HELP, OVERRIDE_HELP, serial_plan
+from botops.fleet_task import run_operation, usage_error
+from botops.deploy import BACKUP_ID_RE, COMMON_HELP, OVERRIDE_HELP, serial_plan
 from botops.report import shown
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:+-]{0,63}$")

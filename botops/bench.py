@@ -123,7 +123,7 @@ def run_selected(only: str | None, argv: list[str], quiet: float | None = None) 
 
 @task(
     help={
-        "only": "run only these benchmarks, comma separated (e.g. rollout); default: all in bench/",
+        "only": "run only these benchmarks, comma separated (e.g. deploy); default: all in bench/",
         "args": "arguments for the benchmark, e.g. --args='--bots 50 --modes plain,mitogen'",
         "list": "list the benchmarks and exit",
         "quiet": "wait until the 1-minute load average is below this before each benchmark (e.g. 2)",

@@ -14,10 +14,10 @@ from datetime import datetime
 
 from invoke import Exit, task
 
-from botops import profiles, windows
+from botops import profiles, maintenance_windows
 from botops.inventory import InventoryError, hosts
-from botops.operation import run_operation, usage_error
-from botops.release import OVERRIDE_HELP
+from botops.fleet_task import run_operation, usage_error
+from botops.deploy import OVERRIDE_HELP
 from botops.report import shown
 from botops.runner import EXIT_USAGE, resolve_inventory
 
@@ -37,10 +37,10 @@ COLUMNS = [
 ]
 
 
-def load_windows(task_name: str) -> dict[str, windows.Window]:
+def load_windows(task_name: str) -> dict[str, maintenance_windows.Window]:
     try:
-        return windows.load(families=profiles.available())
-    except windows.WindowError as exc:
+        return maintenance_windows.load(families=profiles.available())
+    except maintenance_windows.WindowError as exc:
         raise usage_error(task_name, str(exc)) from None
 
 
@@ -75,15 +75,15 @@ def bot_families(inventory: str | None, bots: list[str]) -> dict[str, str | None
     return found
 
 
-def window_status(window: windows.Window, families: dict[str, str | None], now: datetime) -> dict[str, dict]:
+def window_status(window: maintenance_windows.Window, families: dict[str, str | None], now: datetime) -> dict[str, dict]:
     """The window's plan per family of the targeted bots (all known families for bots of unknown family)."""
     wanted = {f for f in families.values() if f}
     if any(f is None for f in families.values()):
         wanted |= set(profiles.available()) | set(window.families)
-    return {family: windows.plan(window, now, family) for family in sorted(wanted)}
+    return {family: maintenance_windows.plan(window, now, family) for family in sorted(wanted)}
 
 
-def closed_message(window: windows.Window, plans: dict[str, dict], families: dict[str, str | None],
+def closed_message(window: maintenance_windows.Window, plans: dict[str, dict], families: dict[str, str | None],
                    now: datetime) -> str:
     lines = [f"the {window.name} maintenance window is closed for every targeted bot at {now:%Y-%m-%d %H:%M} UTC:"]
     for family, plan in sorted(plans.items(), key=lambda item: item[1]["next_open"]):
@@ -101,13 +101,13 @@ def parse_tasks(task_name: str, value: str | None) -> list[str] | None:
     listed = [t.strip() for t in value.split(",") if t.strip()]
     if not listed:
         raise usage_error(task_name, f"--tasks is empty: give task names, comma-separated "
-                                     f"(expected: {', '.join(windows.TASKS)}), or leave --tasks out for the window's")
+                                     f"(expected: {', '.join(maintenance_windows.TASKS)}), or leave --tasks out for the window's")
     if len(value) > 1000:
         raise usage_error(task_name, f"--tasks {shown(value)} is too long (expected task names, comma-separated, "
-                                     f"from: {', '.join(windows.TASKS)})")
+                                     f"from: {', '.join(maintenance_windows.TASKS)})")
     try:
-        return list(windows.check_tasks(listed, "--tasks"))
-    except windows.WindowError as exc:
+        return list(maintenance_windows.check_tasks(listed, "--tasks"))
+    except maintenance_windows.WindowError as exc:
         raise usage_error(task_name, str(exc)) from None
 
 
@@ -118,7 +118,7 @@ def parse_tasks(task_name: str, value: str | None) -> list[str] | None:
         "limit": "only these bots or groups, e.g. bot01,vanta (Ansible --limit pattern)",
         "inventory": "inventory file or directory (default: the sandbox, inventory/sandbox/hosts.yml)",
         "check": "dry run: report what would be done, change nothing, send no notification",
-        "serial": "bots maintained at once, a number or a percentage (default 1); the rollout stops at the first failure",
+        "serial": "bots maintained at once, a number or a percentage (default 1); the run stops at the first failure",
         "tasks": "replace the window's tasks, comma-separated, e.g. backup,verify",
         "now": "decide the window at this ISO 8601 UTC instant instead of the clock (dry runs, tests)",
         "takeover": "take over a stale lock left by a crashed run (never a live one)",
@@ -135,7 +135,7 @@ def maintenance(c, window=None, force=False, limit=None, inventory=None, check=F
     if window not in loaded:
         raise usage_error(name, f"--window: unknown maintenance window {shown(window)} "
                                 f"(expected one of: {', '.join(loaded)})")
-    chosen = windows.get(loaded, window)
+    chosen = maintenance_windows.get(loaded, window)
     if not SERIAL_RE.match(str(serial)):
         raise usage_error(name, f"--serial {shown(serial)} must be a number of bots or a percentage, e.g. 2 or 25%")
     task_list = parse_tasks(name, tasks)
@@ -143,7 +143,7 @@ def maintenance(c, window=None, force=False, limit=None, inventory=None, check=F
         raise usage_error(name, "--now is empty: give an ISO 8601 instant (e.g. 2026-11-22T03:00:00Z), "
                                 "or leave --now out for the clock")
     try:
-        moment = windows.parse_now(now)
+        moment = maintenance_windows.parse_now(now)
     except (ValueError, OverflowError):
         raise usage_error(name, f"--now {shown(now)} is not an ISO 8601 instant (e.g. 2026-11-22T03:00:00Z)") from None
     if not 2000 <= moment.year <= 2999:  # the windows' next occurrences must stay within datetime's range

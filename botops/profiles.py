@@ -26,6 +26,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import map_key
 
 from botops.report import shown
 
@@ -199,17 +200,6 @@ def _walk(node, path=""):
             yield from _walk(value, f"{path}[{i}]")
 
 
-def _map_key(value) -> str:
-    """As module_utils.botops_values.map_key: the key a value map finds a value under."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    return str(value)
-
-
 ACTION_KINDS = ("http", "redis_merge", "config_file", "service", "signal", "command", "each")
 
 
@@ -227,7 +217,7 @@ def _map_problems(data: dict, source: str) -> list[str]:
         tables = node["map"].items() if is_action else [(None, node["map"])]
         for name, table in tables:
             where = f"{path}.map" + (f".{name}" if name is not None else "")
-            keys = [_map_key(k) for k in table]
+            keys = [map_key(k) for k in table]
             twice = sorted({k for k in keys if keys.count(k) > 1})
             if twice:
                 problems.append(f"{source}: {where}: {', '.join(twice)} listed twice (true and \"true\" are one key)")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from invoke import task
 
-from botops.operation import number_flag, run_operation, usage_error
-from botops.release import COMMON_HELP
+from botops.fleet_task import number_flag, run_operation, usage_error
+from botops.deploy import COMMON_HELP
 from botops.report import shown
 
 TARGETS = ("live", "dry")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from invoke import task
 
-from botops.operation import run_operation
-from botops.release import COMMON_HELP
+from botops.fleet_task import run_operation
+from botops.deploy import COMMON_HELP
 
 COLUMNS = [
     ("name", "bot"),

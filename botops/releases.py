@@ -1,11 +1,11 @@
-"""`invoke releases`: every bot's release ledger (current, rollback target, installed versions)."""
+"""`invoke releases`: every bot's release history (current, rollback target, installed versions)."""
 
 from __future__ import annotations
 
 from invoke import task
 
-from botops.operation import run_operation
-from botops.release import COMMON_HELP
+from botops.fleet_task import run_operation
+from botops.deploy import COMMON_HELP
 
 COLUMNS = [
     ("name", "bot"),

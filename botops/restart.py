@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from invoke import task
 
-from botops.operation import run_operation, usage_error
-from botops.release import COMMON_HELP, OVERRIDE_HELP, POSITION_POLICIES, serial_plan
+from botops.fleet_task import run_operation, usage_error
+from botops.deploy import COMMON_HELP, OVERRIDE_HELP, POSITION_POLICIES, serial_plan
 from botops.report import shown
 
 MODES = ("graceful", "quick", "recover")

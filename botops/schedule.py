@@ -28,10 +28,10 @@ from pathlib import Path
 import yaml
 from invoke import Exit, task
 
-from botops import windows
+from botops import maintenance_windows
 from botops.inventory import InventoryError, check_limit
 from botops.maintenance import load_windows
-from botops.operation import lock_dir, usage_error
+from botops.fleet_task import lock_dir, usage_error
 from botops.report import shown
 from botops.runner import REPO, artifacts_root, resolve_inventory
 
@@ -52,7 +52,7 @@ def invoke_command(repo: Path, window: str, inventory: str | None = None, limit:
     return " ".join(shlex.quote(part) for part in cmd)
 
 
-def day_test(schedule: windows.Schedule) -> str | None:
+def day_test(schedule: maintenance_windows.Schedule) -> str | None:
     """A shell test (crontab-escaped) that holds on the days the schedule opens; None: every day."""
     spec = schedule.cron()
     fields = spec.expression.split()
@@ -70,14 +70,14 @@ def day_test(schedule: windows.Schedule) -> str | None:
     return " && ".join(tests) or None
 
 
-def cron_lines(loaded: dict[str, windows.Window], repo: Path = REPO, inventory: str | None = None,
+def cron_lines(loaded: dict[str, maintenance_windows.Window], repo: Path = REPO, inventory: str | None = None,
                limit: str | None = None, log: Path | None = None, lock: Path | None = None) -> list[str]:
     """The crontab block: comments, then one entry per start time (UTC)."""
     log = log or artifacts_root() / "cron" / "maintenance.log"
     lock = lock or lock_dir() / "maintenance-cron.lock"
     begin, end = block_markers(repo)
     # (minute, hour) -> [(window, schedule, families)]
-    by_time: dict[tuple[int, int], list[tuple[windows.Window, windows.Schedule, list[str] | None]]] = {}
+    by_time: dict[tuple[int, int], list[tuple[maintenance_windows.Window, maintenance_windows.Schedule, list[str] | None]]] = {}
     for window in loaded.values():
         for schedule, families in window.schedules():
             by_time.setdefault((schedule.start.hour, schedule.start.minute), []).append((window, schedule, families))
@@ -174,7 +174,7 @@ def _natural(kind: str, name: str, organization: str | None) -> dict:
     return key
 
 
-def awx_assets(loaded: dict[str, windows.Window], organization: str = "Default", project: str = "botops",
+def awx_assets(loaded: dict[str, maintenance_windows.Window], organization: str = "Default", project: str = "botops",
                inventory: str = "botops", execution_environment: str = "botops") -> dict:
     """Job template, survey and schedules in the asset format `awx import` and awx.awx.import read."""
     names = list(loaded)
@@ -194,7 +194,7 @@ def awx_assets(loaded: dict[str, windows.Window], organization: str = "Default",
             {"question_name": "Force", "question_description": "Run even outside the window (true/false)",
              "required": True, "type": "multiplechoice", "variable": "botops_maintenance_force",
              "choices": ["false", "true"], "default": "false"},
-            {"question_name": "Bots at once", "question_description": "Batch size; the rollout stops at the first failure",
+            {"question_name": "Bots at once", "question_description": "Batch size; the run stops at the first failure",
              "required": True, "type": "integer", "variable": "botops_maintenance_serial", "default": 1,
              "min": 1, "max": 1000},
         ],

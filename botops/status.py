@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 
-from botops.operation import run_operation
+from botops.fleet_task import run_operation
 
 COLUMNS = [
     ("name", "bot"),

@@ -35,34 +35,28 @@ _raw:
   elements: dict
 """
 
-import os
-import sys
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
 try:
-    from botops import profiles, windows
-except ImportError:  # AWX: the project checkout is the botops source tree
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    try:
-        from botops import profiles, windows
-    except ImportError as exc:
-        windows = None
-        IMPORT_ERROR = exc
+    from botops import maintenance_windows, profiles
+except ImportError as exc:  # botops is installed in the controller's environment
+    maintenance_windows = None
+    IMPORT_ERROR = exc
 
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
-        if windows is None:
+        if maintenance_windows is None:
             raise AnsibleLookupError(f"maintenance_window needs the botops package on the controller: {IMPORT_ERROR}")
         self.set_options(var_options=variables, direct=kwargs)
         try:
-            now = windows.parse_now(self.get_option("now"))
+            now = maintenance_windows.parse_now(self.get_option("now"))
         except ValueError:
             raise AnsibleLookupError(f"maintenance_window: now={self.get_option('now')!r} is not an ISO 8601 instant") from None
         try:
-            loaded = windows.load(families=profiles.available())
-            return [windows.plan(windows.get(loaded, name), now, self.get_option("family")) for name in terms]
-        except windows.WindowError as exc:
+            loaded = maintenance_windows.load(families=profiles.available())
+            return [maintenance_windows.plan(maintenance_windows.get(loaded, name), now, self.get_option("family")) for name in terms]
+        except maintenance_windows.WindowError as exc:
             raise AnsibleLookupError(str(exc)) from None

@@ -3,7 +3,7 @@
 """Backup sets of one bot: take one, restore one into a scratch database to test it, and the names a
 restore gives the databases (or files) it fills and keeps.
 
-Used by bot_backup, bot_restore, bot_leftovers and botops_rollout. Stdlib only (plus the PostgreSQL
+Used by bot_backup, bot_restore, bot_leftovers and botops_deploy. Stdlib only (plus the PostgreSQL
 client binaries and zstd), so it runs on any managed host with Python 3. The backup code is split by
 concern, each file importing only the ones below it (a module is shipped with what it imports):
 
@@ -159,7 +159,7 @@ def scratch_name(engine, kind, backup_id):
 def kept_name(engine, check_mode=False, kind=KEPT_KIND):
     """The name the live database (or file) a restore replaces is kept under: <db>_pre_restore_<time>
     (<file>.pre-restore-<time>), with a counter when that name is taken; what kept() lists. Another
-    `kind` names another keeper (a reverted rollout keeps the copy it restored as failed_rollout)."""
+    `kind` names another keeper (a reverted deploy keeps the copy it restored as failed_deploy)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for n in range(1, 100):
         tag = stamp if n == 1 else f"{stamp}_{n}"

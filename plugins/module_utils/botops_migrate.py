@@ -3,7 +3,7 @@
 """Alembic migrations of one bot's database: where a release's migrations are, the revision the
 database is at, the plan from there to a target, and the alembic run.
 
-Shared by bot_migrate (one migration) and bot_rollout (the migration inside a deploy or a
+Shared by bot_migrate (one migration) and bot_deploy (the migration inside a deploy or a
 rollback window). The revision graph comes from the release's files (botops_alembic), so a plan
 costs no alembic run; alembic runs once, only when there is something to do, with the database
 URL in its environment only (never on its command line, never in a result).
@@ -15,7 +15,7 @@ import os
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_alembic import MigrationError, alembic_command, database_url
 from ansible_collections.botops.fleet.plugins.module_utils.botops_alembic import RevisionGraph
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import Ledger, ReleaseError, current_version, installed_versions
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import ReleaseHistory, ReleaseError, current_version, installed_versions
 
 REDACTED = "********"
 
@@ -87,7 +87,7 @@ class Migrations:
 
     def release_knowing(self, revision, exclude):
         """An installed release whose migrations know `revision` (newest in the ledger first)."""
-        ledger = Ledger(self.root, self.name)
+        ledger = ReleaseHistory(self.root, self.name)
         installed = installed_versions(os.path.join(self.root, "releases"))
         order = sorted(installed, key=lambda v: ((ledger.get(v) or {}).get("installed_at") or "", v), reverse=True)
         for version in order:
@@ -166,7 +166,7 @@ class Migrations:
         oldest contract revision crossed, or the nearest release above it."""
         oldest = max(undone.index(r) for r in graph.contracts(undone))
         try:
-            ledger = Ledger(self.root, self.name)
+            ledger = ReleaseHistory(self.root, self.name)
         except ReleaseError:
             ledger = None
         entries = [e for e in (ledger.entries.values() if ledger else [])

@@ -3,7 +3,7 @@
 """A bot's execution mode (DRY / LIVE) and paper flag, read and set as its profile says.
 
 Shared by bot_mode (read and set, with the go/no-go and paper-only rules; keep_out_of_live after
-a restart or a restore) and bot_rollout (a bot that was DRY or paper before a change must not come
+a restart or a restore) and bot_deploy (a bot that was DRY or paper before a change must not come
 back LIVE). Keeping a bot out of LIVE uses whatever its profile can read and set - its execution
 mode, else its paper flag - and says which (kept_by); a capability the family does not have fails
 nothing unless the bot is found LIVE and nothing can put it back. Stdlib only.

@@ -1,7 +1,7 @@
 # Copyright: botops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Releases of one bot on its host: artifacts, installed release directories, the `current`
-symlink and the release ledger.
+symlink and the release history.
 
 Layout (docs/reference-bot.md):
 
@@ -243,7 +243,7 @@ def ledger_lock(releases_dir):
         os.close(fd)
 
 
-class Ledger:
+class ReleaseHistory:
     """`<bot_root>/releases/ledger.json`: one entry per version plus the activation history."""
 
     def __init__(self, root, bot_name=None):
@@ -263,9 +263,9 @@ class Ledger:
             with open(self.path) as f:
                 data = json.load(f)
         except (OSError, ValueError) as exc:
-            raise ReleaseError(f"cannot read the release ledger {self.path}: {exc}") from None
+            raise ReleaseError(f"cannot read the release history {self.path}: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("releases"), dict):
-            raise ReleaseError(f"the release ledger {self.path} is not a botops ledger")
+            raise ReleaseError(f"the release history {self.path} is not a botops ledger")
         data.setdefault("history", [])
         return data
 

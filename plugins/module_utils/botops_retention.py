@@ -1,7 +1,7 @@
 # Copyright: botops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Retention of backup sets and of the databases (or files) restores kept (botops_backup.kept_name):
-which to delete and why, and what the release ledger protects. Plans only: bot_backup deletes what
+which to delete and why, and what the release history protects. Plans only: bot_backup deletes what
 they name. Stdlib only.
 """
 
@@ -17,7 +17,7 @@ SAFE_LEDGER_STATES = ("current", "good")
 
 
 def protected_releases(root):
-    """What the release ledger (<bot_root>/releases/ledger.json, written by bot_release) protects.
+    """What the release history (<bot_root>/releases/ledger.json, written by bot_release) protects.
 
     Returns (releases, backup_ids): the current release (the `current` symlink) and every release
     the ledger lists as current or good, and the backups its entries for those releases name
@@ -59,7 +59,7 @@ def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=No
 
     A set is kept when any rule keeps it (as restic's `forget`): it is one of the newest
     keep_last, or younger than max_age_days, or the newest verified set, or linked to a release
-    in `protected`, or named in `protected_ids` (the release ledger's backups of current and
+    in `protected`, or named in `protected_ids` (the release history's backups of current and
     good releases). With neither rule given nothing is deleted.
     A damaged set (its manifest unreadable) is always kept, its reason saying why: whether it was
     worth keeping cannot be known without its manifest, and deleting it would hide the damage, so an
@@ -92,7 +92,7 @@ def plan_retention(sets, keep_last=None, max_age_days=None, protected=(), now=No
         elif m.get("linked_release") and m["linked_release"] in protected:
             keep.append((entry["backup_id"], f"linked to release {m['linked_release']} (still current or good)"))
         elif entry["backup_id"] in protected_ids:
-            keep.append((entry["backup_id"], "named by the release ledger for a current or good release"))
+            keep.append((entry["backup_id"], "named by the release history for a current or good release"))
         else:
             why = []
             if keep_last is not None:

@@ -3,7 +3,7 @@
 """Stop and start one bot through its service manager, verified on the process, and the
 readiness gate.
 
-Shared by bot_service (start / stop / restart) and bot_rollout (the change window of a deploy
+Shared by bot_service (start / stop / restart) and bot_deploy (the change window of a deploy
 or a rollback). Stdlib only.
 
 - A graceful stop is the service manager's stop; a process still there `graceful_timeout`

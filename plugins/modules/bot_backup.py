@@ -11,7 +11,7 @@ description:
   - A set is built aside and renamed into place only when complete; its row counts are taken in the dump's own snapshot.
   - V(verified) re-checks every checksum and size, and with O(test_restore) restores the set into a scratch database.
   - V(pruned) applies retention to the sets and to the databases restores replaced; it never deletes a
-    damaged set, the newest verified one, or one the release ledger still links to a current or good release.
+    damaged set, the newest verified one, or one the release history still links to a current or good release.
   - Listing the sets is the read-only module M(bot_backup_info).
 version_added: "0.1.0"
 extends_documentation_fragment: [botops.fleet.botops_bot]
@@ -34,7 +34,7 @@ options:
     description: Why the backup was taken, recorded in the manifest.
     type: str
   linked_release:
-    description: The release this backup belongs to; retention keeps the set while the release ledger lists that release as current or good.
+    description: The release this backup belongs to; retention keeps the set while the release history lists that release as current or good.
     type: str
   format:
     description:

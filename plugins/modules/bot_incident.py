@@ -7,7 +7,7 @@ module: bot_incident
 short_description: Capture what an incident review needs from one trading bot
 description:
   - Collects, on the bot's host, the evidence the runbooks save on an emergency stop (mojorust 5.1 step 4, 6.2) - a
-    status snapshot (as M(bot_facts) reports it), the open positions, the release ledger, the kill-switch audit
+    status snapshot (as M(bot_facts) reports it), the open positions, the release history, the kill-switch audit
     log, the last shutdown record and the end of every log file.
   - Returns it all; M(bot_incident_bundle) writes the bundle on the controller.
   - The values of O(secrets) are masked in what is returned, and secret-shaped text (passwords in URLs, bearer
@@ -49,7 +49,7 @@ incident:
     captured_at: {description: When (UTC)., type: str}
     status: {description: The status snapshot (as bot_facts returns it)., type: dict}
     positions: {description: Open positions as the bot lists them (null when the profile has no list)., type: raw}
-    ledger: {description: The release ledger., type: raw}
+    ledger: {description: The release history., type: raw}
     audit: {description: Kill-switch audit records (JSON lines)., type: list}
     last_shutdown: {description: The bot's last shutdown record, when it wrote one., type: raw}
     logs: {description: File name to its last lines (secrets redacted)., type: dict}

@@ -122,7 +122,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import Engagements
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import Ledger, current_version, installed_versions
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import ReleaseHistory, current_version, installed_versions
 
 SCRATCH_KINDS = ("restore", "verify")
 
@@ -176,7 +176,7 @@ def main():
             pass
         current = current_version(root)
         installed = installed_versions(releases)
-        ledger = Ledger(root, p["bot"]["name"])
+        ledger = ReleaseHistory(root, p["bot"]["name"])
         result["current"] = current
         result["current_status"] = (ledger.get(current) or {}).get("status") if current else None
         result["previous_good"] = ledger.previous_good(current, installed) if current else None

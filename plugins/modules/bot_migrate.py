@@ -54,7 +54,7 @@ notes:
   - Linear revision histories only (one row in C(alembic_version)); branches must be merged.
   - "Where alembic comes from, how the URL reaches it and how contract revisions are marked: C(docs/operations/migrate.md)."
 seealso:
-  - module: bot_rollout
+  - module: bot_deploy
 author: botops contributors
 """
 

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: bot_release
 short_description: Install, activate, list, mark and remove releases of one trading bot
 description:
-  - Manages C(<bot_root>/releases/<version>/), the C(<bot_root>/current) symlink and the release ledger
+  - Manages C(<bot_root>/releases/<version>/), the C(<bot_root>/current) symlink and the release history
     C(<bot_root>/releases/ledger.json) (status, checksum, backup and history of every release).
   - An artifact's checksum is verified against its manifest before anything is extracted; it is extracted
     safely aside, then renamed into place.
@@ -34,7 +34,7 @@ options:
     description: Artifact name (C(tradebot) in C(tradebot-1.1.0.tar.gz)) when O(artifact) is a directory holding artifacts of several names for the same version.
     type: str
   status:
-    description: Ledger status to set with O(state=marked).
+    description: Status to set in the release history with O(state=marked).
     type: str
     choices: [good, bad, failed]
   backup_id:
@@ -62,7 +62,7 @@ notes:
   - Run it once per bot, on the bot's host. Secrets are not needed.
   - "What an artifact holds, how it is installed and what the ledger records: C(docs/operations/release.md)."
 seealso:
-  - module: bot_rollout
+  - module: bot_deploy
 author: botops contributors
 """
 
@@ -175,7 +175,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (Ledger, ReleaseError, check_version, current_version,
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, check_version, current_version,
                                                   find_artifact, install_release, installed_versions,
                                                   ledger_lock, read_manifest, read_release_json,
                                                   remove_leftovers, remove_release, switch_current, utcnow,
@@ -205,7 +205,7 @@ class ReleaseRun:
         self.root = p["bot"]["root"]
         self.releases_dir = os.path.join(self.root, "releases")
         self.who = p["who"] or default_who()
-        self.ledger = Ledger(self.root, p["bot"]["name"])
+        self.ledger = ReleaseHistory(self.root, p["bot"]["name"])
         self.installed = installed_versions(self.releases_dir)
         self.current = current_version(self.root)
         self.ledger.adopt(self.current, self.installed, self.who)

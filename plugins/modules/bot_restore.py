@@ -57,7 +57,7 @@ options:
   window_slots:
     description:
       - Bots of this host allowed between their stop and their readiness at once (shared with M(bot_service)
-        and M(bot_rollout)). Default the host's CPU count; no slot free within 10 minutes fails before the stop.
+        and M(bot_deploy)). Default the host's CPU count; no slot free within 10 minutes fails before the stop.
     type: int
   carry_forward:
     description:
@@ -98,7 +98,7 @@ notes:
   - "The restore step by step, the ledger's carry-forward and SQLite bots: C(docs/operations/restore.md)."
 seealso:
   - module: bot_backup
-  - module: bot_rollout
+  - module: bot_deploy
 author: botops contributors
 """
 

@@ -343,7 +343,7 @@ def repo_files() -> dict[str, str]:
 def matrix(fleet, tmp_path_factory):
     import ansible.utils.display  # noqa: F401  (imported outside the capture: it looks at the real streams)
 
-    from botops import bench, remote, runner, schedule
+    from botops import bench, host_commands, runner, schedule
     from sandbox.fleet import Fleet
 
     tmp = tmp_path_factory.mktemp("bad-input")

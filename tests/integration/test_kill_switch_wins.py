@@ -2,7 +2,7 @@
 `invoke` CLI on a fleet of their own (one bot per family).
 
 An operator's level engaged before an operation makes it skip the bot; engaged while it runs, the
-operation yields: it starts nothing and releases nothing on that bot, stops the rollout and exits
+operation yields: it starts nothing and releases nothing on that bot, stops the run and exits
 with the kill-switch code (5). Every case reads the outcome from the bots themselves: trades
 counted twice in their own databases, their processes under supervisord, their release.
 Points in time are reached by polling what the operation does to the bots, never by sleeping.
@@ -116,7 +116,7 @@ def test_a_halt_engaged_during_a_deploy_stops_the_rollout(ops):
     assert proc.returncode == EXIT_KILL_SWITCH, out
     assert "kill switch halt engaged by oncall-alice" in out, out
     assert_halted(ops, BOTS)
-    for bot in BOTS[1:]:  # the bots the rollout had not reached are untouched
+    for bot in BOTS[1:]:  # the bots the deploy had not reached are untouched
         assert current(ops, bot) == "1.0.0", bot
     ledger = json.loads((root(ops, "bot01") / "releases" / "ledger.json").read_text())
     assert "bad" not in json.dumps(ledger), "the kill switch marked a good release bad"
@@ -192,7 +192,7 @@ def test_a_halt_the_bot_keeps_survives_a_restart_outside_botops(ops):
     assert_halted(ops, ["bot04", "bot05"])
 
 
-@pytest.mark.slow  # the deploy case above runs the same bot_rollout yields; this keeps the default suite short
+@pytest.mark.slow  # the deploy case above runs the same bot_deploy yields; this keeps the default suite short
 def test_a_halt_engaged_during_a_rollback_window_is_kept_and_no_release_is_marked_bad(ops):
     proc = invoke(ops, "deploy", "--version=1.1.0", "--limit=bot04")
     assert proc.returncode == 0, output(proc)

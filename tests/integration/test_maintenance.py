@@ -6,7 +6,7 @@ weekly window is open for mojorust (03:00-04:00) and closed for papertrader (02:
 rhythm check mode -> apply -> apply again, bot01 is maintained once (backup set named after the
 window occurrence, restarted, ready, trading, ledger continuous) and bot02 is left alone; the
 second run changes nothing. --force then maintains bot02. A step failing after the stop starts
-the bot again, fails it and stops the rollout. A local webhook captures the announcements. The bots end as they started: running and ready, no extra backup set, no record.
+the bot again, fails it and stops the run. A local webhook captures the announcements. The bots end as they started: running and ready, no extra backup set, no record.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def test_forced_outside_the_window(fleet, inventory, webhook, tmp_path, clean):
 
 def test_a_failed_step_starts_the_bot_again_and_stops_the_rollout(fleet, inventory, webhook, clean):
     """bot01 fails after its stop (a backup id the backup module refuses): the role starts it again and
-    fails it, the rollout (serial 1) never reaches bot02, the lock is given back, the failure announced."""
+    fails it, the deploy (serial 1) never reaches bot02, the lock is given back, the failure announced."""
     webhook.received.clear()
     before_pids = pids(fleet)
     out = run_playbook(inventory, (REPO / "playbooks" / "maintenance.yml").read_text(), limit="bot01,bot02",
@@ -210,12 +210,12 @@ def test_a_failed_step_starts_the_bot_again_and_stops_the_rollout(fleet, invento
                                   "bot_maintenance_backup_id": "not a backup id"})
     assert out["status"] == "failed", out["stdout"][-3000:]
     failed = {host: res.get("msg", "") for (host, task), res in out["results"].items()
-              if res["_event"] == "runner_on_failed" and task == "Fail the bot so the rollout stops"}
+              if res["_event"] == "runner_on_failed" and task == "Fail the bot so the run stops"}
     assert list(failed) == ["bot01"], out["stdout"][-3000:]
     assert "failed at 'Back up the bot's database and config'" in failed["bot01"]
     assert "was started again and is ready" in failed["bot01"]
     assert pids(fleet)["bot01"] != before_pids["bot01"] and fleet.is_ready("bot01")
-    assert pids(fleet)["bot02"] == before_pids["bot02"], "the rollout went on after a failed bot"
+    assert pids(fleet)["bot02"] == before_pids["bot02"], "the deploy went on after a failed bot"
     assert not any(host == "bot02" and task == "Stop the bot gracefully" for host, task in out["results"])
     assert not (Path(fleet.bot("bot01")["root"]) / "shared" / "data" / "botops.lock").exists()
     assert [m["event"] for m in webhook.received] == ["maintenance_started", "maintenance_failed"]

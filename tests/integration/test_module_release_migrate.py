@@ -5,7 +5,7 @@ refused), switch `current`, stop, migrate the expand revision, start and see the
 written, then downgrade it, go up to 2.0.0's contract head, see the downgrade refused, and go
 back. Every step in the rhythm check mode -> apply -> apply again, then the real state (symlinks,
 alembic_version, columns, trades). The bots end as they started: release 1.0.0, revision
-0001_initial, running and ready, with the release ledger they had (a fixture restores that
+0001_initial, running and ready, with the release history they had (a fixture restores that
 even when a step fails).
 """
 

@@ -5,7 +5,7 @@ What this test reads:
 - the whole of docs/architecture.md, and the README's `## Glossary` section (up to the next `## `);
 - in them, every inline code span (`...`) and, in fenced blocks (the layer picture), every word with
   a `/`. A token is a repository path when it contains a `/` or ends in .py, .yml or .md
-  (`plugins/modules/bot_rollout.py`, `roles/bot_guard`, `tasks.py`).
+  (`plugins/modules/bot_deploy.py`, `roles/bot_guard`, `tasks.py`).
 
 A path must be in the repository: a file git knows (tracked, or new and not ignored) or a directory
 holding one. Not checked, because they are not repository files: tokens with a placeholder or a
@@ -116,16 +116,16 @@ def named_paths(text: str) -> list[str]:
 
 def test_tokens_and_paths():
     text = "\n".join([
-        "`plugins/modules/bot_rollout.py`, `roles/bot_guard`, `tasks.py`, `profiles/`, `bot_family`,",
+        "`plugins/modules/bot_deploy.py`, `roles/bot_guard`, `tasks.py`, `profiles/`, `bot_family`,",
         "`<bot_root>/current`, `artifacts/<playbook>/<run id>/`, `/api/health`, `--target=latest`,",
         "`state: list`, `manifest.json`, `../shared/runbooks`, `profiles/*.yml`",
         "```",
-        " invoke <task>   tasks.py -> botops/<x>.py (botops/operation.py)",
+        " invoke <task>   tasks.py -> botops/<x>.py (botops/fleet_task.py)",
         "```",
     ])
-    assert named_paths(text) == ["botops/operation.py", "plugins/modules/bot_rollout.py", "profiles",
+    assert named_paths(text) == ["botops/fleet_task.py", "plugins/modules/bot_deploy.py", "profiles",
                                  "roles/bot_guard", "tasks.py"]
-    assert missing(["plugins/modules/bot_rollout.py", "roles/bot_guard", "plugins/modules/bot_nothing.py",
+    assert missing(["plugins/modules/bot_deploy.py", "roles/bot_guard", "plugins/modules/bot_nothing.py",
                     "inventory/sandbox/hosts.yml"]) == ["plugins/modules/bot_nothing.py"]
 
 

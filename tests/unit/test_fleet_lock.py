@@ -8,7 +8,7 @@ import os
 import pytest
 from invoke import Exit
 
-from botops import operation
+from botops import fleet_task
 from botops.inventory import identities
 
 INVENTORY = """all:
@@ -46,21 +46,21 @@ def test_every_spelling_of_an_inventory_names_the_same_bots(fleet):
 
 def test_a_second_run_on_overlapping_bots_is_refused_whatever_inventory_it_names(fleet):
     directory, other, _ = fleet
-    locks = operation.locks
-    first = operation.acquire_fleet_lock(locks, "deploy", identities(directory / "hosts.yml", ["bot01", "bot02"]),
+    locks = fleet_task.locks
+    first = fleet_task.acquire_fleet_lock(locks, "deploy", identities(directory / "hosts.yml", ["bot01", "bot02"]),
                                          "run-1", takeover=False)
     assert len(first) == 2 and all(p.exists() for p in first)
     for inventory, names in ((directory, ["bot02"]), (other, ["mojo-a"])):
         with pytest.raises(Exit) as refused:
-            operation.acquire_fleet_lock(locks, "restart", identities(inventory, names), "run-2", takeover=False)
+            fleet_task.acquire_fleet_lock(locks, "restart", identities(inventory, names), "run-2", takeover=False)
         assert refused.value.code == 2
         assert "refused, the fleet lock of" in refused.value.message and "held by run run-1" in refused.value.message
     # a bot the first run does not target is free; a refused run leaves no lock of its own behind
-    taken = operation.acquire_fleet_lock(locks, "restart", identities(directory, ["far01"]), "run-3", takeover=False)
+    taken = fleet_task.acquire_fleet_lock(locks, "restart", identities(directory, ["far01"]), "run-3", takeover=False)
     assert len(taken) == 1
     held = sorted(os.listdir(os.environ["BOTOPS_LOCK_DIR"]))
     assert len(held) == 3, held
     for path in first:
         locks.release(str(path), "run-1")
-    again = operation.acquire_fleet_lock(locks, "restart", identities(other, ["mojo-a"]), "run-2", takeover=False)
+    again = fleet_task.acquire_fleet_lock(locks, "restart", identities(other, ["mojo-a"]), "run-2", takeover=False)
     assert len(again) == 1

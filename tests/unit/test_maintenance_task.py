@@ -8,7 +8,7 @@ import pytest
 import yaml
 from invoke import Context, Exit
 
-from botops import maintenance, windows
+from botops import maintenance, maintenance_windows
 from botops.runner import PlaybookRun
 
 OUTSIDE = "2026-11-24T12:00:00Z"  # Tuesday noon
@@ -82,7 +82,7 @@ def test_bad_input_is_refused_before_anything_runs(inventory, no_run, kwargs, me
 
 
 def test_window_status_per_family():
-    loaded = windows.load()
+    loaded = maintenance_windows.load()
     now = datetime(2026, 11, 22, 3, 10, tzinfo=timezone.utc)  # a Sunday
     plans = maintenance.window_status(loaded["weekly"], {"bot01": "mojorust", "bot02": "papertrader"}, now)
     assert plans["mojorust"]["open"] and not plans["papertrader"]["open"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from invoke import Context, Exit
 
-from botops import maintenance, profiles, release, windows
+from botops import maintenance, profiles, deploy, maintenance_windows
 from botops.runner import PlaybookRun
 
 BUILTIN = ["freqtrade", "hyperliquid", "mojorust", "papertrader", "solana-cli", "vanta"]
@@ -141,22 +141,22 @@ def test_windows_accept_every_family_of_the_search_path(tmp_path, monkeypatch):
     """The reported failure: BOTOPS_PROFILES_DIR with one family made papertrader unknown."""
     family_file(tmp_path / "mine", "tradebot")
     monkeypatch.setenv("BOTOPS_PROFILES_DIR", str(tmp_path / "mine"))
-    loaded = windows.load(families=profiles.available())
+    loaded = maintenance_windows.load(families=profiles.available())
     assert "papertrader" in loaded["weekly"].families
 
 
 def test_a_window_naming_a_family_no_directory_has_is_still_an_error(tmp_path, monkeypatch):
-    text = (windows.DEFAULT_FILE.read_text()
+    text = (maintenance_windows.DEFAULT_FILE.read_text()
             + "")  # the shipped file, plus one override for a family nobody has
     data = yaml.safe_load(text)
     data["windows"]["weekly"].setdefault("families", {})["kraken"] = {"tasks": ["backup"]}
-    (tmp_path / "windows.yml").write_text(yaml.safe_dump(data))
-    with pytest.raises(windows.WindowError, match=r"windows\.weekly\.families\.kraken: unknown bot family: "
+    (tmp_path / "maintenance_windows.yml").write_text(yaml.safe_dump(data))
+    with pytest.raises(maintenance_windows.WindowError, match=r"windows\.weekly\.families\.kraken: unknown bot family: "
                                                   r"no profile directory of the search path has kraken\.yml"):
-        windows.load(tmp_path / "windows.yml", families=profiles.available())
+        maintenance_windows.load(tmp_path / "maintenance_windows.yml", families=profiles.available())
     family_file(tmp_path / "mine", "kraken")
     monkeypatch.setenv("BOTOPS_PROFILES_PATH", str(tmp_path / "mine"))
-    assert "kraken" in windows.load(tmp_path / "windows.yml", families=profiles.available())["weekly"].families
+    assert "kraken" in maintenance_windows.load(tmp_path / "maintenance_windows.yml", families=profiles.available())["weekly"].families
 
 
 @pytest.fixture
@@ -182,10 +182,10 @@ def test_maintenance_with_a_user_family_and_windows_for_families_without_bots(tm
 
 
 def test_maintenance_refuses_a_window_for_a_family_no_directory_has(tmp_path, monkeypatch, no_run):
-    data = yaml.safe_load(windows.DEFAULT_FILE.read_text())
+    data = yaml.safe_load(maintenance_windows.DEFAULT_FILE.read_text())
     data["windows"]["daily"].setdefault("families", {})["kraken"] = {"tasks": ["backup"]}
-    (tmp_path / "windows.yml").write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("BOTOPS_WINDOWS_FILE", str(tmp_path / "windows.yml"))
+    (tmp_path / "maintenance_windows.yml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("BOTOPS_WINDOWS_FILE", str(tmp_path / "maintenance_windows.yml"))
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"m1": {"bot_family": "mojorust", "bot_root": "/opt/m1"}}}}))
     with pytest.raises(Exit) as info:
@@ -237,7 +237,7 @@ def fleet(tmp_path, monkeypatch):
 
 
 def test_deploy_looks_for_each_bots_artifact_name(fleet):
-    names = release.artifact_names(fleet, ["t1", "t2", "p1", "v1", "v2"])
+    names = deploy.artifact_names(fleet, ["t1", "t2", "p1", "v1", "v2"])
     assert names == {"tradebot-core": ["t1", "t2"], "plainbot": ["p1"], "vanta": ["v1"], "vanta-special": ["v2"]}
 
 
@@ -247,7 +247,7 @@ def test_deploy_refuses_a_missing_artifact_naming_it_and_its_bots(fleet, tmp_pat
     write_release(artifacts, "tradebot-core", "2.1.0")
     write_release(artifacts, "vanta", "2.1.0")
     with pytest.raises(Exit) as info:
-        release.deploy(Context(), version="2.1.0", inventory=str(fleet), limit="tradebot,plainbot",
+        deploy.deploy(Context(), version="2.1.0", inventory=str(fleet), limit="tradebot,plainbot",
                        artifacts=str(artifacts))
     text = str(info.value.message)
     assert info.value.code == 2
@@ -255,7 +255,7 @@ def test_deploy_refuses_a_missing_artifact_naming_it_and_its_bots(fleet, tmp_pat
             f"{artifacts.resolve()} for p1 (available: none)") in text
     assert "tradebot-core" not in text, text
     with pytest.raises(Exit) as info:
-        release.deploy(Context(), version="2.0.0", inventory=str(fleet), limit="vanta", artifacts=str(artifacts))
+        deploy.deploy(Context(), version="2.0.0", inventory=str(fleet), limit="vanta", artifacts=str(artifacts))
     text = str(info.value.message)
     assert "artifact 'vanta'" in text and "for v1 (available: 2.1.0)" in text
     assert "artifact 'vanta-special'" in text and "for v2 (available: none)" in text
@@ -271,7 +271,7 @@ def test_deploy_runs_when_every_artifact_is_there(fleet, tmp_path, monkeypatch):
     monkeypatch.setenv("BOTOPS_ARTIFACTS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("BOTOPS_LOCK_DIR", str(tmp_path / "locks"))
     with pytest.raises(RuntimeError, match="stop here"):
-        release.deploy(Context(), version="2.1.0", inventory=str(fleet), limit="tradebot,plainbot",
+        deploy.deploy(Context(), version="2.1.0", inventory=str(fleet), limit="tradebot,plainbot",
                        artifacts=str(artifacts))
     assert ran and ran[0]["botops_version"] == "2.1.0" and ran[0]["botops_artifacts_dir"] == str(artifacts.resolve())
 
@@ -280,16 +280,16 @@ def test_a_manifest_without_checksum_is_refused(fleet, tmp_path, no_run):
     artifacts = tmp_path / "artifacts"
     write_release(artifacts, "plainbot", "2.1.0", manifest={"name": "plainbot"})
     with pytest.raises(Exit) as info:
-        release.deploy(Context(), version="2.1.0", inventory=str(fleet), limit="p1", artifacts=str(artifacts))
+        deploy.deploy(Context(), version="2.1.0", inventory=str(fleet), limit="p1", artifacts=str(artifacts))
     assert info.value.code == 2 and "is not a release manifest (no sha256)" in str(info.value.message)
 
 
 def test_the_role_default_resolves_the_name_the_same_way(fleet):
-    """roles/bot_release/defaults: bot_release_artifact, else the profile's release.artifact, else the family."""
+    """roles/bot_release/defaults: bot_release_artifact, else the profile's deploy.artifact, else the family."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar, trust_as_template
 
-    expression = trust_as_template(yaml.safe_load((Path(release.REPO) / "roles/bot_release/defaults/main.yml").read_text())[
+    expression = trust_as_template(yaml.safe_load((Path(deploy.REPO) / "roles/bot_release/defaults/main.yml").read_text())[
         "bot_release_artifact_name"])
     cases = [
         ({"bot_family": "tradebot", "botops_profile": profiles.load("tradebot")}, "tradebot-core"),

@@ -11,7 +11,7 @@ def event(kind, host, action, res=None):
 
 
 def test_controller_side_actions_are_not_module_calls():
-    assert is_module_call("bot_rollout") and is_module_call("ansible.builtin.copy")
+    assert is_module_call("bot_deploy") and is_module_call("ansible.builtin.copy")
     for action in ("ansible.builtin.set_fact", "set_stats", "ansible.builtin.assert", "fail", "meta",
                    "ansible.builtin.validate_argument_spec"):  # the role entry points' argument checks
         assert not is_module_call(action), action
@@ -27,7 +27,7 @@ def test_modules_loop_items_and_failures_count_skips_do_not(tmp_path):
         event("runner_on_ok", "b1", "ansible.builtin.set_fact"),
         event("runner_on_skipped", "b1", "bot_positions"),
         event("runner_on_ok", "b1", "ansible.builtin.copy", {"results": [{"changed": True}, {"skipped": True}, {}]}),
-        event("runner_on_failed", "b1", "bot_rollout", {"msg": "reverted"}),
+        event("runner_on_failed", "b1", "bot_deploy", {"msg": "reverted"}),
         event("runner_on_ok", "b2", "ansible.builtin.assert"),
     ]:
         run._on_event(e)

@@ -18,14 +18,14 @@ import pytest
 import yaml
 from invoke import Context, Exit
 
-from botops import profiles, schedule, windows
+from botops import profiles, schedule, maintenance_windows
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def loaded():
-    return windows.load(families=profiles.available())
+    return maintenance_windows.load(families=profiles.available())
 
 
 def entries(lines):

@@ -84,7 +84,7 @@ def test_protected_releases_reads_the_release_ledger(tmp_path):
 def test_retention_keeps_backups_the_ledger_names():
     sets = sets_of(("b", "2026-11-20T00:00:00Z", None, False), ("a", "2026-01-01T00:00:00Z", None, False))
     delete, keep = retention.plan_retention(sets, keep_last=1, now=NOW, protected_ids={"a"})
-    assert delete == [] and dict(keep)["a"].startswith("named by the release ledger")
+    assert delete == [] and dict(keep)["a"].startswith("named by the release history")
 
 
 def write_set(store_dir, backup_id, created_at=None, safety_for=None, manifest=None):

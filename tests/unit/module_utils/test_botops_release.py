@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (Ledger, ReleaseError, check_version, current_version,
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, check_version, current_version,
                                                   find_artifact, installed_versions, read_manifest, switch_current)
 
 
@@ -66,7 +66,7 @@ def test_installed_versions_skip_temporary_dirs(tmp_path):
 
 
 def test_ledger_queries(tmp_path):
-    ledger = Ledger(str(tmp_path), "bot01")
+    ledger = ReleaseHistory(str(tmp_path), "bot01")
     ledger.adopt("1.0.0", ["1.0.0"], "ops")
     assert ledger.get("1.0.0")["status"] == "good" and ledger.get("1.0.0")["adopted"]
     for version, status in (("1.1.0", "good"), ("1.2.0", "failed"), ("2.0.0", "installed")):
@@ -82,7 +82,7 @@ def test_ledger_queries(tmp_path):
     assert ledger.prune_candidates("2.0.0", installed, 1) == ["1.0.0", "1.2.0"]
     assert ledger.prune_candidates("2.0.0", installed, 3) == ["1.0.0"]
     ledger.write()
-    on_disk = Ledger(str(tmp_path), "bot01")
+    on_disk = ReleaseHistory(str(tmp_path), "bot01")
     assert on_disk.exists and on_disk.get("1.1.0")["status"] == "good"
     assert os.stat(tmp_path / "releases" / "ledger.json").st_mode & 0o777 == 0o644
 
@@ -91,4 +91,4 @@ def test_unreadable_ledger_is_an_error(tmp_path):
     (tmp_path / "releases").mkdir()
     (tmp_path / "releases" / "ledger.json").write_text("[1, 2]")
     with pytest.raises(ReleaseError, match="not a botops ledger"):
-        Ledger(str(tmp_path))
+        ReleaseHistory(str(tmp_path))

@@ -12,7 +12,7 @@ from invoke import task
 
 from botops import profiles
 from botops.inventory import InventoryError, bot_variables
-from botops.operation import number_flag, run_operation, usage_error
+from botops.fleet_task import number_flag, run_operation, usage_error
 from botops.report import shown
 from botops.runner import REPO
 
@@ -155,7 +155,7 @@ OVERRIDE_HELP = {
                   "default: the sandbox's artifacts)",
         canary="bots in the first batch (default 1; 0: no canary)",
         batch="bots per batch after the canary: a number or a percentage (default 100%)",
-        max_fail="percentage of failed bots in a batch that stops the rollout (default 0: the first failure)",
+        max_fail="percentage of failed bots in a batch that stops the run (default 0: the first failure)",
         positions="open positions policy: refuse | wait | flatten | carry (default carry)",
     )
 )

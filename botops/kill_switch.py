@@ -7,7 +7,7 @@ import os
 
 from invoke import task
 
-from botops.operation import run_operation, usage_error
+from botops.fleet_task import run_operation, usage_error
 from botops.report import shown
 
 LEVELS = ("pause", "halt", "flatten")

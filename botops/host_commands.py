@@ -32,8 +32,8 @@ from invoke import Exit, task
 from botops.inventory import InventoryError, data_loader, hosts
 from botops.report import shown, table
 from botops.runner import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, artifacts_root
-from botops.operation import number_flag, usage_error
-from botops.safety import check_reason, operator
+from botops.fleet_task import number_flag, usage_error
+from botops.kill_switch import check_reason, operator
 
 LOG_DIRECTORY, LOG_FILE = "shared/logs", "bot.log"  # the default of a profile's `logs` (docs/profiles.md)
 AUDIT_LOG = "shared/data/botops-kill-switch.log"  # the bot's kill-switch audit log (one trail per bot)

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 DOCUMENTATION = r"""
-module: bot_rollout
+module: bot_deploy
 short_description: Move one trading bot to a release in one short window, reverting by itself on failure
 description:
   - Deploys or rolls back one bot in one call on its host - pause entries, graceful stop, migrate the
@@ -44,7 +44,7 @@ options:
   reason:
     description: Why, for the kill switch audit log and the ledger notes.
     type: str
-    default: botops rollout
+    default: botops deploy
   who:
     description: Operator recorded in the ledger and the audit log. Default E(BOTOPS_OPERATOR), else E(SUDO_USER), else the user running the module.
     type: str
@@ -132,7 +132,7 @@ notes:
   - Runs on the bot's host, once per bot, after the playbook took the bot's lock, checked the bot and took
     the backup (M(bot_lock), M(bot_facts), M(bot_backup)).
   - "The window step by step, the direction of the migration, the revert and the window slots:
-    C(docs/operations/rollout.md)."
+    C(docs/operations/deploy.md)."
 seealso:
   - module: bot_release
   - module: bot_migrate
@@ -143,7 +143,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Deploy 1.1.0 in one window, linking the backup taken before
-  bot_rollout:
+  bot_deploy:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -151,10 +151,10 @@ EXAMPLES = r"""
     backup_id: "{{ backup.backup_id }}"
     reason: "deploy 1.1.0"
     keep: 5
-  register: rollout
+  register: deploy
 
 - name: Roll back to the previous good release; it becomes the rollback target no more
-  bot_rollout:
+  bot_deploy:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -162,7 +162,7 @@ EXAMPLES = r"""
     replaced_status: bad
 
 - name: Roll back to a backup (code of the release it was taken on, its data)
-  bot_rollout:
+  bot_deploy:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -291,7 +291,7 @@ seconds:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_rollout import Rollout, RolloutFailed
+from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy import Deploy, DeployFailed
 
 
 def main():
@@ -302,7 +302,7 @@ def main():
         restore=dict(type="str", choices=["needed", "always"], default="needed"),
         online_migrations=dict(type="bool", default=True),
         pause=dict(type="bool", default=True),
-        reason=dict(type="str", default="botops rollout"),
+        reason=dict(type="str", default="botops deploy"),
         who=dict(type="str"),
         graceful_timeout=dict(type="float"),
         term_timeout=dict(type="float", default=10),
@@ -334,14 +334,14 @@ def main():
     try:
         if p["keep"] is not None and p["keep"] < 1:
             raise BotError(f"keep must be at least 1, got {p['keep']}")
-        rollout = Rollout(module_bot(module), p["profile"], p, secrets=p["secrets"],
+        deploy = Deploy(module_bot(module), p["profile"], p, secrets=p["secrets"],
                           run_command=lambda cmd, cwd, env: module.run_command(cmd, cwd=cwd, environ_update=env),
                           check_mode=module.check_mode, warn=module.warn)
-        result = rollout.run()
-    except RolloutFailed as exc:
+        result = deploy.run()
+    except DeployFailed as exc:
         module.fail_json(msg=str(exc), **exc.result)
     except (BotError, KeyError) as exc:
-        module.fail_json(msg=f"Failed to roll out release {p['version'] or p['backup_id']} on bot '{name}': {exc}",
+        module.fail_json(msg=f"Failed to deploy release {p['version'] or p['backup_id']} on bot '{name}': {exc}",
                          **result)
     module.exit_json(**result)
 

@@ -7,8 +7,8 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 import yaml
 
-from botops import profiles, windows
-from botops.windows import WindowError, is_open, next_open
+from botops import profiles, maintenance_windows
+from botops.maintenance_windows import WindowError, is_open, next_open
 
 UTC = timezone.utc
 
@@ -19,17 +19,17 @@ def at(text: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def fleet_windows():
-    return windows.load(families=profiles.available())
+    return maintenance_windows.load(families=profiles.available())
 
 
 def load_text(text: str, families=None):
-    return windows.validate(yaml.safe_load(text), "w.yml", families)
+    return maintenance_windows.validate(yaml.safe_load(text), "w.yml", families)
 
 
 # ------------------------------------------------------------------ the shipped file
 def test_shipped_windows_are_valid_and_complete(fleet_windows):
     assert list(fleet_windows) == ["daily", "weekly", "monthly"]
-    assert fleet_windows["monthly"].tasks == windows.TASKS
+    assert fleet_windows["monthly"].tasks == maintenance_windows.TASKS
     assert "reindex" not in fleet_windows["weekly"].tasks
     assert "graceful_stop" not in fleet_windows["daily"].tasks
 
@@ -102,7 +102,7 @@ def test_next_open_of_the_first_sunday_skips_to_next_month():
 
 
 def test_occurrence_reports_when_it_opened_and_closes():
-    opened, closes = windows.occurrence(FIRST_SUNDAY, at("2026-12-06T03:00:00"))
+    opened, closes = maintenance_windows.occurrence(FIRST_SUNDAY, at("2026-12-06T03:00:00"))
     assert (opened, closes) == (at("2026-12-06T02:00:00"), at("2026-12-06T06:00:00"))
 
 
@@ -141,7 +141,7 @@ def test_aware_datetimes_in_other_zones_are_converted():
 
 
 def test_plan_is_json_friendly():
-    plan = windows.plan(FIRST_SUNDAY, at("2026-12-06T03:00:00"))
+    plan = maintenance_windows.plan(FIRST_SUNDAY, at("2026-12-06T03:00:00"))
     assert plan["open"] is True
     assert plan["opened_at"] == "2026-12-06T02:00:00+00:00"
     assert plan["occurrence_id"] == "20261206T020000Z"
@@ -152,10 +152,10 @@ def test_plan_is_json_friendly():
 
 
 def test_parse_now():
-    assert windows.parse_now("2026-12-06T03:00:00Z") == at("2026-12-06T03:00:00")
-    assert windows.parse_now("2026-12-06T03:00") == at("2026-12-06T03:00:00")
+    assert maintenance_windows.parse_now("2026-12-06T03:00:00Z") == at("2026-12-06T03:00:00")
+    assert maintenance_windows.parse_now("2026-12-06T03:00") == at("2026-12-06T03:00:00")
     with pytest.raises(ValueError):
-        windows.parse_now("next sunday")
+        maintenance_windows.parse_now("next sunday")
 
 
 # ------------------------------------------------------------------ RRULE and cron
@@ -185,11 +185,11 @@ def test_rrules(fleet_windows, window, family, rrule):
     ],
 )
 def test_cron(fleet_windows, window, family, expression, guard):
-    assert fleet_windows[window].schedule_for(family).cron() == windows.CronSpec(expression, guard)
+    assert fleet_windows[window].schedule_for(family).cron() == maintenance_windows.CronSpec(expression, guard)
 
 
 def test_cron_of_the_last_weekday():
-    spec = windows.Schedule(start=windows.time(4, 5), duration=timedelta(minutes=30), weekday=4, nth=-1).cron()
+    spec = maintenance_windows.Schedule(start=maintenance_windows.time(4, 5), duration=timedelta(minutes=30), weekday=4, nth=-1).cron()
     assert spec.expression == "5 4 22-31 * *"
     assert "date -u +\\%u" in spec.guard and "+7days" in spec.guard
 
@@ -239,12 +239,12 @@ def test_every_problem_is_reported_at_once():
 
 def test_unknown_window_name_lists_the_valid_ones(fleet_windows):
     with pytest.raises(WindowError, match="expected one of: daily, weekly, monthly"):
-        windows.get(fleet_windows, "yearly")
+        maintenance_windows.get(fleet_windows, "yearly")
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(WindowError, match="cannot read"):
-        windows.load(tmp_path / "none.yml")
+        maintenance_windows.load(tmp_path / "none.yml")
 
 
 def test_tasks_are_put_in_role_order():
@@ -256,14 +256,14 @@ def test_tasks_are_put_in_role_order():
 def lookup(*terms, **kwargs):
     from ansible.plugins.loader import lookup_loader
 
-    lookup_loader.add_directory(str(windows.REPO / "plugins" / "lookup"))
+    lookup_loader.add_directory(str(maintenance_windows.REPO / "plugins" / "lookup"))
     return lookup_loader.get("maintenance_window").run(list(terms), variables={}, **kwargs)
 
 
 def test_lookup_plans_the_window_for_a_family():
     [plan] = lookup("weekly", family="papertrader", now="2026-11-22T02:30:00Z")
     assert plan["open"] is True and plan["occurrence_id"] == "20261122T020000Z"
-    assert plan["tasks"] == list(windows.load()["weekly"].tasks)
+    assert plan["tasks"] == list(maintenance_windows.load()["weekly"].tasks)
     [closed] = lookup("weekly", family="mojorust", now="2026-11-22T02:30:00Z")
     assert closed["open"] is False and closed["next_open"] == "2026-11-22T03:00:00+00:00"
 

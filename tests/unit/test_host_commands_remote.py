@@ -1,4 +1,4 @@
-"""botops/remote.py: connection facts from a production-shaped inventory (vault included), input
+"""botops/host_commands.py: connection facts from a production-shaped inventory (vault included), input
 checks, and the last-resort kill script run against real local processes."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from invoke import Context, Exit
 
-from botops import remote
+from botops import host_commands
 
 VAULT_PASSWORD = "unit-vault-password"
 
@@ -72,7 +72,7 @@ def inventory(tmp_path):
 
 
 def test_ssh_options_are_read_like_ssh_reads_them():
-    options = remote._ssh_options("-o UserKnownHostsFile=/a/known -oStrictHostKeyChecking=no",
+    options = host_commands._ssh_options("-o UserKnownHostsFile=/a/known -oStrictHostKeyChecking=no",
                                   "-C -o 'UserKnownHostsFile /b/one /b/two' -o ControlPersist=60s")
     assert options["userknownhostsfile"] == "/b/one /b/two"
     assert options["stricthostkeychecking"] == "no"
@@ -80,7 +80,7 @@ def test_ssh_options_are_read_like_ssh_reads_them():
 
 
 def test_connection_facts_come_from_groups_hosts_and_vault_files(inventory, vault_file):
-    path, bots = remote.targets("exec", str(inventory), limit="all")
+    path, bots = host_commands.targets("exec", str(inventory), limit="all")
     by_name = {b.name: b for b in bots}
     assert sorted(by_name) == ["hl-1", "local-1", "mojo-1"]
 
@@ -111,7 +111,7 @@ def test_a_vault_file_without_its_password_is_named(inventory, monkeypatch):
     monkeypatch.setattr(constants, "DEFAULT_VAULT_PASSWORD_FILE", None)
     monkeypatch.setattr(VaultSecretsContext, "_current", None)
     with pytest.raises(Exit) as exc:
-        remote.targets("exec", str(inventory), bot="hl-1")
+        host_commands.targets("exec", str(inventory), bot="hl-1")
     assert exc.value.code == 2
     assert "ANSIBLE_VAULT_PASSWORD_FILE" in str(exc.value.message)
 
@@ -125,7 +125,7 @@ def test_a_vault_file_without_its_password_is_named(inventory, monkeypatch):
 ])
 def test_targets_refuse_unclear_input(inventory, vault_file, kwargs, expected):
     with pytest.raises(Exit) as exc:
-        remote.targets("exec", str(inventory), **kwargs)
+        host_commands.targets("exec", str(inventory), **kwargs)
     assert exc.value.code == 2
     assert expected in str(exc.value.message)
 
@@ -133,7 +133,7 @@ def test_targets_refuse_unclear_input(inventory, vault_file, kwargs, expected):
 @pytest.mark.parametrize("command", [None, "", "   "])
 def test_exec_refuses_an_empty_command(command):
     with pytest.raises(Exit) as exc:
-        remote.exec_(Context(), command=command, bot="b1")
+        host_commands.exec_(Context(), command=command, bot="b1")
     assert exc.value.code == 2
     assert "--command is required" in exc.value.message
 
@@ -142,11 +142,11 @@ def test_exec_runs_in_the_bot_root_and_reports_each_exit_code(inventory, vault_f
     root = Path(yaml.safe_load((inventory / "host_vars" / "local-1" / "main.yml").read_text())["bot_root"])
     root.mkdir()
     (root / "marker").write_text("here\n")
-    remote.exec_(Context(), command="cat marker", bot="local-1", inventory=str(inventory))
+    host_commands.exec_(Context(), command="cat marker", bot="local-1", inventory=str(inventory))
     out = capsys.readouterr().out
     assert "== local-1 (local): exit 0" in out and "here" in out
     with pytest.raises(Exit) as exc:
-        remote.exec_(Context(), command="echo oops >&2; exit 3", bot="local-1", inventory=str(inventory))
+        host_commands.exec_(Context(), command="echo oops >&2; exit 3", bot="local-1", inventory=str(inventory))
     assert exc.value.code == 1
     out = capsys.readouterr().out
     assert "exit 3" in out and "stderr: oops" in out
@@ -155,13 +155,13 @@ def test_exec_runs_in_the_bot_root_and_reports_each_exit_code(inventory, vault_f
 def test_logs_refuses_bad_input():
     for kwargs, expected in [({}, "--bot=NAME is required"), ({"bot": "b1", "lines": "many"}, "--lines")]:
         with pytest.raises(Exit) as exc:
-            remote.logs(Context(), **kwargs)
+            host_commands.logs(Context(), **kwargs)
         assert exc.value.code == 2 and expected in exc.value.message
 
 
 def test_last_resort_kill_needs_a_reason():
     with pytest.raises(Exit) as exc:
-        remote.last_resort_kill(Context(), bot="b1")
+        host_commands.last_resort_kill(Context(), bot="b1")
     assert exc.value.code == 2 and "--reason is required" in exc.value.message
 
 
@@ -184,8 +184,8 @@ class Dummy:
         out = subprocess.run(["pgrep", "-f", "--", f"{self.marker}$"], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
-    def target(self, root: Path, service_stop=None) -> remote.BotHost:
-        return remote.BotHost(name="b1", family="vanta", root=str(root), process_match=f"{self.marker}$", local=True,
+    def target(self, root: Path, service_stop=None) -> host_commands.BotHost:
+        return host_commands.BotHost(name="b1", family="vanta", root=str(root), process_match=f"{self.marker}$", local=True,
                               service_stop=service_stop)
 
     def close(self):
@@ -194,14 +194,14 @@ class Dummy:
 
 
 def kill(target, reason="unit test", grace=0.3, dry=False, settle=0.2):
-    outcome = remote.run_on(target, "sh -s", stdin=remote.kill_script(target, reason, "tester", grace, dry,
+    outcome = host_commands.run_on(target, "sh -s", stdin=host_commands.kill_script(target, reason, "tester", grace, dry,
                                                                         settle=settle), timeout=60)
     assert outcome.exit_code == 0, outcome
-    return remote.parse_kill(outcome)
+    return host_commands.parse_kill(outcome)
 
 
 def audit_lines(root: Path) -> list[dict]:
-    path = root / remote.AUDIT_LOG
+    path = root / host_commands.AUDIT_LOG
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -234,13 +234,13 @@ def test_check_mode_kills_nothing_and_writes_nothing(tmp_path):
         result = kill(dummy.target(tmp_path), dry=True)
         assert result["record"]["outcome"] == "would kill"
         assert result["record"]["pids"] == dummy.matches() != []
-        assert not (tmp_path / remote.AUDIT_LOG).exists()
+        assert not (tmp_path / host_commands.AUDIT_LOG).exists()
     finally:
         dummy.close()
 
 
 def test_nothing_running_is_reported_and_audited(tmp_path):
-    target = remote.BotHost(name="b1", family="vanta", root=str(tmp_path), process_match=f"nothing-{uuid.uuid4().hex}$",
+    target = host_commands.BotHost(name="b1", family="vanta", root=str(tmp_path), process_match=f"nothing-{uuid.uuid4().hex}$",
                             local=True)
     record = kill(target)["record"]
     assert record["outcome"] == "not running" and record["signals"] == []
@@ -254,7 +254,7 @@ def test_a_restart_by_a_process_manager_is_caught(tmp_path):
     marker = f"botops-unit-{uuid.uuid4().hex}"
     parent = subprocess.Popen([sys.executable, "-c", respawner], env=dict(os.environ, MARK=marker))
     try:
-        target = remote.BotHost(name="b1", family="vanta", root=str(tmp_path), process_match=f"{marker}$", local=True)
+        target = host_commands.BotHost(name="b1", family="vanta", root=str(tmp_path), process_match=f"{marker}$", local=True)
         deadline = time.monotonic() + 10
         while not subprocess.run(["pgrep", "-f", f"{marker}$"], capture_output=True).stdout:
             assert time.monotonic() < deadline
@@ -288,8 +288,8 @@ def test_last_resort_kill_task_on_a_local_bot(inventory, vault_file, tmp_path, m
         data.update(bot_process_match=f"{dummy.marker}$", bot_service={"manager": "none-here", "name": "x"})
         host_vars.write_text(yaml.safe_dump(data))
         monkeypatch.setenv("BOTOPS_ARTIFACTS_DIR", str(tmp_path / "runs"))
-        monkeypatch.setattr(remote, "SETTLE_SECONDS", 0.2)
-        results = remote.last_resort_kill(Context(), reason="unit", bot="local-1", grace=1, inventory=str(inventory))
+        monkeypatch.setattr(host_commands, "SETTLE_SECONDS", 0.2)
+        results = host_commands.last_resort_kill(Context(), reason="unit", bot="local-1", grace=1, inventory=str(inventory))
         assert results["local-1"]["outcome"] == "killed"
         assert dummy.matches() == []
         controller = [json.loads(line) for line in (tmp_path / "runs" / "kill-switch-audit.log").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""bot_rollout against the fake bot (HTTP and process) and a fake database with a fake alembic:
+"""bot_deploy against the fake bot (HTTP and process) and a fake database with a fake alembic:
 the order of the window, online expand migrations, contract migrations inside the window, the
 revert, the refusal before anything is touched, check mode, idempotency, the mode kept DRY."""
 
@@ -12,7 +12,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
-from ansible_collections.botops.fleet.plugins.modules import bot_rollout
+from ansible_collections.botops.fleet.plugins.modules import bot_deploy
 
 from .fake_bot import api_profile, fake, fakes, stop_profile  # noqa: F401  (fixtures)
 from .utils import run_module
@@ -51,13 +51,13 @@ def current(fake):
     return Path(fake.root, "current").resolve().name
 
 
-def rollout(fake, check_mode=False, profile=None, **kw):
+def deploy(fake, check_mode=False, profile=None, **kw):
     args = fake.args(profile=profile, **kw)
     args["secrets"] = dict(args["secrets"], database_password=PASSWORD)
     args["bot"]["database"] = DB
     args.setdefault("ready_stable_for", 0.1)
     args.setdefault("ready_timeout", 2)
-    return run_module(bot_rollout.main, args, check_mode=check_mode)
+    return run_module(bot_deploy.main, args, check_mode=check_mode)
 
 
 def events(fake):
@@ -74,7 +74,7 @@ def events(fake):
 # ---------------------------------------------------------------------------- a bot without a database
 def test_deploy_window_in_order_then_unchanged(fake):
     setup_releases(fake)
-    res = rollout(fake, version="1.1.0", backup_id="20261121T020000Z-abc123", reason="deploy 1.1.0")
+    res = deploy(fake, version="1.1.0", backup_id="20261121T020000Z-abc123", reason="deploy 1.1.0")
     assert not res.get("failed"), res["msg"]
     assert res["changed"] and not res["reverted"] and res["ready"] is True
     assert (res["release_before"], res["release_after"], current(fake)) == ("1.0.0", "1.1.0", "1.1.0")
@@ -89,14 +89,14 @@ def test_deploy_window_in_order_then_unchanged(fake):
     assert entry["status"] == "good" and entry["backup_id"] == "20261121T020000Z-abc123"
     assert res["diff"]["before"]["release"] == "1.0.0" and res["diff"]["after"]["release"] == "1.1.0"
     fake.calls.clear()
-    again = rollout(fake, version="1.1.0", backup_id="20261121T020000Z-abc123")
+    again = deploy(fake, version="1.1.0", backup_id="20261121T020000Z-abc123")
     assert not again.get("failed"), again["msg"]
     assert again["changed"] is False and again["actions"] == [] and fake.calls == []
 
 
 def test_check_mode_plans_and_changes_nothing(fake):
     setup_releases(fake)
-    res = rollout(fake, check_mode=True, version="1.1.0")
+    res = deploy(fake, check_mode=True, version="1.1.0")
     assert res["changed"] and res["actions"] == []
     assert res["would"][:3] == ["pause entries (kill switch level pause)", "stop the bot gracefully",
                                 "switch current 1.0.0 -> 1.1.0"]
@@ -105,9 +105,9 @@ def test_check_mode_plans_and_changes_nothing(fake):
 
 def test_check_mode_accepts_a_release_not_installed_yet(fake):
     setup_releases(fake, versions=("1.0.0",))
-    res = rollout(fake, check_mode=True, version="1.1.0")
+    res = deploy(fake, check_mode=True, version="1.1.0")
     assert res["changed"] and "not installed yet" in res["would"][0]
-    real = rollout(fake, version="1.1.0")
+    real = deploy(fake, version="1.1.0")
     assert real["failed"] and "release 1.1.0 is not installed (installed: 1.0.0)" in real["msg"]
     assert real["msg"].endswith("(nothing was changed)") and real["changed"] is False
     assert fake.calls == [] and current(fake) == "1.0.0"
@@ -123,9 +123,9 @@ def test_not_ready_release_is_reverted_and_marked_bad(fake, monkeypatch):
         real_boot()
 
     monkeypatch.setattr(fake, "_boot", boot)
-    res = rollout(fake, version="1.1.0", ready_timeout=0.5)
+    res = deploy(fake, version="1.1.0", ready_timeout=0.5)
     assert res["failed"] and res["reverted"] is True
-    assert res["msg"].startswith("Failed to roll out release 1.1.0 on bot 'b07': start: not ready within 0.5s")
+    assert res["msg"].startswith("Failed to deploy release 1.1.0 on bot 'b07': start: not ready within 0.5s")
     assert "reverted: stopped release 1.1.0, switched back to 1.0.0, started 1.0.0, ready" in res["msg"]
     assert current(fake) == "1.0.0" and res["release_after"] == "1.0.0" and fake.running and fake.ready
     assert ledger(fake)["1.1.0"]["status"] == "bad" and "not ready" in ledger(fake)["1.1.0"]["note"]
@@ -139,18 +139,18 @@ def test_rollback_to_latest_marks_the_replaced_release_bad(fake):
         "1.0.0": {"version": "1.0.0", "status": "good", "activated_at": "2026-01-01T00:00:00Z"},
         "1.2.0": {"version": "1.2.0", "status": "bad", "activated_at": "2026-01-03T00:00:00Z"},
         "1.1.0": {"version": "1.1.0", "status": "good", "activated_at": "2026-01-02T00:00:00Z"}}, "history": []}))
-    res = rollout(fake, version="latest", replaced_status="bad")
+    res = deploy(fake, version="latest", replaced_status="bad")
     assert not res.get("failed"), res["msg"]
     assert res["version"] == "1.0.0" and current(fake) == "1.0.0"
     assert ledger(fake)["1.1.0"]["status"] == "bad" and ledger(fake)["1.0.0"]["status"] == "good"
-    nothing = rollout(fake, version="latest")
+    nothing = deploy(fake, version="latest")
     assert nothing["failed"] and "no good release other than 1.0.0" in nothing["msg"]
 
 
 def test_dry_bot_that_comes_back_live_is_put_back_to_dry(fake):
     setup_releases(fake)
     (Path(fake.root) / "config.json").write_text(json.dumps({"execution_mode": "LIVE"}))  # the next start goes LIVE
-    res = rollout(fake, version="1.1.0")
+    res = deploy(fake, version="1.1.0")
     assert not res.get("failed"), res["msg"]
     assert fake.mode == "DRY" and res["mode"] == {"execution_mode": "DRY", "paper_trading": True}
     assert "set execution_mode in config.json" in res["actions"]
@@ -160,7 +160,7 @@ def test_dry_bot_that_comes_back_live_is_put_back_to_dry(fake):
 def test_family_whose_pause_is_a_stop(fake):
     """The graceful stop is the pause: no kill-switch ladder before it, nothing to release after."""
     setup_releases(fake)
-    res = rollout(fake, profile=stop_profile(), version="1.1.0")
+    res = deploy(fake, profile=stop_profile(), version="1.1.0")
     assert not res.get("failed"), res["msg"]
     assert events(fake) == ["stop", "start"] and fake.running and res["paused"] is False
     assert res["actions"][0] == "service stop" and "pause entries" not in res["timings"]
@@ -170,7 +170,7 @@ def test_family_whose_pause_is_a_stop(fake):
 def test_stopped_bot_is_started(fake):
     setup_releases(fake)
     fake.running = False
-    res = rollout(fake, version="1.1.0")
+    res = deploy(fake, version="1.1.0")
     assert not res.get("failed"), res["msg"]
     assert events(fake) == ["start"] and res["paused"] is False and fake.running
 
@@ -217,7 +217,7 @@ def pg_profile():
 
 def test_expand_upgrade_runs_before_the_stop(fake, db):
     setup_releases(fake, migrations=True)
-    res = rollout(fake, profile=pg_profile(), version="1.1.0")
+    res = deploy(fake, profile=pg_profile(), version="1.1.0")
     assert not res.get("failed"), res["msg"]
     assert db.calls == [("upgrade", "0002_trade_fee", "1.1.0")] and db.revision == "0002_trade_fee"
     assert res["actions"][0] == "upgrade 0001_initial -> 0002_trade_fee (release 1.1.0's scripts)"
@@ -227,7 +227,7 @@ def test_expand_upgrade_runs_before_the_stop(fake, db):
 
 def test_offline_upgrade_runs_after_the_switch(fake, db):
     setup_releases(fake, migrations=True)
-    res = rollout(fake, profile=pg_profile(), version="1.1.0", online_migrations=False)
+    res = deploy(fake, profile=pg_profile(), version="1.1.0", online_migrations=False)
     assert not res.get("failed"), res["msg"]
     actions = res["actions"]
     assert actions.index("switch current 1.0.0 -> 1.1.0") < \
@@ -238,7 +238,7 @@ def test_offline_upgrade_runs_after_the_switch(fake, db):
 def test_expand_rollback_downgrades_with_the_newer_scripts_once_the_older_release_runs(fake, db):
     setup_releases(fake, current="1.1.0", migrations=True)
     db.revision = "0002_trade_fee"
-    res = rollout(fake, profile=pg_profile(), version="1.0.0")
+    res = deploy(fake, profile=pg_profile(), version="1.0.0")
     assert not res.get("failed"), res["msg"]
     assert db.calls == [("downgrade", "0001_initial", "1.1.0")] and current(fake) == "1.0.0"
     actions = res["actions"]
@@ -249,7 +249,7 @@ def test_expand_rollback_downgrades_with_the_newer_scripts_once_the_older_releas
 def test_contract_upgrade_runs_inside_the_window(fake, db):
     setup_releases(fake, current="1.1.0", versions=("1.1.0", "2.0.0"), migrations=True)
     db.revision = "0002_trade_fee"
-    res = rollout(fake, profile=pg_profile(), version="2.0.0")
+    res = deploy(fake, profile=pg_profile(), version="2.0.0")
     assert not res.get("failed"), res["msg"]
     actions = res["actions"]
     assert actions.index("service stop") < actions.index("switch current 1.1.0 -> 2.0.0") < \
@@ -260,7 +260,7 @@ def test_contract_upgrade_runs_inside_the_window(fake, db):
 def test_contract_rollback_without_a_backup_is_refused_before_anything(fake, db):
     setup_releases(fake, current="2.0.0", versions=("1.1.0", "2.0.0"), migrations=True)
     db.revision = "0003_rename_qty"
-    res = rollout(fake, profile=pg_profile(), version="1.1.0")
+    res = deploy(fake, profile=pg_profile(), version="1.1.0")
     assert res["failed"] and res["reverted"] is False and "(nothing was changed)" in res["msg"]
     assert "contract migration 0003_rename_qty" in res["msg"] and "pass backup_id" in res["msg"]
     assert fake.calls == [] and db.calls == [] and current(fake) == "2.0.0"
@@ -269,7 +269,7 @@ def test_contract_rollback_without_a_backup_is_refused_before_anything(fake, db)
 def test_failed_upgrade_after_the_switch_is_reverted(fake, db):
     setup_releases(fake, migrations=True)
     db.fail.add("upgrade")
-    res = rollout(fake, profile=pg_profile(), version="1.1.0", online_migrations=False)
+    res = deploy(fake, profile=pg_profile(), version="1.1.0", online_migrations=False)
     assert res["failed"] and res["reverted"] and current(fake) == "1.0.0" and fake.running
     assert "upgrade the database: alembic upgrade 0002_trade_fee failed" in res["msg"]
     assert PASSWORD not in json.dumps(res)
@@ -285,7 +285,7 @@ def test_gate_failure_undoes_the_upgrade_with_the_new_scripts(fake, db, monkeypa
         real_boot()
 
     monkeypatch.setattr(fake, "_boot", boot)
-    res = rollout(fake, profile=pg_profile(), version="1.1.0", ready_timeout=0.5)
+    res = deploy(fake, profile=pg_profile(), version="1.1.0", ready_timeout=0.5)
     assert res["failed"] and res["reverted"]
     assert db.calls == [("upgrade", "0002_trade_fee", "1.1.0"), ("downgrade", "0001_initial", "1.1.0")]
     assert "downgraded the database back to 0001_initial" in res["msg"]
@@ -356,10 +356,10 @@ def make_backup(fake, backup_id, release_version, revision):
 def contract_rollback_setup(fake, db, monkeypatch):
     """Bot at 2.0.0 (contract migration 0003) with 1.1.0 installed and a backup linked to 2.0.0 in
     the ledger; databases are a FakeEngine's. Returns (engine, backup_id)."""
-    from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store, botops_rollout
+    from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store, botops_deploy
     engine = FakeEngine(db)
-    monkeypatch.setattr(botops_rollout, "engine_for", lambda *a, **kw: engine)
-    monkeypatch.setattr(botops_rollout, "PostgresEngine", FakeEngine)
+    monkeypatch.setattr(botops_deploy, "engine_for", lambda *a, **kw: engine)
+    monkeypatch.setattr(botops_deploy, "PostgresEngine", FakeEngine)
     monkeypatch.setattr(botops_backup_store.BackupStore, "lock", lambda self, timeout=600: __import__("contextlib").nullcontext())
     setup_releases(fake, current="2.0.0", versions=("1.1.0", "2.0.0"), migrations=True)
     db.revision = "0003_rename_qty"
@@ -374,11 +374,11 @@ def contract_rollback_setup(fake, db, monkeypatch):
 def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_it_in(fake, db, monkeypatch):
     engine, backup_id = contract_rollback_setup(fake, db, monkeypatch)
 
-    plan = rollout(fake, check_mode=True, profile=pg_profile(), version="latest", replaced_status="bad")
+    plan = deploy(fake, check_mode=True, profile=pg_profile(), version="latest", replaced_status="bad")
     assert plan["would"][0] == f"restore backup {backup_id} into a scratch database before the stop"
     assert engine.calls == [] and fake.calls == []
 
-    res = rollout(fake, profile=pg_profile(), version="latest", replaced_status="bad")
+    res = deploy(fake, profile=pg_profile(), version="latest", replaced_status="bad")
     assert not res.get("failed"), res["msg"]
     assert res["version"] == "1.1.0" and current(fake) == "1.1.0" and db.calls == []  # no alembic: the backup
     actions = res["actions"]
@@ -394,18 +394,18 @@ def test_contract_rollback_restores_the_linked_backup_before_the_stop_and_swaps_
 
 
 def test_a_failure_after_the_swap_puts_the_live_database_back(fake, db, monkeypatch):
-    from ansible_collections.botops.fleet.plugins.module_utils import botops_rollout
+    from ansible_collections.botops.fleet.plugins.module_utils import botops_deploy
     engine, _ = contract_rollback_setup(fake, db, monkeypatch)
-    switch = botops_rollout.Rollout.switch
+    switch = botops_deploy.Deploy.switch
 
     def failing_switch(self, from_version, to_version, forward):
         if forward:
             raise OSError("disk full")
         return switch(self, from_version, to_version, forward)
 
-    monkeypatch.setattr(botops_rollout.Rollout, "switch", failing_switch)
-    res = rollout(fake, profile=pg_profile(), version="latest", replaced_status="bad")
+    monkeypatch.setattr(botops_deploy.Deploy, "switch", failing_switch)
+    res = deploy(fake, profile=pg_profile(), version="latest", replaced_status="bad")
     assert res["failed"] and "switch current: disk full" in res["msg"], res["msg"]
-    assert "put the previous database back (the restored one kept as b07_failed_rollout_" in res["msg"]
+    assert "put the previous database back (the restored one kept as b07_failed_deploy_" in res["msg"]
     assert engine.databases["b07"] == "live", "the database the rollback replaced is live again"
     assert current(fake) == "2.0.0" and fake.running

@@ -1,9 +1,9 @@
 """Deploy and rollback of a 50-bot sandbox fleet through the real `invoke` tasks, plain Ansible and
 Mitogen side by side, against the issue's targets.
 
-    invoke bench --only=rollout [-- --bots 50 --modes plain,mitogen --no-write]
-    .venv/bin/python -m bench --only rollout
-    .venv/bin/python bench/bench_rollout.py --bots 50 --modes plain,mitogen
+    invoke bench --only=deploy [-- --bots 50 --modes plain,mitogen --no-write]
+    .venv/bin/python -m bench --only deploy
+    .venv/bin/python bench/bench_deploy.py --bots 50 --modes plain,mitogen
 
 For each mode a fresh fleet (sandbox.fleet.Fleet, one real bot process and database per bot,
 families round-robin, trade_interval 0.2) is brought up in a /tmp directory, then:
@@ -12,7 +12,7 @@ families round-robin, trade_interval 0.2) is brought up in a /tmp directory, the
 2. `invoke rollback --target=latest` (back to 1.0.0: downgrade with 1.1.0's scripts);
 
 each timed end to end, with the module calls per bot counted from ansible-runner's events (the
-front end's summary), the per-bot downtime the report gives (bot_rollout's stop -> ready), and the
+front end's summary), the per-bot downtime the report gives (bot_deploy's stop -> ready), and the
 downtime measured independently in each bot's trades table: the largest gap between consecutive
 trade timestamps from 3 s before the run to its end (the bots' normal largest gap, measured the
 same way before the run, is printed beside it).
@@ -20,7 +20,7 @@ same way before the run, is printed beside it).
 Mitogen runs with the `mitogen_linear` strategy through the environment (ANSIBLE_STRATEGY,
 ANSIBLE_STRATEGY_PLUGINS) when the `mitogen` package is importable; it is not a dependency of
 botops (pip install mitogen into the venv to bench it). Results go to bench/RESULTS.md (its
-"Rollout" section only) unless --no-write.
+"Deploy" section only) unless --no-write.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from sandbox.fleet import Fleet  # noqa: E402
 from tests.integration.conftest import make_sandbox_dir, port_block  # noqa: E402
 
 INVOKE = Path(sys.executable).with_name("invoke")
-SECTION = "rollout"
+SECTION = "deploy"
 TARGETS = {
     "deploy_s": 180.0,  # invoke deploy of 50 bots with backup and migration
     "module_calls": 10,  # per bot
@@ -109,7 +109,7 @@ class Bench:
         self.names = []
 
     def up(self):
-        self.workdir = make_sandbox_dir("botops-bench-rollout-")
+        self.workdir = make_sandbox_dir("botops-bench-deploy-")
         began = time.monotonic()
         # below Linux's ephemeral ports (32768-60999): a client's source port there took a bot's port
         # between the check and the bind once; 18000 is the sandbox's, 21000+ the packed bench fleets'
@@ -264,7 +264,7 @@ def table(results):
 
 
 def steps_table(results):
-    """Median / max seconds of each step of the window (bot_rollout's timings), per mode and run."""
+    """Median / max seconds of each step of the window (bot_deploy's timings), per mode and run."""
     lines = ["| mode | run | step | median s | max s |", "|---|---|---|---|---|"]
     for r in results:
         for run in ("deploy", "rollback"):
@@ -304,7 +304,7 @@ def section(results, info, mitogen_version, note):
     load = info["load_at_start"]
     lines = [
         f"<!-- bench:{SECTION}:start -->",
-        f"## Rollout: deploy and rollback of {info['bots']} bots (`invoke bench --only=rollout`)",
+        f"## Deploy: deploy and rollback of {info['bots']} bots (`invoke bench --only=deploy`)",
         "",
         f"- date: {now}",
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, kernel {info['kernel']}; "
@@ -320,7 +320,7 @@ def section(results, info, mitogen_version, note):
         "",
         table(results),
         "",
-        "Ratios are measured / target (at most 1.00 meets the target). Downtime \"report\" is bot_rollout's "
+        "Ratios are measured / target (at most 1.00 meets the target). Downtime \"report\" is bot_deploy's "
         "own measure (stop began -> ready with the pause released); \"trades gap\" is the largest gap between "
         "consecutive trades in the bot's database around the run (it includes the pause before the stop and "
         "the time to the next trade).",
@@ -331,7 +331,7 @@ def section(results, info, mitogen_version, note):
         "",
         "</details>",
         "",
-        "<details><summary>Steps of the window (bot_rollout timings)</summary>",
+        "<details><summary>Steps of the window (bot_deploy timings)</summary>",
         "",
         steps_table(results),
         "",
@@ -366,7 +366,7 @@ def decision(results):
     if only_with:
         return text + (" Rule: Mitogen earns a place when it meets a target plain Ansible misses: it does "
                        f"({', '.join(only_with)}). Its place is an opt-in documented in the README (\"Faster "
-                       "rollouts with Mitogen\"), not a dependency or the default: ansible-core deprecates "
+                       "deploys with Mitogen\"), not a dependency or the default: ansible-core deprecates "
                        "third-party strategy plugins, and a botops install must not stop deploying on an "
                        "ansible-core upgrade.")
     return text + (" Rule: Mitogen earns a place when it meets a target plain Ansible misses: it does not in "

@@ -5,7 +5,7 @@
 Everything the window needs comes from the other module_utils: the kill switch (pause),
 the service manager and the readiness gate (botops_service), the `current` symlink and the
 ledger (botops_release), Alembic (botops_migrate), backup sets (botops_backup) and the mode
-(botops_mode). The module bot_rollout is its Ansible front end.
+(botops_mode). The module bot_deploy is its Ansible front end.
 
 Order, planned before anything is touched:
 
@@ -51,7 +51,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_migrate import AlembicFailed, Migrations
 from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_out_of_live, read_mode
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database, PgError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (Ledger, ReleaseError, check_version, current_version,
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, check_version, current_version,
                                                  installed_versions, ledger_lock, remove_release,
                                                  switch_current, utcnow)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (NotReady, WindowSlots, graceful_stop, start_until_ready,
@@ -80,8 +80,8 @@ def _cause(exc):
     return str(exc) or exc.__class__.__name__
 
 
-class Rollout:
-    """One bot's change window. `options` are bot_rollout's parameters; `run_command(cmd, cwd,
+class Deploy:
+    """One bot's change window. `options` are bot_deploy's parameters; `run_command(cmd, cwd,
     env)` runs a command (alembic) and returns (rc, stdout, stderr)."""
 
     def __init__(self, bot, profile, options, secrets=None, run_command=None, check_mode=False, warn=None):
@@ -177,7 +177,7 @@ class Rollout:
         """Decide every step; touches nothing. Returns False when there is nothing to do."""
         o = self.o
         with self.step("resolve the target"):
-            ledger = Ledger(self.root, self.name)
+            ledger = ReleaseHistory(self.root, self.name)
             self.installed = installed_versions(self.releases_dir)
             self.current = current_version(self.root)
             ledger.adopt(self.current, self.installed, self.who)
@@ -489,7 +489,7 @@ class Rollout:
     def keep_operator_level(self):
         """A bot this call started gets the operator's recorded level back before it may trade."""
         with self.step("put the kill switch level back"):
-            kept = reapply(self.bot, self.profile, self.o.get("audit_log"), source="bot_rollout")
+            kept = reapply(self.bot, self.profile, self.o.get("audit_log"), source="bot_deploy")
         if kept is not None:
             self.result["kill_switch"] = kept
             self.act(f"kill switch {kept['level']} put back ({kept.get('engaged_by') or 'still engaged'})")
@@ -542,8 +542,8 @@ class Rollout:
     def kill_switch(self):
         o = self.o
         audit = o.get("audit_log") or os.path.join(self.root, AUDIT_LOG)
-        return KillSwitch(self.bot, self.profile, "pause", reason=o.get("reason") or "botops rollout",
-                          who=self.who, audit_logs=[audit], source="bot_rollout", holder="operation",
+        return KillSwitch(self.bot, self.profile, "pause", reason=o.get("reason") or "botops deploy",
+                          who=self.who, audit_logs=[audit], source="bot_deploy", holder="operation",
                           run_id=o.get("run_id"))
 
     def migrate(self, plan):
@@ -560,7 +560,7 @@ class Rollout:
 
     def switch(self, from_version, to_version, forward):
         with ledger_lock(self.releases_dir):
-            ledger = Ledger(self.root, self.name)
+            ledger = ReleaseHistory(self.root, self.name)
             ledger.adopt(from_version, installed_versions(self.releases_dir), self.who)
             switch_current(self.root, to_version)
             # the backup taken before this change leads back from the release it activates
@@ -575,7 +575,7 @@ class Rollout:
         if not o.get("mark", True) and not (success and o.get("replaced_status")):
             return
         with ledger_lock(self.releases_dir):
-            ledger = Ledger(self.root, self.name)
+            ledger = ReleaseHistory(self.root, self.name)
             installed = installed_versions(self.releases_dir)
             current = current_version(self.root)
             ledger.adopt(current, installed, self.who)
@@ -707,7 +707,7 @@ class Rollout:
         for kind, plan, reached in list(reversed(self.done)):
             if kind == "swap":
                 with self.step("revert: swap the database back"):
-                    failed = kept_name(self.engine, kind="failed_rollout")
+                    failed = kept_name(self.engine, kind="failed_deploy")
                     self.engine.swap(plan, failed, live_exists=True)
                     self.act(f"swap {plan} back in, restored copy kept as {failed}")
                     undo.append(f"put the previous database back (the restored one kept as {failed})")
@@ -789,13 +789,13 @@ class Rollout:
 
     # ------------------------------------------------------------------ run
     def run(self):
-        """Plan and apply; returns the result, raises RolloutFailed (result inside) on failure."""
+        """Plan and apply; returns the result, raises DeployFailed (result inside) on failure."""
         started = time.monotonic()
         try:
             try:
                 todo = self.plan()
             except Failed as exc:
-                raise RolloutFailed(self.message(exc) + " (nothing was changed)", self.result) from None
+                raise DeployFailed(self.message(exc) + " (nothing was changed)", self.result) from None
             self.result["diff"] = {
                 "before": {"release": self.current, "revision": self.result["revision_before"]},
                 "after": {"release": self.target, "revision": self.expected_revision()},
@@ -820,22 +820,22 @@ class Rollout:
                 if self.paused:
                     with contextlib.suppress(*ERRORS):
                         self.release_pause()  # forgets this run's pause; the bot keeps the operator's level
-                raise RolloutFailed(f"Stopped the roll-out of release {self.target} on bot '{self.name}': {exc}",
+                raise DeployFailed(f"Stopped the roll-out of release {self.target} on bot '{self.name}': {exc}",
                                     self.result) from None
             except AfterWindow as exc:
                 self.result["changed"] = True
-                raise RolloutFailed(f"Failed to roll out release {self.target} on bot '{self.name}': {exc.step}: "
+                raise DeployFailed(f"Failed to deploy release {self.target} on bot '{self.name}': {exc.step}: "
                                     f"{exc}", self.result) from None
             except Failed as exc:
                 self.result["failure"] = f"{exc.step}: {exc}"
                 self.result["changed"] = bool(self.done or self.paused or self.stopped or self.switched)
                 msg = self.message(exc)
                 if not self.result["changed"]:
-                    raise RolloutFailed(msg + " (nothing was changed)", self.result) from None
+                    raise DeployFailed(msg + " (nothing was changed)", self.result) from None
                 try:
                     undone = self.revert()
                 except Failed as again:
-                    raise RolloutFailed(
+                    raise DeployFailed(
                         f"{msg}; the revert failed too at {again.step}: {again} (bot left at release "
                         f"{current_version(self.root)}, process {'running' if self.bot.pids() else 'stopped'})",
                         self.result) from None
@@ -845,7 +845,7 @@ class Rollout:
                     # the operator's kill switch (which may be what failed the start) keeps the bot stopped
                     self.result["yielded"] = True
                     msg += f"; stopped: kill switch {describe_engagement(held)}"
-                raise RolloutFailed(f"{msg}; reverted: {', '.join(undone) or 'nothing to undo'}",
+                raise DeployFailed(f"{msg}; reverted: {', '.join(undone) or 'nothing to undo'}",
                                     self.result) from None
             return self.result
         finally:
@@ -861,14 +861,14 @@ class Rollout:
         return plan.target if plan is not None else self.result["revision_before"]
 
     def message(self, exc):
-        return f"Failed to roll out release {self.target or self.o.get('version')} on bot '{self.name}': {exc.step}: {exc}"
+        return f"Failed to deploy release {self.target or self.o.get('version')} on bot '{self.name}': {exc.step}: {exc}"
 
 
 class AfterWindow(Failed):
     """A step after the window failed: the new release runs and is ready, nothing is reverted."""
 
 
-class RolloutFailed(Exception):
+class DeployFailed(Exception):
     def __init__(self, msg, result):
         super().__init__(msg)
         self.result = result
