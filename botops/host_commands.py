@@ -29,6 +29,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
+from botops import profiles
 from botops.inventory import InventoryError, data_loader, hosts
 from botops.report import shown, table
 from botops.runner import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, artifacts_root
@@ -141,15 +142,13 @@ def log_file(family: str) -> str:
     """The bot's main log, relative to its root: the profile's logs.directory / logs.file."""
     try:
         conf = profiles.load(family).get("logs") or {}
-    except Exception:  # an unknown family: the inventory check names it; the default layout
+    except profiles.ProfileError:  # an unknown family: the inventory check names it; the default layout
         conf = {}
     return f"{conf.get('directory', LOG_DIRECTORY).rstrip('/')}/{conf.get('file', LOG_FILE)}"
 
 
 def _profile_service(family: str) -> dict:
     """The family profile's service section (manager, name, process_match); {} for an unknown family."""
-    from botops import profiles
-
     try:
         return dict(profiles.load(family)["service"])
     except Exception:  # an unknown family: the kill refuses the bot below, the other tasks do not need it

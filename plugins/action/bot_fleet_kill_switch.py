@@ -29,6 +29,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_kill_switch as fleet
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import REQUIRED_IF
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot_vars import (
     SECRET_VARS, MissingVariable, bot_entry, in_inventory_words, read_vars)
 
@@ -123,7 +124,7 @@ class ActionModule(ActionBase):
                 plain(hosts), task_vars, spec["bots"]["options"])
             args["profiles"] = dict(found, **(args.get("profiles") or {}))
             args["bots"] = []
-        validated = ArgumentSpecValidator(spec, required_if=fleet.REQUIRED_IF).validate(args)
+        validated = ArgumentSpecValidator(spec, required_if=REQUIRED_IF).validate(args)
         if validated.error_messages:
             result.update(failed=True, changed=False, msg=f"Invalid arguments for {MODULE}: "
                                                           + "; ".join(validated.error_messages))

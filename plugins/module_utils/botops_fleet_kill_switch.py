@@ -15,11 +15,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot, bot_argument_spec
-from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
 from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import read_lock, stale_reason
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (
-    AUDIT_LOG, LEVELS, REQUIRED_IF, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options, rank,
+    AUDIT_LOG, LEVELS, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options, rank,
 )
 
 # What a rung's error says (in botops_bot's words) when the bot's inventory entry is wrong rather

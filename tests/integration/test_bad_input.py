@@ -377,7 +377,7 @@ def matrix(fleet, tmp_path_factory):
         mp.delenv("BOTOPS_INVENTORY", raising=False)
         mp.delenv("BOTOPS_PROFILES_DIR", raising=False)
         mp.setattr(runner.PlaybookRun, "run", _tripwire("a playbook"))
-        mp.setattr(remote, "run_on", _tripwire("a command on a bot's host"))
+        mp.setattr(host_commands, "run_on", _tripwire("a command on a bot's host"))
         mp.setattr(bench, "machine_lock", _tripwire("a benchmark"))
         mp.setattr(Fleet, "_up", _tripwire("a sandbox"))
         mp.setattr(schedule, "write_awx", _tripwire("writing the AWX files"))

@@ -311,3 +311,10 @@ def test_a_stopped_bot_is_continued_once_its_managers_sigterm_waits(tmp_path):
         assert dummy.proc.wait(5) == -signal.SIGTERM  # the manager's SIGTERM, acted on once continued
     finally:
         dummy.close()
+
+
+def test_the_log_file_is_the_profiles():
+    """Freqtrade's profile puts its log under user_data/; a family without `logs` has the default layout."""
+    assert host_commands.log_file("freqtrade") == "user_data/freqtrade.log"
+    assert host_commands.log_file("mojorust") == f"{host_commands.LOG_DIRECTORY}/{host_commands.LOG_FILE}"
+    assert host_commands.log_file("no-such-family") == f"{host_commands.LOG_DIRECTORY}/{host_commands.LOG_FILE}"
