@@ -60,12 +60,18 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
     if not known:
         raise InventoryError(f"inventory {path} is malformed or holds no bots (check its YAML and groups)")
     if limit:
+        listed = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+        groups = sorted(g for g in manager.groups if g not in ("all", "ungrouped"))
+        unknown = unknown_terms(manager, limit)
+        if unknown:
+            hint = close_names(unknown, known + groups)
+            raise InventoryError(
+                f"{flag} {shown(limit)} names what is no bot or group of the inventory: {', '.join(unknown)}"
+                f"{hint} (bots: {listed}; groups: {', '.join(groups)}); nothing was run")
         manager.subset(limit)
         selected = sorted(h.name for h in manager.get_hosts() if h.name != "localhost")
         if not selected:
-            listed = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-            groups = ", ".join(sorted(g for g in manager.groups if g not in ("all", "ungrouped")))
-            raise InventoryError(f"{flag} {shown(limit)} matches no bot (bots: {listed}; groups: {groups})")
+            raise InventoryError(f"{flag} {shown(limit)} matches no bot (bots: {listed}; groups: {', '.join(groups)})")
     else:
         selected = known
     if check_vars:
@@ -77,6 +83,34 @@ def hosts(inventory: str | None, limit: str | None = None, check_vars: bool = Fa
             raise InventoryError(f"the profiles of the targeted bots are invalid (searched: {profiles.search_path_text()}):\n  "
                                  + "\n  ".join(problems))
     return path, selected
+
+
+def unknown_terms(manager, limit: str) -> list[str]:
+    """The terms of a limit that match no bot and name no group: every name must match, or a typo
+    in a list (bot01,bot99) would quietly run on the others. Patterns (bot0*, ~regex) count as
+    names: one that matches nothing is a mistake too."""
+    from ansible.inventory.manager import split_host_pattern
+
+    unknown = []
+    for term in split_host_pattern(limit):
+        name = term.lstrip("!&")
+        if not name or name in ("all", "*") or name in manager.groups:
+            continue
+        if not [h for h in manager.get_hosts(name) if h.name != "localhost"]:
+            unknown.append(name)
+    return unknown
+
+
+def close_names(unknown: list[str], names: list[str]) -> str:
+    """'; did you mean bot09 for bot99?' for the unknown names close to a known one, else ''."""
+    import difflib
+
+    guesses = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+        if close:
+            guesses.append(f"{' or '.join(close)} for {name}")
+    return f"; did you mean {', '.join(guesses)}?" if guesses else ""
 
 
 def identities(path: Path, names: list[str]) -> dict[str, str]:

@@ -49,7 +49,7 @@ def test_bad_input_fails_before_anything_changes(ops):
         (["deploy", "--version=9.9.9"], "no release 9.9.9"),
         (["deploy", "--version=../../etc"], "is not a release version"),
         (["deploy", "--version=1.1.0", "--positions=yolo"], "not a policy"),
-        (["deploy", "--version=1.1.0", "--limit=nosuchbot"], "matches no bot"),
+        (["deploy", "--version=1.1.0", "--limit=nosuchbot"], "is no bot or group"),
         (["rollback", "--target=latest", "--backup=../x"], "is not a backup id"),
         (["kill-switch", "--level=nuke", "--reason=x"], "is not a level"),
         (["kill-switch", "--level=halt"], "--reason is required"),

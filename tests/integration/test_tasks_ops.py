@@ -98,7 +98,10 @@ def test_bad_input_exits_2_before_anything_changes(ops):
     pids = fleet.service_pids()
     for args, expected in [
         (["restart", "--mode=hard"], "is not a restart mode (expected one of: graceful, quick, recover)"),
-        (["restart", "--limit=nosuchbot"], "matches no bot"),
+        (["restart", "--limit=nosuchbot"], "is no bot or group"),
+        # a typo inside a list: the run used to go ahead on bot01 alone, exit 0
+        (["restart", "--limit=bot01,bot99", "--check"], "--limit 'bot01,bot99' names what is no bot or group "
+                                                        "of the inventory: bot99; did you mean"),
         (["restore", "--backup=../../etc/passwd"], "is not 'latest' or a backup id"),
         (["backups", "--verify", "--backup=20261121T020000Z-../x"], "is not 'latest' or a backup id"),
         (["promote", "--to=paper"], "--to=live (through the go/no-go checklist) or --to=dry"),

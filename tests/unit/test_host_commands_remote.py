@@ -120,7 +120,7 @@ def test_a_vault_file_without_its_password_is_named(inventory, monkeypatch):
     ({}, "give --bot=NAME or --limit=PATTERN"),
     ({"bot": "hl-1", "limit": "prod"}, "not both"),
     ({"bot": "prod"}, "is not one bot of the inventory"),
-    ({"bot": "nosuchbot"}, "matches no bot"),
+    ({"bot": "nosuchbot"}, "is no bot or group"),
     ({"bot": "a;rm -rf /"}, "is not a bot name"),
 ])
 def test_targets_refuse_unclear_input(inventory, vault_file, kwargs, expected):

@@ -26,7 +26,8 @@ def test_the_production_example_is_valid(inventory):
 
 def test_limit_selects_bots_and_groups(inventory):
     assert hosts(str(inventory / "hosts.yml"), "hyperliquid")[1] == ["hl-eu-1", "hl-eu-2"]
-    with pytest.raises(InventoryError, match=r"--limit 'nope' matches no bot \(bots: hl-eu-1, hl-eu-2, mojo-1"):
+    with pytest.raises(InventoryError, match=r"--limit 'nope' names what is no bot or group of the inventory: nope "
+                                             r"\(bots: hl-eu-1, hl-eu-2, mojo-1"):
         hosts(str(inventory / "hosts.yml"), "nope")
     with pytest.raises(InventoryError, match="is not a valid host pattern"):
         hosts(str(inventory / "hosts.yml"), "a;rm -rf /")
@@ -102,3 +103,24 @@ def test_a_broken_profile_of_the_targeted_bots_is_named_once_with_its_bots(inven
     assert "the profiles of the targeted bots are invalid" in message, message
     assert message.count("hl-eu-1, hl-eu-2: bot_family 'hyperliquid':") >= 1, message
     assert "mojo-1" not in message and "vanta-1" not in message, message
+
+
+@pytest.mark.parametrize("limit, unknown", [
+    ("hl-eu-1,hl-eu-9", "hl-eu-9; did you mean hl-eu-2 or hl-eu-1 for hl-eu-9?"),
+    ("hyperliquid:!vanta-2", "vanta-2; did you mean vanta-1 or vanta for vanta-2?"),
+    ("mojo*,kraken*", "kraken*"),
+    ("hyperliquid,hyperliqid", "hyperliqid; did you mean hyperliquid for hyperliqid?"),
+])
+def test_every_name_of_a_limit_must_match(inventory, limit, unknown):
+    """A typo inside a list used to be dropped: the run went ahead on the other bots."""
+    with pytest.raises(InventoryError) as info:
+        hosts(str(inventory / "hosts.yml"), limit)
+    assert f"names what is no bot or group of the inventory: {unknown}" in str(info.value)
+
+
+def test_a_limit_of_known_names_and_patterns_selects_them(inventory):
+    path = str(inventory / "hosts.yml")
+    assert hosts(path, "hl-eu-1,mojo-1")[1] == ["hl-eu-1", "mojo-1"]
+    assert hosts(path, "hyperliquid:!hl-eu-2")[1] == ["hl-eu-1"]
+    assert hosts(path, "hl-eu-*")[1] == ["hl-eu-1", "hl-eu-2"]
+    assert hosts(path, "all:&vanta")[1] == ["vanta-1"]

@@ -72,7 +72,7 @@ def test_bots_of_unknown_family_count_every_family(inventory, no_run):
         ({"window": "weekly", "tasks": "backup,defrag"}, "unknown task 'defrag'"),
         ({"window": "weekly", "tasks": "graceful_stop,backup"}, "graceful_stop needs restart"),
         ({"window": "weekly", "now": "soon"}, "--now 'soon' is not an ISO 8601 instant"),
-        ({"window": "weekly", "limit": "bot42"}, "--limit 'bot42' matches no bot"),
+        ({"window": "weekly", "limit": "bot42"}, "--limit 'bot42' names what is no bot or group"),
         ({"window": "weekly", "limit": "bot01;rm"}, "is not a valid host pattern"),
     ],
 )
