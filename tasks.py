@@ -30,3 +30,9 @@ ns.add_task(maintenance.maintenance)
 ns.add_task(schedule.schedule)
 ns.add_task(bench.bench)
 ns.add_collection(sandbox.collection)
+
+# Long flags only: Invoke's automatic short flags gave -l four meanings (--limit, --label, --level,
+# --lines), so `invoke backup -l bot01` backed up every bot under the label "bot01".
+for _collection in (ns, sandbox.collection):
+    for _task in _collection.tasks.values():
+        _task.auto_shortflags = False

@@ -77,14 +77,60 @@ def parser_errors_exit_2() -> None:
         return
 
     def parse_tasks_exit_2(self):
+        help_hint = "'invoke --list' lists the tasks; 'invoke --help TASK' lists a task's flags."
+        short = short_flag_after_task(self.collection, self.core.unparsed)
+        if short:  # Invoke would take it for one of its own flags (-l is --list)
+            raise Exit(f"{short}\n{help_hint}", code=EXIT_USAGE)
         try:
             parse_tasks(self)
         except ParseError as exc:
-            raise Exit(f"{exc}\n'invoke --list' lists the tasks; 'invoke --help TASK' lists a task's flags.",
+            raise Exit(f"{explain_parse_error(self.collection, self.core.unparsed, exc)}\n{help_hint}",
                        code=EXIT_USAGE) from None
 
     parse_tasks_exit_2.botops_usage_code = True
     Program.parse_tasks = parse_tasks_exit_2
+
+
+def _task_flags(collection, name: str) -> list[str]:
+    return sorted(f"--{n}" for arg in collection[name].get_arguments() for n in arg.names if len(n) > 1)
+
+
+def short_flag_after_task(collection, argv: list[str]) -> str | None:
+    """The refusal of a short flag given to a task: botops tasks take long flags only."""
+    name = None
+    for token in argv:
+        if name is None:
+            if not token.startswith("-") and token in collection.task_names:
+                name = token
+            continue
+        if token.startswith("-") and not token.startswith("--"):
+            return (f"{name}: {token.split('=', 1)[0]} is not a flag of {name}: botops tasks take long flags only "
+                    f"(the flags of {name}: {', '.join(_task_flags(collection, name))})")
+        if not token.startswith("-") and token in collection.task_names:
+            name = token
+    return None
+
+
+def explain_parse_error(collection, argv: list[str], exc: Exception) -> str:
+    """Invoke's refusal in the words of the command line: a flag the task does not have is named, with
+    the closest flag it has ('deploy --verison=1.1.0' says "No idea what '1.1.0' is!" otherwise)."""
+    import difflib
+
+    task, flags = None, []
+    for token in argv:
+        if task is None and not token.startswith("-") and token in collection.task_names:
+            task, name = collection[token], token
+            flags = _task_flags(collection, name)
+            continue
+        if task is None or not token.startswith("-"):
+            continue
+        flag = token.split("=", 1)[0]
+        if flag in flags:
+            continue
+        close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"the flags of {name}: {', '.join(flags)}"
+        return f"{name}: {flag} is not a flag of {name}; {hint}"
+    return str(exc)
 
 
 def number_flag(task: str, flag: str, value, unit: str, high: float, low: int = 1, seconds: bool = False):

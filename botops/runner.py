@@ -232,7 +232,7 @@ class PlaybookRun:
                 outcome.last_error = str(res.get("msg") or res.get("stderr") or "failed")
                 if not outcome.kill_switch:
                     outcome.kill_switch = yielded_message(res)
-                if (res.get("ledger_refused") or res.get("identity_refused")) and not outcome.refused:
+                if (res.get("ledger_refused") or res.get("identity_refused") or res.get("input_refused")) and not outcome.refused:
                     outcome.refused = str(res.get("msg") or "refused")
             self.progress(host, data.get("task", ""), kind, res)
         return False  # keep the job_events/ files lean: stdout is in the artifact dir anyway

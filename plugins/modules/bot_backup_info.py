@@ -117,7 +117,11 @@ def main():
         except BackupError:  # only safety backups: nothing 'latest' would pick
             pass
         if p["backup_id"]:
-            wanted = store.resolve(p["backup_id"])
+            try:
+                wanted = store.resolve(p["backup_id"])
+            except BackupError as exc:  # an id this bot does not have: bad input, nothing was changed
+                module.fail_json(msg=f"Backup {p['backup_id']} of bot '{p['bot']['name']}' cannot be used: {exc}",
+                                 input_refused=True, **result)
             sets = [s for s in sets if s["backup_id"] == wanted]
             result["manifest"] = sets[0]["manifest"]
         result["backups"] = [summarize(s) for s in sets]

@@ -46,6 +46,12 @@ options:
   who:
     description: Operator recorded in the ledger. Defaults to the user running the module.
     type: str
+  target:
+    description:
+      - With O(state=list), also resolve a rollback target on this bot, V(latest) (the previous good release) or a
+        version, into RV(target_release); a target the bot cannot roll back to fails the call, which changes nothing
+        (C(input_refused=true)). Playbooks resolve it on every targeted bot before the first change.
+    type: str
   keep:
     description:
       - With any O(state) but V(list), remove the oldest installed releases until this many remain (the current
@@ -150,6 +156,10 @@ last_good:
 ledger:
   description: The ledger file's path.
   returned: always
+  type: str
+target_release:
+  description: The release O(target) resolves to on this bot.
+  returned: when O(target) is given
   type: str
 history:
   description: The activations recorded in the ledger, oldest first.
@@ -308,6 +318,22 @@ class ReleaseRun:
         if self.dirty and not self.check_mode:
             self.ledger.write()
 
+    def resolve_target(self, target):
+        """The installed release a rollback to `target` (latest, or a version) would switch to; ReleaseError
+        naming what the bot has when there is none."""
+        installed = ", ".join(sorted(self.installed)) or "none"
+        if target == "latest":
+            found = self.ledger.previous_good(self.current, self.installed)
+            if found is None:
+                raise ReleaseError(f"no release to roll back to: no release marked good other than the current "
+                                   f"{self.current} is installed (installed: {installed}); name one with --target=VERSION")
+            return found
+        check_version(target)
+        if target not in self.installed:
+            raise ReleaseError(f"release {target} is not installed (installed: {installed}); "
+                               "--target takes 'latest' or one of those")
+        return target
+
     def report(self, version):
         self.result["current"] = self.current
         self.result["previous_good"] = self.ledger.previous_good(self.current, self.installed)
@@ -330,6 +356,7 @@ def main():
         note=dict(type="str"),
         who=dict(type="str"),
         keep=dict(type="int"),
+        target=dict(type="str"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -381,6 +408,12 @@ def main():
         run.report(version)
         if state == "list":
             result["history"] = run.ledger.history
+            if p["target"] is not None:
+                try:
+                    result["target_release"] = run.resolve_target(p["target"])
+                except ReleaseError as exc:
+                    module.fail_json(msg=f"Cannot roll bot '{name}' back to {p['target']}: {exc}", input_refused=True,
+                                     **result)
         if state != "marked":
             result["diff"] = {"before": {"current": result["previous"]}, "after": {"current": run.current}}
         result["changed"] = changed

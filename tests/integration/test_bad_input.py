@@ -421,10 +421,13 @@ def test_no_run_artifacts_locks_or_sandbox_left(matrix):
 
 
 @pytest.mark.parametrize("argv, named", [
-    (["kill-switch", "--level=halt", "--bogus"], "'--bogus'"),
+    (["kill-switch", "--level=halt", "--bogus"], "--bogus is not a flag of kill-switch; the flags of kill-switch: --check"),
+    (["deploy", "--verison=1.1.0"], "--verison is not a flag of deploy; did you mean --version?"),
+    # a short flag meant --limit, --label, --level or --lines by task: `backup -l bot01` backed up every bot
+    (["backup", "-l", "bot01"], "-l is not a flag of backup: botops tasks take long flags only"),
     (["kill-swich"], "'kill-swich'"),
     (["rollback", "--target"], "target"),
-], ids=["unknown flag", "unknown task", "flag without its value"])
+], ids=["unknown flag", "misspelt flag", "short flag", "unknown task", "flag without its value"])
 def test_parser_refusal_exits_2(argv, named):
     code, output = run_cli(argv)
     assert code == 2, f"exit {code!r}, not 2\n{output[-3000:]}"
