@@ -111,7 +111,8 @@ def backup_rows(report: dict) -> list[dict]:
                 "release": backup.get("release"),
                 "size_mb": round(size / 1048576, 2) if isinstance(size, int) else None,
                 "verified": False if backup.get("damaged") else backup.get("verified"),
-                "test_restored": backup.get("test_restored"),
+                # yes when a test restore passed; '-' when none was asked (not a capital NO)
+                "test_restored": True if backup.get("test_restored") else None,
                 "label": label,
                 "message": "; ".join((notes if index == 0 else []) + message),
             })

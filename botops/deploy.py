@@ -180,7 +180,7 @@ def deploy(c, version, inventory=None, limit=None, check=False, artifacts=None, 
 
     run_operation("deploy", "deploy.yml", inventory=inventory, limit=limit, check=check, extravars=extravars,
                   takeover=takeover, columns=DEPLOY_COLUMNS, override_kill_switch=override_kill_switch,
-                  before=artifacts_there)
+                  before=artifacts_there, first_batch="canary" if len(extravars["botops_serial"]) > 1 else None)
 
 
 @task(

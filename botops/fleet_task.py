@@ -16,6 +16,7 @@ from ansible_collections.botops.fleet.plugins.module_utils import botops_lock as
 from invoke import Exit
 
 from botops.inventory import InventoryError, hosts, identities
+from botops.progress import Progress
 from botops.report import shown, table
 from botops.runner import EXIT_KILL_SWITCH, EXIT_OK, EXIT_USAGE, REPO, PlaybookRun
 
@@ -170,6 +171,7 @@ def run_operation(
     check_vars: bool = True,
     override_kill_switch: bool = False,
     before: Callable[[Path, list[str]], None] | None = None,
+    first_batch: str | None = None,
 ) -> dict:
     """Run one fleet operation end to end; raises Exit with the exit code when it did not fully succeed.
 
@@ -192,7 +194,7 @@ def run_operation(
 
     try:
         run = PlaybookRun(playbook, inventory=str(inventory_path), limit=limit, check=check,
-                          extravars=dict(extravars or {}))
+                          extravars=dict(extravars or {}), progress=Progress(total=len(bots), first_batch=first_batch))
     except ValueError as exc:
         raise usage_error(task, str(exc)) from None
     run.extravars.update(botops_run_id=run.ident, botops_owner_pid=os.getpid(), botops_takeover=takeover,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-MAX_CELL = 100  # longer values are cut here; the JSON summary keeps them whole
+MAX_CELL = 100  # longer values are cut here and printed whole below the table
 
 
 def _cell(value) -> str:
@@ -32,10 +32,16 @@ def shown(value, limit: int = 60) -> str:
 
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """Render rows as an aligned table; columns are (key, heading) pairs."""
+    """Render rows as an aligned table; columns are (key, heading) pairs. A value too long for its
+    cell is cut there and printed whole below the table, under the row's first column (the bot), so
+    that no message loses the action it names."""
     cells = [[heading for _, heading in columns]]
     cells += [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    whole = [f"{_text(row.get(columns[0][0]))} ({heading}): {_text(row.get(key))}"
+             for row in rows for key, heading in columns if len(_text(row.get(key))) > MAX_CELL]
+    if whole:
+        lines += ["", "In full:"] + [f"  {line}" for line in whole]
     return "\n".join(lines)

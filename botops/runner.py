@@ -23,6 +23,7 @@ from pathlib import Path
 import ansible_runner
 
 from botops import collection, profiles
+from botops.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOKS = REPO / "playbooks"
@@ -86,11 +87,6 @@ def is_module_call(action: str | None) -> bool:
     return bool(action) and str(action).rsplit(".", 1)[-1] not in CONTROLLER_ACTIONS
 
 
-def is_argument_check(action: str | None) -> bool:
-    """Is this the argument check Ansible puts before a role entry point's tasks (no step of its own)?"""
-    return bool(action) and str(action).rsplit(".", 1)[-1] == "validate_argument_spec"
-
-
 @dataclass
 class HostOutcome:
     ok: int = 0
@@ -147,7 +143,7 @@ class PlaybookRun:
         self.check = check
         self.diff = diff
         self.verbosity = verbosity
-        self.progress = progress if progress is not None else _print_progress
+        self.progress = progress if progress is not None else Progress()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         self.ident = f"{stamp}-{os.getpid()}"
         self.artifact_dir = artifacts_root() / self.playbook.stem
@@ -198,10 +194,8 @@ class PlaybookRun:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         host = data.get("host")
-        if kind == "playbook_on_task_start" and not data.get("is_conditional"):
-            # a role's argument check is no step for the operator: only a bot it fails is shown
-            if not is_argument_check(data.get("resolved_action") or data.get("task_action")):
-                self.progress(None, data.get("task", ""), kind, {})
+        if kind == "playbook_on_play_start":
+            self.progress(None, data.get("play", data.get("name", "")), kind, {})
         elif kind == "playbook_on_stats":
             self._report = (data.get("artifact_data") or {}).get("botops_report", {})
             self._notes = list((data.get("artifact_data") or {}).get("botops_notes") or [])
@@ -234,7 +228,12 @@ class PlaybookRun:
                     outcome.kill_switch = yielded_message(res)
                 if (res.get("ledger_refused") or res.get("identity_refused") or res.get("input_refused")) and not outcome.refused:
                     outcome.refused = str(res.get("msg") or "refused")
-            self.progress(host, data.get("task", ""), kind, res)
+            action = data.get("resolved_action") or data.get("task_action")
+            # the operator sees the steps that ran on each bot (module calls), and every failure
+            if kind != "runner_on_skipped" and (kind != "runner_on_ok" or is_module_call(action)):
+                self.progress(host, data.get("task", ""), kind, res)
+        if kind == "playbook_on_stats":
+            self.progress(None, "", kind, {})
         return False  # keep the job_events/ files lean: stdout is in the artifact dir anyway
 
     def run(self) -> RunResult:
@@ -330,13 +329,3 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _print_progress(host: str | None, task: str, kind: str, res: dict) -> None:
-    """One line per task started, one per bot that fails: readable for 5 bots and for 1000."""
-    if kind == "playbook_on_task_start":
-        line = f"- {task}"
-    elif kind in ("runner_on_failed", "runner_on_unreachable"):
-        word = "FAILED" if kind == "runner_on_failed" else "UNREACHABLE"
-        line = f"    {host}: {word}: {res.get('msg', '')}"
-    else:
-        return
-    print(line, file=sys.stderr, flush=True)

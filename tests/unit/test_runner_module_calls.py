@@ -35,7 +35,7 @@ def test_modules_loop_items_and_failures_count_skips_do_not(tmp_path):
     assert run._hosts["b2"].module_calls == 0
 
 
-def test_role_argument_checks_are_no_progress_lines_but_their_failures_are(tmp_path):
+def test_progress_gets_the_steps_that_ran_and_every_failure_not_skips_or_task_starts(tmp_path):
     (tmp_path / "play.yml").write_text("- hosts: all\n  tasks: []\n")
     (tmp_path / "hosts.yml").write_text("all: {hosts: {b1: {}}}\n")
     lines = []
@@ -43,13 +43,17 @@ def test_role_argument_checks_are_no_progress_lines_but_their_failures_are(tmp_p
                       progress=lambda host, task, kind, res: lines.append((host, task, kind)))
     check = "ansible.builtin.validate_argument_spec"
     for e in [
-        {"event": "playbook_on_task_start", "event_data": {"task": "Validating arguments against arg spec 'lock'",
-                                                           "task_action": check, "resolved_action": check}},
+        {"event": "playbook_on_play_start", "event_data": {"play": "Restart"}},
         {"event": "playbook_on_task_start", "event_data": {"task": "Take the bot's operation lock",
                                                            "task_action": "bot_lock", "resolved_action": "bot_lock"}},
+        event("runner_on_ok", "b1", check, {}),
+        event("runner_on_ok", "b1", "botops.fleet.bot_lock", {"changed": True}),
+        event("runner_on_skipped", "b1", "botops.fleet.bot_kill_switch", {}),
+        event("runner_on_ok", "b1", "ansible.builtin.set_fact", {}),
         event("runner_on_failed", "b1", check, {"msg": "Validation of arguments failed"}),
     ]:
         run._on_event(e)
-    assert lines == [(None, "Take the bot's operation lock", "playbook_on_task_start"),
+    assert lines == [(None, "Restart", "playbook_on_play_start"),
+                     ("b1", "botops.fleet.bot_lock", "runner_on_ok"),
                      ("b1", check, "runner_on_failed")]
-    assert run._hosts["b1"].module_calls == 0 and run._hosts["b1"].failed == 1
+    assert run._hosts["b1"].module_calls == 1 and run._hosts["b1"].failed == 1
