@@ -42,8 +42,10 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_backup import 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgres import PostgresEngine
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import BackupError, BackupStore, verify_files
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
-                                                      default_who, describe_engagement, reapply, yield_to_operator)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitch, KillSwitchError, reapply
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import (
+    AUDIT_LOG, KillSwitchEngaged, default_who, describe_engagement, yield_to_operator,
+)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import (
     carry_forward, carry_loss, describe_carry, describe_loss, ledger_conf, ledger_loss, ledger_report, live_max_ids,
     plan_carry, raise_id_floor,
