@@ -59,8 +59,10 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_errors 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_plan import DeployPlan
 from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_revert import DeployRevert
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
-                                                      default_who, describe_engagement, reapply, yield_to_operator)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitch, KillSwitchError, reapply
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import (
+    AUDIT_LOG, KillSwitchEngaged, default_who, describe_engagement, yield_to_operator,
+)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_out_of_live
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, current_version,
