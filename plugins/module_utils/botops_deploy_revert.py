@@ -16,7 +16,7 @@ import time
 from ansible_collections.botops.fleet.plugins.module_utils.botops_alembic import MigrationError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup import kept_name
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import yield_to_operator
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import yield_to_operator
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import current_version
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (

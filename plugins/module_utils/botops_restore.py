@@ -35,7 +35,8 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store i
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_files import read_json, write_json
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import reapply
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import KillSwitchEngaged, yield_to_operator
 from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import (
     carry_forward, carry_loss, describe_carry, describe_loss, ledger_loss, ledger_report, live_max_ids, plan_carry,
     raise_id_floor,
