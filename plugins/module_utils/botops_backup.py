@@ -3,9 +3,10 @@
 """Backup sets of one bot: take one, restore one into a scratch database to test it, and the names a
 restore gives the databases (or files) it fills and keeps.
 
-Used by bot_backup, bot_restore, bot_leftovers and botops_deploy. Stdlib only (plus the PostgreSQL
-client binaries and zstd), so it runs on any managed host with Python 3. The backup code is split by
-concern, each file importing only the ones below it (a module is shipped with what it imports):
+Used by bot_backup, botops_restore, bot_leftovers, botops_deploy_data and botops_deploy_revert. Stdlib
+only (plus the PostgreSQL client binaries and zstd), so it runs on any managed host with Python 3. The
+backup code is split by concern, each file importing only the ones below it (a module is shipped with
+what it imports):
 
 - botops_backup_store: what a set is (its files, id and manifest), checksums, the store of sets;
 - botops_backup_postgres, botops_backup_sqlite: the database engines (dump, count, restore, swap);

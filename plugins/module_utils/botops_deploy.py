@@ -7,6 +7,21 @@ the service manager and the readiness gate (botops_service), the `current` symli
 ledger (botops_release), Alembic (botops_migrate), backup sets (botops_backup) and the mode
 (botops_mode). The module bot_deploy is its Ansible front end.
 
+Deploy is split by concern, each file importing only the ones below it (a module is shipped
+with what it imports):
+
+- botops_deploy_errors: how a window fails (Failed, Yielded, AfterWindow, DeployFailed);
+- botops_deploy_plan: DeployPlan, the plan: the target release, every step decided before anything
+  is touched, the marks, the revision expected after;
+- botops_deploy_data: DeployData, the database: the migration or the restore of a backup that brings
+  it to what the target release needs, the trade ledger checked and carried forward, the restore
+  into a scratch database, the swap, a migration run;
+- botops_deploy_revert: DeployRevert, the revert after a failure, and the operator's kill switch
+  record it reads;
+- this file: Deploy, the window applied step by step (pause, stop, switch `current`, start,
+  readiness gate, release the pause, keep the mode, mark the release) and run (plan, apply,
+  revert on failure).
+
 Order, planned before anything is touched:
 
 1. outside the window: restore a backup into a scratch database (when the data comes back
@@ -38,49 +53,33 @@ import os
 import time
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_alembic import MigrationError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_backup import compare_counts, engine_for, kept_name, scratch_name
-from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgres import PostgresEngine
-from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import BackupError, BackupStore, verify_files
+from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import BackupError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_data import DeployData
+from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_errors import AfterWindow, DeployFailed, Failed, Yielded
+from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_plan import DeployPlan
+from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_revert import DeployRevert
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (AUDIT_LOG, KillSwitch, KillSwitchEngaged, KillSwitchError,
-                                                      default_who, describe_engagement, reapply, yield_to_operator)
-from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import (
-    carry_forward, carry_loss, describe_carry, describe_loss, ledger_conf, ledger_loss, ledger_report, live_max_ids,
-    plan_carry, raise_id_floor,
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitch, KillSwitchError, reapply
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import (
+    AUDIT_LOG, KillSwitchEngaged, default_who, describe_engagement, yield_to_operator,
 )
-from ansible_collections.botops.fleet.plugins.module_utils.botops_migrate import AlembicFailed, Migrations
-from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_out_of_live, read_mode
-from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database, PgError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, check_version, current_version,
+from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_out_of_live
+from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, current_version,
                                                  installed_versions, ledger_lock, remove_release,
                                                  switch_current, utcnow)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (NotReady, WindowSlots, graceful_stop, start_until_ready,
                                                   stop_timeout, supervisor_rpc, wait_ready)
 
+
 ERRORS = (BotError, MigrationError, BackupError, PgError, ReleaseError, KillSwitchError, OSError, KeyError)
-
-
-class Failed(Exception):
-    """A step failed; `step` names it, the message is the cause."""
-
-    def __init__(self, step, cause):
-        super().__init__(str(cause))
-        self.step = step
-
-
-class Yielded(Failed):
-    """An operator's kill switch level is engaged: the window stops where it is."""
-
-    def __init__(self, step, engaged):
-        super().__init__(step, engaged)
-        self.record = engaged.record
 
 
 def _cause(exc):
     return str(exc) or exc.__class__.__name__
 
 
-class Deploy:
+class Deploy(DeployPlan, DeployData, DeployRevert):
     """One bot's change window. `options` are bot_deploy's parameters; `run_command(cmd, cwd,
     env)` runs a command (alembic) and returns (rc, stdout, stderr)."""
 
@@ -151,226 +150,6 @@ class Deploy:
 
     def would(self, text):
         self.plan_steps.append(text)
-
-    # ------------------------------------------------------------------ plan
-    def resolve_target(self, ledger):
-        o = self.o
-        version = o.get("version")
-        if version in (None, "") and o.get("backup_id"):
-            store = self.store()
-            backup_id = store.resolve(o["backup_id"])
-            version = store.load(backup_id).get("release")
-            if not version:
-                raise Failed("resolve the target", f"backup {backup_id} records no release: give the version")
-        if version == "latest":
-            version = ledger.previous_good(self.current, self.installed)
-            if not version:
-                raise Failed("resolve the target", f"no good release other than {self.current} in the ledger "
-                                                   "to roll back to")
-        check_version(version)
-        return version
-
-    def store(self):
-        return BackupStore(self.o.get("backup_dir") or os.path.join(self.root, "backups"))
-
-    def plan(self):
-        """Decide every step; touches nothing. Returns False when there is nothing to do."""
-        o = self.o
-        with self.step("resolve the target"):
-            ledger = ReleaseHistory(self.root, self.name)
-            self.installed = installed_versions(self.releases_dir)
-            self.current = current_version(self.root)
-            ledger.adopt(self.current, self.installed, self.who)
-            self.target = self.resolve_target(ledger)
-        self.result.update(version=self.target, release_before=self.current, release_after=self.current)
-        if self.target not in self.installed:
-            if not self.check_mode:
-                raise Failed("resolve the target", f"release {self.target} is not installed (installed: "
-                                                   f"{', '.join(self.installed) or 'none'})")
-            self.would(f"switch current {self.current} -> {self.target} (not installed yet: its migrations "
-                       "are planned once it is)")
-            self.result["release_after"] = self.target
-            return True
-        self.was_running = bool(self.bot.pids())
-        db = self.profile.get("database") or {}
-        if db.get("engine") == "postgresql" and (db.get("migrations") or {}).get("tool") == "alembic":
-            with self.step("read the database's revision"):
-                database = Database(self.bot.bot.get("database") or {}, self.secrets.get("database_password"), db)
-                self.mig = Migrations(self.root, self.name, self.profile, database, self.run_command,
-                                      lock_timeout=o.get("lock_timeout", 30))
-                self.result["revision_before"] = self.result["revision_after"] = self.mig.current_revision()
-        with self.step("plan the migration"):
-            self.plan_data(ledger)
-        ready = None
-        if self.was_running:
-            ready, _ = self.bot.check_all([self.profile["health"]["readiness"]])
-        in_place = (self.current == self.target and not self.restore_id and not self.pending() and
-                    self.was_running and ready)
-        if in_place:
-            self.result["ready"] = True
-            return self.plan_marks(ledger, in_place=True)
-        if self.was_running:
-            try:
-                self.mode_before = read_mode(self.bot, self.profile["facts"])
-            except (BotError, KeyError):
-                self.mode_before = (None, None)
-        self.result["mode"] = {"execution_mode": self.mode_before[0], "paper_trading": self.mode_before[1]}
-        self.plan_window()
-        self.plan_marks(ledger, in_place=False)
-        return True
-
-    def pending(self):
-        return bool((self.up and self.up.pending) or (self.down and self.down.pending))
-
-    def plan_data(self, ledger):
-        """The migration (or restore) that brings the database to what the target release needs."""
-        o = self.o
-        if o.get("restore") == "always":
-            if not o.get("backup_id"):
-                raise Failed("plan the migration", "restore=always needs a backup_id")
-            self.plan_restore(o["backup_id"], always=True)
-            if self.restore_id:
-                return
-            # the live database is that backup already: only a migration may be left to do
-        if self.mig is None:
-            return
-        before = self.result["revision_before"]
-        _, _, _, target_graph = self.mig.load(self.target)
-        head = target_graph.head
-        if before is None or before in target_graph:
-            self.up = self.mig.plan("upgraded", "head", self.target, knowing=False, before=before)
-            self.result["migration"] = self.describe_plan(self.up)
-            self.up_online = bool(self.up.pending and o.get("online_migrations", True) and not self.up.contract
-                                  and self.was_running)
-            return
-        self.down = self.mig.plan("downgraded", head, self.current, knowing=True, before=before, warn=self.warn)
-        self.result["migration"] = self.describe_plan(self.down)
-        if not self.down.contract:
-            self.down_online = bool(o.get("online_migrations", True))
-            return
-        # a contract migration cannot be undone: the data comes back from the backup leading back
-        backup_id = o.get("backup_id") or (ledger.get(self.current) or {}).get("backup_id")
-        if not backup_id:
-            described = ", ".join(f"{r['revision']} ({r['description']})"
-                                  for r in self.down.graph.describe(self.down.contract))
-            raise Failed("plan the migration",
-                         f"cannot bring the database back to {head}: contract migration {described} cannot be "
-                         f"undone and no backup is linked to release {self.current} in the ledger; the way back is "
-                         f"to {self.mig.backup_hint(self.down.pending, self.down.graph)} (pass backup_id)")
-        self.down = None
-        self.plan_restore(backup_id, always=False, head=head, target_graph=target_graph)
-
-    def plan_restore(self, backup_id, always, head=None, target_graph=None):
-        store = self.store()
-        self.restore_id = store.resolve(backup_id)
-        self.restore_manifest = store.load(self.restore_id)
-        dbinfo = self.restore_manifest.get("database")
-        if not dbinfo:
-            raise Failed("plan the migration", f"backup {self.restore_id} holds no database")
-        self.result["backup_id"] = self.restore_id
-        if always and self.marker_says_restored():
-            self.restore_id = None  # the live database is this backup already
-            return
-        self.check_ledger(dbinfo)
-        revision = dbinfo.get("alembic_revision")
-        if self.mig is not None:
-            if target_graph is None:
-                _, _, _, target_graph = self.mig.load(self.target)
-                head = target_graph.head
-            if revision is not None and revision not in target_graph:
-                raise Failed("plan the migration", f"backup {self.restore_id} holds revision {revision}, which "
-                                                   f"release {self.target} does not know")
-            self.up_after_restore = revision != head
-        self.result["migration"] = {"restore": self.restore_id, "revision": revision}
-
-    def check_ledger(self, dbinfo, older_columns=None):
-        """No trade leaves the ledger without an explicit yes: plan carrying the rows since the backup
-        forward onto its schema and refuse (before the swap) what cannot be carried, unless
-        accept_ledger_loss; a revert cannot refuse. Returns the plan."""
-        engine = self.engine or engine_for(self.profile, self.bot.bot, self.secrets,
-                                           self.o.get("maintenance_db") or "postgres")
-        try:
-            plan = plan_carry(engine, self.profile, self.root, dbinfo, older_columns,
-                              carry=self.o.get("carry_forward", True))
-            loss = ledger_loss(engine, self.profile, dbinfo.get("ledger_max_id"))
-        finally:
-            if engine is not None and engine is not self.engine:
-                engine.close()
-        self.ledger_plan = plan
-        trades = next((e for e in (plan or {}).get("tables", []) if not e["holdings"]), None)
-        if loss and trades and trades["carry"]:
-            loss = {"table": loss["table"], "rows": 0, "backup_max_id": loss["backup_max_id"]}  # carried, not lost
-        self.result["ledger_loss"] = loss
-        self.result["ledger"] = ledger_report(plan, applied=False)
-        lost = carry_loss(plan)
-        if lost and not self.o.get("accept_ledger_loss") and not self.reverting:
-            self.result["ledger_refused"] = True
-            raise Failed("check what the live ledger would lose",
-                         f"bringing the data back from backup {self.restore_id} would take out of the live ledger "
-                         f"{'; '.join(lost)}; go ahead with accept_ledger_loss (invoke rollback "
-                         "--accept-ledger-loss): the replaced database is kept, renamed")
-        return plan
-
-    def marker_says_restored(self):
-        engine = engine_for(self.profile, self.bot.bot, self.secrets, self.o.get("maintenance_db") or "postgres")
-        try:
-            if isinstance(engine, PostgresEngine):
-                return (engine.marker(engine.name) or {}).get("backup_id") == self.restore_id
-        finally:
-            if engine is not None:
-                engine.close()
-        return False
-
-    @staticmethod
-    def describe_plan(plan):
-        return {"release": plan.release, "direction": plan.direction, "from": plan.before, "to": plan.target,
-                "pending": plan.pending, "contract": plan.contract}
-
-    @staticmethod
-    def plan_text(plan, when):
-        return (f"{plan.direction} the database {plan.before or 'base'} -> {plan.target or 'base'} with release "
-                f"{plan.release}'s scripts {when}")
-
-    def plan_window(self):
-        o = self.o
-        if self.restore_id:
-            self.would(f"restore backup {self.restore_id} into a scratch database before the stop")
-        if self.up_online:
-            self.would(self.plan_text(self.up, "before the stop (expand-only: the running release copes)"))
-        if self.was_running and o.get("pause", True) and not self.pause_is_stop():
-            self.would("pause entries (kill switch level pause)")
-        if self.was_running:
-            self.would("stop the bot gracefully")
-        if self.down and self.down.pending and not self.down_online:
-            self.would(self.plan_text(self.down, "before the switch"))
-        if self.restore_id:
-            self.would(f"swap the restored database in (the live one kept as <db>_pre_restore_<time>)")
-        if self.current != self.target:
-            self.would(f"switch current {self.current} -> {self.target}")
-        if self.up and self.up.pending and not self.up_online:
-            self.would(self.plan_text(self.up, "after the switch"))
-        if self.up_after_restore:
-            self.would(f"upgrade the restored database to release {self.target}'s head")
-        self.would(f"start the bot and wait until it is ready (held {o.get('ready_stable_for', 1.0):g}s)")
-        if self.was_running and o.get("pause", True) and not self.pause_is_stop():
-            self.would("release the pause this call engaged")
-        if self.down and self.down.pending and self.down_online:
-            self.would(self.plan_text(self.down, "once release " + self.target + " runs (expand-only)"))
-        if o.get("keep_mode", True) and self.mode_before != (None, None):
-            self.would("keep the bot out of LIVE if it was DRY or paper")
-
-    def plan_marks(self, ledger, in_place):
-        o = self.o
-        changed = not in_place
-        entry = ledger.get(self.target) or {}
-        if o.get("mark", True) and entry.get("status") != "good":
-            self.would(f"mark {self.target} good")
-            changed = True
-        replaced = ledger.get(self.current) if self.current != self.target else None
-        if o.get("replaced_status") and replaced and replaced.get("status") != o["replaced_status"]:
-            self.would(f"mark {self.current} {o['replaced_status']}")
-            changed = True
-        return changed
 
     # ------------------------------------------------------------------ apply
     def hold(self, step, left=None):
@@ -546,18 +325,6 @@ class Deploy:
                           who=self.who, audit_logs=[audit], source="bot_deploy", holder="operation",
                           run_id=o.get("run_id"))
 
-    def migrate(self, plan):
-        try:
-            after, executed = self.mig.apply(plan)
-        except AlembicFailed as exc:
-            if exc.after != plan.before:
-                self.done.append((plan.direction, plan, exc.after))
-                self.result["revision_after"] = exc.after
-            raise
-        self.done.append((plan.direction, plan, after))
-        self.result["revision_after"] = after
-        self.act(f"{plan.direction} {plan.before or 'base'} -> {after or 'base'} (release {plan.release}'s scripts)")
-
     def switch(self, from_version, to_version, forward):
         with ledger_lock(self.releases_dir):
             ledger = ReleaseHistory(self.root, self.name)
@@ -609,77 +376,7 @@ class Deploy:
                 self.result["changed"] = True
         self.result["pruned"] = pruned
 
-    # ------------------------------------------------------------------ restore
-    def prepare_restore(self):
-        """Restore the backup into a scratch database and check it, holding the backup store's lock
-        until the swap; the live database is not touched."""
-        store = self.store()
-        self._store_lock.enter_context(store.lock())
-        set_dir = store.path(self.restore_id)
-        problems = verify_files(set_dir, self.restore_manifest)
-        if problems:
-            raise BackupError(f"backup {self.restore_id} is damaged, refusing it: " + "; ".join(problems))
-        self.engine = engine_for(self.profile, self.bot.bot, self.secrets, self.o.get("maintenance_db") or "postgres")
-        dbinfo = self.restore_manifest["database"]
-        if self.engine is None or dbinfo.get("engine") != self.engine.engine:
-            raise BackupError(f"backup {self.restore_id} holds a {dbinfo.get('engine')} database, the profile "
-                              f"says {getattr(self.engine, 'engine', 'none')}")
-        self.scratch = scratch_name(self.engine, "restore", self.restore_id)
-        self.engine.drop(self.scratch)
-        if isinstance(self.engine, PostgresEngine):
-            self.engine.create_like(self.scratch, self.engine.name if self.engine.exists(self.engine.name) else None)
-        self.engine.restore_into(set_dir, dbinfo, self.scratch, 2)
-        counts = self.engine.counts(self.scratch)
-        problems = compare_counts(dbinfo, counts[0], counts[1], counts[2])
-        if problems:
-            raise BackupError("the restored copy does not match the manifest: " + "; ".join(problems))
-        if isinstance(self.engine, PostgresEngine):
-            self.engine.set_marker(self.scratch, {"backup_id": self.restore_id, "restored_at": utcnow()})
-        self.act(f"restore {self.restore_id} into {self.scratch}, row counts checked")
-        if ledger_conf(self.profile) and self.engine.exists(
-                self.engine.name if isinstance(self.engine, PostgresEngine) else None):
-            self.check_ledger(dbinfo, self.engine.columns(self.scratch))  # on the restored copy's schema
-
-    def swap_in(self):
-        live_exists = self.engine.exists(self.engine.name if isinstance(self.engine, PostgresEngine) else None)
-        previous = kept_name(self.engine) if live_exists else None
-        carried = {}
-        if live_exists:  # the bot is stopped: the rows since the backup and the highest ids are final
-            dbinfo = self.restore_manifest["database"]
-            plan = self.check_ledger(dbinfo, self.engine.columns(self.scratch)) if ledger_conf(self.profile) else None
-            if plan is not None and self.o.get("carry_forward", True):
-                carried = carry_forward(self.engine, plan, self.scratch, self.store().directory)
-                if carried:
-                    self.act(f"carry forward into {self.scratch}: {describe_carry(carried)}")
-            for done in raise_id_floor(self.engine, self.profile, self.scratch,
-                                       live_max_ids(self.engine, self.profile)):
-                self.act(done)
-        self.engine.swap(self.scratch, previous, live_exists=live_exists)
-        self.scratch = None
-        self.done.append(("swap", previous, None))
-        self.result.update(restored=True, previous_database=previous)
-        lost = self.result.get("ledger_loss") or {}
-        if previous and lost.get("rows"):
-            # measured again in the kept database, the bot stopped: what the restored one does not hold
-            lost = ledger_loss(self.engine, self.profile, self.restore_manifest["database"].get("ledger_max_id"),
-                               dbname=previous)
-            self.result["ledger_loss"] = lost
-            self.act(f"kept aside in {previous}: {describe_loss(lost)}")
-        if live_exists and self.ledger_plan is not None:
-            self.result["ledger"] = ledger_report(self.ledger_plan, carried, previous)
-        self.result["revision_after"] = self.restore_manifest["database"].get("alembic_revision")
-        self.act(f"swap backup {self.restore_id} in" + (f", live database kept as {previous}" if previous else ""))
-        self._store_lock.close()
-
-    def drop_scratch(self):
-        if self.scratch and self.engine is not None:
-            try:
-                self.engine.drop(self.scratch)
-                self.act(f"drop scratch {self.scratch}")
-            except (BackupError, PgError, OSError) as exc:
-                self.act(f"could not drop scratch {self.scratch}: {exc}")
-            self.scratch = None
-
+    # ------------------------------------------------------------------ run
     def close(self):
         self.slots.give()
         self.drop_scratch()
@@ -687,107 +384,6 @@ class Deploy:
         if self.engine is not None:
             self.engine.close()
 
-    # ------------------------------------------------------------------ revert
-    def revert(self):
-        """Put the bot back as it was before this call; returns what was done, raises Failed."""
-        o = self.o
-        undo = []
-        self.actions.append("revert:")
-        self.drop_scratch()
-        if self.stopped or self.started or self.switched or self.done:
-            try:  # the revert is a window of its own, but putting the bot back comes first
-                self.slots.take(wait=o.get("ready_timeout", 60.0))
-            except (BotError, OSError) as exc:
-                self.act(f"revert without a window slot ({exc})")
-        if self.started or (self.stopped and self.bot.pids()):
-            with self.step("revert: stop"):
-                graceful_stop(self.bot, stop_timeout(self.bot, o.get("graceful_timeout")),
-                              o.get("term_timeout", 10.0), self.actions, manager=self.manager())
-                undo.append(f"stopped release {self.target}")
-        for kind, plan, reached in list(reversed(self.done)):
-            if kind == "swap":
-                with self.step("revert: swap the database back"):
-                    failed = kept_name(self.engine, kind="failed_deploy")
-                    self.engine.swap(plan, failed, live_exists=True)
-                    self.act(f"swap {plan} back in, restored copy kept as {failed}")
-                    undo.append(f"put the previous database back (the restored one kept as {failed})")
-                    self.result.update(restored=False, previous_database=None)
-                continue
-            with self.step(f"revert: undo the {kind}"):
-                undo.append(self.undo_migration(kind, plan, reached))
-        if self.switched:
-            with self.step("revert: switch back"):
-                self.switch(self.target, self.current, forward=False)
-                undo.append(f"switched back to {self.current}")
-        held = None if o.get("override_kill_switch") else self.operator_record()
-        if held is not None:
-            undo.append(f"left stopped: kill switch {held['level']} engaged by {held.get('who')}")
-            self.result["kill_switch"] = held
-        if self.was_running and (self.stopped or self.started) and held is None:
-            with self.step("revert: start"):
-                timeout = o.get("ready_timeout", 60.0)
-                began = time.monotonic()
-                try:
-                    starting, _ = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
-                except NotReady as exc:
-                    raise BotError(f"release {self.current} not ready again within {timeout:g}s: last answer "
-                                   f"{exc.observed}") from None
-                self.act("service start")
-                starting.wait(max(1.0, began + timeout - time.monotonic()))
-                ok, observed, _ = wait_ready(self.bot, self.profile, began + timeout, o.get("ready_stable_for", 1.0))
-                if not ok:
-                    raise BotError(f"release {self.current} ready, then not ready again: last answer {observed}")
-                self.act("ready")
-                if self.stop_began is not None:
-                    self.result["downtime"] = round(time.monotonic() - self.stop_began, 3)
-                undo.append(f"started {self.current}, ready")
-            self.keep_operator_level()
-        if self.paused:
-            with self.step("revert: release the pause"):
-                self.release_pause()
-                undo.append("released the pause")
-        self.result["release_after"] = current_version(self.root)
-        if self.mig is not None:
-            with contextlib.suppress(MigrationError, PgError):
-                self.result["revision_after"] = self.mig.current_revision()
-        if o.get("mark", True) and held is None:  # the kill switch may be why it failed: not the release's fault
-            with self.step("revert: mark the release bad"):
-                self.mark(success=False, note=f"reverted: {self.result.get('failure')}")
-                undo.append(f"marked {self.target} bad")
-        return undo
-
-    def operator_record(self):
-        try:
-            return yield_to_operator(self.bot, "", override=True)
-        except BotError as exc:
-            self.act(f"could not read the kill switch record: {exc}")
-            return {"level": "unknown", "who": "unknown", "reason": str(exc)}
-
-    def undo_migration(self, kind, plan, reached):
-        """Undo one migration this call ran: back to plan.before."""
-        if kind == "upgrade":
-            executed = plan.graph.upgrade_path(plan.before, reached) if reached else []
-            if plan.graph.contracts(executed):
-                backup = self.o.get("backup_id")
-                if not backup:
-                    raise MigrationError(f"contract migration {', '.join(plan.graph.contracts(executed))} cannot be "
-                                         "undone and no backup_id was given to restore")
-                self.restore_id = self.store().resolve(backup)
-                self.restore_manifest = self.store().load(self.restore_id)
-                # a revert cannot refuse: it carries what it can, the rest is reported and kept
-                self.reverting = True
-                self.prepare_restore()
-                self.swap_in()
-                return f"restored backup {self.restore_id} (contract migration {reached} cannot be undone)"
-            back = self.mig.plan("downgraded", plan.before or "base", plan.release, knowing=False, before=reached)
-        else:
-            back = self.mig.plan("upgraded", plan.before, plan.release, knowing=False, before=reached)
-        if back.pending:
-            after, _ = self.mig.apply(back)
-            self.act(f"{back.direction} {reached or 'base'} -> {after or 'base'} (release {back.release}'s scripts)")
-        return f"{back.direction}d the database back to {plan.before or 'base'}"
-
-    # ------------------------------------------------------------------ run
     def run(self):
         """Plan and apply; returns the result, raises DeployFailed (result inside) on failure."""
         started = time.monotonic()
@@ -852,24 +448,5 @@ class Deploy:
             self.close()
             self.result["seconds"] = round(time.monotonic() - started, 3)
 
-    def expected_revision(self):
-        if self.restore_id and self.restore_manifest:
-            if self.up_after_restore and self.mig is not None:
-                return "head of " + str(self.target)
-            return self.restore_manifest["database"].get("alembic_revision")
-        plan = self.up or self.down
-        return plan.target if plan is not None else self.result["revision_before"]
-
     def message(self, exc):
         return f"Failed to deploy release {self.target or self.o.get('version')} on bot '{self.name}': {exc.step}: {exc}"
-
-
-class AfterWindow(Failed):
-    """A step after the window failed: the new release runs and is ready, nothing is reverted."""
-
-
-class DeployFailed(Exception):
-    def __init__(self, msg, result):
-        super().__init__(msg)
-        self.result = result
-

@@ -12,7 +12,7 @@ import time
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import Engagements
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import Engagements
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 
 

@@ -4,7 +4,7 @@
 
 The one atomic writer of botops' files: backup manifests and records (botops_backup_store), the
 files a restore puts back (botops_backup_paths), a bot's JSON config (botops_actions.set_json_key), the
-kill switch record (botops_kill_switch), the release history (botops_release), the maintenance
+kill switch record (botops_kill_switch_record), the release history (botops_release), the maintenance
 record (bot_db_maintenance). Stdlib only.
 """
 

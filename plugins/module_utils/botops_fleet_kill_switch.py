@@ -18,8 +18,10 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
 from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import read_lock, stale_reason
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (
-    AUDIT_LOG, LEVELS, AuditIndex, HostlessBot, KillSwitch, KillSwitchError, kill_switch_options, rank,
+    KillSwitch, KillSwitchError, kill_switch_options,
 )
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import LEVELS, HostlessBot, rank
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AUDIT_LOG, AuditIndex
 
 # What a rung's error says (in botops_bot's words) when the bot's inventory entry is wrong rather
 # than the bot unwell, and the variables to check. A bot that does not answer in time is escalated

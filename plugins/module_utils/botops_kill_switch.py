@@ -21,46 +21,32 @@ act on the bot the inventory names by its service manager and its processes, and
 naming both ids and the port. A release there is refused (it would release the other bot's level).
 A bot that does not answer the probe cannot be checked and is driven as before.
 
-The kill switch always wins. What is engaged lives in a record on the bot's host (`Engagements`,
-`shared/data/botops-kill-switch.json`), written before an engage walks its ladder and removed only
-by a release: a level kept in the bot's memory is lost by a restart, the record is not. An
-engagement is the operator's, or an operation's own pause for its window (held under its run id).
-Every module that starts a bot asks `operator_level()` first and yields (`KillSwitchEngaged`)
-rather than start a bot an operator stopped, and calls `reapply()` once a bot it started answers,
-so a level engaged meanwhile is put back before trading resumes. Releasing an operation's pause
-never releases the bot while an operator's level is recorded.
+An engage records its level on the bot's host before it walks the ladder, and a release removes it.
+The record and the audit log live in botops_kill_switch_record; the checks, the look at the bot
+(`Observation`) and `HostlessBot` in botops_kill_switch_checks. `reapply()` puts the operator's
+recorded level back on a bot that was just started.
 Stdlib only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import getpass
-import json
 import os
 import socket
-import sqlite3
-import threading
 import time
-from datetime import datetime, timezone
 
-from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL, Bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_files import write_json
-from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database, PgError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, describe_request, describe_source, uses_http
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import (
+    LEVELS, HostlessBot, Observation, check_all, open_positions, poll, rank, tried,
+)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import (
+    AUDIT_LOG, Engagements, append_audit, default_who, describe_engagement, operator_level, read_audits, unreleased,
+    utcnow,
+)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, uses_http
 
-LEVELS = ("pause", "halt", "flatten")
 DEFAULT_RUNG_TIMEOUT = 5.0
 START_TIMEOUT = 60.0
-AUDIT_LOG = "shared/data/botops-kill-switch.log"
-ENGAGEMENTS = "shared/data/botops-kill-switch.json"
-HOLDERS = ("operator", "operation")
-AUDIT_TAIL_BYTES = 1 << 20
-PROCESS_ABSENT = "process absent"
-
-_audit_lock = threading.Lock()
 
 
 def kill_switch_options():
@@ -79,174 +65,6 @@ def kill_switch_options():
 REQUIRED_IF = [("state", "engaged", ("reason",))]
 
 
-def rank(level):
-    return LEVELS.index(level) if level in LEVELS else -1
-
-
-def utcnow():
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def default_who():
-    """The operator: BOTOPS_OPERATOR, else the sudo caller, else the user running this code."""
-    for var in ("BOTOPS_OPERATOR", "SUDO_USER"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
-
-
-class HostlessBot(Bot):
-    """A bot seen from the controller without a shell on its host: HTTP and Redis only.
-
-    Rungs that need the host (service manager, signals, processes, the config file, a program run
-    or a file read there) fail with a message saying so, and the ladder goes on to the next rung."""
-
-    def _needs_host(self, what):
-        raise BotError(f"{what} needs a shell on the bot's host, which this controller-side run does not have "
-                       "(run bot_kill_switch on the host, or mark the bot local)")
-
-    def pids(self):
-        self._needs_host("a process check")
-
-    def service(self, op):
-        self._needs_host(f"service {op}")
-
-    def service_state(self):
-        self._needs_host("the service state")
-
-    def send_signal(self, name):
-        self._needs_host(f"SIG{name}")
-
-    def command_result(self, command, variables=None, memoize=True):
-        self._needs_host(f"running {command['argv'][0]}")
-
-    def read_file(self, spec, content=True):
-        self._needs_host(f"reading {spec['path']}")
-
-    def do(self, action, variables=None):
-        if "config_file" in action:
-            self._needs_host("editing the bot's config file")
-        return super().do(action, variables)
-
-
-# ---------------------------------------------------------------------------------- engagements
-class Engagements:
-    """The record of what is engaged on one bot, on its host: the authority, not the bot's memory.
-
-    One JSON file: {"operator": {level, reason, who, time, run_id, via} or absent,
-    "operations": {run_id: {level, reason, who, time, via}}}. Read-modify-write under an flock of
-    its own, replaced atomically (mode 0600), so concurrent engages and releases of one bot never
-    lose each other's entries."""
-
-    def __init__(self, root, path=None):
-        self.path = path or os.path.join(root, ENGAGEMENTS)
-
-    def read(self):
-        try:
-            with open(self.path, "rb") as f:
-                doc = json.loads(f.read() or b"{}")
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            # a record that cannot be read must not pass for "nothing engaged"
-            raise BotError(f"cannot read the kill switch record {self.path}: {exc}") from None
-        return doc if isinstance(doc, dict) else {}
-
-    def operator(self):
-        """The operator's engagement, or None."""
-        record = self.read().get("operator")
-        return record if isinstance(record, dict) and record.get("level") in LEVELS else None
-
-    @contextlib.contextmanager
-    def _locked(self):
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            doc = self.read()
-            before = json.dumps(doc, sort_keys=True)
-            yield doc
-            if json.dumps(doc, sort_keys=True) != before and not doc:
-                os.unlink(self.path)  # nothing engaged: no record
-            elif json.dumps(doc, sort_keys=True) != before:
-                write_json(self.path, doc, indent=1)
-        finally:
-            os.close(fd)
-
-    def engage(self, holder, level, entry, run_id=None):
-        """Record `level` for `holder`; an operator's stronger level already recorded is kept.
-        Returns the operator's record after the change (None for an operation's pause)."""
-        with self._locked() as doc:
-            entry = dict(entry, level=level)
-            if holder == "operator":
-                current = doc.get("operator")
-                if not isinstance(current, dict) or rank(current.get("level")) < rank(level):
-                    doc["operator"] = entry
-                return doc["operator"]
-            doc.setdefault("operations", {})[run_id or "unknown"] = entry
-            return None
-
-    def release(self, holder, level, run_id=None, force=False):
-        """Remove `holder`'s engagement of `level` (or, with force, of any level from `level` up);
-        returns True when the record changed."""
-        with self._locked() as doc:
-            if holder == "operator":
-                current = doc.get("operator")
-                if isinstance(current, dict) and (rank(current.get("level")) == rank(level) or
-                                                  (force and rank(current.get("level")) >= rank(level))):
-                    del doc["operator"]
-                    return True
-                return False
-            operations = doc.get("operations") or {}
-            if operations.pop(run_id or "unknown", None) is None:
-                return False
-            if not operations:
-                doc.pop("operations", None)
-            return True
-
-
-def describe_engagement(record):
-    """'halt engaged by alice at <time> (reason)': the words a yielding operation reports."""
-    text = f"{record.get('level')} engaged by {record.get('who') or 'unknown'} at {record.get('time') or 'unknown time'}"
-    return text + (f" ({record['reason']})" if record.get("reason") else "")
-
-
-class KillSwitchEngaged(BotError):
-    """An operator's kill switch level is engaged on the bot: the operation yields (changes nothing
-    more on it) and reports why. `record` is the operator's engagement."""
-
-    def __init__(self, record, what="", left=None):
-        self.record = record
-        self.left = left
-        msg = f"stopped: kill switch {describe_engagement(record)}"
-        if what:
-            msg += f"; {what} was not done"
-        if left:
-            msg += f" ({left})"
-        super().__init__(msg)
-
-
-def operator_level(bot):
-    """The operator's engagement recorded for this bot, or None (no host filesystem: None)."""
-    root = getattr(bot, "root", None)
-    if not root or isinstance(bot, HostlessBot):
-        return None
-    return Engagements(root).operator()
-
-
-def yield_to_operator(bot, what, override=False, left=None):
-    """Raise KillSwitchEngaged before `what` (a step that would let the bot trade again) when an
-    operator's level is recorded and the operator did not pass override for this run."""
-    record = operator_level(bot)
-    if record is not None and not override:
-        raise KillSwitchEngaged(record, what, left)
-    return record
-
-
 def reapply(bot, profile, audit_log=None, source="re-apply"):
     """Put the operator's recorded level back on a bot that was just started (a restart clears a
     level some bots keep in memory), verified by its `engaged` checks; returns the record (None when
@@ -261,254 +79,6 @@ def reapply(bot, profile, audit_log=None, source="re-apply"):
                         source=source, record=False)
     result = switch.engage()
     return dict(record, reapplied=bool(result.get("changed")), engaged_by=result.get("engaged_by"))
-
-
-# ---------------------------------------------------------------------------------- audit log
-def read_audit(path, bot_name):
-    """This bot's records in one audit log (its last MiB), oldest first; [] when there is none."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - AUDIT_TAIL_BYTES))
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise BotError(f"cannot read the audit log {path}: {exc.strerror}") from None
-    lines = data.split(b"\n")
-    if size > AUDIT_TAIL_BYTES:
-        lines = lines[1:]  # the first line was cut
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("bot") == bot_name:
-            records.append(record)
-    return records
-
-
-class AuditIndex:
-    """Shared audit logs read once for a whole fleet run: records by bot, kept up to date with what
-    the run appends. Without it each bot would parse the same log's tail again."""
-
-    def __init__(self, paths, tail_bytes=64 * AUDIT_TAIL_BYTES):
-        self.paths = set(paths)
-        self.tail_bytes = tail_bytes
-        self._lock = threading.Lock()
-        self._records = {}
-
-    def covers(self, path):
-        return path in self.paths
-
-    def _load(self, path):
-        by_bot = {}
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - self.tail_bytes))
-                data = f.read()
-        except FileNotFoundError:
-            return by_bot
-        except OSError as exc:
-            raise BotError(f"cannot read the audit log {path}: {exc.strerror}") from None
-        lines = data.split(b"\n")
-        if size > self.tail_bytes:
-            lines = lines[1:]
-        for line in lines:
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("bot"), str):
-                by_bot.setdefault(record["bot"], []).append(record)
-        return by_bot
-
-    def records(self, path, bot_name):
-        with self._lock:
-            if path not in self._records:
-                self._records[path] = self._load(path)
-            return list(self._records[path].get(bot_name, ()))
-
-    def add(self, path, record):
-        with self._lock:
-            if path in self._records:
-                self._records[path].setdefault(record["bot"], []).append(record)
-
-
-def read_audits(paths, bot_name, index=None):
-    """Records of several logs merged by time, each once (the fleet form writes one record to two logs)."""
-    seen, merged = set(), []
-    for path in paths:
-        found = index.records(path, bot_name) if index is not None and index.covers(path) else read_audit(path, bot_name)
-        for record in found:
-            key = (record.get("time"), record.get("action"), record.get("level"), record.get("outcome"))
-            if key not in seen:
-                seen.add(key)
-                merged.append(record)
-    merged.sort(key=lambda r: str(r.get("time")))
-    return merged
-
-
-def unreleased(records):
-    """The engagement the audit records say is still in force, or None."""
-    current = None
-    for record in records:
-        outcome = record.get("outcome")
-        if outcome == "engaged" and record.get("level") in LEVELS:
-            current = record
-        elif outcome == "released":
-            remaining = record.get("remaining_level")
-            if remaining not in LEVELS:
-                current = None
-            elif current is None or current.get("level") != remaining:
-                current = {"level": remaining, "time": record.get("time"), "who": None, "reason": None, "rung": None}
-    return current
-
-
-def append_audit(path, record):
-    """Append one JSON line to the audit log, creating it 0600 (and keeping it 0600)."""
-    line = (json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode()
-    with _audit_lock:
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_mode & 0o7777 != 0o600:
-                os.fchmod(fd, 0o600)
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-
-
-# ---------------------------------------------------------------------------------- checks
-def check_all(bot, specs):
-    """All checks hold? (ok, observations); a check that cannot be made does not hold."""
-    observed = []
-    for spec in specs:
-        try:
-            ok, seen = bot.check(spec)
-        except BotError as exc:
-            ok, seen = False, {"error": str(exc)}
-        observed.append(seen)
-        if not ok:
-            return False, observed
-    return True, observed
-
-
-POLL_BACKOFF = 1.5
-POLL_MAX_INTERVAL = 0.5
-
-
-def poll(bot, specs, timeout, released=None):
-    """Poll until `specs` hold (and, for a release, the `released` checks no longer all hold).
-
-    The first looks come quickly (POLL_INTERVAL), later ones less and less often (at most every
-    POLL_MAX_INTERVAL): a bot that takes seconds (a restart, a tick away) is not asked twenty
-    times a second, which matters when a thousand bots are polled at once."""
-    deadline = time.monotonic() + timeout
-    interval = POLL_INTERVAL
-    while True:
-        ok, observed = check_all(bot, specs)
-        if ok and released:
-            still, seen = check_all(bot, released)
-            if still:
-                ok, observed = False, observed + [{"still_engaged": seen}]
-        now = time.monotonic()
-        if ok or now >= deadline:
-            return ok, observed
-        time.sleep(min(interval, max(0.0, deadline - now)))
-        interval = min(interval * POLL_BACKOFF, POLL_MAX_INTERVAL)
-
-
-def summarize(observed):
-    """A short text of the last observation of a check list (for failure messages)."""
-    text = json.dumps(observed, default=str, separators=(",", ":"))
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def open_count(bot, profile, sql):
-    """The number positions.open_count_sql finds in the bot's own database: PostgreSQL (the
-    inventory's bot_database) or SQLite (the profile's database.path, relative to bot_root)."""
-    pdb = profile.get("database") or {}
-    if pdb.get("engine") == "sqlite":
-        path = pdb["path"] if os.path.isabs(pdb["path"]) else os.path.join(bot.root, pdb["path"])
-        if not os.path.isfile(path):
-            raise BotError(f"database file {path} does not exist")
-        # read-write, closed at once: a read-only connection leaves -wal / -shm files behind
-        with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
-            return conn.execute(sql).fetchone()[0]
-    database = Database(bot.bot.get("database") or {}, bot.secrets.get("database_password"), pdb)
-    return database.scalar(sql)
-
-
-class Observation:
-    """What the bot shows of its kill switch now: which levels' `engaged` checks hold.
-
-    A stopped process counts as every level engaged (the escalation ladder ends there and a
-    stopped bot does not trade). Levels whose checks are identical cannot be told apart by
-    looking: the last unreleased audit record says which of them was engaged."""
-
-    def __init__(self, bot, profile, record):
-        self.record = record
-        levels = profile["kill_switch"]["levels"]
-        self.holds, self.keys, self.observed = {}, {}, {}
-        cache = {}
-        # one moment: checks that read the same endpoint (or the process list) read it once, so
-        # that a process stopped half-way through the look does not make two levels disagree
-        with bot.memoized():
-            try:
-                self.pids = bot.pids()
-                self.process = "present" if self.pids else "absent"
-            except BotError:
-                self.pids, self.process = None, None
-            for level in LEVELS:
-                specs = levels[level]["engaged"]
-                if self.process == "absent":
-                    self.holds[level], self.keys[level], self.observed[level] = True, PROCESS_ABSENT, [{"pids": []}]
-                    continue
-                key = json.dumps(specs, sort_keys=True)
-                if key not in cache:
-                    cache[key] = check_all(bot, specs)
-                self.holds[level], self.observed[level] = cache[key]
-                self.keys[level] = key
-        if record is not None and not self.holds.get(record.get("level")):
-            self.record = None  # stale: what it engaged is no longer engaged
-
-    def distinct(self, level):
-        """Its checks differ from those of every weaker level: seeing them hold means this level."""
-        return all(self.keys[level] != self.keys[weaker] for weaker in LEVELS[:rank(level)])
-
-    def current(self):
-        """The strongest level known to be engaged (the audit record choosing among look-alikes), or None."""
-        holding = [level for level in LEVELS if self.holds[level]]
-        if not holding:
-            return None
-        look_alikes = [level for level in holding if self.keys[level] == self.keys[holding[-1]]]
-        if self.record is not None and self.record["level"] in look_alikes:
-            return self.record["level"]
-        return look_alikes[0]  # without a record, only the weakest of the look-alikes is certain
-
-    def satisfies(self, level):
-        """For an engage: this level or a stronger one is known to be engaged."""
-        if self.record is not None and rank(self.record["level"]) >= rank(level):
-            return True
-        return any(self.holds[h] and self.distinct(h) for h in LEVELS[rank(level):])
-
-    def stronger_than(self, level):
-        """For a release: a stronger level is engaged that releasing this one would leave engaged."""
-        if self.record is not None and rank(self.record["level"]) > rank(level):
-            return self.record["level"]
-        for h in reversed(LEVELS[rank(level) + 1:]):
-            if self.holds[h] and self.keys[h] != self.keys[level]:
-                return h
-        return None
 
 
 class KillSwitchError(Exception):
@@ -636,19 +206,6 @@ class KillSwitch:
         self.result["steps"].append(step)
         return step
 
-    @staticmethod
-    def _tried(steps):
-        parts = []
-        for step in steps:
-            why = "; ".join(step["errors"])
-            if step["verified"]:  # a rung that prepares the next (ends_walk: false)
-                parts.append(f"'{step['name']}' ({why + '; ' if why else ''}verified after {step['seconds']}s, "
-                             "the walk went on)")
-                continue
-            seen = summarize(step.get("observed"))
-            parts.append(f"'{step['name']}' ({why + '; ' if why else ''}verify saw {seen} after {step['seconds']}s)")
-        return ", ".join(parts)
-
     def _finish(self):
         self.result["seconds"] = round(time.monotonic() - self.started, 3)
         return self.result
@@ -661,31 +218,11 @@ class KillSwitch:
         if held is not None:
             self.result["engagement"] = held
 
-    def open_positions(self, api=True):
-        """(open positions now, where they were read): the bot's API while it answers (unless not
-        `api`: another bot answers there), else its own database (the profile's
-        positions.open_count_sql); (None, why) when neither can say."""
-        errors = []
-        spec = (self.profile.get("facts") or {}).get("open_positions")
-        if spec is not None and (api or "http" not in spec):
-            try:
-                return int(self.bot.probe(spec)), ("its API" if "command" not in spec and "file" not in spec
-                                                   else describe_source(spec))
-            except (BotError, TypeError, ValueError) as exc:
-                errors.append(f"API: {exc}")
-        sql = (self.profile.get("positions") or {}).get("open_count_sql")
-        if sql:
-            try:
-                return int(open_count(self.bot, self.profile, sql)), "its database"
-            except (PgError, BotError, OSError, sqlite3.Error, TypeError, ValueError) as exc:
-                errors.append(f"database: {exc}")
-        return None, "; ".join(errors) or "the profile has no open_positions fact and no positions.open_count_sql"
-
     def _verify_flat(self, what, rung=None, impostor=None):
         """Flatten means flat: a flatten that stopped trading with positions still open (or unread)
         is a halt, and fails saying so. With `impostor` (another bot answers at this bot's address)
         the positions are read from the bot's own database only."""
-        count, source = self.open_positions(api=impostor is None)
+        count, source = open_positions(self.bot, self.profile, api=impostor is None)
         self.result["open_positions"] = count
         if count == 0:
             return
@@ -783,7 +320,7 @@ class KillSwitch:
                     self._fail(f"{impostor['message']}: kill switch '{self.level}' engaged on bot '{self.bot.name}' "
                                f"only by the escalation rung '{rung['name']}', not through that bot's API")
                 return self._finish()
-        msg = f"Failed to {what}: no rung verified: {self._tried(r['steps'])}"
+        msg = f"Failed to {what}: no rung verified: {tried(r['steps'])}"
         if impostor is not None:
             msg = f"{impostor['message']}: the level's own rungs were not tried (they would engage that bot); {msg}"
         if self.holder == "operator" and self.engagements is not None and not self.check_mode:
@@ -942,7 +479,7 @@ class KillSwitch:
         self._fail_release(what, start_at)
 
     def _fail_release(self, what, start_at, cause=None):
-        msg = f"Failed to {what}: {cause or 'no rung verified: ' + self._tried(self.result['steps'][start_at:])}"
+        msg = f"Failed to {what}: {cause or 'no rung verified: ' + tried(self.result['steps'][start_at:])}"
         self.result["current_level"] = self._observe().current()
         self._audit("release", "failed", error=msg, remaining=self.result["current_level"])
         self._fail(msg)

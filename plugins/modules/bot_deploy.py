@@ -291,7 +291,8 @@ seconds:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy import Deploy, DeployFailed
+from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy import Deploy
+from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_errors import DeployFailed
 
 
 def main():

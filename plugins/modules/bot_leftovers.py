@@ -120,7 +120,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_sqlite 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import KEPT_KIND, BackupError, BackupStore
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import Engagements
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import Engagements
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import ReleaseHistory, current_version, installed_versions
 

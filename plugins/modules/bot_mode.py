@@ -130,7 +130,8 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL, bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitchError, describe_engagement, operator_level, reapply
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitchError, reapply
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import describe_engagement, operator_level
 from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_plan, kept_by, plan_actions, read_mode, read_what_can_be_read
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action
 

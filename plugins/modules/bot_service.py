@@ -134,7 +134,8 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitchEngaged, reapply, yield_to_operator
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import reapply
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import KillSwitchEngaged, yield_to_operator
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (KILL_WAIT, NotReady, WindowSlots, graceful_stop, start,
                                                   stop_timeout, wait_ready)
 

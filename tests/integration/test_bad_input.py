@@ -294,7 +294,7 @@ def _reported(fleet, name: str) -> dict:
     execution mode and paper flag; read through the profile-driven client the modules use."""
     from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
     from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-    from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import Observation
+    from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import Observation
 
     from botops import profiles
 

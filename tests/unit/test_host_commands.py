@@ -20,7 +20,8 @@ import pytest
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_facts import gather
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import HostlessBot, KillSwitch, KillSwitchError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitch, KillSwitchError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import HostlessBot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_out_of_live, read_mode
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, describe_check
 from botops import profiles

@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import open_count
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import open_count
 from botops import profiles
 
 

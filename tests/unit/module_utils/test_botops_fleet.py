@@ -15,7 +15,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import (FleetRun, ProcessTable, RedisClient, RedisReplyError, ServiceGate,
                                                scrub)
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import AuditIndex, append_audit, read_audits
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AuditIndex, append_audit, read_audits
 
 PROFILE = {
     "family": "fake",

@@ -356,10 +356,10 @@ def make_backup(fake, backup_id, release_version, revision):
 def contract_rollback_setup(fake, db, monkeypatch):
     """Bot at 2.0.0 (contract migration 0003) with 1.1.0 installed and a backup linked to 2.0.0 in
     the ledger; databases are a FakeEngine's. Returns (engine, backup_id)."""
-    from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store, botops_deploy
+    from ansible_collections.botops.fleet.plugins.module_utils import botops_backup_store, botops_deploy_data
     engine = FakeEngine(db)
-    monkeypatch.setattr(botops_deploy, "engine_for", lambda *a, **kw: engine)
-    monkeypatch.setattr(botops_deploy, "PostgresEngine", FakeEngine)
+    monkeypatch.setattr(botops_deploy_data, "engine_for", lambda *a, **kw: engine)
+    monkeypatch.setattr(botops_deploy_data, "PostgresEngine", FakeEngine)
     monkeypatch.setattr(botops_backup_store.BackupStore, "lock", lambda self, timeout=600: __import__("contextlib").nullcontext())
     setup_releases(fake, current="2.0.0", versions=("1.1.0", "2.0.0"), migrations=True)
     db.revision = "0003_rename_qty"

@@ -10,7 +10,7 @@ import threading
 from ansible_collections.botops.fleet.plugins.modules import bot_kill_switch
 from ansible_collections.botops.fleet.plugins.modules import bot_mode
 from ansible_collections.botops.fleet.plugins.modules import bot_service
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import Engagements
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import Engagements
 
 from .fake_bot import fake, fakes, stop_profile  # noqa: F401  (fixtures)
 from .utils import run_module
