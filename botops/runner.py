@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ansible_runner
 
-from botops import collection, profiles
+from botops import DSA_WARNING, collection, profiles
 from botops.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
@@ -170,6 +170,7 @@ class PlaybookRun:
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
             # ansible-playbook from the same environment as this front end
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
+            "PYTHONWARNINGS": ",".join(w for w in (f"ignore:{DSA_WARNING}", os.environ.get("PYTHONWARNINGS")) if w),
         }
         return {
             "private_data_dir": tempfile.mkdtemp(prefix="botops-runner-"),

@@ -406,6 +406,7 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
                 if todo:
                     self.result["would"] = self.plan_steps
                     self.result["changed"] = True
+                    self.result["release_after"] = self.target  # check mode shows the change it would make
                 return self.result
             try:
                 self.apply()
@@ -416,7 +417,7 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
                 if self.paused:
                     with contextlib.suppress(*ERRORS):
                         self.release_pause()  # forgets this run's pause; the bot keeps the operator's level
-                raise DeployFailed(f"Stopped the roll-out of release {self.target} on bot '{self.name}': {exc}",
+                raise DeployFailed(f"Stopped the deploy of release {self.target} on bot '{self.name}': {exc}",
                                     self.result) from None
             except AfterWindow as exc:
                 self.result["changed"] = True

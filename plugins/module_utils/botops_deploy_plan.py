@@ -47,6 +47,12 @@ class DeployPlan:
             self.current = current_version(self.root)
             ledger.adopt(self.current, self.installed, self.who)
             self.target = self.resolve_target(ledger)
+            entry = ledger.get(self.target) or {}
+            if entry.get("status") == "bad" and self.target != self.current:
+                # not refused (a fixed environment may make it good), but never without a word
+                self.result["note"] = (f"release {self.target} is marked bad in the release history"
+                                       + (f" ({entry['note']})" if entry.get("note") else "")
+                                       + ": it goes ahead, and is marked good only if its window succeeds")
         self.result.update(version=self.target, release_before=self.current, release_after=self.current)
         if self.target not in self.installed:
             if not self.check_mode:

@@ -82,7 +82,7 @@ kill_switch:
   returned: when an operator's level is engaged
   type: dict
 execution_mode:
-  description: The mode the bot reports after the call.
+  description: The mode the bot reports after the call (in check mode, the mode the call would leave).
   returned: always
   type: str
   sample: DRY
@@ -232,6 +232,7 @@ def main():
         if module.check_mode or not plan:
             if plan:
                 result["would"] = [describe_action(a) for a in plan]
+                result.update(after)  # check mode reports the mode the run would leave (DRY -> LIVE)
             module.exit_json(**result)
 
         variables = {"mode": after["execution_mode"], "paper": after["paper_trading"]}

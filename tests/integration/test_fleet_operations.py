@@ -51,6 +51,9 @@ def test_bad_input_fails_before_anything_changes(ops):
         (["deploy", "--version=1.1.0", "--positions=yolo"], "not a policy"),
         (["deploy", "--version=1.1.0", "--limit=nosuchbot"], "is no bot or group"),
         (["rollback", "--target=latest", "--backup=../x"], "is not a backup id"),
+        # resolved on every bot before the first change: no backup taken, no bot paused
+        (["rollback", "--target=garbage"], "release garbage is not installed (installed: 1.0.0)"),
+        (["rollback", "--target=latest"], "no release marked good other than the current 1.0.0"),
         (["kill-switch", "--level=nuke", "--reason=x"], "is not a level"),
         (["kill-switch", "--level=halt"], "--reason is required"),
     ]:
@@ -58,6 +61,7 @@ def test_bad_input_fails_before_anything_changes(ops):
         assert proc.returncode == 2, (args, output(proc))
         assert expected in output(proc), (args, output(proc))
     assert all(current(ops, bot) == "1.0.0" for bot in BOTS)
+    assert all(backups(ops, bot) == [] for bot in BOTS)
 
 
 def test_deploy_expand_release_to_every_family(ops):

@@ -300,3 +300,23 @@ def test_required_options(root):
     assert call(root, state="absent")["failed"]
     assert call(root, state="present")["failed"]
     assert call(root, state="present", version="1.0.0", keep=0)["failed"]
+
+
+def test_list_resolves_a_rollback_target_or_refuses_it_as_input(root, artifacts):
+    """A rollback resolves its target on every bot before the first change: an unknown version or no
+    good release to go back to is refused (input_refused: the front end exits 2), nothing written."""
+    call(root, version="1.0.0", artifact=str(artifacts), state="current")
+    alone = call(root, state="list", target="latest")
+    assert alone["failed"] and alone["input_refused"]
+    assert "no release marked good other than the current 1.0.0 is installed (installed: 1.0.0)" in alone["msg"]
+    call(root, version="1.0.0", state="marked", status="good")
+    call(root, version="1.1.0", artifact=str(artifacts), state="current")
+    before = (root / "releases" / "ledger.json").read_text()
+    assert call(root, state="list", target="latest")["target_release"] == "1.0.0"
+    assert call(root, state="list", target="1.1.0")["target_release"] == "1.1.0"  # the current one: a no-op later
+    unknown = call(root, state="list", target="garbage")
+    assert unknown["failed"] and unknown["input_refused"]
+    assert unknown["msg"] == ("Cannot roll bot 'bot01' back to garbage: release garbage is not installed "
+                              "(installed: 1.0.0, 1.1.0); --target takes 'latest' or one of those")
+    assert call(root, state="list", target="../x")["input_refused"]
+    assert (root / "releases" / "ledger.json").read_text() == before
