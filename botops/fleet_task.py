@@ -224,6 +224,12 @@ def run_operation(
                     else "refused" if outcome.refused else "failed")
             lines.append({"name": host, "result": word,
                           "message": outcome.kill_switch or outcome.refused or outcome.last_error})
+    if result.exit_code != EXIT_OK:
+        # every targeted bot has a row: one the run never reached says so (a failed canary, --max-fail)
+        reported |= {line["name"] for line in lines}
+        stopped = "the deploy stopped at the canary" if first_batch == "canary" else "the run stopped before it"
+        lines += [{"name": name, "result": "not started", "message": f"not started: {stopped}"}
+                  for name in bots if name not in reported]
     if lines:
         print()
         print(table(lines, columns or RESULT_COLUMNS))

@@ -15,16 +15,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from botops.report import one_line
 
-def one_line(value) -> str:
-    """A message as one sentence: text as it is, a list or mapping as its parts (never a Python repr)."""
-    if isinstance(value, str):
-        return " ".join(value.split())
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {one_line(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return "; ".join(one_line(v) for v in value)
-    return "" if value is None else str(value)
 
 
 @dataclass

@@ -11,9 +11,22 @@ def _cell(value) -> str:
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
 
 
+def one_line(value) -> str:
+    """A message as one sentence: text as it is, a list or mapping as its parts (never a Python repr)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {one_line(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(one_line(v) for v in value)
+    return "" if value is None else str(value)
+
+
 def _text(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, (dict, list, tuple)):
+        return one_line(value)
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, float):

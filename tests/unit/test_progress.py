@@ -3,7 +3,8 @@ the canary marked, each failure once and as a sentence; a status line in place o
 
 import io
 
-from botops.progress import Progress, one_line
+from botops.progress import Progress
+from botops.report import one_line
 
 
 def run(progress, events):
