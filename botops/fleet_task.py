@@ -227,7 +227,10 @@ def run_operation(
     if result.exit_code != EXIT_OK:
         # every targeted bot has a row: one the run never reached says so (a failed canary, --max-fail)
         reported |= {line["name"] for line in lines}
-        stopped = "the deploy stopped at the canary" if first_batch == "canary" else "the run stopped before it"
+        batches = getattr(run.progress, "seen", {})
+        at_canary = first_batch == "canary" and result.failed_hosts and all(
+            batches.get(h) == 1 for h in result.failed_hosts)
+        stopped = "the deploy stopped at the canary" if at_canary else "the run stopped before it"
         lines += [{"name": name, "result": "not started", "message": f"not started: {stopped}"}
                   for name in bots if name not in reported]
     if lines:
