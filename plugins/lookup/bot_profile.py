@@ -20,7 +20,7 @@ options:
 
 EXAMPLES = r"""
 - name: Read the facts of a bot with its family's profile
-  bot_facts:
+  botops.fleet.bot_facts:
     profile: "{{ lookup('botops.fleet.bot_profile', bot_family) }}"
     bot: "{{ botops_bot }}"
 """

@@ -12,7 +12,7 @@ description:
   - V(verified) re-checks every checksum and size, and with O(test_restore) restores the set into a scratch database.
   - V(pruned) applies retention to the sets and to the databases restores replaced; it never deletes a
     damaged set, the newest verified one, or one the release history still links to a current or good release.
-  - Listing the sets is the read-only module M(bot_backup_info).
+  - Listing the sets is the read-only module M(botops.fleet.bot_backup_info).
 version_added: "0.1.0"
 extends_documentation_fragment: [botops.fleet.botops_bot]
 options:
@@ -82,14 +82,14 @@ notes:
   - A test restore needs the bot's database role to have CREATEDB; format V(custom_zstd) needs the C(zstd) binary on the host.
   - "How a set is taken, verified and pruned, and why: C(docs/operations/backup.md)."
 seealso:
-  - module: bot_backup_info
-  - module: bot_restore
+  - module: botops.fleet.bot_backup_info
+  - module: botops.fleet.bot_restore
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Take a backup before the deploy, linked to the release being replaced
-  bot_backup:
+  botops.fleet.bot_backup:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -99,7 +99,7 @@ EXAMPLES = r"""
   register: backup
 
 - name: Verify the newest backup by restoring it into a scratch database
-  bot_backup:
+  botops.fleet.bot_backup:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -108,7 +108,7 @@ EXAMPLES = r"""
     test_restore: true
 
 - name: Apply the profile's retention
-  bot_backup:
+  botops.fleet.bot_backup:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"

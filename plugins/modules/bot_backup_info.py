@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: bot_backup_info
 short_description: List the backup sets of one trading bot
 description:
-  - Lists the backup sets in C(<bot_root>/backups) (taken by M(bot_backup)), newest first, with their size,
+  - Lists the backup sets in C(<bot_root>/backups) (taken by M(botops.fleet.bot_backup)), newest first, with their size,
     release, label, format, row counts and verification state. Never changes anything.
   - Sets still being written (C(.tmp-*)) are not listed.
   - A damaged set (its C(manifest.json) missing or unreadable) is listed with the reason in C(damaged), and
@@ -30,13 +30,13 @@ notes:
   - O(secrets) is not used; it is accepted so every bot module takes the same three inputs.
   - "What a set holds and why a damaged set is never skipped: C(docs/operations/backup.md)."
 seealso:
-  - module: bot_backup
+  - module: botops.fleet.bot_backup
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: List the bot's backups
-  bot_backup_info:
+  botops.fleet.bot_backup_info:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
   register: backups

@@ -58,7 +58,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Vacuum, analyze and reindex the bot's tables
-  bot_db_maintenance:
+  botops.fleet.bot_db_maintenance:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"

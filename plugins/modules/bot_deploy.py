@@ -18,14 +18,14 @@ extends_documentation_fragment: [botops.fleet.botops_bot]
 options:
   version:
     description:
-      - The release to move to, installed beforehand (M(bot_release) O(bot_release#module:state=present)).
+      - The release to move to, installed beforehand (M(botops.fleet.bot_release) O(botops.fleet.bot_release#module:state=present)).
         Default with O(backup_id) alone - the release the backup was taken on.
       - V(latest) is the newest release marked good other than the current one, resolved at each call;
         name a version for an idempotent call.
     type: str
   backup_id:
     description:
-      - The backup leading back, taken before the change (M(bot_backup)); recorded on a deploy, restored
+      - The backup leading back, taken before the change (M(botops.fleet.bot_backup)); recorded on a deploy, restored
         when a contract migration must be undone. V(latest) is the newest set (a damaged newest set fails the call).
     type: str
   restore:
@@ -71,7 +71,7 @@ options:
   keep_mode:
     description:
       - Put a bot that was DRY (or paper trading) before the change back to DRY (paper) if it comes back LIVE,
-        as M(bot_mode) O(bot_mode#module:keep_out_of_live) does. A bot back LIVE that its profile cannot put back fails the call.
+        as M(botops.fleet.bot_mode) O(botops.fleet.bot_mode#module:keep_out_of_live) does. A bot back LIVE that its profile cannot put back fails the call.
     type: bool
     default: true
   mark:
@@ -102,7 +102,7 @@ options:
   carry_forward:
     description:
       - When the data comes back from a backup, carry the ledger rows written since the backup into the
-        restored database before the swap, as M(bot_restore) O(bot_restore#module:carry_forward) does.
+        restored database before the swap, as M(botops.fleet.bot_restore) O(botops.fleet.bot_restore#module:carry_forward) does.
     type: bool
     default: true
   accept_ledger_loss:
@@ -130,20 +130,20 @@ attributes:
     details: The release and the database revision before and after.
 notes:
   - Runs on the bot's host, once per bot, after the playbook took the bot's lock, checked the bot and took
-    the backup (M(bot_lock), M(bot_facts), M(bot_backup)).
+    the backup (M(botops.fleet.bot_lock), M(botops.fleet.bot_facts), M(botops.fleet.bot_backup)).
   - "The window step by step, the direction of the migration, the revert and the window slots:
     C(docs/operations/deploy.md)."
 seealso:
-  - module: bot_release
-  - module: bot_migrate
-  - module: bot_service
-  - module: bot_restore
+  - module: botops.fleet.bot_release
+  - module: botops.fleet.bot_migrate
+  - module: botops.fleet.bot_service
+  - module: botops.fleet.bot_restore
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Deploy 1.1.0 in one window, linking the backup taken before
-  bot_deploy:
+  botops.fleet.bot_deploy:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -154,7 +154,7 @@ EXAMPLES = r"""
   register: deploy
 
 - name: Roll back to the previous good release; it becomes the rollback target no more
-  bot_deploy:
+  botops.fleet.bot_deploy:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -162,7 +162,7 @@ EXAMPLES = r"""
     replaced_status: bad
 
 - name: Roll back to a backup (code of the release it was taken on, its data)
-  bot_deploy:
+  botops.fleet.bot_deploy:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -176,7 +176,7 @@ ledger_loss:
   returned: when the data comes back from a backup
   type: dict
 ledger:
-  description: "When the data comes back from a backup: where the ledger's rows went (C(carried), C(kept_aside), C(summary)); see M(bot_restore)."
+  description: "When the data comes back from a backup: where the ledger's rows went (C(carried), C(kept_aside), C(summary)); see M(botops.fleet.bot_restore)."
   returned: when the data comes back from a backup
   type: dict
 ledger_refused:

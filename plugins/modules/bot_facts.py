@@ -45,14 +45,14 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Read the bot's state
-  bot_facts:
+  botops.fleet.bot_facts:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
   register: facts
 
 - name: Refuse a bot that answers as another one (the inventory's port points at another bot)
-  bot_facts:
+  botops.fleet.bot_facts:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"

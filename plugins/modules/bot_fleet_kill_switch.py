@@ -6,13 +6,13 @@ DOCUMENTATION = r"""
 module: bot_fleet_kill_switch
 short_description: Engage or release the kill switch of many trading bots at once, from the controller
 description:
-  - The fleet form of M(bot_kill_switch), run once on the controller; every bot goes through the same ladder
+  - The fleet form of M(botops.fleet.bot_kill_switch), run once on the controller; every bot goes through the same ladder
     code, all bots concurrently (one thread per bot, at most O(max_workers)).
   - Built for a thousand bots per call - profiles given once, one process table, shared service operations,
     requests to one host bounded (O(max_requests_per_host)), bots that do not answer cut short (O(fail_fast)).
   - Every bot is tried; the task fails afterwards if any bot could not be brought to the asked state, naming each.
   - The audit log is written on the controller; C(local) bots' own audit logs are written too.
-  - Rungs that need a shell on the bot's host run only for C(local) bots; drive remote fleets with M(bot_kill_switch).
+  - Rungs that need a shell on the bot's host run only for C(local) bots; drive remote fleets with M(botops.fleet.bot_kill_switch).
 version_added: "0.1.0"
 options:
   hosts:
@@ -28,14 +28,14 @@ options:
     elements: dict
     suboptions:
       bot:
-        description: The bot's inventory facts (C(botops_bot)), with the sub-options of M(bot_kill_switch)'s O(bot_kill_switch#module:bot).
+        description: The bot's inventory facts (C(botops_bot)), with the sub-options of M(botops.fleet.bot_kill_switch)'s O(botops.fleet.bot_kill_switch#module:bot).
         type: dict
         required: true
       profile:
         description: The bot family's profile. Default the entry of O(profiles) named by the bot's C(family).
         type: dict
       secrets:
-        description: The bot's secrets (C(botops_secrets)), with the sub-options of M(bot_kill_switch)'s O(bot_kill_switch#module:secrets).
+        description: The bot's secrets (C(botops_secrets)), with the sub-options of M(botops.fleet.bot_kill_switch)'s O(botops.fleet.bot_kill_switch#module:secrets).
         type: dict
         default: {}
       local:
@@ -58,7 +58,7 @@ options:
     choices: [engaged, released]
     default: engaged
   level:
-    description: V(pause), V(halt) or V(flatten), as in M(bot_kill_switch).
+    description: V(pause), V(halt) or V(flatten), as in M(botops.fleet.bot_kill_switch).
     type: str
     choices: [pause, halt, flatten]
     default: halt
@@ -109,13 +109,13 @@ notes:
   - "What the fleet form shares between bots, and how it keeps slow bots from holding up the others:
     C(docs/operations/kill-switch.md)."
 seealso:
-  - module: bot_kill_switch
+  - module: botops.fleet.bot_kill_switch
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Halt every bot of the play at once
-  bot_fleet_kill_switch:
+  botops.fleet.bot_fleet_kill_switch:
     level: halt
     reason: "exchange incident"
     who: "{{ lookup('env', 'USER') }}"
@@ -132,7 +132,7 @@ EXAMPLES = r"""
   register: fleet_halt
 
 - name: The same, each family's profile given once (playbooks/tasks/fleet_kill_switch.yml builds both lists)
-  bot_fleet_kill_switch:
+  botops.fleet.bot_fleet_kill_switch:
     level: halt
     reason: "exchange incident"
     bots:
@@ -154,7 +154,7 @@ remote_hosts:
   elements: str
 bots:
   description:
-    - Per bot (by name), the result M(bot_kill_switch) returns, plus C(failed) and C(msg); its actions,
+    - Per bot (by name), the result M(botops.fleet.bot_kill_switch) returns, plus C(failed) and C(msg); its actions,
       diff and audit record are kept once for the whole fleet (RV(actions), the task's diff, the audit logs).
   returned: always
   type: dict

@@ -34,7 +34,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Wait until the bot is ready to trade
-  bot_health:
+  botops.fleet.bot_health:
     wait_for: ready
     timeout: 120
     profile: "{{ botops_profile }}"

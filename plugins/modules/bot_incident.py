@@ -7,9 +7,9 @@ module: bot_incident
 short_description: Capture what an incident review needs from one trading bot
 description:
   - Collects, on the bot's host, the evidence the runbooks save on an emergency stop (mojorust 5.1 step 4, 6.2) - a
-    status snapshot (as M(bot_facts) reports it), the open positions, the release history, the kill-switch audit
+    status snapshot (as M(botops.fleet.bot_facts) reports it), the open positions, the release history, the kill-switch audit
     log, the last shutdown record and the end of every log file.
-  - Returns it all; M(bot_incident_bundle) writes the bundle on the controller.
+  - Returns it all; M(botops.fleet.bot_incident_bundle) writes the bundle on the controller.
   - The values of O(secrets) are masked in what is returned, and secret-shaped text (passwords in URLs, bearer
     tokens, C(password=) assignments) is redacted from log lines.
   - Reads only; changes nothing.
@@ -26,13 +26,13 @@ attributes:
   diff_mode:
     support: none
 seealso:
-  - module: bot_incident_bundle
+  - module: botops.fleet.bot_incident_bundle
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Capture the incident evidence of every bot
-  bot_incident:
+  botops.fleet.bot_incident:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"

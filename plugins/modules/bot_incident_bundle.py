@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: bot_incident_bundle
 short_description: Write one incident bundle on the controller from the evidence of many bots
 description:
-  - Takes what M(bot_incident) captured on every bot, plus the fleet kill-switch result, and writes
+  - Takes what M(botops.fleet.bot_incident) captured on every bot, plus the fleet kill-switch result, and writes
     one bundle - a directory C(<dest>/<incident_id>/) with C(incident.json) and one folder per bot
     (C(status.json), C(positions.json), C(ledger.json), C(audit.json), C(last_shutdown.json),
     C(logs/<file>)), and the same as C(<dest>/<incident_id>.tar.gz).
@@ -30,7 +30,7 @@ options:
     description: Who stopped it.
     type: str
   incidents:
-    description: The C(incident) results of M(bot_incident), one per bot.
+    description: The C(incident) results of M(botops.fleet.bot_incident), one per bot.
     type: list
     elements: dict
     required: true
@@ -52,7 +52,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Write the incident bundle
-  bot_incident_bundle:
+  botops.fleet.bot_incident_bundle:
     dest: "{{ playbook_dir }}/../artifacts/incidents"
     reason: "{{ botops_reason }}"
     incidents: "{{ ansible_play_hosts | map('extract', hostvars, ['botops__capture', 'incident']) | list }}"

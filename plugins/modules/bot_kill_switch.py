@@ -12,7 +12,7 @@ description:
   - An operator's level is recorded on the bot's host, so every botops module that starts the bot puts it back.
   - Every engagement and release is appended to the bot's audit log.
   - A bot that answers as another bot gets only its escalation rungs, and the call fails naming both ids.
-  - M(bot_fleet_kill_switch) runs this same code for a whole fleet from the controller.
+  - M(botops.fleet.bot_fleet_kill_switch) runs this same code for a whole fleet from the controller.
 version_added: "0.1.0"
 extends_documentation_fragment: [botops.fleet.botops_bot]
 options:
@@ -68,13 +68,13 @@ notes:
   - Runs on the bot's host (service manager, signals and processes are local there).
   - "The ladder step by step, the release and the identity check: C(docs/operations/kill-switch.md)."
 seealso:
-  - module: bot_fleet_kill_switch
+  - module: botops.fleet.bot_fleet_kill_switch
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Halt the bot (escalating to the service manager and signals if its API does not answer)
-  bot_kill_switch:
+  botops.fleet.bot_kill_switch:
     level: halt
     reason: "drawdown over limit"
     who: "{{ lookup('env', 'USER') }}"
@@ -84,7 +84,7 @@ EXAMPLES = r"""
   register: kill
 
 - name: Resume trading after the incident
-  bot_kill_switch:
+  botops.fleet.bot_kill_switch:
     state: released
     level: halt
     profile: "{{ botops_profile }}"

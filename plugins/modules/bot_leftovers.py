@@ -8,8 +8,8 @@ short_description: Find (and remove) what crashed botops runs left on one bot
 description:
   - Lists what runs killed in the middle of an operation left on the bot's host - other runs' pauses, scratch
     databases, unfinished backup sets, half-installed or half-removed releases - and the bot's state.
-  - With O(state=absent) removes the debris; the pauses are only listed, for the caller to release with M(bot_kill_switch).
-  - Removing debris needs the bot's lock (M(bot_lock)); without it a live run's scratch database could be taken for debris.
+  - With O(state=absent) removes the debris; the pauses are only listed, for the caller to release with M(botops.fleet.bot_kill_switch).
+  - Removing debris needs the bot's lock (M(botops.fleet.bot_lock)); without it a live run's scratch database could be taken for debris.
 version_added: "0.1.0"
 extends_documentation_fragment: [botops.fleet.botops_bot]
 options:
@@ -34,13 +34,13 @@ attributes:
 notes:
   - "What each kind of leftover is and why it is safe to remove: C(docs/operations/leftovers.md)."
 seealso:
-  - module: bot_lock
+  - module: botops.fleet.bot_lock
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: What did the crashed run leave?
-  bot_leftovers:
+  botops.fleet.bot_leftovers:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -48,7 +48,7 @@ EXAMPLES = r"""
   register: leftovers
 
 - name: Remove the debris (under the bot's lock)
-  bot_leftovers:
+  botops.fleet.bot_leftovers:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"

@@ -58,7 +58,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Take the fleet lock
-  bot_lock:
+  botops.fleet.bot_lock:
     path: "{{ botops_lock_dir }}/fleet.lock"
     run_id: "{{ botops_run_id }}"
     operation: deploy
@@ -66,7 +66,7 @@ EXAMPLES = r"""
   run_once: true
 
 - name: Give the bot's lock back
-  bot_lock:
+  botops.fleet.bot_lock:
     path: "{{ bot_root }}/shared/data/botops.lock"
     run_id: "{{ botops_run_id }}"
     state: released

@@ -47,7 +47,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Rotate the bot's logs bigger than 10 MB, keep 7
-  bot_logrotate:
+  botops.fleet.bot_logrotate:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     size: 10M

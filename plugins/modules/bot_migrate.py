@@ -54,13 +54,13 @@ notes:
   - Linear revision histories only (one row in C(alembic_version)); branches must be merged.
   - "Where alembic comes from, how the URL reaches it and how contract revisions are marked: C(docs/operations/migrate.md)."
 seealso:
-  - module: bot_deploy
+  - module: botops.fleet.bot_deploy
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Show what the migration would run
-  bot_migrate:
+  botops.fleet.bot_migrate:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -68,14 +68,14 @@ EXAMPLES = r"""
   register: plan
 
 - name: Upgrade the database to the head of the current release
-  bot_migrate:
+  botops.fleet.bot_migrate:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
     state: upgraded
 
 - name: Undo the last (expand) migration before rolling back the code
-  bot_migrate:
+  botops.fleet.bot_migrate:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"

@@ -51,7 +51,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Keep the bot on DRY paper trading
-  bot_mode:
+  botops.fleet.bot_mode:
     execution_mode: DRY
     paper: true
     profile: "{{ botops_profile }}"
@@ -59,7 +59,7 @@ EXAMPLES = r"""
     secrets: "{{ botops_secrets }}"
 
 - name: After a restart, keep a bot that was DRY and paper out of LIVE with what its profile can set
-  bot_mode:
+  botops.fleet.bot_mode:
     keep_out_of_live: true
     execution_mode: DRY
     paper: true
@@ -68,7 +68,7 @@ EXAMPLES = r"""
     secrets: "{{ botops_secrets }}"
 
 - name: Go live after the go/no-go checklist passed
-  bot_mode:
+  botops.fleet.bot_mode:
     execution_mode: LIVE
     go_no_go: "{{ checklist }}"
     profile: "{{ botops_profile }}"

@@ -63,7 +63,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Announce the maintenance window
-  bot_notify:
+  botops.fleet.bot_notify:
     url: "{{ botops_notify_webhook_url | default(omit) }}"
     format: slack
     event: maintenance_started

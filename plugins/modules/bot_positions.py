@@ -10,7 +10,7 @@ description:
     C(positions.list) when the profile has it.
   - V(orders_cancelled) runs the profile's C(positions.cancel_orders); V(closed) cancels the open orders (when the
     profile can) and runs C(positions.close_all). Each is verified by polling until the counts reach 0.
-  - A profile without the action needed fails at once, naming the way that works for it (M(bot_kill_switch)
+  - A profile without the action needed fails at once, naming the way that works for it (M(botops.fleet.bot_kill_switch)
     with level V(halt) or V(flatten)).
   - A bot that keeps trading may open new orders or positions right after; halt or pause it first when they must stay at 0.
 version_added: "0.1.0"
@@ -37,14 +37,14 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Cancel every open order of the bot
-  bot_positions:
+  botops.fleet.bot_positions:
     state: orders_cancelled
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
 
 - name: List open positions before a restart
-  bot_positions:
+  botops.fleet.bot_positions:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
   register: open_book

@@ -68,13 +68,13 @@ notes:
   - Run it once per bot, on the bot's host. Secrets are not needed.
   - "What an artifact holds, how it is installed and what the ledger records: C(docs/operations/release.md)."
 seealso:
-  - module: bot_deploy
+  - module: botops.fleet.bot_deploy
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Install release 1.1.0 without activating it
-  bot_release:
+  botops.fleet.bot_release:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     version: 1.1.0
@@ -82,7 +82,7 @@ EXAMPLES = r"""
     state: present
 
 - name: Switch current to 1.1.0, linking the pre-deploy backup, keep 5 releases
-  bot_release:
+  botops.fleet.bot_release:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     version: 1.1.0
@@ -93,7 +93,7 @@ EXAMPLES = r"""
   register: release
 
 - name: Mark the release good once it is healthy
-  bot_release:
+  botops.fleet.bot_release:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     version: 1.1.0
@@ -101,14 +101,14 @@ EXAMPLES = r"""
     status: good
 
 - name: Find the rollback target (latest good release before current)
-  bot_release:
+  botops.fleet.bot_release:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     state: list
   register: releases
 
 - name: Roll back to it
-  bot_release:
+  botops.fleet.bot_release:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     version: "{{ releases.previous_good }}"

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: bot_restore
 short_description: Restore one trading bot's database (and optionally its config) from a backup set
 description:
-  - Restores a set taken by M(bot_backup) without ever leaving the live database half restored - verify
+  - Restores a set taken by M(botops.fleet.bot_backup) without ever leaving the live database half restored - verify
     the set, take a safety backup, restore into a scratch database and check it, stop the bot, swap the
     databases in one transaction, start the bot again and wait until it is ready.
   - Any failure before the swap leaves the live database untouched; after the swap the replaced database
@@ -39,7 +39,7 @@ options:
     type: bool
     default: false
   format:
-    description: Dump format of the safety backup (see M(bot_backup)).
+    description: Dump format of the safety backup (see M(botops.fleet.bot_backup)).
     type: str
     choices: [custom_zstd, custom, directory]
     default: custom_zstd
@@ -56,8 +56,8 @@ options:
     default: 120
   window_slots:
     description:
-      - Bots of this host allowed between their stop and their readiness at once (shared with M(bot_service)
-        and M(bot_deploy)). Default the host's CPU count; no slot free within 10 minutes fails before the stop.
+      - Bots of this host allowed between their stop and their readiness at once (shared with M(botops.fleet.bot_service)
+        and M(botops.fleet.bot_deploy)). Default the host's CPU count; no slot free within 10 minutes fails before the stop.
     type: int
   carry_forward:
     description:
@@ -97,14 +97,14 @@ notes:
   - Cluster-level properties (C(ALTER DATABASE ... SET), grants on the database) are not carried over.
   - "The restore step by step, the ledger's carry-forward and SQLite bots: C(docs/operations/restore.md)."
 seealso:
-  - module: bot_backup
-  - module: bot_deploy
+  - module: botops.fleet.bot_backup
+  - module: botops.fleet.bot_deploy
 author: botops contributors
 """
 
 EXAMPLES = r"""
 - name: Restore the newest backup
-  bot_restore:
+  botops.fleet.bot_restore:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
@@ -112,7 +112,7 @@ EXAMPLES = r"""
   register: restored
 
 - name: Restore a given set with its config files, dropping the replaced database
-  bot_restore:
+  botops.fleet.bot_restore:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"

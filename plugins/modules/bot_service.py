@@ -66,7 +66,7 @@ author: botops contributors
 
 EXAMPLES = r"""
 - name: Restart the bot and wait until it is ready again
-  bot_service:
+  botops.fleet.bot_service:
     state: restarted
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
@@ -74,7 +74,7 @@ EXAMPLES = r"""
   register: restart
 
 - name: Stop the bot, killing it if it has not exited 20 seconds after the stop
-  bot_service:
+  botops.fleet.bot_service:
     state: stopped
     graceful_timeout: 20
     profile: "{{ botops_profile }}"

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from .state import utcnow_iso
-from .trading import (FEE_RATE, INITIAL_CAPITAL, MODE_FROM_CONFIG, Order, Position, Trader, Tx, _opposite, _pnl,
+from .trading import (FEE_RATE, INITIAL_CAPITAL, MODE_FROM_CONFIG, Order, Position, Trader, Tx, _pnl,
                       log)
 
 # Trades kept for GET /api/trades (ids stay continuous: last_trade_id counts every trade).
@@ -160,14 +160,8 @@ class MemoryTrader(Trader):
         self._write_trade(tx, symbol, side, qty, price, position_id, order_id)
         return position_id
 
-    def close_position(self, tx: Tx, position: Position) -> int:
-        price = self._prices.get(position.symbol, position.entry_price)
-        side = _opposite(position.side)
-        order_id = self._new_order(tx, position.symbol, side, position.qty, price, "filled")
-        trade_id = self._write_trade(tx, position.symbol, side, position.qty, price, position.id, order_id)
+    def _mark_closed(self, tx: Tx, position: Position) -> None:
         tx.cur.positions.pop(position.id, None)
-        tx.realized += _pnl(position.side, position.qty, position.entry_price, price)
-        return trade_id
 
     def _snapshot(self, tx: Tx):
         from .state import Snapshot

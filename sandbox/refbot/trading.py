@@ -622,11 +622,14 @@ class Trader:
         side = _opposite(position.side)
         order_id = self._new_order(tx, position.symbol, side, position.qty, price, "filled")
         trade_id = self._write_trade(tx, position.symbol, side, position.qty, price, position.id, order_id)
+        self._mark_closed(tx, position)
+        tx.realized += _pnl(position.side, position.qty, position.entry_price, price)
+        return trade_id
+
+    def _mark_closed(self, tx: Tx, position: Position) -> None:
         tx.cur.execute(
             "UPDATE positions SET status = 'closed', closed_at = now() WHERE id = %s", (position.id,)
         )
-        tx.realized += _pnl(position.side, position.qty, position.entry_price, price)
-        return trade_id
 
     def _snapshot(self, tx: Tx) -> Snapshot:
         """Counts and unrealised value; realised P&L and fees are added by the caller."""

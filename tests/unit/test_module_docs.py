@@ -188,10 +188,11 @@ def test_examples_and_return_are_yaml(name):
     assert set(strings) == {"DOCUMENTATION", "EXAMPLES", "RETURN"}, name
     examples = yaml.safe_load(strings["EXAMPLES"])
     assert isinstance(examples, list) and examples, f"{name}: EXAMPLES holds no task"
-    calls = [task for task in examples if name in task or f"botops.{name}" in task]
-    assert calls, f"{name}: EXAMPLES never calls the module"
+    fqcn = f"{COLLECTION}.{name}"
+    calls = [task for task in examples if fqcn in task]
+    assert calls, f"{name}: EXAMPLES never calls the module by its FQCN {fqcn}"
     spec = argument_spec_of(name)
     for task in calls:
-        unknown = sorted(set(task.get(name) or task.get(f"botops.{name}") or {}) - set(spec))
+        unknown = sorted(set(task.get(fqcn) or {}) - set(spec))
         assert not unknown, f"{name}: EXAMPLES pass {unknown}, which the module does not take"
     assert isinstance(yaml.safe_load(strings["RETURN"]), dict), name
