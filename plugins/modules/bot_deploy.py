@@ -18,7 +18,7 @@ extends_documentation_fragment: [botops.fleet.botops_bot]
 options:
   version:
     description:
-      - The release to move to, installed beforehand (M(botops.fleet.bot_release) O(botops.fleet.bot_release#module:state=present)).
+      - The release to move to, installed beforehand (O(botops.fleet.bot_release#module:state=present)).
         Default with O(backup_id) alone - the release the backup was taken on.
       - V(latest) is the newest release marked good other than the current one, resolved at each call;
         name a version for an idempotent call.
