@@ -3,7 +3,8 @@
 from invoke import Collection
 
 from botops import (
-    backup, bench, deploy, host_commands, kill_switch, maintenance, promote, recover, releases, restart, sandbox, schedule,
+    backup, bench, collection, deploy, host_commands, kill_switch, maintenance, promote, recover, releases, restart, sandbox,
+    schedule,
 )
 from botops.fleet_task import parser_errors_exit_2
 from botops.status import status
@@ -29,6 +30,7 @@ ns.add_task(host_commands.exec_)
 ns.add_task(maintenance.maintenance)
 ns.add_task(schedule.schedule)
 ns.add_task(bench.bench)
+ns.add_task(collection.build_collection)
 ns.add_collection(sandbox.collection)
 
 # Long flags only: Invoke's automatic short flags gave -l four meanings (--limit, --label, --level,

@@ -16,6 +16,8 @@ import site
 import sys
 from pathlib import Path
 
+from invoke import Exit, task
+
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE, NAME = "botops", "fleet"
 
@@ -47,6 +49,44 @@ def install_path_file(repo: Path = REPO) -> Path:
     path = Path(site.getsitepackages()[0]) / "botops-collection.pth"
     path.write_text(f"{collections_dir(repo)}\n")
     return path
+
+
+def build(output: Path, repo: Path = REPO) -> Path:
+    """Build the collection's tarball (ansible-galaxy collection build) into `output`; returns its path."""
+    import subprocess
+
+    import yaml
+
+    meta = yaml.safe_load((repo / "galaxy.yml").read_text())
+    output.mkdir(parents=True, exist_ok=True)
+    galaxy = Path(sys.executable).with_name("ansible-galaxy")
+    proc = subprocess.run([str(galaxy), "collection", "build", "--force", "--output-path", str(output), str(repo)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ansible-galaxy collection build failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return output / f"{meta['namespace']}-{meta['name']}-{meta['version']}.tar.gz"
+
+
+@task(help={"output": "directory the tarball is written to (default dist/)"})
+def build_collection(c, output="dist"):
+    """Build the botops.fleet collection (dist/botops-fleet-<version>.tar.gz) for ansible-galaxy collection install."""
+    from botops.report import shown
+
+    accepted = "a directory it can write to, e.g. --output=dist"
+    if not str(output).strip() or "\0" in str(output):
+        raise Exit(f"build-collection: --output {shown(output)} is not a directory path ({accepted})", code=2)
+    target = Path(output).resolve()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Exit(f"build-collection: --output {shown(output)} cannot be created: {exc.strerror} ({accepted})",
+                   code=2) from None
+    try:
+        path = build(target)
+    except RuntimeError as exc:
+        raise Exit(f"build-collection: {exc}", code=1) from None
+    print(f"build-collection: {path}")
+    print(f"install it with: ansible-galaxy collection install {path}")
 
 
 def main() -> int:

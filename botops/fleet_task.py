@@ -134,6 +134,31 @@ def explain_parse_error(collection, argv: list[str], exc: Exception) -> str:
     return str(exc)
 
 
+def announce_failure(task: str, inventory_path: Path, run_id: str, bots: list[str], why: dict, what: str,
+                     check: bool) -> None:
+    """Post '<task> failed' (or interrupted) to the inventory's webhook (playbooks/notify.yml, the bot_notify
+    role): the run id, the bots that failed and why, how many were targeted. Check runs change nothing and
+    announce nothing; a notification that cannot be sent is said on the console, never a reason to fail."""
+    if check:
+        return
+    failed = sorted(why)
+    listed = "; ".join(f"{bot}: {why[bot]}" for bot in failed[:20]) + (" ..." if len(failed) > 20 else "")
+    message = (f"botops: {task} {what} on {len(failed)} of {len(bots)} bot(s) (run {run_id})"
+               + (f": {listed}" if listed else ""))
+    try:
+        notice = PlaybookRun("notify.yml", inventory=str(inventory_path), progress=lambda *a: None, extravars={
+            "bot_notify_event": f"{task.replace('-', '_')}_{what}",
+            "bot_notify_message": message,
+            "bot_notify_details": {"task": task, "run_id": run_id, "result": what, "failed": why,
+                                   "targeted": len(bots)},
+        }).run()
+    except (OSError, ValueError) as exc:
+        print(f"{task}: the {what} notification was not sent: {exc}", flush=True)
+        return
+    if notice.exit_code != EXIT_OK:
+        print(f"{task}: the {what} notification was not sent (see {notice.artifact_dir})", flush=True)
+
+
 def number_flag(task: str, flag: str, value, unit: str, high: float, low: int = 1, seconds: bool = False):
     """The value of a numeric flag, or exit 2 saying what is accepted: a whole number from `low` to
     `high`, or with `seconds` a duration (a number, more than 0, at most `high`).
@@ -208,6 +233,9 @@ def run_operation(
         held = acquire_fleet_lock(locks, task, targeted, run.ident, takeover)
     try:
         result = run.run()
+    except KeyboardInterrupt:
+        announce_failure(task, inventory_path, run.ident, bots, {}, "interrupted", check)
+        raise
     finally:
         for path in held:
             locks.release(str(path), run.ident)
@@ -236,6 +264,11 @@ def run_operation(
     if lines:
         print()
         print(table(lines, columns or RESULT_COLUMNS))
+    if result.exit_code not in (EXIT_OK, EXIT_USAGE, EXIT_KILL_SWITCH):
+        why = {line["name"]: line.get("message") or line.get("result") for line in lines
+               if line.get("result") not in ("ok", "changed", "skipped", "not started")}
+        announce_failure(task, inventory_path, run.ident, bots, why,
+                         "interrupted" if result.status == "canceled" else "failed", check)
     for note in result.notes:
         print(f"{task}: {note}")
     print(f"\n{task}: {result.status}; summary: {result.artifact_dir / 'botops-summary.json'}")

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,26 @@ def sandbox_dir():
 def free_port_block():
     """``with free_port_block(bots, start) as base:`` a base port whose bot ports are free (see port_block)."""
     return port_block
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    """A local webhook that keeps what it is posted (JSON bodies, in order): server.received."""
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    server.received = received
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -185,6 +185,9 @@ MATRIX: dict[str, tuple[dict, dict[str, list[tuple[str, str | tuple[str, ...]]]]
         "quiet": [("abc", "a number from 0"), ("-1", "from 0 (do not wait) to 10000"), ("nan", "a number from 0"),
                   ("1e309", "to 10000")],
     }),
+    "build-collection": ({}, {
+        "output": [("", "a directory it can write to"), ("/proc/botops-dist", "cannot be created")],
+    }),
     "sandbox.up": ({}, {
         "bots": [("", "whole number of bots"), ("abc", "whole number of bots"), ("0", "1 or more"),
                  ("100000000", "at most 6450"), ("9" * 10_000, "whole number of bots")],

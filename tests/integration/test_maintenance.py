@@ -16,8 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,28 +33,6 @@ INVOKE = REPO / ".venv" / "bin" / "invoke"
 BOTS = ["bot01", "bot02"]  # mojorust, papertrader
 OUTSIDE = "2026-11-24T12:00:00Z"  # a Tuesday noon: no weekly window is open
 SUNDAY = "2026-11-22T03:10:00Z"  # weekly: mojorust open (03:00-04:00), papertrader closed (02:00-03:00)
-
-
-@pytest.fixture(scope="module")
-def webhook():
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    server.received = received
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")
