@@ -150,6 +150,7 @@ class PlaybookRun:
         self._hosts: dict[str, HostOutcome] = {}
         self._report: dict = {}
         self._notes: list[str] = []
+        self._trace_file = None
 
     def params(self) -> dict:
         cmdline = []
@@ -191,10 +192,23 @@ class PlaybookRun:
             "timeout": None,
         }
 
+    def _trace(self, kind: str, host: str | None, task: str) -> None:
+        """One line of progress.jsonl in the run's artifact directory: every step started and ended on
+        every bot, skipped ones too, for `tail -f` from another terminal, AWX-style log shippers and the
+        fault tests (which wait for a step to start on a bot before they kill the run)."""
+        if self._trace_file is None:
+            path = self.artifact_dir / self.ident / "progress.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._trace_file = path.open("a", buffering=1)
+        self._trace_file.write(json.dumps({"time": round(time.time(), 3), "event": kind.removeprefix("runner_on_"),
+                                           "host": host, "task": task}) + "\n")
+
     def _on_event(self, event: dict) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         host = data.get("host")
+        if host and kind.startswith("runner_on_"):
+            self._trace(kind, host, data.get("task", ""))
         if kind == "playbook_on_play_start":
             self.progress(None, data.get("play", data.get("name", "")), kind, {})
         elif kind == "playbook_on_stats":
@@ -245,6 +259,8 @@ class PlaybookRun:
             runner = ansible_runner.run(**params)
         finally:
             shutil.rmtree(private, ignore_errors=True)
+            if self._trace_file is not None:
+                self._trace_file.close()
         status, rc = runner.status, runner.rc
         for name, row in self._report.items():  # bots the playbook skipped for an operator's level
             if isinstance(row, dict) and yielded_message(row):

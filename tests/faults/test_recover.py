@@ -30,16 +30,27 @@ pytestmark = pytest.mark.slow
 READY_TIMEOUT = 120
 
 
+def started(ops, since: float, task: str) -> bool:
+    """Has a run begun since `since` started `task` on a bot (its progress.jsonl says so)?"""
+    for trace in (ops["dir"] / "runs").glob("*/*/progress.jsonl"):
+        if trace.stat().st_mtime >= since:
+            for line in trace.read_text().splitlines():
+                event = json.loads(line) if line.endswith("}") else {}
+                if event.get("event") == "start" and event.get("task", "").startswith(task):
+                    return True
+    return False
+
+
 def crash(ops, args: list[str], task: str, settle: float = 0.3) -> None:
-    """Run `invoke args` and SIGKILL its whole tree once its progress (the task names the front end
-    prints as the playbook starts them) shows it has been inside `task` for `settle` seconds."""
+    """Run `invoke args` and SIGKILL its whole tree once the run's progress.jsonl shows it has been
+    inside `task` for `settle` seconds."""
+    since = time.time() - 1
     proc = invoke(ops, *args, background=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        poll(lambda: any(line.startswith(f"- {task}") for line in list(lines)), 300, f"the run to start '{task}'",
-             proc)
+        poll(lambda: started(ops, since, task), 300, f"the run to start '{task}'", proc)
         time.sleep(settle)  # inside the module: no fixed point of its work is needed, any point must be safe
     finally:
         killed = kill_tree(proc.pid)
