@@ -211,7 +211,7 @@ def test_a_halt_engaged_during_a_rollback_window_is_kept_and_no_release_is_marke
     assert statuses.get("1.0.0") != "bad", f"the kill switch made a good release bad: {statuses}"
 
 
-def test_a_flatten_that_could_only_stop_a_frozen_bot_fails_naming_its_open_positions(ops):
+def test_a_flatten_of_a_frozen_bot_is_judged_by_its_own_database(ops):
     fleet = ops["fleet"]
     pid = fleet.service_pids()["bot02"]  # papertrader: no API to close positions, its flatten stops it
     os.kill(pid, signal.SIGSTOP)
