@@ -244,8 +244,13 @@ HEADER = """\
 
 
 class _NoAliases(yaml.SafeDumper):
+    """YAML as yamllint (and so ansible-lint) wants it: no aliases, list items indented under their key."""
+
     def ignore_aliases(self, data):
         return True
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
 
 
 def write_awx(assets: dict, directory: Path = AWX_DIR) -> list[Path]:
