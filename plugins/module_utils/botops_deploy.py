@@ -70,6 +70,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_release import
                                                  switch_current, utcnow)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (NotReady, WindowSlots, graceful_stop, start_until_ready,
                                                   stop_timeout, supervisor_rpc, wait_ready)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
 ERRORS = (BotError, MigrationError, BackupError, PgError, ReleaseError, KillSwitchError, OSError, KeyError)
@@ -249,7 +250,7 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
                 starting, _ = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
             except NotReady as exc:
                 self.result["ready"] = False
-                raise BotError(f"not ready within {timeout:g}s of the start: last answer {exc.observed}") from None
+                raise BotError(f"not ready within {timeout:g}s of the start: last answer {describe_answer(exc.observed)}") from None
             self.act("service start")
             self.act("ready")
         self.keep_operator_level()
@@ -279,7 +280,7 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
         ok, observed, _ = wait_ready(self.bot, self.profile, max(deadline, time.monotonic()), stable)
         self.result["ready"] = ok
         if not ok:
-            raise BotError(f"ready, then not ready again within {stable:g}s: last answer {observed}")
+            raise BotError(f"ready, then not ready again within {stable:g}s: last answer {describe_answer(observed)}")
 
     # ------------------------------------------------------------------ steps
     def manager(self):

@@ -22,6 +22,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_release import
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (
     NotReady, graceful_stop, start_until_ready, stop_timeout, wait_ready,
 )
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
 class DeployRevert:
@@ -70,12 +71,12 @@ class DeployRevert:
                     starting, _ = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
                 except NotReady as exc:
                     raise BotError(f"release {self.current} not ready again within {timeout:g}s: last answer "
-                                   f"{exc.observed}") from None
+                                   f"{describe_answer(exc.observed)}") from None
                 self.act("service start")
                 starting.wait(max(1.0, began + timeout - time.monotonic()))
                 ok, observed, _ = wait_ready(self.bot, self.profile, began + timeout, o.get("ready_stable_for", 1.0))
                 if not ok:
-                    raise BotError(f"release {self.current} ready, then not ready again: last answer {observed}")
+                    raise BotError(f"release {self.current} ready, then not ready again: last answer {describe_answer(observed)}")
                 self.act("ready")
                 if self.stop_began is not None:
                     self.result["downtime"] = round(time.monotonic() - self.stop_began, 3)

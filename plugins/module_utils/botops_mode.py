@@ -15,6 +15,7 @@ import time
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
 MODES = ("DRY", "LIVE")
@@ -150,7 +151,7 @@ def keep_out_of_live(bot, profile, was_mode, was_paper, actions, timeout=60.0, w
     if any("service" in a for a in plan):
         ok, observed = bot.wait_for([profile["health"]["readiness"]], timeout)
         if not ok:
-            raise BotError(f"not ready within {timeout:g}s after the mode restart: last answer {observed}")
+            raise BotError(f"not ready within {timeout:g}s after the mode restart: last answer {describe_answer(observed)}")
     while True:
         try:
             mode, paper = read_what_can_be_read(bot, profile.get("facts"), [])

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 KILL_WAIT = 5.0  # seconds for a SIGKILLed process to disappear
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -119,7 +120,7 @@ def start(bot, profile, actions, ready_timeout, wait_for_ready=True, stable_for=
         return {"ready": None, "ready_at": None}
     ok, observed, ready_at = wait_ready(bot, profile, deadline, stable_for)
     if not ok:
-        raise NotReady(f"not ready within {ready_timeout:g}s of the start: last answer {observed}", observed)
+        raise NotReady(f"not ready within {ready_timeout:g}s of the start: last answer {describe_answer(observed)}", observed)
     actions.append("ready")
     return {"ready": True, "ready_at": ready_at}
 
@@ -227,7 +228,7 @@ def start_until_ready(bot, profile, deadline, manager=None):
         if ok:
             return starting, now
         if now >= deadline:
-            raise NotReady(f"not ready by the deadline after the start: last answer {observed}", observed)
+            raise NotReady(f"not ready by the deadline after the start: last answer {describe_answer(observed)}", observed)
         time.sleep(POLL_INTERVAL)
 
 

@@ -143,6 +143,24 @@ def shown_value(value, limit=80):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def describe_answer(observed, limit=240):
+    """A bot's last answer as a message quotes it, in JSON, never a Python repr: an HTTP answer as
+    'HTTP 503 (expected HTTP 200): {"status": "unhealthy", ...}', cut short."""
+    items = observed if isinstance(observed, list) else [observed]
+    parts = []
+    for item in items:
+        if isinstance(item, dict) and "status" in item and set(item) <= {"status", "body", "expected", "error"}:
+            text = f"HTTP {item['status']}" + (f" (expected {item['expected']})" if item.get("expected") else "")
+            if item.get("error"):
+                text += f": {item['error']}"
+            elif item.get("body") is not None:
+                text += f": {shown_value(item['body'], limit)}"
+            parts.append(text)
+        else:
+            parts.append(shown_value(item, limit))
+    return "; ".join(parts) or "none"
+
+
 def map_key(value):
     """The key a value map finds a value under: YAML's `true:` and JSON's `"true":` are one key
     (a profile travels to the bot's host as JSON, where every key is a string)."""

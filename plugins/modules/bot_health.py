@@ -75,6 +75,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
 def main():
@@ -111,7 +112,7 @@ def main():
         module.fail_json(msg=f"Failed to check the {what} of bot '{name}': {exc}", **result)
     if not ok:
         module.fail_json(msg=f"Failed to wait for the {what} of bot '{name}': not {p['wait_for']} after "
-                             f"{result['waited']:g}s; last answer {observed}", **result)
+                             f"{result['waited']:g}s; last answer {describe_answer(observed)}", **result)
     module.exit_json(**result)
 
 

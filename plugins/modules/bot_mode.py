@@ -133,7 +133,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitchError, reapply
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import describe_engagement, operator_level
 from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_plan, kept_by, plan_actions, read_mode, read_what_can_be_read
-from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, describe_answer
 
 
 class Refused(Exception):
@@ -242,7 +242,7 @@ def main():
         if any("service" in a for a in plan):
             ok, observed = bot.wait_for([profile["health"]["readiness"]], p["ready_timeout"])
             if not ok:
-                raise BotError(f"not ready within {p['ready_timeout']:g}s after the restart: last answer {observed}")
+                raise BotError(f"not ready within {p['ready_timeout']:g}s after the restart: last answer {describe_answer(observed)}")
             actions.append("ready")
             kept = reapply(bot, profile, source="bot_mode")  # the restart cleared a level kept in memory
             if kept is not None:

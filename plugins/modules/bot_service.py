@@ -138,6 +138,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch im
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import KillSwitchEngaged, yield_to_operator
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (KILL_WAIT, NotReady, WindowSlots, graceful_stop, start,
                                                   stop_timeout, wait_ready)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
 def start_ready(bot, profile, p, actions, result, began):
@@ -239,7 +240,7 @@ def main():
             result["ready"] = ok
             if not ok:
                 result["observed"] = observed
-                raise BotError(f"running but not ready within {p['ready_timeout']:g}s: last answer {observed}")
+                raise BotError(f"running but not ready within {p['ready_timeout']:g}s: last answer {describe_answer(observed)}")
             result["downtime"] = 0.0
         elif not plan:
             result["downtime"] = 0.0

@@ -44,7 +44,7 @@ def test_check_mode_shows_the_release_a_rollback_would_go_to(ops):
     proc = invoke(ops, "rollback", "--target=1.0.0", "--limit=bot01", "--check")
     assert proc.returncode == 0, output(proc)
     row = rows(proc.stdout)["bot01"].split()
-    assert row[:5] == ["bot01", "ok", "yes", "1.1.0", "1.0.0"], proc.stdout  # bot, result, changed, before, after
+    assert row[:4] == ["bot01", "ok", "1.1.0", "1.0.0"], proc.stdout  # bot, result, before, after
     assert current(ops, "bot01") == "1.1.0"
 
 
@@ -52,6 +52,7 @@ def test_check_mode_shows_the_mode_a_promote_would_set(ops):
     """vanta's go/no-go passes with a verified backup and a kill switch engaged and released just now;
     the check run showed DRY -> DRY for the bot the real run takes LIVE."""
     assert invoke(ops, "backup", "--limit=bot05").returncode == 0
+    assert invoke(ops, "backups", "--verify", "--limit=bot05").returncode == 0
     assert invoke(ops, "kill-switch", "--level=halt", "--reason=go/no-go drill", "--limit=bot05").returncode == 0
     assert invoke(ops, "kill-switch", "--release", "--level=halt", "--limit=bot05").returncode == 0
     proc = invoke(ops, "promote", "--to=live", "--limit=bot05", "--check")

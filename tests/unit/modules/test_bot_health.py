@@ -39,7 +39,7 @@ def test_timeout_fails_with_the_last_response(fake):
     res = run_module(bot_health.main, fake.args(timeout=0.2))
     assert res["failed"] and res["live"] is True and res["ready"] is False
     assert res["msg"].startswith("Failed to wait for the readiness of bot 'b07': not ready after")
-    assert "'status': 503" in res["msg"] and "database" in res["msg"]
+    assert 'HTTP 503 (expected HTTP 200): {"ready": false' in res["msg"] and "database" in res["msg"]
     assert res["observed"][0]["status"] == 503
 
 
