@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def short_flag_after_task(collection, argv: list[str]) -> str | None:
             if not token.startswith("-") and token in collection.task_names:
                 name = token
             continue
-        if token.startswith("-") and not token.startswith("--"):
+        if re.match(r"-[A-Za-z]", token):  # -l, -h; not a value such as --bots -2
             return (f"{name}: {token.split('=', 1)[0]} is not a flag of {name}: botops tasks take long flags only "
                     f"(the flags of {name}: {', '.join(_task_flags(collection, name))})")
         if not token.startswith("-") and token in collection.task_names:
@@ -265,8 +266,11 @@ def run_operation(
         print()
         print(table(lines, columns or RESULT_COLUMNS))
     if result.exit_code not in (EXIT_OK, EXIT_USAGE, EXIT_KILL_SWITCH):
-        why = {line["name"]: line.get("message") or line.get("result") for line in lines
-               if line.get("result") not in ("ok", "changed", "skipped", "not started")}
+        why = {name: outcome.refused or outcome.kill_switch or outcome.last_error or "failed"
+               for name, outcome in result.hosts.items() if outcome.failed or outcome.unreachable}
+        for line in lines:  # a row the playbook failed without a failed task (a bot it reported failed)
+            if line.get("result") in ("failed", "refused") and line["name"] not in why:
+                why[line["name"]] = line.get("message") or line["result"]
         announce_failure(task, inventory_path, run.ident, bots, why,
                          "interrupted" if result.status == "canceled" else "failed", check)
     for note in result.notes:

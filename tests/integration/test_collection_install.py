@@ -46,7 +46,7 @@ def test_the_built_collection_installs_and_runs_against_a_sandbox_bot(fleet, tmp
     assert not [n for n in names if n.startswith(("tests/", "sandbox/", ".venv/", ".ansible/", "botops/"))]
 
     installed = tmp_path / "collections"
-    install = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p", str(installed)],
+    install = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", str(tarball), "-p", str(installed)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stdout + install.stderr
     assert (installed / "ansible_collections" / "botops" / "fleet" / "plugins" / "modules" / "bot_facts.py").is_file()

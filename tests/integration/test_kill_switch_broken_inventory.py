@@ -122,8 +122,9 @@ def wait_quiet(ops, names, quiet=2.0, timeout=12.0) -> None:
 
 
 def table_rows(text: str) -> dict[str, str]:
-    """The rows of the report table the command printed, by bot."""
-    return {line.split()[0]: line for line in text.splitlines() if line.split()[:1] and line.split()[0] in BOTS}
+    """The rows of the report table the command printed, by bot (not the full texts printed below it)."""
+    table = text.split("\nIn full:\n", 1)[0]
+    return {line.split()[0]: line for line in table.splitlines() if line.split()[:1] and line.split()[0] in BOTS}
 
 
 # Every kind through kill-switch; through emergency-stop (the same fleet task, then the bundle) the
