@@ -10,9 +10,15 @@ the repository's .venv under `flock -n`, so two runs never overlap; when several
 same minute (the monthly and the daily at 02:00 on the first Sunday) one entry runs them in turn,
 the largest first. Days cron cannot express alone (the first Sunday) are tested with `date -u`.
 
+Why not ansible.builtin.cron: it edits one named entry at a time and cannot list the entries it
+made, so a window deleted from the definitions would leave its entry behind, still running; the
+block is replaced whole, and what is not in the definitions is gone. The entries also need lines
+cron.d-style modules do not write (the `date -u` day test, the environment the front end needs).
+
 AWX: awx/job_templates.yml (and .json), in the asset format of `awx export` / `awx import` and of the
 awx.awx.import module: a job template for playbooks/maintenance.yml with a survey (window, bots,
-force, serial) and one schedule (RRULE, DTSTART in UTC) per window and distinct family schedule.
+force, serial) and one schedule (RRULE, DTSTART in UTC) per window and distinct family schedule; a job
+template per fleet operation of awx/operations.yml, and approval workflows.
 """
 
 from __future__ import annotations
