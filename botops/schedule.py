@@ -10,9 +10,15 @@ the repository's .venv under `flock -n`, so two runs never overlap; when several
 same minute (the monthly and the daily at 02:00 on the first Sunday) one entry runs them in turn,
 the largest first. Days cron cannot express alone (the first Sunday) are tested with `date -u`.
 
+Why not ansible.builtin.cron: it edits one named entry at a time and cannot list the entries it
+made, so a window deleted from the definitions would leave its entry behind, still running; the
+block is replaced whole, and what is not in the definitions is gone. The entries also need lines
+cron.d-style modules do not write (the `date -u` day test, the environment the front end needs).
+
 AWX: awx/job_templates.yml (and .json), in the asset format of `awx export` / `awx import` and of the
 awx.awx.import module: a job template for playbooks/maintenance.yml with a survey (window, bots,
-force, serial) and one schedule (RRULE, DTSTART in UTC) per window and distinct family schedule.
+force, serial) and one schedule (RRULE, DTSTART in UTC) per window and distinct family schedule; a job
+template per fleet operation of awx/operations.yml, and approval workflows.
 """
 
 from __future__ import annotations
@@ -213,32 +219,103 @@ def awx_assets(loaded: dict[str, maintenance_windows.Window], organization: str 
                 "extra_data": {"botops_maintenance_window": window.name},
                 "natural_key": {"name": name, "type": "schedule", "unified_job_template": template_key},
             })
-    template = {
-        "name": template_name,
-        "description": "A maintenance window across the fleet (playbooks/maintenance.yml); "
-                       "only bots whose family's window is open are maintained unless forced",
+    where = {"project": project, "inventory": inventory, "execution_environment": execution_environment}
+    template = _job_template(template_name, "A maintenance window across the fleet (playbooks/maintenance.yml); "
+                             "only bots whose family's window is open are maintained unless forced",
+                             "playbooks/maintenance.yml", organization, where, 6 * 3600,
+                             {"botops_maintenance_window": default_window}, survey)
+    template["related"]["schedules"] = schedules
+    templates, workflows = operation_assets(organization, where)
+    return {"job_templates": [template, *templates], "workflow_job_templates": workflows}
+
+
+OPERATIONS = AWX_DIR / "operations.yml"
+BOTS_QUESTION = {"question_name": "Bots", "question_description": "Bots or groups (host pattern), e.g. bot01,vanta",
+                 "required": True, "type": "text", "variable": "botops_hosts", "default": "all", "min": 1, "max": 2000}
+
+
+def _job_template(name: str, description: str, playbook: str, organization: str, where: dict, timeout: int,
+                  extra_vars: dict, survey: dict) -> dict:
+    return {
+        "name": name,
+        "description": description,
         "job_type": "run",
-        "playbook": "playbooks/maintenance.yml",
-        "project": _natural("project", project, organization),
-        "inventory": _natural("inventory", inventory, organization),
-        "execution_environment": _natural("execution_environment", execution_environment, None),
+        "playbook": playbook,
+        "project": _natural("project", where["project"], organization),
+        "inventory": _natural("inventory", where["inventory"], organization),
+        "execution_environment": _natural("execution_environment", where["execution_environment"], None),
         "forks": 20,
         "verbosity": 0,
-        "extra_vars": json.dumps({"botops_maintenance_window": default_window}),
+        "extra_vars": json.dumps(extra_vars),
         "ask_limit_on_launch": True,
         "ask_variables_on_launch": False,
         "survey_enabled": True,
         "allow_simultaneous": False,
-        "timeout": 6 * 3600,
-        "natural_key": template_key,
-        "related": {"survey_spec": survey, "schedules": schedules},
+        "timeout": timeout,
+        "natural_key": _natural("job_template", name, organization),
+        "related": {"survey_spec": survey},
     }
-    return {"job_templates": [template]}
+
+
+def _question(q: dict) -> dict:
+    out = {"question_name": q["question"], "question_description": q.get("description", ""),
+           "required": bool(q.get("required")), "type": q["type"], "variable": q["variable"]}
+    for key in ("choices", "default", "min", "max"):
+        if key in q:
+            out[key] = q[key]
+    return out
+
+
+def operation_assets(organization: str, where: dict, path: Path = OPERATIONS) -> tuple[list[dict], list[dict]]:
+    """A job template (and its survey) per fleet operation of awx/operations.yml; for those that want an
+    approval, a workflow template: an approval node, then the job on its success."""
+    operations = yaml.safe_load(path.read_text())["operations"]
+    templates, workflows = [], []
+    for task, op in operations.items():
+        name = f"botops {task}"
+        survey = {"name": "", "description": "", "spec": [_question(q) for q in op["survey"]] + [dict(BOTS_QUESTION)]}
+        templates.append(_job_template(name, op["description"], op["playbook"], organization, where,
+                                       int(op.get("timeout", 3600)), {}, survey))
+        if not op.get("approval"):
+            continue
+        workflow_name = f"{name} (approved)"
+        workflow_key = _natural("workflow_job_template", workflow_name, organization)
+
+        def node_key(identifier, workflow_key=workflow_key):
+            return {"type": "workflow_job_template_node", "workflow_job_template": workflow_key,
+                    "identifier": identifier}
+
+        workflows.append({
+            "name": workflow_name,
+            "description": f"{op['description']}, once a second person approves",
+            "organization": {"name": organization, "type": "organization"},
+            "inventory": _natural("inventory", where["inventory"], organization),
+            "ask_limit_on_launch": True,
+            "ask_variables_on_launch": False,
+            "survey_enabled": True,
+            "allow_simultaneous": False,
+            "natural_key": workflow_key,
+            "related": {
+                "survey_spec": survey,
+                "workflow_nodes": [
+                    {"identifier": "approval", "all_parents_must_converge": False, "natural_key": node_key("approval"),
+                     "related": {"success_nodes": [node_key(task)],
+                                 "create_approval_template": {"name": f"Approve {task}",
+                                                              "description": "A second operator agrees to go ahead",
+                                                              "timeout": 3600}}},
+                    {"identifier": task, "all_parents_must_converge": False, "natural_key": node_key(task),
+                     "unified_job_template": _natural("job_template", name, organization),
+                     "related": {"success_nodes": [], "failure_nodes": [], "always_nodes": []}},
+                ],
+            },
+        })
+    return templates, workflows
 
 
 HEADER = """\
-# Generated by `invoke schedule --awx` from playbooks/vars/maintenance_windows.yml: edit that file and
-# generate again. Import with the awx CLI (`awx import -f yaml < awx/job_templates.yml`, or the JSON
+# Generated by `invoke schedule --awx` from awx/operations.yml (a job template per fleet operation,
+# approval workflows) and playbooks/vars/maintenance_windows.yml (the maintenance schedules): edit those
+# and generate again. Import with the awx CLI (`awx import -f yaml < awx/job_templates.yml`, or the JSON
 # twin with older CLIs) or the awx.awx.import module; see awx/README.md.
 """
 

@@ -51,14 +51,24 @@ import xmlrpc.client
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import yaml
-from psycopg import sql
+
+if TYPE_CHECKING:
+    import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _pg():
+    """psycopg, imported when the sandbox talks to PostgreSQL: `invoke --list` and every task that does
+    not touch the sandbox work without the sandbox's packages."""
+    import psycopg
+    import psycopg.sql  # noqa: F401  (psycopg.sql.SQL, Identifier, Literal)
+
+    return psycopg
 
 DEFAULT_BOTS = 6
 DEFAULT_BASE_PORT = 18000
@@ -673,7 +683,7 @@ class Fleet:
             current = int(conn.execute("SHOW max_connections").fetchone()[0])
             if current >= wanted:
                 return False
-            conn.execute(sql.SQL("ALTER SYSTEM SET max_connections = {}").format(sql.Literal(wanted)))
+            conn.execute(_pg().sql.SQL("ALTER SYSTEM SET max_connections = {}").format(_pg().sql.Literal(wanted)))
         self._log(f"PostgreSQL: max_connections {current} is too low for {bots} bots: restarting with {wanted}")
         self._pg_run(state, "pg_ctl", "-D", str(self._pg_data(state)), "-l", str(self._pg_dir(state) / "postgresql.log"),
                      "-m", "fast", "-w", "-t", "60", "-s", "restart")
@@ -714,13 +724,13 @@ class Fleet:
         return (pid, stat[2]) if stat else None
 
     def _admin(self, state: dict, dbname: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(host=str(self._pg_dir(state)), port=state["postgres"]["port"], user=PG_SUPERUSER,
+        return _pg().connect(host=str(self._pg_dir(state)), port=state["postgres"]["port"], user=PG_SUPERUSER,
                                dbname=dbname, autocommit=True, connect_timeout=10)
 
     def db_query(self, name: str, query: str, params=None) -> list[tuple]:
         """Run ``query`` in bot ``name``'s database as the bot's own role (over TCP); returns the rows."""
         b = self.bot(name)
-        with psycopg.connect(b["database_url"], autocommit=True, connect_timeout=5) as conn:
+        with _pg().connect(b["database_url"], autocommit=True, connect_timeout=5) as conn:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
@@ -1000,15 +1010,15 @@ class Fleet:
         done = []
         role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (db["user"],)).fetchone()
         if not role:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(db["user"]), sql.Literal(db["password"])))
+            conn.execute(_pg().sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                _pg().sql.Identifier(db["user"]), _pg().sql.Literal(db["password"])))
             done.append("created role")
         elif fresh:  # a role left by an interrupted first up: make it match state.json
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(db["user"]), sql.Literal(db["password"])))
+            conn.execute(_pg().sql.SQL("ALTER ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                _pg().sql.Identifier(db["user"]), _pg().sql.Literal(db["password"])))
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db["name"],)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(db["name"]), sql.Identifier(db["user"])))
+            conn.execute(_pg().sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                _pg().sql.Identifier(db["name"]), _pg().sql.Identifier(db["user"])))
             done.append("created database")
         return done
 
@@ -1587,8 +1597,8 @@ class Fleet:
             info = procs.get(name)
             trades = positions = None
             if pg_up:
-                with contextlib.suppress(psycopg.Error):
-                    with psycopg.connect(b["database_url"], autocommit=True, connect_timeout=3) as conn:
+                with contextlib.suppress(_pg().Error):
+                    with _pg().connect(b["database_url"], autocommit=True, connect_timeout=3) as conn:
                         trades = conn.execute("SELECT count(*) FROM trades").fetchone()[0]
                         positions = conn.execute(
                             "SELECT count(*) FROM positions WHERE status = 'open'").fetchone()[0]

@@ -220,7 +220,7 @@ def test_missing_crontab_program_is_a_clear_error(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ AWX
 def test_awx_assets(loaded):
     assets = schedule.awx_assets(loaded)
-    [template] = assets["job_templates"]
+    template = assets["job_templates"][0]  # the maintenance template; the operations: tests/unit/test_awx_assets.py
     assert template["playbook"] == "playbooks/maintenance.yml"
     assert template["project"] == {"name": "botops", "type": "project",
                                    "organization": {"name": "Default", "type": "organization"}}
