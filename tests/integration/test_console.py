@@ -11,6 +11,9 @@ import pytest
 
 from .fleet_tasks import current, invoke, last_summary, ops_fleet, output
 
+# A fleet of its own and a dozen runs: about three minutes, so in the slow tier (-m slow tests/integration)
+pytestmark = pytest.mark.slow
+
 BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
 
 
