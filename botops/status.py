@@ -57,6 +57,9 @@ def rows(report: dict) -> list[dict]:
         problems = [part.get("message") for part in (identity, credentials)
                     if isinstance(part, dict) and part.get("ok") is False and part.get("message")]
         row["identity"], row["credentials"] = identity_cell(identity), credentials_cell(credentials)
+        if row.get("execution_mode") == "LIVE" and row.get("paper_trading"):
+            # LIVE mode with the bot's paper flag on sends no real order: never shown as plain LIVE
+            row["execution_mode"] = "LIVE on paper"
         row.setdefault("message", "; ".join(problems) or None)
         lines.append(row)
     return lines

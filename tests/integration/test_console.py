@@ -102,3 +102,34 @@ def test_backups_do_not_shout_about_test_restores_nobody_asked_for(ops):
     proc = invoke(ops, "backups", "--verify", "--limit=bot02")
     assert proc.returncode == 0, output(proc)
     assert " NO " not in rows(proc.stdout)["bot02"] + " ", proc.stdout
+
+
+def audit(ops, bot: str) -> list[dict]:
+    import json
+
+    path = ops["fleet"].bot(bot)["root"] + "/shared/data/botops-kill-switch.log"
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def test_a_graceful_restart_of_a_bot_whose_pause_stops_it_does_not_pause_it_first(ops):
+    """mojorust's pause is its process stopped: pausing it first stopped it through the kill switch's
+    ladder and then restarted it (14-18 s down, against 1-3 s in a deploy). The graceful stop is the pause."""
+    before = len(audit(ops, "bot01"))
+    proc = invoke(ops, "restart", "--limit=bot01")
+    assert proc.returncode == 0, output(proc)
+    engaged = [r for r in audit(ops, "bot01")[before:] if r.get("action") == "engage"]
+    assert engaged == [], engaged
+    assert last_summary(ops, "restart")["bots"]["bot01"]["ready"] is True
+
+
+def test_redeploying_a_release_marked_bad_says_so(ops):
+    """bot01 runs 1.1.0 (deployed above): a rollback marks 1.1.0 bad; deploying it again goes ahead, saying so."""
+    assert invoke(ops, "rollback", "--target=1.0.0", "--limit=bot01").returncode == 0
+    proc = invoke(ops, "deploy", "--version=1.1.0", "--limit=bot01")
+    assert proc.returncode == 0, output(proc)
+    assert "release 1.1.0 is marked bad in the release history" in proc.stdout, proc.stdout
+    assert current(ops, "bot01") == "1.1.0"

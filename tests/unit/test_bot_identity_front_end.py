@@ -124,3 +124,11 @@ def test_the_bot_id_reaches_every_module():
     assert load("playbooks/group_vars/all/botops.yml")["botops_bot"]== "{{ lookup('botops.fleet.bot_vars', 'bot') }}"
     from ansible_collections.botops.fleet.plugins.module_utils.botops_bot_vars import BOT_VARS
     assert BOT_VARS["bot_id"] == ("bot_id", None)
+
+
+def test_a_live_bot_on_paper_is_not_shown_as_plain_live():
+    """A bot in LIVE mode whose paper flag is on sends no real order: the status said LIVE, paper yes."""
+    lines = {r["name"]: r for r in rows({"b1": {"execution_mode": "LIVE", "paper_trading": True},
+                                         "b2": {"execution_mode": "LIVE", "paper_trading": False},
+                                         "b3": {"execution_mode": "DRY", "paper_trading": True}})}
+    assert [lines[b]["execution_mode"] for b in ("b1", "b2", "b3")] == ["LIVE on paper", "LIVE", "DRY"]
