@@ -74,7 +74,8 @@ def bot_pids(ops) -> dict[str, int]:
     # the brief's case: bot03 (solana-cli) at bot02's (papertrader) port, another family's API
     ("bot03", "bot02", "bot03 does not answer as a solana-cli bot on port {port} (GET /api/status answered HTTP 404)"),
     # a bot of the same family answers there and says who it is
-    ("bot06", "bot01", "bot06 answers as bot01 on port {port}: the inventory's port points at another bot"),
+    pytest.param("bot06", "bot01", "bot06 answers as bot01 on port {port}: the inventory's port points at another bot",
+                 marks=pytest.mark.slow),  # the default suite keeps under 15 minutes; run with -m slow
 ], ids=["another-family", "same-family"])
 def test_restart_refuses_a_bot_whose_port_points_at_another_bot(ops, bot, other, cause):
     inventory = pointed_at(ops, bot, other)

@@ -122,6 +122,7 @@ def test_a_halt_engaged_during_a_deploy_stops_the_rollout(ops):
     assert "bad" not in json.dumps(ledger), "the kill switch marked a good release bad"
 
 
+@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_a_halt_engaged_before_a_cron_maintenance_window_is_kept(ops):
     halt(ops, "bot01", "bot05")
     pids = ops["fleet"].service_pids()
@@ -149,6 +150,7 @@ def test_promote_to_live_is_refused_under_a_halt(ops):
     assert_halted(ops, ["bot05"])
 
 
+@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_an_override_restarts_the_bot_and_puts_the_level_back(ops):
     halt(ops, "bot02", "bot03")  # papertrader and solana-cli keep their halt in memory only
     pids = ops["fleet"].service_pids()

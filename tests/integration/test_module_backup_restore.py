@@ -216,6 +216,7 @@ def test_backup_and_verify_every_family(fleet, clean):
         assert side_databases(fleet, name) == [], f"{name}: the test restore left a database"
 
 
+@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_restore_round_trip_refusal_and_retention(fleet, clean):
     supervisorctl = '["{{ bot_service.supervisorctl }}", "-c", "{{ bot_service.config }}"'
     pids = {name: pid(fleet, name) for name in SLOW}

@@ -85,6 +85,7 @@ def bots(fleet, venv_on_path):
         restore_fleet(fleet, names)
 
 
+@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_restart_reports_downtime_and_the_bot_is_ready_after(fleet, bots):
     pids = fleet.pids()
     out = run_playbook(fleet.hosts_file, RESTART)

@@ -143,6 +143,7 @@ def failed(res):
     return res.get("_event") == "runner_on_failed"
 
 
+@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_release_switch_and_migration_round_trip(fleet, bots, corrupt_artifacts):
     artifacts = str(fleet.artifacts_dir)
 

@@ -175,6 +175,7 @@ def waiting_connections(ports) -> int:
     return waiting
 
 
+@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_a_bot_late_to_answer_at_the_preflight_is_asked_again_not_refused(ops):
     """A bot that does not answer for a moment (its host loaded) when the preflight reads it is
     asked again: once it answers, it is restarted; it is never refused for that moment."""
@@ -223,6 +224,7 @@ def test_backup_then_backups_verify_lists_it_verified(ops):
     assert line.split()[0] == "bot04" and " yes " in line, line
 
 
+@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_restore_latest_brings_back_the_rows_of_the_backup(ops):
     fleet = ops["fleet"]
     backup_id = ops["backups"].get("bot04")
