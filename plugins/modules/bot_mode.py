@@ -95,7 +95,7 @@ previous:
   returned: always
   type: dict
 actions:
-  description: Actions done, in order (empty when nothing changed).
+  description: The profile's mode actions done and the readiness after a restart, in order (empty when nothing changed).
   returned: always
   type: list
   elements: str

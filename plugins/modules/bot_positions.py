@@ -68,7 +68,7 @@ previous:
   returned: always
   type: dict
 actions:
-  description: Actions done, in order (empty when nothing changed).
+  description: The orders cancelled and positions closed, as the profile's actions did them, in order (empty when none).
   returned: always
   type: list
   elements: str
