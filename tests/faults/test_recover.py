@@ -85,12 +85,12 @@ def recover(ops, bot: str) -> dict:
 
 
 @pytest.mark.parametrize("case", [
-    ("bot05", None, ["deploy", "--version=1.1.0"], "Move the bot to release"),
+    ("bot05", None, ["deploy", "--version=1.1.0"], "Move the bot in one window"),
     ("bot01", None, ["deploy", "--version=1.1.0"], "Install the release"),
     ("bot02", None, ["deploy", "--version=1.1.0"], "Back up the database and config"),
     ("bot04", ["backup", "--label=before the crash"], ["restore", "--backup=latest", "--carry-forward"],
      "Restore the database from"),
-    ("bot04", ["deploy", "--version=1.1.0"], ["rollback", "--target=latest"], "Move the bot to release"),
+    ("bot04", ["deploy", "--version=1.1.0"], ["rollback", "--target=latest"], "Move the bot in one window"),
     ("bot02", None, ["restart", "--mode=graceful"], "Restart the bot and wait"),
     ("bot01", None, ["maintenance", "--window=daily", "--force"], "Back up the bot's database"),
 ], ids=["deploy-window", "deploy-install", "deploy-backup", "restore", "rollback-window", "restart",
