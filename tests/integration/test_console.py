@@ -107,7 +107,7 @@ def test_backups_do_not_shout_about_test_restores_nobody_asked_for(ops):
 def audit(ops, bot: str) -> list[dict]:
     import json
 
-    path = ops["fleet"].bot(bot)["root"] + "/shared/data/botops-kill-switch.log"
+    path = f"{ops['fleet'].bot(bot)['root']}/shared/data/botops-kill-switch.log"
     try:
         with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]

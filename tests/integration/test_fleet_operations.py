@@ -103,7 +103,6 @@ def test_broken_release_stops_at_the_canary_which_rolls_itself_back(ops):
             assert not (Path(ops["fleet"].bot(bot)["root"]) / "releases" / "1.2.0-broken").exists(), bot
 
 
-@pytest.mark.slow  # the default suite keeps under 15 minutes; run with -m slow
 def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_nothing(ops):
     first = invoke(ops, "deploy", "--version=2.0.0", "--batch=100%", background=True)
     locks = ops["dir"] / "locks"
