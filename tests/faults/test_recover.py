@@ -44,7 +44,7 @@ def started(ops, since: float, task: str) -> bool:
 def crash(ops, args: list[str], task: str, settle: float = 0.3) -> None:
     """Run `invoke args` and SIGKILL its whole tree once the run's progress.jsonl shows it has been
     inside `task` for `settle` seconds."""
-    since = time.time() - 1
+    since = time.time()  # the run started here: a trace written before it (the preparing run) does not count
     proc = invoke(ops, *args, background=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
