@@ -284,10 +284,10 @@ def test_a_killed_run_leaves_no_secret_on_disk(ops):
 
     started = time.time()
     tmp = Path(tempfile.gettempdir())
-    before = set(tmp.glob("ansible_bot_backup_payload_*"))
+    before = set(tmp.glob("ansible_*bot_backup_payload_*"))
     proc = invoke(ops, "backup", f"--limit={TOKEN_BOT}", "--label=killed", background=True)
     try:
-        poll(lambda: set(tmp.glob("ansible_bot_backup_payload_*")) - before, 120, "the backup module to run", proc,
+        poll(lambda: set(tmp.glob("ansible_*bot_backup_payload_*")) - before, 120, "the backup module to run", proc,
              interval=0.005)
     finally:
         kill_tree(proc.pid)
