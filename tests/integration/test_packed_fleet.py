@@ -153,12 +153,13 @@ def test_a_failed_bot_is_the_only_one_failed(packed, tmp_path):
     pack = next(p for p, names in st["packs"].items() if st["bots"][names[0]]["family"] == "papertrader")
     flattened, sibling = st["packs"][pack]
     try:
+        # halt, not flatten: a packed bot's ledger is in memory, so a flatten that stops it cannot be
+        # verified flat afterwards (no database to read), and is rightly reported failed
         flat = run_kill_switch(packed, tmp_path, limit=flattened, botops_kill_state="engaged",
-                               botops_kill_level="flatten", botops_reason="packed fleet failure test")
-        assert flat.exit_code == 0 and flat.report[flattened]["level"] == "flatten", flat.report
-        assert packed.processes()[pack]["statename"] == "STOPPED"
+                               botops_kill_level="halt", botops_reason="packed fleet failure test")
+        assert flat.exit_code == 0 and flat.report[flattened]["level"] == "halt", flat.report
 
-        released = run_kill_switch(packed, tmp_path, botops_kill_state="released", botops_kill_level="halt")
+        released = run_kill_switch(packed, tmp_path, botops_kill_state="released", botops_kill_level="pause")
         assert released.exit_code == 1
         assert released.failed_hosts == [flattened], released.failed_hosts
         report = released.report
