@@ -1,40 +1,8 @@
-"""botops: operate fleets of trading bots. `invoke --list` shows every task."""
+"""botops's tasks for ``invoke`` in a checkout: the same namespace as the ``botops`` command.
 
-from invoke import Collection
+``botops`` (botops.cli, installed by pip with the project) is the front door: it is Invoke's own
+``Program`` with this namespace, and it refuses bad flags with exit 2 and the flag it meant. Here
+Invoke's stock parser refuses them with its own message and exit 1.
+"""
 
-from botops import (
-    backup, bench, collection, deploy, host_commands, kill_switch, maintenance, promote, recover, releases, restart, sandbox,
-    schedule,
-)
-from botops.fleet_task import parser_errors_exit_2
-from botops.status import status
-
-parser_errors_exit_2()
-
-ns = Collection()
-ns.add_task(status)
-ns.add_task(deploy.deploy)
-ns.add_task(deploy.rollback)
-ns.add_task(releases.releases)
-ns.add_task(restart.restart)
-ns.add_task(recover.recover)
-ns.add_task(backup.backup)
-ns.add_task(backup.restore)
-ns.add_task(backup.backups)
-ns.add_task(promote.promote)
-ns.add_task(kill_switch.kill_switch)
-ns.add_task(kill_switch.emergency_stop)
-ns.add_task(host_commands.last_resort_kill)
-ns.add_task(host_commands.logs)
-ns.add_task(host_commands.exec_)
-ns.add_task(maintenance.maintenance)
-ns.add_task(schedule.schedule)
-ns.add_task(bench.bench)
-ns.add_task(collection.build_collection)
-ns.add_collection(sandbox.collection)
-
-# Long flags only: Invoke's automatic short flags gave -l four meanings (--limit, --label, --level,
-# --lines), so `invoke backup -l bot01` backed up every bot under the label "bot01".
-for _collection in (ns, sandbox.collection):
-    for _task in _collection.tasks.values():
-        _task.auto_shortflags = False
+from botops.tasks import ns  # noqa: F401

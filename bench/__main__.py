@@ -1,4 +1,4 @@
-"""`python -m bench [--only NAME[,NAME]] [--quiet LOAD] [--list] [-- ARGS]`: the same as `invoke bench`."""
+"""`python -m bench [--only NAME[,NAME]] [--quiet LOAD] [--list] [-- ARGS]`: the same as `botops bench`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Backup and restore of one bot's 1 GB PostgreSQL database: bot_backup's and bot_restore's code
 against plain `pg_dump -Fc` (what community.postgresql's postgresql_db does) and `pg_restore -j2`.
 
-    invoke bench --only=backup [--args='--size-mb 1024 --rounds 2 --no-write']
+    botops bench --only=backup [--args='--size-mb 1024 --rounds 2 --no-write']
     .venv/bin/python bench/bench_backup.py [--size-mb 1024] [--rounds 2]
 
 A throwaway PostgreSQL 15 cluster (initdb/pg_ctl as an unprivileged user, fsync off for both sides)

@@ -1,15 +1,15 @@
 """Deploy and rollback of a 50-bot sandbox fleet through the real `invoke` tasks, plain Ansible and
 Mitogen side by side, against the issue's targets.
 
-    invoke bench --only=deploy [-- --bots 50 --modes plain,mitogen --no-write]
+    botops bench --only=deploy [-- --bots 50 --modes plain,mitogen --no-write]
     .venv/bin/python -m bench --only deploy
     .venv/bin/python bench/bench_deploy.py --bots 50 --modes plain,mitogen
 
-For each mode a fresh fleet (sandbox.fleet.Fleet, one real bot process and database per bot,
+For each mode a fresh fleet (botops.sandbox.fleet.Fleet, one real bot process and database per bot,
 families round-robin, trade_interval 0.2) is brought up in a /tmp directory, then:
 
-1. `invoke deploy --version=1.1.0` (canary 1, then the rest; backup and expand migration per bot);
-2. `invoke rollback --target=latest` (back to 1.0.0: downgrade with 1.1.0's scripts);
+1. `botops deploy --version=1.1.0` (canary 1, then the rest; backup and expand migration per bot);
+2. `botops rollback --target=latest` (back to 1.0.0: downgrade with 1.1.0's scripts);
 
 each timed end to end, with the module calls per bot counted from ansible-runner's events (the
 front end's summary), the per-bot downtime the report gives (bot_deploy's stop -> ready), and the
@@ -44,15 +44,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.results import cpu_busy, cpu_times, machine, publish  # noqa: E402
-from sandbox.fleet import Fleet  # noqa: E402
+from botops.sandbox.fleet import Fleet  # noqa: E402
 from tests.integration.conftest import make_sandbox_dir, port_block  # noqa: E402
 
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 SECTION = "deploy"
 TARGETS = {
-    "deploy_s": 180.0,  # invoke deploy of 50 bots with backup and migration
+    "deploy_s": 180.0,  # botops deploy of 50 bots with backup and migration
     "module_calls": 10,  # per bot
-    "rollback_s": 60.0,  # invoke rollback --target=latest of 50 bots
+    "rollback_s": 60.0,  # botops rollback --target=latest of 50 bots
     "rollback_downtime_s": 3.0,  # per bot
 }
 TRADE_INTERVAL = 0.2
@@ -134,7 +134,7 @@ class Bench:
 
     def invoke(self, extra_env, *args):
         """Run one invoke task; returns (seconds, returncode, summary, output tail, epoch start, epoch end)."""
-        cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={self.workdir / 'inventory' / 'hosts.yml'}"]
+        cmd = [str(BOTOPS), *args, f"--inventory={self.workdir / 'inventory' / 'hosts.yml'}"]
         t0, m0 = time.time(), time.monotonic()
         # its own session: an interrupted bench stops the whole run (ansible-playbook and its workers)
         child = subprocess.Popen(cmd, env=self.env(extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -206,10 +206,10 @@ def run_mode(mode, bots, extra_env, families=None):
         print(f"[{mode}] up in {up_s}s; normal trading gaps ...", flush=True)
         result = {"mode": mode, "bots": bots, "up_s": up_s, "load_before": round(os.getloadavg()[0], 2),
                   "normal_gap": bench.normal_gap()}
-        print(f"[{mode}] invoke deploy --version=1.1.0 ...", flush=True)
+        print(f"[{mode}] botops deploy --version=1.1.0 ...", flush=True)
         result["deploy"] = bench.measure(extra_env, "deploy", "--version=1.1.0")
         print(f"[{mode}] deploy {result['deploy']['seconds']}s rc={result['deploy']['rc']}; "
-              "invoke rollback --target=latest ...", flush=True)
+              "botops rollback --target=latest ...", flush=True)
         result["rollback"] = bench.measure(extra_env, "rollback", "--target=latest")
         print(f"[{mode}] rollback {result['rollback']['seconds']}s rc={result['rollback']['rc']}", flush=True)
         return result
@@ -304,14 +304,14 @@ def section(results, info, mitogen_version, note):
     load = info["load_at_start"]
     lines = [
         f"<!-- bench:{SECTION}:start -->",
-        f"## Deploy: deploy and rollback of {info['bots']} bots (`invoke bench --only=deploy`)",
+        f"## Deploy: deploy and rollback of {info['bots']} bots (`botops bench --only=deploy`)",
         "",
         f"- date: {now}",
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, kernel {info['kernel']}; "
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)",
         f"- software: Python {info['python']}, ansible-core {info['ansible_core']}"
         + (f", Mitogen {mitogen_version} (strategy mitogen_linear)" if mitogen_version else ""),
-        f"- fleet: {info['bots']} bots (sandbox.fleet, one process and database per bot, families "
+        f"- fleet: {info['bots']} bots (botops.sandbox.fleet, one process and database per bot, families "
         f"round-robin, trade_interval {TRADE_INTERVAL}), a fresh fleet per mode; deploy 1.0.0 -> 1.1.0 "
         "(backup + expand migration), then rollback --target=latest (1.1.0 -> 1.0.0, downgrade)",
         "- load average (1 min) before / after each run: " + "; ".join(

@@ -1,13 +1,13 @@
-"""Fleet kill switch: `invoke kill-switch --level=halt` at 200 and 1000 bots against a plain per-host
+"""Fleet kill switch: `botops kill-switch --level=halt` at 200 and 1000 bots against a plain per-host
 `uri` playbook, bots that do not answer, and the controller's memory.
 
-    invoke bench --only=kill-switch [--args='--sizes 200,1000 --rounds 3 --no-write']
+    botops bench --only=kill-switch [--args='--sizes 200,1000 --rounds 3 --no-write']
     .venv/bin/python bench/bench_kill_switch.py [--sizes 200,1000] [--rounds 3] [--no-baseline]
 
 For each size a fresh packed fleet (bench/fleet.py: reference bots of all five families, 20 bots'
 processes of size/20 bots each, one family per process, in-memory ledger, trade every 1 s,
 Redis, supervisord) is brought up in a /tmp directory and the real front end is timed end to end,
-as an operator runs it (a subprocess `invoke kill-switch ... --inventory=<fleet>`):
+as an operator runs it (a subprocess `botops kill-switch ... --inventory=<fleet>`):
 
 (a) halt, then release, `--rounds` times; after each, every bot's state is checked independently
     (its API, or its process for mojorust);
@@ -50,13 +50,13 @@ if str(REPO) not in sys.path:
 from bench.fleet import PackedFleet  # noqa: E402
 from bench.results import cpu_busy, cpu_times, machine, publish  # noqa: E402
 
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 SECTION = "kill-switch"
 PROCESSES = 20  # bot processes per fleet: size/20 bots each
 TRADE_INTERVAL = 1.0
 TARGETS = {
-    "halt_1000_s": 3.0,  # invoke kill-switch --level=halt, 1000 bots, halted and verified, end to end
+    "halt_1000_s": 3.0,  # botops kill-switch --level=halt, 1000 bots, halted and verified, end to end
     "speedup_200": 50.0,  # baseline / botops, 200 bots
     "memory_1000_mb": 500.0,  # controller, 1000-bot run
 }
@@ -165,14 +165,14 @@ class Bench:
         return env
 
     def kill_switch(self, fleet, release=False):
-        """`invoke kill-switch --level=halt [--release]`; the timed run plus the report rows."""
+        """`botops kill-switch --level=halt [--release]`; the timed run plus the report rows."""
         self.n += 1
         timeline = self.work / f"timeline-{self.n}.json"
-        cmd = [str(INVOKE), "-r", str(REPO), "kill-switch", "--level=halt", f"--inventory={fleet.hosts_file}"]
+        cmd = [str(BOTOPS), "kill-switch", "--level=halt", f"--inventory={fleet.hosts_file}"]
         cmd += ["--release"] if release else ["--reason=bench: kill switch drill"]
         before = set(self._summaries())
         run = timed(cmd, self.env(timeline), self.work / f"run-{self.n}.log")
-        run["command"] = "invoke kill-switch --level=halt" + (" --release" if release else "")
+        run["command"] = "botops kill-switch --level=halt" + (" --release" if release else "")
         new = sorted(set(self._summaries()) - before)
         summary = json.loads(new[-1].read_text()) if new else {}
         run["status"] = summary.get("status")
@@ -388,7 +388,7 @@ def section(info, sizes, note):
     by = {s["size"]: s for s in sizes}
     lines = [
         f"<!-- bench:{SECTION}:start -->",
-        "## Kill switch: fleet halt (`invoke bench --only=kill-switch`)",
+        "## Kill switch: fleet halt (`botops bench --only=kill-switch`)",
         "",
         f"- date: {now}",
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, kernel {info['kernel']}; "
@@ -400,7 +400,7 @@ def section(info, sizes, note):
         "sandbox's (YAML hosts.yml, secrets in host_vars/<bot>/secrets.yml). Bots share processes because a "
         "thousand real bot processes (30-40 MB each) with a thousand databases do not fit this machine's 24 GB "
         "and two cores next to the controller; the bots run on the same two cores as the controller.",
-        "- every number is `invoke kill-switch` as an operator runs it, end to end (subprocess wall time), "
+        "- every number is `botops kill-switch` as an operator runs it, end to end (subprocess wall time), "
         f"median of {len(by[min(by)]['halt'])} rounds unless noted; the load average (1 min) before each run is "
         "in the last column",
         "- the idle fleet's own share of the machine's CPU (bots trading, nothing else running): "

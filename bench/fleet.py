@@ -1,6 +1,6 @@
 """A packed sandbox fleet for benchmarks: N reference bots in K processes under supervisord.
 
-``sandbox.fleet.Fleet`` runs one process and one PostgreSQL database per bot: right for tests,
+``botops.sandbox.fleet.Fleet`` runs one process and one PostgreSQL database per bot: right for tests,
 too heavy for a thousand bots on one 2-core machine (a Python bot process is ~30-40 MB, and a
 thousand databases mean a thousand writer connections and a thousand Alembic runs). This fleet
 builds on it (same state directory layout, same supervisord and Redis programs, same inventory
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sandbox.fleet import (EXIT_USAGE, FAMILIES, FAMILY_NAMES, INITIAL_RELEASE, LISTEN,  # noqa: E402
+from botops.sandbox.fleet import (EXIT_USAGE, FAMILIES, FAMILY_NAMES, INITIAL_RELEASE, LISTEN,  # noqa: E402
                            REDIS_PROGRAM, STATE_FORMAT, Fleet, FleetError, free_port, http_status, port_in_use,
                            wait_until, write_file)
 

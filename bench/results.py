@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-HEADER = "# Benchmark results\n\nOne section per benchmark, rewritten by its own run (`invoke bench`).\n\n"
+HEADER = "# Benchmark results\n\nOne section per benchmark, rewritten by its own run (`botops bench`).\n\n"
 
 
 def machine(load_at_start) -> dict:

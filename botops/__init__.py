@@ -2,12 +2,13 @@
 
 import os
 import warnings
-from pathlib import Path
+
+from botops.layout import COLLECTION
 
 # The front end reads inventories with Ansible in its own process (input checks, --limit, Fabric
 # targets) before the playbook reads them: both must read them with the project's configuration
 # (its inventory plugins, vault identities), wherever the command is run from.
-os.environ["ANSIBLE_CONFIG"] = str(Path(__file__).resolve().parents[1] / "ansible.cfg")
+os.environ["ANSIBLE_CONFIG"] = str(COLLECTION / "ansible.cfg")
 
 # cryptography warns that DSA is deprecated whenever Ansible's SSH agent support is imported: a warning
 # about a key type botops never uses, printed above every command's output (and the playbooks', through

@@ -1,4 +1,4 @@
-"""`invoke backup`, `invoke restore`, `invoke backups`: the bots' backup sets, fleet-wide."""
+"""`botops backup`, `botops restore`, `botops backups`: the bots' backup sets, fleet-wide."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def check_backup_id(task_name: str, backup_id: str | None, option: str = "--back
         return
     accepted = "'latest' or a backup id" if latest else "a backup id"
     raise usage_error(task_name, f"{option} {shown(backup_id)} is not {accepted} (e.g. 20261121T020000Z-ab12cd); "
-                                 "'invoke backups' lists them")
+                                 "'botops backups' lists them")
 
 
 def format_rows(counts: dict | None) -> str | None:
@@ -140,7 +140,7 @@ def backup(c, label=None, inventory=None, limit=None, check=False, takeover=Fals
         COMMON_HELP,
         **OVERRIDE_HELP,
         backup="'latest' (the newest set that is not a restore's safety backup; refused when that set is damaged) "
-               "or a backup id (required); 'invoke backups' lists them",
+               "or a backup id (required); 'botops backups' lists them",
         batch="bots restored at once: a number or a percentage (default 100%); "
               "a batch with a failed bot stops the next ones",
         carry_forward="carry the trades made since the backup into the restored database (their ids and "
@@ -153,7 +153,7 @@ def restore(c, backup=None, inventory=None, limit=None, check=False, batch="100%
             override_kill_switch=False, carry_forward=False, accept_ledger_loss=False):
     """Restore bots' databases from a backup: verified, safety backup first, atomic swap, readiness gate."""
     if backup is None:
-        raise usage_error("restore", "--backup is required: 'latest' or a backup id ('invoke backups' lists them)")
+        raise usage_error("restore", "--backup is required: 'latest' or a backup id ('botops backups' lists them)")
     check_backup_id("restore", backup)
     extravars = {"botops_backup_id": backup, "botops_serial": serial_plan("restore", 0, batch),
                  "botops_accept_ledger_loss": bool(accept_ledger_loss), "botops_carry_forward": bool(carry_forward)}

@@ -1,8 +1,8 @@
-"""`invoke bench`: run the benchmarks in bench/ and record their results in bench/RESULTS.md.
+"""`botops bench`: run the benchmarks in bench/ and record their results in bench/RESULTS.md.
 
 A benchmark is a file `bench/bench_<name>.py` with a `main(argv) -> int` that runs it, prints a
 table against its targets and rewrites its own section of bench/RESULTS.md; adding one is adding
-the file (`invoke bench --only=<name>` selects it, `-` and `_` alike). Performance targets live
+the file (`botops bench --only=<name>` selects it, `-` and `_` alike). Performance targets live
 here, as benchmarks with recorded results, never as timed tests.
 
 Benchmarks share the machine with other work: one runs at a time (a machine-wide lock,
@@ -26,9 +26,10 @@ from pathlib import Path
 from invoke import Exit, task
 
 from botops.report import shown
-from botops.runner import EXIT_USAGE, REPO
+from botops.layout import COLLECTION
+from botops.runner import EXIT_USAGE
 
-BENCH_DIR = REPO / "bench"
+BENCH_DIR = COLLECTION / "bench"  # a checkout's: the benchmarks are not installed
 LOCK = Path(tempfile.gettempdir()) / "botops-bench.lock"
 
 
@@ -78,7 +79,7 @@ def bench_args(value: str) -> list[str]:
 def run(name: str, path: Path, argv: list[str]) -> int:
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
-    for entry in (str(REPO), str(BENCH_DIR)):
+    for entry in (str(COLLECTION), str(BENCH_DIR)):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     spec.loader.exec_module(module)

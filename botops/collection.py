@@ -90,6 +90,11 @@ def build_collection(c, output="dist"):
 
 
 def main() -> int:
+    from botops.layout import CHECKOUT, COLLECTION
+
+    if not CHECKOUT:
+        print(f"botops.fleet is installed at {COLLECTION}: there is no checkout to link", file=sys.stderr)
+        return 0
     root = link()
     pth = install_path_file()
     print(f"botops.fleet: {root / 'ansible_collections' / NAMESPACE / NAME} -> {REPO} (import path: {pth})")

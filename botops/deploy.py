@@ -1,4 +1,4 @@
-"""`invoke deploy`, `invoke rollback`, `invoke releases`: code and data move together, fleet-wide."""
+"""`botops deploy`, `botops rollback`, `botops releases`: code and data move together, fleet-wide."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from botops import profiles
 from botops.inventory import InventoryError, bot_variables
 from botops.fleet_task import number_flag, run_operation, usage_error
 from botops.report import shown
-from botops.runner import REPO
+from botops.layout import HOME
 
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
@@ -46,7 +46,7 @@ def artifacts_dir(given: str | None) -> Path:
         except OSError as exc:
             raise usage_error("deploy", f"--artifacts {shown(given)} cannot be used: {exc.strerror} "
                                         "(pass --artifacts=DIR)") from None
-    sandbox = Path(os.environ.get("BOTOPS_SANDBOX_DIR", REPO / ".sandbox"))
+    sandbox = Path(os.environ.get("BOTOPS_SANDBOX_DIR", HOME / ".sandbox"))
     return (sandbox / "artifacts").resolve()
 
 
@@ -201,7 +201,7 @@ def rollback(c, target="latest", backup=None, inventory=None, limit=None, check=
         if not BACKUP_ID_RE.match(backup):
             raise usage_error("rollback", f"--backup {shown(backup)} is not a backup id "
                                           "(e.g. 20261121T020000Z-1.0.0-ab12); "
-                                          "'invoke backups' lists them")
+                                          "'botops backups' lists them")
         if target != "latest":
             raise usage_error("rollback", "give --target or --backup, not both")
     elif target != "latest" and (not VERSION_RE.match(target) or ".." in target):

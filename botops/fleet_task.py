@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from ansible_collections.botops.fleet.plugins.module_utils import botops_lock as locks
 from invoke import Exit
 
+from botops.layout import HOME
 from botops.inventory import InventoryError, hosts, identities
 from botops.progress import Progress
 from botops.report import shown, table
-from botops.runner import EXIT_KILL_SWITCH, EXIT_OK, EXIT_USAGE, REPO, PlaybookRun
+from botops.runner import EXIT_KILL_SWITCH, EXIT_OK, EXIT_USAGE, PlaybookRun
 
 RESULT_COLUMNS = [
     ("name", "bot"),
@@ -34,7 +34,7 @@ RESULT_COLUMNS = [
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get("BOTOPS_LOCK_DIR", REPO / ".locks"))
+    return Path(os.environ.get("BOTOPS_LOCK_DIR", HOME / ".locks"))
 
 
 def fleet_lock_paths(bots: dict[str, str]) -> dict[str, Path]:
@@ -63,76 +63,6 @@ def acquire_fleet_lock(locks, task: str, bots: dict[str, str], run_id: str, take
 
 def usage_error(task: str, message: str) -> Exit:
     return Exit(f"{task}: {message}", code=EXIT_USAGE)
-
-
-def parser_errors_exit_2() -> None:
-    """Make invoke's own refusals (an unknown task or flag, a flag without its value) exit 2 like
-    every other bad input, with a pointer to the help, instead of the parser's exit 1.
-
-    Invoke has no setting for the code; tasks.py calls this when invoke loads it, which is after
-    the core flags are read and before the task flags are, so it covers every task's flags."""
-    from invoke.exceptions import ParseError
-    from invoke.program import Program
-
-    parse_tasks = Program.parse_tasks
-    if getattr(parse_tasks, "botops_usage_code", False):
-        return
-
-    def parse_tasks_exit_2(self):
-        help_hint = "'invoke --list' lists the tasks; 'invoke --help TASK' lists a task's flags."
-        short = short_flag_after_task(self.collection, self.core.unparsed)
-        if short:  # Invoke would take it for one of its own flags (-l is --list)
-            raise Exit(f"{short}\n{help_hint}", code=EXIT_USAGE)
-        try:
-            parse_tasks(self)
-        except ParseError as exc:
-            raise Exit(f"{explain_parse_error(self.collection, self.core.unparsed, exc)}\n{help_hint}",
-                       code=EXIT_USAGE) from None
-
-    parse_tasks_exit_2.botops_usage_code = True
-    Program.parse_tasks = parse_tasks_exit_2
-
-
-def _task_flags(collection, name: str) -> list[str]:
-    return sorted(f"--{n}" for arg in collection[name].get_arguments() for n in arg.names if len(n) > 1)
-
-
-def short_flag_after_task(collection, argv: list[str]) -> str | None:
-    """The refusal of a short flag given to a task: botops tasks take long flags only."""
-    name = None
-    for token in argv:
-        if name is None:
-            if not token.startswith("-") and token in collection.task_names:
-                name = token
-            continue
-        if re.match(r"-[A-Za-z]", token):  # -l, -h; not a value such as --bots -2
-            return (f"{name}: {token.split('=', 1)[0]} is not a flag of {name}: botops tasks take long flags only "
-                    f"(the flags of {name}: {', '.join(_task_flags(collection, name))})")
-        if not token.startswith("-") and token in collection.task_names:
-            name = token
-    return None
-
-
-def explain_parse_error(collection, argv: list[str], exc: Exception) -> str:
-    """Invoke's refusal in the words of the command line: a flag the task does not have is named, with
-    the closest flag it has ('deploy --verison=1.1.0' says "No idea what '1.1.0' is!" otherwise)."""
-    import difflib
-
-    task, flags = None, []
-    for token in argv:
-        if task is None and not token.startswith("-") and token in collection.task_names:
-            task, name = collection[token], token
-            flags = _task_flags(collection, name)
-            continue
-        if task is None or not token.startswith("-"):
-            continue
-        flag = token.split("=", 1)[0]
-        if flag in flags:
-            continue
-        close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"the flags of {name}: {', '.join(flags)}"
-        return f"{name}: {flag} is not a flag of {name}; {hint}"
-    return str(exc)
 
 
 def announce_failure(task: str, inventory_path: Path, run_id: str, bots: list[str], why: dict, what: str,
@@ -281,7 +211,7 @@ def run_operation(
     if result.exit_code == EXIT_KILL_SWITCH:
         held = ", ".join(sorted(h for h, o in result.hosts.items() if o.kill_switch))
         raise Exit(f"{task}: stopped by the kill switch an operator engaged on {held} (release it with "
-                   "'invoke kill-switch --release --level=LEVEL', or pass --override-kill-switch to go ahead "
+                   "'botops kill-switch --release --level=LEVEL', or pass --override-kill-switch to go ahead "
                    "and keep it engaged)", code=result.exit_code)
     if result.exit_code == EXIT_USAGE:
         refused = ", ".join(h for h in result.failed_hosts if result.hosts[h].refused)

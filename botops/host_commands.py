@@ -1,4 +1,4 @@
-"""`invoke logs`, `invoke exec`, `invoke last-resort-kill`: a shell on the bots' hosts, over SSH.
+"""`botops logs`, `botops exec`, `botops last-resort-kill`: a shell on the bots' hosts, over SSH.
 
 These go around Ansible and around the bot's API on purpose: they are what an operator reaches
 for when a playbook is too slow, or when the bot no longer answers. They connect with Fabric,
@@ -457,7 +457,7 @@ elif [ "$dry" != 1 ] && [ -n "$after" ]; then
   outcome="respawned"
 fi
 ms=$(( $(now_ms) - start ))
-record=$(printf '{"action":"last-resort-kill","bot":%(bot)s,"family":%(family)s,"outcome":"%%s","pids":[%%s],"remaining":[%%s],"signals":[%%s],"service_stop":"%%s","reason":%(reason)s,"who":%(who)s,"seconds":%%d.%%03d,"time":"%%s","via":"invoke last-resort-kill","from_host":%(from_host)s}' \
+record=$(printf '{"action":"last-resort-kill","bot":%(bot)s,"family":%(family)s,"outcome":"%%s","pids":[%%s],"remaining":[%%s],"signals":[%%s],"service_stop":"%%s","reason":%(reason)s,"who":%(who)s,"seconds":%%d.%%03d,"time":"%%s","via":"botops last-resort-kill","from_host":%(from_host)s}' \
   "$outcome" "$before" "$after" "$signals" "$service" $((ms / 1000)) $((ms %% 1000)) "$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)")
 written=false
 if [ "$dry" != 1 ] && mkdir -p "$(dirname "$audit")" 2>/dev/null && printf '%%s\n' "$record" >> "$audit" 2>/dev/null; then

@@ -1,4 +1,4 @@
-"""`invoke kill-switch` and `invoke emergency-stop`: stop a fleet from trading, fast."""
+"""`botops kill-switch` and `botops emergency-stop`: stop a fleet from trading, fast."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`invoke maintenance --window=daily|weekly|monthly`: a maintenance window across the fleet.
+"""`botops maintenance --window=daily|weekly|monthly`: a maintenance window across the fleet.
 
 The window must be open for the targeted bots' families (playbooks/vars/maintenance_windows.yml)
 unless --force: outside it the task refuses with exit 2 before anything runs, saying when the

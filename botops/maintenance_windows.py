@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_FILE = REPO / "playbooks" / "vars" / "maintenance_windows.yml"
+from botops.layout import COLLECTION
+
+DEFAULT_FILE = COLLECTION / "playbooks" / "vars" / "maintenance_windows.yml"
 
 # What a window can do, in the order the maintenance role does it.
 TASKS = (

@@ -28,10 +28,10 @@ import jsonschema
 import yaml
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import map_key
 
+from botops.layout import COLLECTION
 from botops.report import shown
 
-REPO = Path(__file__).resolve().parent.parent
-BUILTIN_DIR = REPO / "profiles"
+BUILTIN_DIR = COLLECTION / "profiles"
 SCHEMA_FILE = Path(__file__).with_name("profile_schema.yml")
 
 

@@ -1,4 +1,4 @@
-"""`invoke promote --to=live|dry`: a bot goes LIVE only through the Go/No-Go checklist (vanta.md)."""
+"""`botops promote --to=live|dry`: a bot goes LIVE only through the Go/No-Go checklist (vanta.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`invoke recover`: after a crash, every bot back in a consistent, running state."""
+"""`botops recover`: after a crash, every bot back in a consistent, running state."""
 
 from __future__ import annotations
 

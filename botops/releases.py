@@ -1,4 +1,4 @@
-"""`invoke releases`: every bot's release history (current, rollback target, installed versions)."""
+"""`botops releases`: every bot's release history (current, rollback target, installed versions)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def describe(releases: list[dict]) -> str:
 
 
 def rollback_cost(plan: dict | None) -> str | None:
-    """What `invoke rollback --target=latest` would do to the data: 'downgrade the schema' (an expand
+    """What `botops rollback --target=latest` would do to the data: 'downgrade the schema' (an expand
     migration), or 'restore backup X (crosses a contract migration): carry 80 trades, 3 positions;
     keep aside none', or why it would be refused."""
     if not plan:

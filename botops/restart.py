@@ -1,4 +1,4 @@
-"""`invoke restart`: the runbooks' three restarts (graceful, quick, recover), per bot under its lock."""
+"""`botops restart`: the runbooks' three restarts (graceful, quick, recover), per bot under its lock."""
 
 from __future__ import annotations
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import ansible_runner
 
-from botops import DSA_WARNING, collection, profiles
+from botops import DSA_WARNING, profiles
+from botops.layout import COLLECTION, HOME, PACKAGE_PARENT, collections_path
 from botops.progress import Progress
 
-REPO = Path(__file__).resolve().parent.parent
-PLAYBOOKS = REPO / "playbooks"
-DEFAULT_INVENTORY = REPO / "inventory" / "sandbox" / "hosts.yml"
+PLAYBOOKS = COLLECTION / "playbooks"
+DEFAULT_INVENTORY = HOME / "inventory" / "sandbox" / "hosts.yml"
 
 # Exit codes of every botops task.
 EXIT_OK = 0
@@ -43,7 +43,7 @@ YIELD_PREFIXES = ("skipped: kill switch ", "stopped: kill switch ")
 
 
 def artifacts_root() -> Path:
-    return Path(os.environ.get("BOTOPS_ARTIFACTS_DIR", REPO / "artifacts"))
+    return Path(os.environ.get("BOTOPS_ARTIFACTS_DIR", HOME / "artifacts"))
 
 
 def resolve_inventory(inventory: str | None) -> Path:
@@ -63,7 +63,7 @@ def resolve_inventory(inventory: str | None) -> Path:
     if not found:
         if not inventory and path == DEFAULT_INVENTORY:
             raise ValueError(
-                f"no inventory at {path}: start the sandbox with 'invoke sandbox.up' "
+                f"no inventory at {path}: start the sandbox with 'botops sandbox.up' "
                 "or pass --inventory=PATH to a real inventory"
             )
         where = path if len(str(path)) <= 300 else shown(str(path))
@@ -159,16 +159,16 @@ class PlaybookRun:
         if self.diff:
             cmdline.append("--diff")
         env = {
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_HOME": str(REPO / ".ansible"),
-            # the checkout as the botops.fleet collection (botops.collection)
-            "ANSIBLE_COLLECTIONS_PATH": str(collection.link(REPO)),
-            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_CONFIG": str(COLLECTION / "ansible.cfg"),
+            "ANSIBLE_HOME": str(HOME / ".ansible"),
+            # the botops.fleet collection: the checkout's link, or the installed package's (botops.layout)
+            "ANSIBLE_COLLECTIONS_PATH": str(collections_path()),
+            "ANSIBLE_ROLES_PATH": str(COLLECTION / "roles"),
             # the profiles search path, resolved here: the lookup plugin in the playbook searches the
             # same directories in the same order (botops.profiles.search_path)
             "BOTOPS_PROFILES_PATH": os.pathsep.join(str(d.resolve()) for d in profiles.search_path()),
             "BOTOPS_PROFILES_DIR": "",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")) if p),
             # ansible-playbook from the same environment as this front end
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
             "PYTHONWARNINGS": ",".join(w for w in (f"ignore:{DSA_WARNING}", os.environ.get("PYTHONWARNINGS")) if w),
@@ -177,7 +177,7 @@ class PlaybookRun:
             "private_data_dir": tempfile.mkdtemp(prefix="botops-runner-"),
             "artifact_dir": str(self.artifact_dir),
             "ident": self.ident,
-            "project_dir": str(REPO),
+            "project_dir": str(COLLECTION),
             "playbook": str(self.playbook),
             "inventory": str(self.inventory),
             "limit": self.limit,

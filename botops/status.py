@@ -1,4 +1,4 @@
-"""`invoke status`: the morning check of every bot, through playbooks/status.yml."""
+"""`botops status`: the morning check of every bot, through playbooks/status.yml."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ description:
     the kill switch level engaged, the release running, readiness and the newest verified backup; written
     atomically to O(textfile) for node_exporter's textfile collector.
   - Values a run does not see are kept from earlier runs (a state file beside the textfile), so a deploy
-    does not forget the backup age that C(invoke backups --verify) measured.
+    does not forget the backup age that C(botops backups --verify) measured.
   - Rows come from the C(botops_report) stats the playbooks set; a playbook without them adds nothing.
 options:
   textfile:

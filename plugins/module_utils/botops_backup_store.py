@@ -265,7 +265,7 @@ class BackupStore:
         manifest, damage = self.read(backup_id)
         if damage:
             raise DamagedBackup(f"backup {backup_id} in {self.directory} is damaged ({damage}): it cannot be "
-                                "used; pick another set ('invoke backups' lists them)", backup_id, damage)
+                                "used; pick another set ('botops backups' lists them)", backup_id, damage)
         return manifest
 
     def verification(self, backup_id):

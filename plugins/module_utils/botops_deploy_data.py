@@ -117,7 +117,7 @@ class DeployData:
             self.result["ledger_refused"] = True
             raise Failed("check what the live ledger would lose",
                          f"bringing the data back from backup {self.restore_id} would take out of the live ledger "
-                         f"{'; '.join(lost)}; go ahead with accept_ledger_loss (invoke rollback "
+                         f"{'; '.join(lost)}; go ahead with accept_ledger_loss (botops rollback "
                          "--accept-ledger-loss): the replaced database is kept, renamed")
         return plan
 

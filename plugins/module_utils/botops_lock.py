@@ -86,7 +86,7 @@ def plan_acquire(path, run_id, takeover=False):
     if not takeover:
         raise LockError(f"a stale lock is held by {describe(current)} ({reason}). Check that run is really "
                         "gone, then take it over (--takeover / takeover=true), or put the bots it left back "
-                        "running with invoke recover.", current)
+                        "running with botops recover.", current)
     return "take", current
 
 

@@ -328,9 +328,9 @@ class Restore:
         if not lost or p["accept_ledger_loss"]:
             return plan
         self.result["ledger_refused"] = True
-        hint = "" if p["carry_forward"] else " or carry them forward with carry_forward (invoke restore --carry-forward)"
+        hint = "" if p["carry_forward"] else " or carry them forward with carry_forward (botops restore --carry-forward)"
         raise LedgerRefused(f"refused, nothing was touched: the live ledger would lose {'; '.join(lost)}; restore "
-                            f"anyway with accept_ledger_loss (invoke restore --accept-ledger-loss): the replaced "
+                            f"anyway with accept_ledger_loss (botops restore --accept-ledger-loss): the replaced "
                             f"database is kept, renamed{hint}")
 
     # ------------------------------------------------------------------ bot process

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from sandbox.fleet import FleetError
+from botops.sandbox.fleet import FleetError
 from tests.integration.fleet_tasks import invoke, ops_fleet, root
 
 BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta

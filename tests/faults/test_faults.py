@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from botops import profiles
-from sandbox.fleet import STOPPED_STATES, free_port
-from sandbox.refbot.trading import WRITER_LOCK_KEY
+from botops.sandbox.fleet import STOPPED_STATES, free_port
+from botops.sandbox.refbot.trading import WRITER_LOCK_KEY
 from tests.integration.fleet_tasks import (
     assert_continuous, backups, current, invoke, last_summary, output, revision, root, row_counts,
     trades, wait_growth,

@@ -1,7 +1,7 @@
 """One way back from any crash: the controller (invoke, ansible-runner, ansible-playbook, the module)
 is SIGKILLed in the middle of a deploy's window, a restore, a restart and a maintenance window,
 each reached by polling the run's own progress events (the task it has started); then
-`invoke recover` puts the bot back, and the bot is checked in its own state: its process running
+`botops recover` puts the bot back, and the bot is checked in its own state: its process running
 and ready, trading (no pause left), its ledger continuous, its current release good in the ledger,
 no scratch database, unfinished set, half-installed release or lock left behind.
 
@@ -106,7 +106,7 @@ def test_the_controller_killed_mid_operation_then_recover(ops, case):
     # the next run names what the dead run left, and how to put it back
     refused = invoke(ops, "restart", f"--limit={bot}")
     assert refused.returncode == 2, output(refused)
-    assert "stale lock" in output(refused) and "invoke recover" in output(refused), output(refused)
+    assert "stale lock" in output(refused) and "botops recover" in output(refused), output(refused)
 
     row = recover(ops, bot)
     assert row["result"] == "ok", row

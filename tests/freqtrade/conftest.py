@@ -1,8 +1,8 @@
 """The Freqtrade tier: real, unmodified Freqtrade bots in dry-run, operated by botops with the shipped
-`profiles/freqtrade.yml` and an inventory alone (sandbox/freqtrade.py builds them).
+`profiles/freqtrade.yml` and an inventory alone (botops/sandbox/freqtrade.py builds them).
 
 Freqtrade comes from PyPI into a cached virtualenv of its own (about 770 MB, once); the bots trade
-against the loopback exchange stand-in (sandbox/exchange.py). Run with `-m freqtrade`. The tier is
+against the loopback exchange stand-in (botops/sandbox/exchange.py). Run with `-m freqtrade`. The tier is
 skipped, saying why, when Freqtrade cannot be installed (no PyPI) or its ports are taken.
 """
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.fleet import port_in_use
-from sandbox.freqtrade import FreqtradeError, FreqtradeFleet, ensure_venv
+from botops.sandbox.fleet import port_in_use
+from botops.sandbox.freqtrade import FreqtradeError, FreqtradeFleet, ensure_venv
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 BASE_PORT = int(os.environ.get("BOTOPS_FREQTRADE_BASE_PORT", "25000"))
 BOTS = 3
 

@@ -1,6 +1,6 @@
 """Every botops capability on real Freqtrade bots, by the shipped profile and an inventory alone.
 
-The bots are `freqtrade trade` 2026.9 in dry-run under supervisord (sandbox/freqtrade.py), each
+The bots are `freqtrade trade` 2026.9 in dry-run under supervisord (botops/sandbox/freqtrade.py), each
 with its SQLite trade database, trading against the loopback exchange stand-in. What is asserted
 is read from the bots themselves: their REST API, their database file, their processes and their
 config, never from botops' report. The tests run in file order on one fleet (module scope).
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.freqtrade.conftest import INVOKE, REPO
+from tests.freqtrade.conftest import BOTOPS, REPO
 
 pytestmark = [pytest.mark.freqtrade]
 OUTPUTS: list[str] = []
 
 
 def invoke(fleet, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={fleet.inventory}"]
+    cmd = [str(BOTOPS), *args, f"--inventory={fleet.inventory}"]
     proc = subprocess.run(cmd, env=fleet.env, capture_output=True, text=True, timeout=timeout)
     OUTPUTS.append(proc.stdout + proc.stderr)
     return proc

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.fleet import PORT_BLOCK, Fleet, port_in_use
+from botops.sandbox.fleet import PORT_BLOCK, Fleet, port_in_use
 
 FLEET_BOTS = 6
 FLEET_TRADE_INTERVAL = 0.1

@@ -6,7 +6,7 @@ artifacts, locks and audit directories (BOTOPS_SANDBOX_DIR / BOTOPS_ARTIFACTS_DI
 BOTOPS_LOCK_DIR), and the few questions every such test asks about a bot (its release, its
 ledger, its backup sets).
 
-An ``ops`` is a dict: ``fleet`` (sandbox.fleet.Fleet), ``env`` (the environment the `invoke`
+An ``ops`` is a dict: ``fleet`` (botops.sandbox.fleet.Fleet), ``env`` (the environment the `invoke`
 subprocesses get), ``dir`` (the work directory) and ``inventory`` (the fleet's hosts.yml).
 """
 
@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox.fleet import Fleet
+from botops.sandbox.fleet import Fleet
 
 from .conftest import make_sandbox_dir, port_block
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 
 
 @contextlib.contextmanager
@@ -52,7 +52,7 @@ def ops_fleet(prefix: str, bots: int, start_port: int, trade_interval: float = 0
 
 
 def invoke_cmd(ops, *args, inventory: str | None = None) -> list[str]:
-    return [str(INVOKE), "-r", str(REPO), *args, f"--inventory={inventory or ops['inventory']}"]
+    return [str(BOTOPS), *args, f"--inventory={inventory or ops['inventory']}"]
 
 
 def invoke(ops, *args, background=False, inventory: str | None = None, timeout: float = 600):

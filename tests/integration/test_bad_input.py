@@ -1,13 +1,13 @@
-"""Bad input to every task, through the real `invoke` CLI: exit 2, a message that names the flag and
+"""Bad input to every task, through the real `botops` CLI: exit 2, a message that names the flag and
 says what is accepted, and nothing changed on the fleet.
 
-Every non-boolean flag of every task in tasks.ns gets wrong values (wrong type, unknown name, empty,
+Every non-boolean flag of every task in botops.tasks.ns gets wrong values (wrong type, unknown name, empty,
 10,000 characters, path traversal where the value names a version, a backup, a label or a path);
 `test_every_flag_of_every_task_has_a_case` fails naming any flag without one, so a new flag needs a
 case here. A broken profile key (BOTOPS_PROFILES_DIR) and a broken inventory variable are refused
 the same way.
 
-The CLI runs in this process (invoke's own `program.run`, as the `invoke` script does) against the
+The CLI runs in this process (`botops.cli.main`, as the `botops` script does) against the
 shared fleet's inventory, with the artifacts, lock, sandbox and crontab locations moved to a scratch
 directory. The whole matrix runs once per module; each case is then checked on its own, and the
 fleet (releases, ledgers, backups, processes, kill switch and mode as the bots report them) must be
@@ -15,8 +15,8 @@ exactly as before. Where a task would start acting (a playbook, a command on a h
 sandbox, a crontab or AWX file), a tripwire stops it instead, so a regression fails here with its
 name rather than operating the shared fleet.
 
-Invoke's own parser refuses an unknown task or flag, or a flag without its value; tasks.py makes
-those exit 2 as well (`test_parser_refusal_exits_2`).
+Invoke's own parser refuses an unknown task or flag, or a flag without its value; the `botops`
+program makes those exit 2 as well (`test_parser_refusal_exits_2`).
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ for _awx_flag in ("organization", "project", "awx-inventory", "execution-environ
 
 
 def _flags() -> list[tuple[str, str]]:
-    import tasks
+    from botops.tasks import ns
 
     found = []
 
@@ -216,7 +216,7 @@ def _flags() -> list[tuple[str, str]]:
         for name, sub in collection.collections.items():
             walk(sub, f"{prefix}{name}.")
 
-    walk(tasks.ns)
+    walk(ns)
     return found
 
 
@@ -269,12 +269,12 @@ def _text(stream) -> str:
 
 
 def run_cli(argv: list[str]) -> tuple[object, str]:
-    """`invoke -r REPO ARGV` in this process: (exit code, or the tripwire that fired; its output)."""
-    from invoke.main import program
+    """`botops ARGV` in this process: (exit code, or the tripwire that fired; its output)."""
+    from botops.cli import main
 
     with _captured() as (out, err):
         try:
-            program.run(["invoke", "-r", str(REPO), *argv])
+            main(["botops", *argv])
             code = 0
         except SystemExit as exc:
             code = exc.code
@@ -347,7 +347,7 @@ def matrix(fleet, tmp_path_factory):
     import ansible.utils.display  # noqa: F401  (imported outside the capture: it looks at the real streams)
 
     from botops import bench, host_commands, runner, schedule
-    from sandbox.fleet import Fleet
+    from botops.sandbox.fleet import Fleet
 
     tmp = tmp_path_factory.mktemp("bad-input")
     scratch = {name: tmp / name for name in ("runs", "locks", "sandbox", "sandbox-inventory")}
@@ -428,13 +428,16 @@ def test_no_run_artifacts_locks_or_sandbox_left(matrix):
     (["deploy", "--verison=1.1.0"], "--verison is not a flag of deploy; did you mean --version?"),
     # a short flag meant --limit, --label, --level or --lines by task: `backup -l bot01` backed up every bot
     (["backup", "-l", "bot01"], "-l is not a flag of backup: botops tasks take long flags only"),
-    (["kill-swich"], "'kill-swich'"),
-    (["rollback", "--target"], "target"),
-], ids=["unknown flag", "misspelt flag", "short flag", "unknown task", "flag without its value"])
+    (["kill-swich"], "kill-swich is not a task; did you mean kill-switch?"),
+    (["rollback", "--target"], "rollback: --target needs a value (--target=VALUE)"),
+    (["--help", "rolback"], "rolback is not a task; did you mean rollback?"),
+    (["--lsit"], "'--lsit'"),
+], ids=["unknown flag", "misspelt flag", "short flag", "unknown task", "flag without its value", "help of an unknown task",
+        "unknown core flag"])
 def test_parser_refusal_exits_2(argv, named):
     code, output = run_cli(argv)
     assert code == 2, f"exit {code!r}, not 2\n{output[-3000:]}"
-    assert named in output and "invoke --help TASK" in output, output[-3000:]
+    assert named in output and "botops --help TASK" in output, output[-3000:]
 
 
 # ---------------------------------------------------------------------------- every flag has a case

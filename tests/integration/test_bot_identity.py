@@ -2,13 +2,13 @@
 every family; bot01 and bot06 are both mojorust).
 
 Before, a port pointing at another bot showed that bot's data under the wrong name, and an operation
-acted on whatever answered there; a wrong API token passed `invoke status` and was found only when a
+acted on whatever answered there; a wrong API token passed `botops status` and was found only when a
 kill switch needed it (which then fell back to stopping the process).
 
-- An inventory copy with one bot's API port pointed at another bot's: `invoke restart` of that bot
+- An inventory copy with one bot's API port pointed at another bot's: `botops restart` of that bot
   is refused before any change (exit 2, its row says who answers there), and no bot is restarted;
-  `invoke status` fails that bot, saying why.
-- An inventory copy with bot04's (hyperliquid) API token wrong: `invoke status` fails bot04, its row
+  `botops status` fails that bot, saying why.
+- An inventory copy with bot04's (hyperliquid) API token wrong: `botops status` fails bot04, its row
   naming the refused credentials, and only bot04.
 - With the fleet's own inventory every bot is who the inventory says and bot04's token is accepted.
 

@@ -1,4 +1,4 @@
-"""The botops.fleet collection as another project uses it: built with `invoke build-collection`,
+"""The botops.fleet collection as another project uses it: built with `botops build-collection`,
 installed with ansible-galaxy into a scratch path, and a playbook of that project calling
 botops.fleet.bot_facts (and the lookups) against a sandbox bot, with nothing of the checkout on
 Ansible's collection path."""
@@ -35,7 +35,7 @@ PLAY = """\
 
 
 def test_the_built_collection_installs_and_runs_against_a_sandbox_bot(fleet, tmp_path):
-    build = subprocess.run([str(BIN / "invoke"), "-r", str(REPO), "build-collection", f"--output={tmp_path / 'dist'}"],
+    build = subprocess.run([str(BIN / "botops"), "build-collection", f"--output={tmp_path / 'dist'}"],
                            capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
     tarball = tmp_path / "dist" / "botops-fleet-0.1.0.tar.gz"

@@ -89,7 +89,7 @@ def test_a_refusal_names_the_command_that_goes_ahead(ops):
         proc = invoke(ops, "restart", "--limit=bot03")
         text = output(proc)
         assert proc.returncode != 0, text
-        assert "bring it back with invoke restart --limit=bot03 --mode=recover" in text
+        assert "bring it back with botops restart --limit=bot03 --mode=recover" in text
         assert "In full:" in proc.stdout or "--mode=recover" in rows(proc.stdout)["bot03"]
         again = invoke(ops, "restart", "--limit=bot03", "--mode=recover")
         assert again.returncode == 0, output(again)

@@ -14,12 +14,12 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 
 
 def invoke(inventory, tmp_path, *args):
     env = dict(os.environ, BOTOPS_ARTIFACTS_DIR=str(tmp_path / "runs"), BOTOPS_LOCK_DIR=str(tmp_path / "locks"))
-    return subprocess.run([str(INVOKE), "-r", str(REPO), *args, f"--inventory={inventory}"], env=env,
+    return subprocess.run([str(BOTOPS), *args, f"--inventory={inventory}"], env=env,
                           capture_output=True, text=True, timeout=600)
 
 

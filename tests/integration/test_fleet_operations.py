@@ -123,7 +123,7 @@ def test_second_deploy_is_refused_while_one_runs_and_contract_rollback_loses_not
         assert revision(ops, bot) == "0003_rename_qty"
         wait_growth(ops, bot)
 
-    # invoke releases tells what the rollback would cost: a contract migration crossed, the trades carried
+    # botops releases tells what the rollback would cost: a contract migration crossed, the trades carried
     listed = invoke(ops, "releases")
     assert listed.returncode == 0, output(listed)
     for bot in BOTS:

@@ -1,8 +1,8 @@
 """The kill switch reaches every bot it can: one bot's broken inventory entry fails that bot alone.
 
 Through the real `invoke` CLI on a fleet of its own (six bots, every family): for each kind of
-broken entry, an inventory copy with that one bot broken, then `invoke kill-switch --level=halt`
-and `invoke emergency-stop`. Each run must halt every other bot (their own ledgers stop growing),
+broken entry, an inventory copy with that one bot broken, then `botops kill-switch --level=halt`
+and `botops emergency-stop`. Each run must halt every other bot (their own ledgers stop growing),
 give the broken bot a failed row that names the cause, count it failed, and exit non-zero. The
 fleet is released with the good inventory after every run.
 
@@ -42,7 +42,7 @@ def ports_not_a_mapping(host, secrets):
 
 
 def wrong_port(host, secrets):
-    # the last port of the bot's own block (sandbox.fleet.PORT_BLOCK): free, nothing listens there
+    # the last port of the bot's own block (botops.sandbox.fleet.PORT_BLOCK): free, nothing listens there
     host["bot_ports"] = {"api": host["bot_ports"]["api"] + 9}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.fleet import wait_until
+from botops.sandbox.fleet import wait_until
 
 from .fleet_tasks import backups, current, invoke, last_summary, ops_fleet, output, root, trades, wait_growth
 

@@ -1,4 +1,4 @@
-"""`invoke maintenance` on the shared sandbox fleet, through the real entry point (a subprocess).
+"""`botops maintenance` on the shared sandbox fleet, through the real entry point (a subprocess).
 
 Outside its window the weekly maintenance is refused before anything runs (exit 2, the bots keep
 their processes and go on trading, no backup set). At a Sunday 03:10 UTC given with --now, the
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.fleet import wait_until
+from botops.sandbox.fleet import wait_until
 
 try:  # tests/integration as a package or as a plain directory on sys.path
     from .playbook import run_playbook
@@ -29,7 +29,7 @@ except ImportError:
     from playbook import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = REPO / ".venv" / "bin" / "invoke"
+BOTOPS = REPO / ".venv" / "bin" / "botops"
 BOTS = ["bot01", "bot02"]  # mojorust, papertrader
 OUTSIDE = "2026-11-24T12:00:00Z"  # a Tuesday noon: no weekly window is open
 SUNDAY = "2026-11-22T03:10:00Z"  # weekly: mojorust open (03:00-04:00), papertrader closed (02:00-03:00)
@@ -84,7 +84,7 @@ def clean(fleet):
 
 def maintenance(inventory, tmp_path, *args) -> tuple[subprocess.CompletedProcess, dict | None]:
     env = dict(os.environ, BOTOPS_ARTIFACTS_DIR=str(tmp_path / "artifacts"), BOTOPS_LOCK_DIR=str(tmp_path / "locks"))
-    proc = subprocess.run([str(INVOKE), "maintenance", f"--inventory={inventory}", *args], cwd=REPO, env=env,
+    proc = subprocess.run([str(BOTOPS), "maintenance", f"--inventory={inventory}", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     match = re.search(r"summary: (\S+botops-summary\.json)", proc.stdout)
     summary = json.loads(Path(match.group(1)).read_text()) if match else None

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 
 
 def test_a_status_run_leaves_each_bots_readiness_and_release(fleet, tmp_path):
     textfile = tmp_path / "textfile" / "botops.prom"
     env = dict(os.environ, BOTOPS_ARTIFACTS_DIR=str(tmp_path / "runs"), BOTOPS_LOCK_DIR=str(tmp_path / "locks"),
                BOTOPS_METRICS_TEXTFILE=str(textfile))
-    proc = subprocess.run([str(INVOKE), "-r", str(REPO), "status", f"--inventory={fleet.hosts_file}",
+    proc = subprocess.run([str(BOTOPS), "status", f"--inventory={fleet.hosts_file}",
                            "--limit=bot01,bot02"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = textfile.read_text()

@@ -29,7 +29,7 @@ except ImportError:
     from playbook import run_playbook
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import derived_db_name, sha256_file
-from sandbox.fleet import Fleet, wait_until
+from botops.sandbox.fleet import Fleet, wait_until
 
 ALL = ["bot01", "bot02", "bot03", "bot04", "bot05", "bot06"]
 SLOW = ["bot01", "bot04"]  # mojorust (SIGTERM closes positions), hyperliquid (token auth)

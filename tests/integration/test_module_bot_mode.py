@@ -19,7 +19,7 @@ except ImportError:
     from playbook import run_playbook
     from trading_state import restore_fleet, venv_on_path
 
-from sandbox.fleet import wait_until
+from botops.sandbox.fleet import wait_until
 
 ARGS = """\
         profile: "{{ botops_profile }}"

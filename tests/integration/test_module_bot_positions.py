@@ -21,7 +21,7 @@ except ImportError:
     from playbook import run_playbook
     from trading_state import restore_fleet, venv_on_path, wait_trading
 
-from sandbox.refbot.trading import WRITER_LOCK_KEY
+from botops.sandbox.refbot.trading import WRITER_LOCK_KEY
 
 BOT = "bot04"  # hyperliquid: cancel-all and close-all APIs
 NO_API = "bot02"  # papertrader: neither

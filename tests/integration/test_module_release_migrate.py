@@ -26,7 +26,7 @@ try:  # tests/integration as a package or as a plain directory on sys.path
 except ImportError:
     from playbook import run_playbook
 
-from sandbox.fleet import wait_until
+from botops.sandbox.fleet import wait_until
 
 BOTS = ["bot04", "bot05"]  # hyperliquid, vanta
 BASE = "1.0.0"

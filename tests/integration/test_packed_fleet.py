@@ -2,7 +2,7 @@
 
 A small packed fleet of its own (10 bots, 2 per process, one family per process, in-memory
 ledger) checks that a packed bot is a bot like any other - its own ports, kill switches, log and
-last_shutdown.json - and that `invoke kill-switch`'s playbook halts and releases it through the
+last_shutdown.json - and that `botops kill-switch`'s playbook halts and releases it through the
 same profiles: the mojorust processes are stopped once for both of their bots, the papertrader
 and solana-cli processes restarted once on release (bots behind one service share one operation).
 """

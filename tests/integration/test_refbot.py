@@ -29,8 +29,8 @@ try:  # tests/integration as a package or as a plain directory on sys.path
 except ImportError:
     import pgredis
 
-from sandbox import releases
-from sandbox.refbot.trading import WRITER_LOCK_KEY
+from botops.sandbox import releases
+from botops.sandbox.refbot.trading import WRITER_LOCK_KEY
 
 pg_cluster = pgredis.pg_cluster
 redis_server = pgredis.redis_server

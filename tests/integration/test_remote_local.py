@@ -1,4 +1,4 @@
-"""invoke logs, exec and last-resort-kill on the shared sandbox fleet, whose bots are local
+"""botops logs, exec and last-resort-kill on the shared sandbox fleet, whose bots are local
 (ansible_connection=local): the same tasks that go over SSH for remote bots, run on this machine.
 
 The last-resort kill stops one bot for real, without its API or Ansible; the bot is started again
@@ -21,7 +21,7 @@ except ImportError:
     from trading_state import AUDIT_LOG, assert_not_trading, restore_fleet, wait_trading
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 BOT = "bot05"  # vanta
 
 
@@ -31,7 +31,7 @@ def run(fleet, tmp_path):
     env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
 
     def invoke(*args):
-        cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={fleet.hosts_file}"]
+        cmd = [str(BOTOPS), *args, f"--inventory={fleet.hosts_file}"]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     return invoke

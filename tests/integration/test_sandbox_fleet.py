@@ -1,4 +1,4 @@
-"""The sandbox fleet as its users rely on it: `invoke sandbox.up|status|down` and sandbox.fleet.Fleet.
+"""The sandbox fleet as its users rely on it: `botops sandbox.up|status|down` and botops.sandbox.fleet.Fleet.
 
 Most tests share the session fleet (conftest.py). Tests that stop everything or must find
 nothing running use their own state directory and base port.
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.fleet import FAMILIES, Fleet, FleetError, process_alive, wait_until
+from botops.sandbox.fleet import FAMILIES, Fleet, FleetError, process_alive, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = [str(Path(sys.executable).parent / "invoke"), "-r", str(REPO)]
+BOTOPS = [str(Path(sys.executable).parent / "botops")]
 
 
 def invoke(*args: str, state_dir: Path, inventory_dir: Path, env: dict | None = None,
@@ -30,7 +30,7 @@ def invoke(*args: str, state_dir: Path, inventory_dir: Path, env: dict | None = 
     """Run the real CLI against an isolated sandbox."""
     env = {**os.environ, "BOTOPS_SANDBOX_DIR": str(state_dir), "BOTOPS_SANDBOX_INVENTORY": str(inventory_dir),
            **(env or {})}
-    return subprocess.run([*INVOKE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*BOTOPS, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def trade_count(fleet: Fleet, name: str) -> int:

@@ -1,4 +1,4 @@
-"""`invoke schedule --install / --uninstall` with the real crontab program, when the host has one.
+"""`botops schedule --install / --uninstall` with the real crontab program, when the host has one.
 
 The current user's crontab is saved first and put back afterwards whatever happens; the default
 suite does not need cron (the crontab text is unit-tested through a scratch crontab program).
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = REPO / ".venv" / "bin" / "invoke"
+BOTOPS = REPO / ".venv" / "bin" / "botops"
 
 pytestmark = pytest.mark.skipif(shutil.which("crontab") is None, reason="no crontab program (apt package cron)")
 
@@ -30,7 +30,7 @@ def test_install_and_uninstall_with_the_real_crontab(tmp_path):
     env = dict(os.environ, **env_dirs)
 
     def run(*args):
-        return subprocess.run([str(INVOKE), "schedule", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        return subprocess.run([str(BOTOPS), "schedule", *args], cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=60)
 
     try:

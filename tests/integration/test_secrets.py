@@ -38,7 +38,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from .fleet_tasks import INVOKE, REPO, invoke, last_summary, ops_fleet, root, wait_growth
+from .fleet_tasks import BOTOPS, REPO, invoke, last_summary, ops_fleet, root, wait_growth
 
 # slow tier: some thirty task runs through the CLI on a fleet of its own take 4.5 to 6 minutes on 2 cores
 pytestmark = pytest.mark.slow
@@ -131,7 +131,7 @@ def hide(text: str) -> str:
 def run(ops, *args, expect: int = 0, sandbox_task: bool = False) -> str:
     """Run one task through the CLI, keep its output for the search, assert its exit code; the stdout."""
     if sandbox_task:  # sandbox.* tasks take no --inventory: BOTOPS_SANDBOX_DIR names the fleet
-        proc = subprocess.run([str(INVOKE), "-r", str(REPO), *args], env=ops["env"], capture_output=True,
+        proc = subprocess.run([str(BOTOPS), *args], env=ops["env"], capture_output=True,
                               text=True, timeout=600)
     else:
         proc = invoke(ops, *args)
@@ -217,7 +217,7 @@ def test_maintenance_and_schedule(ops):
     run(ops, "maintenance", "--window=weekly", "--force", "--check")
     run(ops, "maintenance", "--window=weekly", "--force", "--serial=100%")
     crontab = run(ops, "schedule", "--print")
-    assert "invoke" in crontab and "maintenance" in crontab, hide(crontab)
+    assert "botops" in crontab and "maintenance" in crontab, hide(crontab)
 
 
 def test_logs_exec_last_resort_kill_and_sandbox_status(ops):

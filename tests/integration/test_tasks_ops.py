@@ -19,13 +19,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sandbox.fleet import wait_until
+from botops.sandbox.fleet import wait_until
 
 from .trading_state import restore_fleet, wait_trading
 
 
 REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 FAMILY_BOTS = ["bot01", "bot02", "bot03", "bot04", "bot05"]  # mojorust, papertrader, solana-cli, hyperliquid, vanta
 
 
@@ -39,7 +39,7 @@ def ops(fleet, tmp_path_factory):
         BOTOPS_LOCK_DIR=str(workdir / "locks"),
         BOTOPS_OPERATOR="tasks-ops-test",
     )
-    env["PATH"] = os.pathsep.join((str(INVOKE.parent), env.get("PATH", "")))
+    env["PATH"] = os.pathsep.join((str(BOTOPS.parent), env.get("PATH", "")))
     state = {"fleet": fleet, "env": env, "dir": workdir, "inventory": str(fleet.hosts_file), "backups": {}}
     backups_before = {b: set(backup_ids(fleet, b)) for b in fleet.bot_names()}
     yield state
@@ -50,7 +50,7 @@ def ops(fleet, tmp_path_factory):
 
 
 def invoke(ops, *args):
-    cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={ops['inventory']}"]
+    cmd = [str(BOTOPS), *args, f"--inventory={ops['inventory']}"]
     return subprocess.run(cmd, env=ops["env"], capture_output=True, text=True, timeout=600)
 
 
@@ -185,7 +185,7 @@ def test_a_bot_late_to_answer_at_the_preflight_is_asked_again_not_refused(ops):
     ports = set(fleet.bot(bot)["ports"].values())
     os.kill(pid, signal.SIGSTOP)  # it accepts no connection and answers nothing
     try:
-        proc = subprocess.Popen([str(INVOKE), "-r", str(REPO), "restart", f"--limit={bot}",
+        proc = subprocess.Popen([str(BOTOPS), "restart", f"--limit={bot}",
                                  f"--inventory={ops['inventory']}"], env=ops["env"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         # its readiness asked a third time: the preflight keeps asking rather than refuse it (asked once,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.fleet import wait_until
+from botops.sandbox.fleet import wait_until
 
 AUDIT_LOG = Path("shared") / "data" / "botops-kill-switch.log"
 ENGAGEMENTS = Path("shared") / "data" / "botops-kill-switch.json"  # what an operator engaged, on the bot's host

@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from sandbox.fleet import FAMILY_NAMES, Fleet, FleetError, write_file  # noqa: E402
+from botops.sandbox.fleet import FAMILY_NAMES, Fleet, FleetError, write_file  # noqa: E402
 from tests.integration.conftest import make_sandbox_dir, port_block  # noqa: E402
 
 # bot port blocks are searched from here (the shared integration fleet starts at 28000)

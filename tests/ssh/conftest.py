@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.fleet import PORT_BLOCK, Fleet, port_in_use
+from botops.sandbox.fleet import PORT_BLOCK, Fleet, port_in_use
 
 REPO = Path(__file__).resolve().parents[2]
 SSHD = Path("/usr/sbin/sshd")
@@ -383,7 +383,7 @@ def ssh_fleet():
 
 
 def _bring_up(workdir: Path, hosts: list[SshHost], python: Path, started: float) -> SshFleet:
-    from sandbox.releases import build_artifacts
+    from botops.sandbox.releases import build_artifacts
 
     (workdir / "sshd").mkdir()
     keys = workdir / "keys"

@@ -26,7 +26,7 @@ if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4 (Debian 12's 3.11.2):
 
     tarfile.TarFile.extractall = _extractall_without_filter
 
-from sandbox.fleet import FAMILIES, Fleet  # noqa: E402
+from botops.sandbox.fleet import FAMILIES, Fleet  # noqa: E402
 
 BOT = "bot01"
 

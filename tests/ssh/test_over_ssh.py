@@ -28,12 +28,12 @@ from .conftest import REPO, SshFleet, SshHost
 # it): run it with `python -m pytest -m ssh` (or with the other slow tiers, `-m slow`).
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
-INVOKE = Path(sys.executable).with_name("invoke")
+BOTOPS = Path(sys.executable).with_name("botops")
 OUTPUTS: list[str] = []  # everything the tier's `invoke` runs printed, checked for secrets at the end
 
 
 def invoke(ssh_fleet: SshFleet, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(INVOKE), "-r", str(REPO), *args, f"--inventory={ssh_fleet.inventory}"]
+    cmd = [str(BOTOPS), *args, f"--inventory={ssh_fleet.inventory}"]
     proc = subprocess.run(cmd, env=ssh_fleet.env, capture_output=True, text=True, timeout=900)
     OUTPUTS.append(proc.stdout + proc.stderr)
     return proc

@@ -120,7 +120,7 @@ def test_tokens_and_paths():
         "`<bot_root>/current`, `artifacts/<playbook>/<run id>/`, `/api/health`, `--target=latest`,",
         "`state: list`, `manifest.json`, `../shared/runbooks`, `profiles/*.yml`",
         "```",
-        " invoke <task>   tasks.py -> botops/<x>.py (botops/fleet_task.py)",
+        " botops <task>   tasks.py -> botops/<x>.py (botops/fleet_task.py)",
         "```",
     ])
     assert named_paths(text) == ["botops/fleet_task.py", "plugins/modules/bot_deploy.py", "profiles",

@@ -1,4 +1,4 @@
-"""The AWX assets (`invoke schedule --awx`): a job template with a survey for every fleet operation, the
+"""The AWX assets (`botops schedule --awx`): a job template with a survey for every fleet operation, the
 maintenance schedules, approval workflows for promote, rollback and restore, in the format awxkit's
 `awx import` reads (its exportable resources, dependent objects and natural keys, from awxkit itself),
 and every survey variable one the playbook reads."""
@@ -58,7 +58,7 @@ def test_the_assets_are_in_awxkits_import_format(assets):
                             ("WorkflowJobTemplateNode", RELATED[rel]) in dependent), rel
                     for linked in node["related"].get("success_nodes", []):
                         check_key(linked)
-    assert json.loads((REPO / "awx" / "job_templates.json").read_text()) == assets, "run invoke schedule --awx"
+    assert json.loads((REPO / "awx" / "job_templates.json").read_text()) == assets, "run botops schedule --awx"
 
 
 def test_every_fleet_operation_has_a_job_template_whose_survey_the_playbook_reads(assets):

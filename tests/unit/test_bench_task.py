@@ -1,4 +1,4 @@
-"""invoke bench: benchmarks are found by file name and selected with --only."""
+"""botops bench: benchmarks are found by file name and selected with --only."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A bot is who the inventory says, on the controller's side: a bot refused for its identity is
-reported refused (exit 2, nothing changed), `invoke status` rows say who a bot answers as and
+reported refused (exit 2, nothing changed), `botops status` rows say who a bot answers as and
 whether its credentials are accepted, and every change's playbook asks before it acts."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`invoke maintenance` input checks and the window check, which decide before anything runs."""
+"""`botops maintenance` input checks and the window check, which decide before anything runs."""
 
 from __future__ import annotations
 

@@ -256,7 +256,7 @@ def test_tasks_are_put_in_role_order():
 def lookup(*terms, **kwargs):
     from ansible.plugins.loader import lookup_loader
 
-    lookup_loader.add_directory(str(maintenance_windows.REPO / "plugins" / "lookup"))
+    lookup_loader.add_directory(str(maintenance_windows.COLLECTION / "plugins" / "lookup"))
     return lookup_loader.get("maintenance_window").run(list(terms), variables={}, **kwargs)
 
 

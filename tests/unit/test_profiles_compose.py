@@ -14,6 +14,7 @@ from invoke import Context, Exit
 
 from botops import maintenance, profiles, deploy, maintenance_windows
 from botops.runner import PlaybookRun
+from botops.layout import COLLECTION
 
 BUILTIN = ["freqtrade", "hyperliquid", "mojorust", "papertrader", "solana-cli", "vanta"]
 OUTSIDE = "2026-11-24T12:00:00Z"  # Tuesday noon: every shipped window is closed
@@ -167,7 +168,7 @@ def no_run(monkeypatch):
 
 
 def test_maintenance_with_a_user_family_and_windows_for_families_without_bots(tmp_path, monkeypatch, no_run):
-    """invoke maintenance with a user profile directory: the shipped windows name papertrader (no bot
+    """botops maintenance with a user profile directory: the shipped windows name papertrader (no bot
     here): not an error. The user's family gets the window's default schedule."""
     family_file(tmp_path / "mine", "tradebot")
     monkeypatch.setenv("BOTOPS_PROFILES_DIR", str(tmp_path / "mine"))
@@ -289,7 +290,7 @@ def test_the_role_default_resolves_the_name_the_same_way(fleet):
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar, trust_as_template
 
-    expression = trust_as_template(yaml.safe_load((Path(deploy.REPO) / "roles/bot_release/defaults/main.yml").read_text())[
+    expression = trust_as_template(yaml.safe_load((COLLECTION / "roles/bot_release/defaults/main.yml").read_text())[
         "bot_release_artifact_name"])
     cases = [
         ({"bot_family": "tradebot", "botops_profile": profiles.load("tradebot")}, "tradebot-core"),

@@ -9,9 +9,9 @@ import pytest
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import json_path
 from botops import profiles
-from sandbox.refbot import families
-from sandbox.refbot.server import Request
-from sandbox.refbot.state import BotState
+from botops.sandbox.refbot import families
+from botops.sandbox.refbot.server import Request
+from botops.sandbox.refbot.state import BotState
 
 OK = SimpleNamespace(ok=True, detail="ok")
 

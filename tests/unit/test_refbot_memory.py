@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.refbot.config import ConfigError, Release, load_config
-from sandbox.refbot.memory import MemoryTrader
-from sandbox.refbot.state import BotState
+from botops.sandbox.refbot.config import ConfigError, Release, load_config
+from botops.sandbox.refbot.memory import MemoryTrader
+from botops.sandbox.refbot.state import BotState
 
 RELEASE = Release(name="refbot", version="1.1.0", alembic_head="0002_trade_fee", migration="expand", description="",
                   qty_column="qty", writes_fee=True, broken=False, directory=Path("."))

@@ -12,7 +12,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from sandbox import releases
+from botops.sandbox import releases
 
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0-broken", "2.0.0"]
 EXPECTED_REVISIONS = {

@@ -5,7 +5,7 @@ from botops.report import MAX_CELL, table
 
 def test_a_long_message_is_cut_in_its_cell_and_printed_whole_below():
     hint = ("preflight refused bot bot04: ready=False (the bot is stopped); start it again with "
-            "invoke restart --limit=bot04 --mode=recover")
+            "botops restart --limit=bot04 --mode=recover")
     assert len(hint) > MAX_CELL
     out = table([{"name": "bot04", "result": "refused", "message": hint},
                  {"name": "bot05", "result": "ok", "message": None}],

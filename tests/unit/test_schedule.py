@@ -1,4 +1,4 @@
-"""`invoke schedule`: the crontab block (text, day tests run under sh on fixed dates, idempotent
+"""`botops schedule`: the crontab block (text, day tests run under sh on fixed dates, idempotent
 install / uninstall through a scratch crontab program) and the AWX assets (job template, survey,
 RRULE schedules), from the shipped window definitions."""
 
@@ -74,10 +74,10 @@ def executable(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def fake_repo(tmp_path):
-    """A repository whose invoke only says which window it was asked for, and a date that lies."""
+    """A home, a botops program that only says which window it was asked for, and a date that lies."""
     repo = tmp_path / "repo"
     (repo / ".venv" / "bin").mkdir(parents=True)
-    executable(repo / ".venv" / "bin" / "invoke", '#!/bin/sh\necho "$2"\n')
+    executable(repo / ".venv" / "bin" / "botops", '#!/bin/sh\necho "$2"\n')
     bindir = tmp_path / "bin"
     bindir.mkdir()
     executable(bindir / "date", FAKE_DATE)
@@ -122,7 +122,8 @@ def run_entry(entry: str, bindir: Path, when: str, log: Path) -> list[str]:
 def test_entries_run_the_windows_of_the_day(loaded, fake_repo, tmp_path, when, at_0100, at_0200, at_0300):
     repo, bindir = fake_repo
     log = tmp_path / "cron.log"
-    lines = entries(schedule.cron_lines(loaded, repo=repo, log=log, lock=tmp_path / "cron.lock"))
+    lines = entries(schedule.cron_lines(loaded, repo=repo, log=log, lock=tmp_path / "cron.lock",
+                                         command=str(repo / ".venv" / "bin" / "botops")))
     by_hour = {int(e.split()[1]): e for e in lines}
     assert run_entry(by_hour[1], bindir, when, log) == at_0100
     assert run_entry(by_hour[2], bindir, when, log) == at_0200
@@ -132,7 +133,8 @@ def test_entries_run_the_windows_of_the_day(loaded, fake_repo, tmp_path, when, a
 def test_a_held_lock_skips_the_run(loaded, fake_repo, tmp_path):
     repo, bindir = fake_repo
     log, lock = tmp_path / "cron.log", tmp_path / "cron.lock"
-    entry = [e for e in entries(schedule.cron_lines(loaded, repo=repo, log=log, lock=lock)) if e.startswith("0 2 ")][0]
+    entry = [e for e in entries(schedule.cron_lines(loaded, repo=repo, log=log, lock=lock,
+                                                           command=str(repo / ".venv" / "bin" / "botops"))) if e.startswith("0 2 ")][0]
     holder = subprocess.Popen(["flock", str(lock), "sleep", "30"], start_new_session=True)
     try:
         held = lambda: subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0  # noqa: E731
@@ -250,7 +252,7 @@ def test_awx_files_are_written_once(loaded, tmp_path):
 
 
 def test_committed_awx_files_match_the_windows(loaded):
-    """awx/ is generated: after editing the windows, run `invoke schedule --awx`."""
+    """awx/ is generated: after editing the windows, run `botops schedule --awx`."""
     assets = schedule.awx_assets(loaded)
     assert yaml.safe_load((REPO / "awx" / "job_templates.yml").read_text()) == assets
     assert json.loads((REPO / "awx" / "job_templates.json").read_text()) == assets

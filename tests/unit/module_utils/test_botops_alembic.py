@@ -13,7 +13,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_alembic import
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database
 
 REPO = Path(__file__).resolve().parents[3]
-REFBOT_INI = REPO / "sandbox" / "refbot" / "alembic.ini"
+REFBOT_INI = REPO / "botops" / "sandbox" / "refbot" / "alembic.ini"
 
 
 def write_rev(directory, name, body):

@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover
     HAVE_PG = False
 
-REFBOT_VERSIONS = Path(__file__).resolve().parents[3] / "sandbox" / "refbot" / "migrations" / "versions"
+REFBOT_VERSIONS = Path(__file__).resolve().parents[3] / "botops" / "sandbox" / "refbot" / "migrations" / "versions"
 LEDGER = {"table": "trades", "id": "id", "time": "ts",
           "holdings": [{"table": "positions", "id": "id"}, {"table": "orders", "id": "id"}],
           "id_floor": {"table": "bot_state", "key": "botops_id_floor"}}

@@ -18,7 +18,7 @@ from .fake_bot import api_profile, fake, fakes, stop_profile  # noqa: F401  (fix
 from .utils import run_module
 
 REPO = Path(__file__).resolve().parents[3]
-VERSIONS = REPO / "sandbox" / "refbot" / "migrations" / "versions"
+VERSIONS = REPO / "botops" / "sandbox" / "refbot" / "migrations" / "versions"
 HEADS = {"1.0.0": "0001_initial", "1.1.0": "0002_trade_fee", "2.0.0": "0003_rename_qty"}
 ORDER = ["0001_initial", "0002_trade_fee", "0003_rename_qty"]
 DB = {"host": "127.0.0.1", "port": 5433, "name": "b07", "user": "b07"}

@@ -16,7 +16,7 @@ from ansible_collections.botops.fleet.plugins.modules import bot_migrate
 from .utils import run_module
 
 REPO = Path(__file__).resolve().parents[3]
-VERSIONS = REPO / "sandbox" / "refbot" / "migrations" / "versions"
+VERSIONS = REPO / "botops" / "sandbox" / "refbot" / "migrations" / "versions"
 PASSWORD = "p@ss:w/rd"
 PROFILE = {"family": "testfam", "database": {"engine": "postgresql", "name": "trading_bot",
                                              "migrations": {"tool": "alembic", "config": "alembic.ini"}}}

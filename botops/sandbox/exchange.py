@@ -8,7 +8,7 @@ It answers what a dry-run bot asks: exchangeInfo, time, ping, klines, ticker/24h
 ticker/bookTicker and depth. Prices are a deterministic walk over time, so candles close and
 strategies see data; nothing private (orders, balances) is served: a dry-run bot keeps those itself.
 
-    python -m sandbox.exchange --port 0 --port-file FILE    # writes the port it listens on
+    python -m botops.sandbox.exchange --port 0 --port-file FILE    # writes the port it listens on
 
 Every request is counted by path (`GET /_stats`), so a test can tell that the bots really used it.
 Stdlib only.
@@ -180,7 +180,7 @@ def serve(port: int = 0, host: str = "127.0.0.1") -> Exchange:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.exchange", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m botops.sandbox.exchange", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", help="write the port listened on to this file (for --port 0)")

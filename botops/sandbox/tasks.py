@@ -1,6 +1,6 @@
-"""``invoke sandbox.*``: the local fleet of reference bots that tests and demos operate.
+"""``botops sandbox.*``: the local fleet of reference bots that tests and demos operate.
 
-The work is done by :mod:`sandbox.fleet`; these tasks parse arguments, print progress and map
+The work is done by :mod:`botops.sandbox.fleet`; these tasks parse arguments, print progress and map
 errors to exit codes (2: bad input, nothing changed; 1: a step failed).
 """
 
@@ -10,7 +10,7 @@ import sys
 
 from invoke import Collection, Exit, task
 
-from sandbox.fleet import (
+from botops.sandbox.fleet import (
     DEFAULT_BASE_PORT,
     DEFAULT_BOTS,
     DEFAULT_TRADE_INTERVAL,
@@ -24,7 +24,30 @@ def _progress(line: str) -> None:
     print(line, flush=True)
 
 
+# What the sandbox runs on beside botops itself: the `sandbox` extra (pip install 'botops[sandbox]').
+SANDBOX_PACKAGES = {"psycopg": "psycopg", "supervisor": "supervisor", "alembic": "alembic",
+                    "sqlalchemy": "sqlalchemy", "redis": "redis"}
+
+
+def missing_packages() -> list[str]:
+    import importlib.util
+
+    missing = []
+    for module, package in SANDBOX_PACKAGES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module set to None in sys.modules: not installed
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
 def _fleet(base_port=None) -> Fleet:
+    missing = missing_packages()
+    if missing:
+        raise Exit(f"sandbox: the sandbox's Python packages are not installed ({', '.join(missing)}); "
+                   "install them with: pip install 'botops[sandbox]'", code=2)
     try:
         return Fleet(base_port=base_port, log=_progress)
     except FleetError as exc:
@@ -67,7 +90,7 @@ def status(c):
     fleet = _fleet()
     rows = _run(fleet.status)
     if not rows:
-        print(f"no sandbox in {fleet.state_dir}: start one with `invoke sandbox.up`")
+        print(f"no sandbox in {fleet.state_dir}: start one with `botops sandbox.up`")
         return
     header = ("bot", "family", "release", "state", "trades", "open positions", "kill switch")
     table = [header] + [

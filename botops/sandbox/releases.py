@@ -1,11 +1,11 @@
 """Releases of the reference bot and their reproducible artifacts.
 
-Every release ships the same source tree (``sandbox/refbot``); what differs is its
+Every release ships the same source tree (``botops/sandbox/refbot``); what differs is its
 ``release.json`` (behaviour flags the bot reads at start) and the Alembic revisions it
 carries (only those up to its head). Artifacts are byte-for-byte reproducible: the same
 sources give the same sha256 on every build and every machine.
 
-    python -m sandbox.releases OUT_DIR
+    python -m botops.sandbox.releases OUT_DIR
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def build_artifacts(out_dir: Path, source_dir: Path = SOURCE_DIR) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sandbox.releases",
+        prog="python -m botops.sandbox.releases",
         description="Build the reference bot's release artifacts (reproducible tarballs + manifests).",
     )
     parser.add_argument("out_dir", type=Path, help="directory to write refbot-<version>.{tar.gz,json} into")
