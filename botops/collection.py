@@ -7,13 +7,19 @@ its collections path), so the modules run by FQCN (``botops.fleet.bot_facts``) a
 module_utils as ``ansible_collections.botops.fleet.plugins.module_utils.<name>``, the same names an
 installed collection has. scripts/bootstrap runs ``python -m botops.collection``, which also puts the
 directory on the virtualenv's import path (a ``.pth`` file).
+
+``run_sanity`` runs ``ansible-test sanity`` on what the built collection ships (``invoke sanity``, and
+tests/unit/test_ansible_sanity.py in the default test run).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import site
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from invoke import Exit, task
@@ -53,8 +59,6 @@ def install_path_file(repo: Path = REPO) -> Path:
 
 def build(output: Path, repo: Path = REPO) -> Path:
     """Build the collection's tarball (ansible-galaxy collection build) into `output`; returns its path."""
-    import subprocess
-
     import yaml
 
     meta = yaml.safe_load((repo / "galaxy.yml").read_text())
@@ -65,6 +69,88 @@ def build(output: Path, repo: Path = REPO) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"ansible-galaxy collection build failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return output / f"{meta['namespace']}-{meta['name']}-{meta['version']}.tar.gz"
+
+
+SANITY_PYTHON = "3.11"  # the controller's Python, and the managed hosts' here
+GET_PIP_VERSION = "24.2"  # the pip ansible-test 2.19 bootstraps its virtualenvs with, when it cannot tell
+
+
+def sanity_home(repo: Path = REPO) -> Path:
+    """The HOME ansible-test runs with: inside the checkout's .ansible/ (gitignored), so its virtualenvs
+    (~/.ansible/test/venv) and pip's cache are kept from one run to the next and nothing outside the
+    checkout is needed or written."""
+    return repo / ".ansible" / "sanity" / "home"
+
+
+def lay_out(scratch: Path, repo: Path = REPO) -> Path:
+    """Lay out what the built collection ships in ``scratch/ansible_collections/botops/fleet`` and return
+    that directory: ``build()``'s tarball unpacked, so the file selection is the build's (galaxy.yml's
+    build_ignore honoured, MANIFEST.json and FILES.json in place of galaxy.yml), plus ansible-test's
+    configuration, tests/sanity/ignore-*.txt, which is not shipped."""
+    scratch = Path(scratch)
+    place = scratch / "ansible_collections" / NAMESPACE / NAME
+    if place.exists():
+        shutil.rmtree(place)
+    place.mkdir(parents=True)
+    tarball = build(scratch / "dist", repo)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(place, filter="data")
+    ignores = sorted((repo / "tests" / "sanity").glob("ignore-*.txt"))
+    if ignores:
+        (place / "tests" / "sanity").mkdir(parents=True, exist_ok=True)
+        for path in ignores:
+            shutil.copyfile(path, place / "tests" / "sanity" / path.name)
+    return place
+
+
+def get_pip_version() -> str:
+    """The pip version ansible-test bootstraps its virtualenvs with (it names the get-pip script it looks for)."""
+    from types import SimpleNamespace
+
+    try:
+        from ansible_test._internal.python_requirements import get_venv_packages
+
+        return get_venv_packages(SimpleNamespace(version=SANITY_PYTHON))["pip"]
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return GET_PIP_VERSION
+
+
+def install_get_pip(home: Path, repo: Path = REPO) -> Path:
+    """Put tests/sanity/get_pip.py where ansible-test looks for its cached pip bootstrap script under
+    `home`, so it never downloads one (tests/sanity/get_pip.py says why)."""
+    name = "get_pip_%s.py" % get_pip_version().replace(".", "_")
+    path = Path(home) / ".ansible" / "test" / "cache" / name
+    source = (repo / "tests" / "sanity" / "get_pip.py").read_bytes()
+    if not path.is_file() or path.read_bytes() != source:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}")
+        tmp.write_bytes(source)
+        os.replace(tmp, path)
+    return path
+
+
+def run_sanity(scratch: Path, repo: Path = REPO, home: Path | None = None, tests: tuple[str, ...] = (),
+               capture: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run ``ansible-test sanity --python 3.11`` (every default test, or only `tests`) on the built
+    collection, laid out under `scratch`, with HOME at `home` (default ``sanity_home(repo)``).
+
+    Returns the finished process: ``returncode`` 0 means no error; with `capture`, ``stdout`` holds
+    ansible-test's output and errors. ansible-test is given the collection's directory as its content
+    root, so a git checkout around `scratch` changes nothing about which files it tests."""
+    ansible_test = Path(sys.executable).with_name("ansible-test")
+    if not ansible_test.exists():
+        raise RuntimeError(f"ansible-test is not installed beside {sys.executable} (it comes with ansible-core)")
+    home = Path(home) if home is not None else sanity_home(repo)
+    place = lay_out(scratch, repo)
+    install_get_pip(home, repo)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS")}
+    env.update(HOME=str(home), ANSIBLE_TEST_CONTENT_ROOT=str(place), NO_COLOR="1")
+    command = [str(ansible_test), "sanity", "--python", SANITY_PYTHON, "--color", "no"]
+    for name in tests:
+        command += ["--test", name]
+    output = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) if capture else {}
+    return subprocess.run(command, cwd=place, env=env, timeout=timeout, check=False, **output)
 
 
 @task(help={"output": "directory the tarball is written to (default dist/)"})
@@ -87,6 +173,29 @@ def build_collection(c, output="dist"):
         raise Exit(f"build-collection: {exc}", code=1) from None
     print(f"build-collection: {path}")
     print(f"install it with: ansible-galaxy collection install {path}")
+
+
+@task(help={"test": "run only this sanity test (ansible-test sanity --list-tests names them); repeatable",
+            "scratch": "directory the collection is laid out in (default: a temporary directory, removed after)"},
+      iterable=["test"])
+def sanity(c, test=None, scratch=None):
+    """Run ansible-test sanity (Python 3.11) on what the built collection ships; fails on any error."""
+    import tempfile
+
+    from botops.report import shown
+
+    try:
+        if scratch:
+            proc = run_sanity(Path(scratch).resolve(), tests=tuple(test or ()), capture=False)
+        else:
+            with tempfile.TemporaryDirectory(prefix="botops-sanity-") as tmp:
+                proc = run_sanity(Path(tmp), tests=tuple(test or ()), capture=False)
+    except RuntimeError as exc:
+        raise Exit(f"sanity: {exc}", code=1) from None
+    if proc.returncode != 0:
+        where = f" (the collection as tested: {shown(str(scratch), 200)})" if scratch else ""
+        raise Exit(f"sanity: ansible-test sanity found errors{where}", code=1)
+    print("sanity: ansible-test sanity found no error")
 
 
 def main() -> int:
