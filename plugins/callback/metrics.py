@@ -37,7 +37,6 @@ from ansible.plugins.callback import CallbackBase
 from ansible_collections.botops.fleet.plugins.module_utils.botops_metrics import merge, render
 
 
-
 def default_textfile():
     root = os.environ.get("BOTOPS_ARTIFACTS_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "artifacts")
     return os.path.join(root, "metrics", "botops.prom")

@@ -38,15 +38,16 @@ from ansible.plugins.lookup import LookupBase
 try:
     from botops.profiles import ProfileError, load, search_path
 except ImportError as exc:  # botops is installed in the controller's environment
-    load = None
     IMPORT_ERROR = exc
+else:
+    IMPORT_ERROR = None
 
 
 class LookupModule(LookupBase):
     _cache = {}
 
     def run(self, terms, variables=None, **kwargs):
-        if load is None:
+        if IMPORT_ERROR is not None:
             raise AnsibleLookupError(f"bot_profile needs the botops package on the controller: {IMPORT_ERROR}")
         profiles = []
         where = tuple(str(d) for d in search_path())  # the same family may be another file on another path

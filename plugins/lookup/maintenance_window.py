@@ -42,13 +42,14 @@ from ansible.plugins.lookup import LookupBase
 try:
     from botops import maintenance_windows, profiles
 except ImportError as exc:  # botops is installed in the controller's environment
-    maintenance_windows = None
     IMPORT_ERROR = exc
+else:
+    IMPORT_ERROR = None
 
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
-        if maintenance_windows is None:
+        if IMPORT_ERROR is not None:
             raise AnsibleLookupError(f"maintenance_window needs the botops package on the controller: {IMPORT_ERROR}")
         self.set_options(var_options=variables, direct=kwargs)
         try:

@@ -15,9 +15,9 @@ import time
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError, CredentialsError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_files import write_json
 from ansible_collections.botops.fleet.plugins.module_utils.botops_host import program_failed
-from ansible_collections.botops.fleet.plugins.module_utils.botops_values import (PlaceholderError, describe_action, describe_list, describe_request,
-                                                describe_where, item_matches, json_path, map_value, ok_codes,
-                                                shown_value, substitute)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import (
+    PlaceholderError, describe_action, describe_list, describe_request, describe_where, item_matches, json_path,
+    map_value, ok_codes, shown_value, substitute)
 
 
 class BotActions:
@@ -68,7 +68,7 @@ class BotActions:
             return f"SIG{action['signal']} to {pids or 'no process'}"
         if "command" in action:
             command = action["command"]
-            code, _, err = self.command_result(command, variables, memoize=False)
+            code, out, err = self.command_result(command, variables, memoize=False)
             if code not in ok_codes(command):
                 raise BotError(program_failed(command["argv"][0], code, err))
             return f"ran {command['argv'][0]} -> {code}"

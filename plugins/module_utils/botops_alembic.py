@@ -134,8 +134,8 @@ def parse_revision_file(path):
         kind = "contract"
     ledger_map = values.get("botops_ledger_map")
     if ledger_map is not None and not (isinstance(ledger_map, dict) and all(
-            isinstance(t, str) and isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                                              for k, v in m.items())
+            isinstance(t, str) and isinstance(m, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
             for t, m in ledger_map.items())):
         raise MigrationError(f"{path}: botops_ledger_map must be a literal {{table: {{older column: newer column or "
                              f"SQL expression}}}}, got {ledger_map!r}")
@@ -209,7 +209,7 @@ class RevisionGraph:
             steps = int(match.group(2))
             if match.group(1) == "-":
                 rev = current
-                for _ in range(steps):
+                for step in range(steps):
                     if rev is None:
                         raise MigrationError(f"cannot go {spec} from {current or 'base'}: base reached")
                     downs = self.revisions[rev]["down_revisions"]
@@ -218,7 +218,7 @@ class RevisionGraph:
                     rev = downs[0] if downs else None
                 return rev
             rev = current
-            for _ in range(steps):
+            for step in range(steps):
                 ups = [r for r, info in self.revisions.items() if (rev in info["down_revisions"]) or
                        (rev is None and not info["down_revisions"])]
                 if len(ups) != 1:

@@ -28,8 +28,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgre
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_sqlite import SqliteEngine
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import (
     DEFAULT_FORMAT, FILES_TAR, KEPT_KIND, MANIFEST, MANIFEST_VERSION, BackupError, current_release, derived_db_name,
-    file_entries, new_backup_id, secure_tree, utc_iso, validate_backup_id,
-)
+    file_entries, new_backup_id, secure_tree, utc_iso, validate_backup_id)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_files import fsync_path, write_json
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database, PgError
 

@@ -76,7 +76,7 @@ def plan_files(root, tar_path, allowed):
 
 def apply_files(root, tar_path, plan):
     """Write the planned files from the tarball, each atomically (temp file, rename), keeping modes."""
-    wanted = {name for name, _, _ in plan}
+    wanted = {name for name, target, why in plan}
     written = []
     with tarfile.open(tar_path, "r:gz") as tar:
         for member in tar.getmembers():

@@ -21,9 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import (
-    DEFAULT_FORMAT, DEFAULT_LEVELS, FORMATS, KEPT_KIND, KEPT_TAG_RE, TMP_PREFIX, BackupError, derived_db_name, find_bin,
-    kept_tag_time, ledger_tables, manifest_database, quote_ident, quote_literal,
-)
+    DEFAULT_FORMAT, DEFAULT_LEVELS, FORMATS, KEPT_KIND, KEPT_TAG_RE, TMP_PREFIX, BackupError, derived_db_name,
+    find_bin, kept_tag_time, ledger_tables, manifest_database, quote_ident, quote_literal)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import Database, PgError, tail
 
 # custom_zstd: each of the `jobs` largest tables of at least this size gets a dump of its own rows
@@ -261,7 +260,7 @@ class PostgresEngine:
             "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
             "AND d.objid = c.oid AND d.deptype = 'e') "
             f"AND {size} >= {int(PART_MIN_BYTES)} ORDER BY {size} DESC, 2 LIMIT {int(jobs)}")
-        indexes = {oid: [] for oid, _ in rows}
+        indexes = {oid: [] for oid, table in rows}
         if rows:
             oids = ",".join(str(int(oid)) for oid in indexes)
             for relid, catalog, objid in query(
@@ -311,22 +310,22 @@ class PostgresEngine:
                     stdin = procs[-1].stdout
                 waiting.append([procs, list(then[0]) if then else []])
             while True:
-                codes = [proc.poll() for _, proc, _ in running]
+                codes = [proc.poll() for argv, proc, err in running]
                 if any(code not in (None, 0) for code in codes):
                     break
                 for step in waiting:
                     if step[1] and all(proc.returncode == 0 for proc in step[0]):
                         step[0] = [start(step[1].pop(0), subprocess.DEVNULL, subprocess.DEVNULL)]
-                if all(proc.returncode == 0 for _, proc, _ in running) and not any(s[1] for s in waiting):
+                if all(proc.returncode == 0 for argv, proc, err in running) and not any(s[1] for s in waiting):
                     break
                 time.sleep(0.05)
             stopped = set()
             if any(code not in (None, 0) for code in codes):
-                for _, proc, _ in running:
+                for argv, proc, err in running:
                     if proc.poll() is None:
                         proc.terminate()
                         stopped.add(proc.pid)
-            for _, proc, _ in running:
+            for argv, proc, err in running:
                 proc.wait()
             causes = [r for r in running if r[1].returncode != 0 and r[1].pid not in stopped]
             if causes:
@@ -338,7 +337,7 @@ class PostgresEngine:
                 out.flush()
                 os.fsync(out.fileno())
         finally:
-            for _, proc, err in running:
+            for argv, proc, err in running:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
@@ -381,7 +380,7 @@ class PostgresEngine:
         parts = dbinfo.get("parts") or []
         for part in parts:
             if not isinstance(part, dict) or not PART_FILE_RE.fullmatch(str(part.get("path"))) or not all(
-                    isinstance(pair, list) and len(pair) == 2 and all(type(n) is int for n in pair)
+                    isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in pair)
                     for pair in part.get("indexes") or []):
                 raise BackupError(f"the manifest names a database part that is not one: {part!r}")
         zstd = find_bin("zstd")

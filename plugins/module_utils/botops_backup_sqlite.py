@@ -18,8 +18,7 @@ import time
 import urllib.parse
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import (
-    KEPT_KIND, KEPT_TAG_RE, SQLITE_FILE, BackupError, kept_tag_time, ledger_tables, manifest_database, quote_ident,
-)
+    KEPT_KIND, KEPT_TAG_RE, SQLITE_FILE, BackupError, kept_tag_time, ledger_tables, manifest_database, quote_ident)
 
 # What SQLite keeps beside a database file while it is open: the WAL and its index (journal_mode WAL),
 # the rollback journal (the other modes). botops leaves none of them beside a file it made or copied.

@@ -417,4 +417,3 @@ def secure_tree(directory):
             path = os.path.join(dirpath, name)
             os.chmod(path, 0o600)
             fsync_path(path)
-

@@ -30,8 +30,8 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_host import BotHost
 from ansible_collections.botops.fleet.plugins.module_utils.botops_http import BotHttp
 from ansible_collections.botops.fleet.plugins.module_utils.botops_processes import BotProcesses
-from ansible_collections.botops.fleet.plugins.module_utils.botops_values import (compare, describe_check, describe_request, item_matches, json_path,
-                                                map_value, shown_value)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_values import (
+    compare, describe_check, describe_request, item_matches, json_path, map_value, shown_value)
 
 POLL_INTERVAL = 0.05
 

@@ -70,7 +70,7 @@ def in_inventory_words(message):
     """A validation message of the modules' options in the inventory's variable names:
     "argument 'ports' is of type int found in 'bot'." -> "bot_ports is of type int"."""
     for wanted, found_in in ((BOT_VARS, "bot"), (SECRET_VARS, "secrets")):
-        for key, (variable, _) in wanted.items():
+        for key, (variable, default) in wanted.items():
             message = message.replace(f"argument '{key}' is of type", f"{variable} is of type")
         message = message.replace(f" found in '{found_in}'.", "")
     return message

@@ -61,15 +61,14 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_revert 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitch, KillSwitchError, reapply
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import (
-    AUDIT_LOG, KillSwitchEngaged, default_who, describe_engagement, yield_to_operator,
-)
+    AUDIT_LOG, KillSwitchEngaged, default_who, describe_engagement, yield_to_operator)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_out_of_live
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, current_version,
-                                                 installed_versions, ledger_lock, remove_release,
-                                                 switch_current, utcnow)
-from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (NotReady, WindowSlots, graceful_stop, start_until_ready,
-                                                  stop_timeout, supervisor_rpc, wait_ready)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (
+    ReleaseHistory, ReleaseError, current_version, installed_versions, ledger_lock, remove_release, switch_current,
+    utcnow)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (
+    NotReady, WindowSlots, graceful_stop, start_until_ready, stop_timeout, supervisor_rpc, wait_ready)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
@@ -247,7 +246,7 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
             began = time.monotonic()
             self.started = True
             try:
-                starting, _ = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
+                starting, ready_at = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
             except NotReady as exc:
                 self.result["ready"] = False
                 raise BotError(f"not ready within {timeout:g}s of the start: last answer {describe_answer(exc.observed)}") from None
@@ -277,7 +276,7 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
     def hold_ready(self, deadline=None):
         stable = self.o.get("ready_stable_for", 1.0)
         deadline = time.monotonic() + self.o.get("ready_timeout", 60.0) if deadline is None else deadline
-        ok, observed, _ = wait_ready(self.bot, self.profile, max(deadline, time.monotonic()), stable)
+        ok, observed, ready_at = wait_ready(self.bot, self.profile, max(deadline, time.monotonic()), stable)
         self.result["ready"] = ok
         if not ok:
             raise BotError(f"ready, then not ready again within {stable:g}s: last answer {describe_answer(observed)}")
@@ -419,11 +418,11 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
                     with contextlib.suppress(*ERRORS):
                         self.release_pause()  # forgets this run's pause; the bot keeps the operator's level
                 raise DeployFailed(f"Stopped the deploy of release {self.target} on bot '{self.name}': {exc}",
-                                    self.result) from None
+                                   self.result) from None
             except AfterWindow as exc:
                 self.result["changed"] = True
                 raise DeployFailed(f"Failed to deploy release {self.target} on bot '{self.name}': {exc.step}: "
-                                    f"{exc}", self.result) from None
+                                   f"{exc}", self.result) from None
             except Failed as exc:
                 self.result["failure"] = f"{exc.step}: {exc}"
                 self.result["changed"] = bool(self.done or self.paused or self.stopped or self.switched)
@@ -444,7 +443,7 @@ class Deploy(DeployPlan, DeployData, DeployRevert):
                     self.result["yielded"] = True
                     msg += f"; stopped: kill switch {describe_engagement(held)}"
                 raise DeployFailed(f"{msg}; reverted: {', '.join(undone) or 'nothing to undo'}",
-                                    self.result) from None
+                                   self.result) from None
             return self.result
         finally:
             self.close()

@@ -18,8 +18,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store i
 from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_errors import Failed
 from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import (
     carry_forward, carry_loss, describe_carry, describe_loss, ledger_conf, ledger_loss, ledger_report, live_max_ids,
-    plan_carry, raise_id_floor,
-)
+    plan_carry, raise_id_floor)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_migrate import AlembicFailed
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import utcnow
@@ -45,7 +44,7 @@ class DeployData:
         if self.mig is None:
             return
         before = self.result["revision_before"]
-        _, _, _, target_graph = self.mig.load(self.target)
+        target_version, path, config, target_graph = self.mig.load(self.target)
         head = target_graph.head
         if before is None or before in target_graph:
             self.up = self.mig.plan("upgraded", "head", self.target, knowing=False, before=before)
@@ -85,7 +84,7 @@ class DeployData:
         revision = dbinfo.get("alembic_revision")
         if self.mig is not None:
             if target_graph is None:
-                _, _, _, target_graph = self.mig.load(self.target)
+                target_version, path, config, target_graph = self.mig.load(self.target)
                 head = target_graph.head
             if revision is not None and revision not in target_graph:
                 raise Failed("plan the migration", f"backup {self.restore_id} holds revision {revision}, which "

@@ -74,7 +74,7 @@ class DeployPlan:
             self.plan_data(ledger)
         ready = None
         if self.was_running:
-            ready, _ = self.bot.check_all([self.profile["health"]["readiness"]])
+            ready, observed = self.bot.check_all([self.profile["health"]["readiness"]])
         in_place = (self.current == self.target and not self.restore_id and not self.pending() and
                     self.was_running and ready)
         if in_place:
@@ -111,7 +111,7 @@ class DeployPlan:
         if self.down and self.down.pending and not self.down_online:
             self.would(self.plan_text(self.down, "before the switch"))
         if self.restore_id:
-            self.would(f"swap the restored database in (the live one kept as <db>_pre_restore_<time>)")
+            self.would("swap the restored database in (the live one kept as <db>_pre_restore_<time>)")
         if self.current != self.target:
             self.would(f"switch current {self.current} -> {self.target}")
         if self.up and self.up.pending and not self.up_online:

@@ -20,8 +20,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_re
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import current_version
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (
-    NotReady, graceful_stop, start_until_ready, stop_timeout, wait_ready,
-)
+    NotReady, graceful_stop, start_until_ready, stop_timeout, wait_ready)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
@@ -68,13 +67,13 @@ class DeployRevert:
                 timeout = o.get("ready_timeout", 60.0)
                 began = time.monotonic()
                 try:
-                    starting, _ = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
+                    starting, ready_at = start_until_ready(self.bot, self.profile, began + timeout, manager=self.manager())
                 except NotReady as exc:
                     raise BotError(f"release {self.current} not ready again within {timeout:g}s: last answer "
                                    f"{describe_answer(exc.observed)}") from None
                 self.act("service start")
                 starting.wait(max(1.0, began + timeout - time.monotonic()))
-                ok, observed, _ = wait_ready(self.bot, self.profile, began + timeout, o.get("ready_stable_for", 1.0))
+                ok, observed, ready_at = wait_ready(self.bot, self.profile, began + timeout, o.get("ready_stable_for", 1.0))
                 if not ok:
                     raise BotError(f"release {self.current} ready, then not ready again: last answer {describe_answer(observed)}")
                 self.act("ready")
@@ -123,6 +122,6 @@ class DeployRevert:
         else:
             back = self.mig.plan("upgraded", plan.before, plan.release, knowing=False, before=reached)
         if back.pending:
-            after, _ = self.mig.apply(back)
+            after, executed = self.mig.apply(back)
             self.act(f"{back.direction} {reached or 'base'} -> {after or 'base'} (release {back.release}'s scripts)")
         return f"{back.direction}d the database back to {plan.before or 'base'}"

@@ -46,7 +46,7 @@ def gather(bot, profile, database=None, ready_wait=0.0, credentials=True):
         while not facts["ready"] and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL)
             facts["ready"], observed = bot.check(health["readiness"])
-        facts["live"], _ = bot.check(health["liveness"])
+        facts["live"], live_observed = bot.check(health["liveness"])
         if not facts["ready"]:
             facts["errors"]["ready"] = observed
     if other or not credentials:

@@ -247,7 +247,7 @@ class _Reader:
             return None if n < 0 else self.exact(n)
         if kind == b"*":
             n = int(rest)
-            return None if n < 0 else [self.reply() for _ in range(n)]
+            return None if n < 0 else [self.reply() for item in range(n)]
         raise ValueError(f"unexpected Redis reply {line[:40]!r}")
 
 
@@ -281,7 +281,7 @@ class RedisClient:
             commands.append(list(args))
             sock.sendall(b"".join(_encode(c) for c in commands))
             reader = _Reader(sock)
-            replies = [reader.reply() for _ in commands]
+            replies = [reader.reply() for command in commands]
         finally:
             sock.close()
         for reply in replies:

@@ -18,8 +18,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
 from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import read_lock, stale_reason
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (
-    KillSwitch, KillSwitchError, kill_switch_options,
-)
+    KillSwitch, KillSwitchError, kill_switch_options)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import LEVELS, HostlessBot, rank
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AUDIT_LOG, AuditIndex
 

@@ -190,7 +190,7 @@ class BotHost:
             if code not in ok_codes(command):
                 raise BotError(program_failed(command["argv"][0], code, err))
             return self.command_output(command, out), describe_source(spec)
-        _, text = self.read_file(spec["file"])
+        mtime, text = self.read_file(spec["file"])
         return self.file_content(spec["file"], text), describe_source(spec)
 
     def _check_on_host(self, spec):

@@ -172,7 +172,7 @@ class BotHttp:
             return out
         req = check["http"]
         try:
-            status, _ = self.request(req, authenticate=True)
+            status, body = self.request(req, authenticate=True)
         except CredentialsError as exc:
             out.update(checked=True, ok=False, message=f"the kill switch's API requests would fail: {exc}")
             return out

@@ -37,12 +37,10 @@ import time
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import (
-    LEVELS, HostlessBot, Observation, check_all, open_positions, poll, rank, tried,
-)
+    LEVELS, HostlessBot, Observation, check_all, open_positions, poll, rank, tried)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import (
     AUDIT_LOG, Engagements, append_audit, default_who, describe_engagement, operator_level, read_audits, unreleased,
-    utcnow,
-)
+    utcnow)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, uses_http
 
 DEFAULT_RUNG_TIMEOUT = 5.0
@@ -458,7 +456,7 @@ class KillSwitch:
                 self._fail_release(what, start_at)
             deadline = time.monotonic() + START_TIMEOUT - step["seconds"]
             while True:
-                held, _ = check_all(self.bot, engaged)
+                held, observed = check_all(self.bot, engaged)
                 if held:
                     break
                 ready, observed = check_all(self.bot, [health["readiness"]])

@@ -148,8 +148,8 @@ def open_positions(bot, profile, api=True):
     spec = (profile.get("facts") or {}).get("open_positions")
     if spec is not None and (api or "http" not in spec):
         try:
-            return int(bot.probe(spec)), ("its API" if "command" not in spec and "file" not in spec
-                                               else describe_source(spec))
+            count = int(bot.probe(spec))
+            return count, ("its API" if "command" not in spec and "file" not in spec else describe_source(spec))
         except (BotError, TypeError, ValueError) as exc:
             errors.append(f"API: {exc}")
     sql = (profile.get("positions") or {}).get("open_count_sql")

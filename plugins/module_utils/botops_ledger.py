@@ -176,23 +176,24 @@ def _raise_pg(engine, scratch, specs, highs, floor):
 
 def _raise_sqlite(scratch, specs, highs, floor):
     done = []
-    with contextlib.closing(sqlite_connect(scratch, write=True)) as conn, conn:
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for spec in specs:
-            table, high = spec["table"], int(highs[spec["table"]])
-            if "sqlite_sequence" in names:
-                # AUTOINCREMENT hands out ids above sqlite_sequence.seq (a plain rowid above max(rowid))
-                if conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (high, table)).rowcount:
-                    done.append(f"sqlite_sequence of {table} set above {high}")
-            if floor and floor["table"] in names:
-                row = conn.execute(f"SELECT value FROM {quote_ident(floor['table'])} WHERE key = ?",
-                                   (floor["key"],)).fetchone()
-                value = json.loads(row[0]) if row and row[0] else {}
-                if int(value.get(table) or 0) < high:
-                    value[table] = high
-                    conn.execute(f"INSERT INTO {quote_ident(floor['table'])} (key, value) VALUES (?, ?) "
-                                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (floor["key"], json.dumps(value)))
-                    done.append(f"{table} ids start above {high} ({floor['table']}.{floor['key']})")
+    with contextlib.closing(sqlite_connect(scratch, write=True)) as conn:
+        with conn:  # one transaction
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for spec in specs:
+                table, high = spec["table"], int(highs[spec["table"]])
+                if "sqlite_sequence" in names:
+                    # AUTOINCREMENT hands out ids above sqlite_sequence.seq (a plain rowid above max(rowid))
+                    if conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (high, table)).rowcount:
+                        done.append(f"sqlite_sequence of {table} set above {high}")
+                if floor and floor["table"] in names:
+                    row = conn.execute(f"SELECT value FROM {quote_ident(floor['table'])} WHERE key = ?",
+                                       (floor["key"],)).fetchone()
+                    value = json.loads(row[0]) if row and row[0] else {}
+                    if int(value.get(table) or 0) < high:
+                        value[table] = high
+                        conn.execute(f"INSERT INTO {quote_ident(floor['table'])} (key, value) VALUES (?, ?) "
+                                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (floor["key"], json.dumps(value)))
+                        done.append(f"{table} ids start above {high} ({floor['table']}.{floor['key']})")
     return done
 
 
@@ -325,7 +326,7 @@ def plan_carry(engine, profile, root, backup, older_columns=None, carry=True):
                         f"{table}.{name} has no value on the backup's revision {older_rev}: the revisions crossed "
                         f"({crossed}) declare no botops_ledger_map for it")
             used = set()
-            for _, expr in entry["columns"]:
+            for name, expr in entry["columns"]:
                 used.update(IDENT_RE.findall(expr))
             unused = [c for c in names if c not in used]
             if unused and rows:
@@ -407,13 +408,13 @@ def _carry_pg(engine, todo, floor, scratch, tmpdir=None):
         for i, e in enumerate(todo):
             path = os.path.join(workdir, f"{i}.csv")
             with open(path, "wb") as out:
-                rc, _, err = db.run(db.psql(engine.name) + [
+                rc, out_text, err = db.run(db.psql(engine.name) + [
                     "-c", f"COPY ({_select(e, floor)}) TO STDOUT WITH (FORMAT csv)"], stdout=out)
             if rc:
                 raise PgError(f"read {e['table']} on {engine.name}: {err.strip()}")
             if e["holdings"]:
                 script.append(f"DELETE FROM {quote_ident(e['table'])};")
-            names = ", ".join(quote_ident(name) for name, _ in e["columns"])
+            names = ", ".join(quote_ident(name) for name, expr in e["columns"])
             script.append(f"\\copy {quote_ident(e['table'])} ({names}) FROM {quote_literal(path)} WITH (FORMAT csv)")
         script.append("COMMIT;")
         with open(os.path.join(workdir, "carry.sql"), "w", encoding="utf-8") as f:
@@ -432,7 +433,7 @@ def _carry_sqlite(engine, todo, floor, scratch):
         conn.execute("ATTACH DATABASE ? AS live", (sqlite_uri(engine.path),))
         with conn:
             for e in todo:
-                names = ", ".join(quote_ident(name) for name, _ in e["columns"])
+                names = ", ".join(quote_ident(name) for name, expr in e["columns"])
                 if e["holdings"]:
                     conn.execute(f"DELETE FROM main.{quote_ident(e['table'])}")
                 select = _select(e, floor).replace(f"FROM {quote_ident(e['table'])}",
@@ -462,6 +463,6 @@ def ledger_report(plan, carried=None, previous=None, applied=True):
     return {"backup_max_id": plan["backup_max_id"], "from_revision": plan["from_revision"],
             "to_revision": plan["to_revision"], "carried": carried, "kept_aside": kept,
             "tables": [{k: e[k] for k in ("table", "rows", "first_id", "last_id", "first_time", "last_time",
-                                         "carry", "problems", "lost_values")} for e in plan["tables"]],
+                                          "carry", "problems", "lost_values")} for e in plan["tables"]],
             "summary": {"carried": ", ".join(parts) or "none",
                         "kept_aside": "; ".join(kept) + where if kept else "none"}}

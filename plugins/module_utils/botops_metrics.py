@@ -95,7 +95,7 @@ def _labels(**labels):
 
 def render(state):
     """The state in the node_exporter textfile format."""
-    samples = {name: [] for name, _, _ in METRICS}
+    samples = {name: [] for name, kind, text in METRICS}
     for bot, known in sorted((state.get("bots") or {}).items()):
         for operation, run in sorted((known.get("operations") or {}).items()):
             labels = _labels(bot=bot, operation=operation)

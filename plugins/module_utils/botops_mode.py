@@ -136,8 +136,8 @@ def keep_out_of_live(bot, profile, was_mode, was_paper, actions, timeout=60.0, w
     was. Returns the (mode, paper) seen at the end and what keeps it out of LIVE (kept_by)."""
     warnings = []
     mode, paper = read_what_can_be_read(bot, profile.get("facts"), warnings)
-    lists, after, planned, _ = keep_plan(profile, mode, paper, was_mode is not None and was_mode != "LIVE",
-                                         was_paper is True)
+    lists, after, planned, missing = keep_plan(profile, mode, paper, was_mode is not None and was_mode != "LIVE",
+                                               was_paper is True)
     for message in warnings + planned:
         (warn or (lambda m: None))(message)
     plan = plan_actions(lists)

@@ -78,7 +78,8 @@ class Database:
             proc = subprocess.run(cmd, env=self.env(), stdout=stdout, stderr=subprocess.PIPE, timeout=timeout,
                                   check=False)
             return proc.returncode, None, proc.stderr.decode(errors="replace")
-        proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, input=input_text, timeout=timeout)
+        proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, input=input_text, timeout=timeout,
+                              check=False)
         return proc.returncode, proc.stdout, proc.stderr
 
     def session(self, dbname=None, binary=None):

@@ -30,8 +30,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_paths i
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgres import PostgresEngine
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_sqlite import SqliteEngine
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import (
-    FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, utc_iso, verify_files,
-)
+    FILES_TAR, RESTORE_RECORD, BackupError, BackupStore, utc_iso, verify_files)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_files import read_json, write_json
@@ -39,8 +38,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch im
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import KillSwitchEngaged, yield_to_operator
 from ansible_collections.botops.fleet.plugins.module_utils.botops_ledger import (
     carry_forward, carry_loss, describe_carry, describe_loss, ledger_loss, ledger_report, live_max_ids, plan_carry,
-    raise_id_floor,
-)
+    raise_id_floor)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import WindowSlots
 
@@ -189,7 +187,7 @@ class Restore:
                 kept = kept_name(self.engine, check_mode=True)
                 self.act(f"{verb} keep the live database {self.engine.name} as {kept}")
             self.act(f"{verb} swap the restored database in as {self.engine.name}")
-        for name, _, why in file_plan:
+        for name, target, why in file_plan:
             self.act(f"{verb} restore file {name} ({why})")
         self.act(f"{verb} start bot {self.name} again if it was running and wait for readiness")
         if need_db and live_exists and not self.p["keep_previous"]:

@@ -12,6 +12,7 @@ bot's actions. Stdlib only.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import urllib.parse
@@ -53,7 +54,7 @@ class PlaceholderError(BotError):
 def placeholder_value(name, variables):
     """(found, value) of the placeholder `name`: a variable ('mode'), or a dotted path into one
     ('item.trade_id'). Not found: no such variable. PlaceholderError: the variable has no such field."""
-    head, _, field = name.partition(".")
+    head, dot, field = name.partition(".")
     if head not in variables:
         return False, None
     if not field:
@@ -75,6 +76,7 @@ def substitute(value, variables, quote=False):
             found, got = placeholder_value(whole.group(1), variables)
             if found:
                 return got
+
         def text(match):
             found, got = placeholder_value(match.group(1), variables)
             if not found:
@@ -203,7 +205,7 @@ def as_number(value):
             number = float(value.strip())
         except ValueError:
             return None
-        return number if number == number and abs(number) != float("inf") else None
+        return number if math.isfinite(number) else None
     return None
 
 

@@ -185,8 +185,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup import create_backup, engine_for, test_restore
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_postgres import PostgresEngine
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import (
-    BackupError, BackupStore, find_bin, new_backup_id, utc_iso, validate_backup_id, verify_files,
-)
+    BackupError, BackupStore, find_bin, new_backup_id, utc_iso, validate_backup_id, verify_files)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_retention import plan_kept_retention, plan_retention, protected_releases
@@ -316,9 +315,9 @@ def prune(module, store, engine, result):
                   deleted_databases=[{"name": n, "why": why} for n, why in drop_dbs],
                   kept_databases=[{"name": n, "why": why} for n, why in keep_dbs])
     before = [s["backup_id"] for s in sets]
-    gone = {b for b, _ in delete}
-    dbs_before = [n for n, _ in kept_dbs]
-    dbs_gone = {n for n, _ in drop_dbs}
+    gone = {b for b, why in delete}
+    dbs_before = [n for n, why in kept_dbs]
+    dbs_gone = {n for n, why in drop_dbs}
     result["diff"] = {"before": {"backups": before, "kept_databases": dbs_before},
                       "after": {"backups": [b for b in before if b not in gone],
                                 "kept_databases": [n for n in dbs_before if n not in dbs_gone]}}

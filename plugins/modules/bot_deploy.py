@@ -336,8 +336,8 @@ def main():
         if p["keep"] is not None and p["keep"] < 1:
             raise BotError(f"keep must be at least 1, got {p['keep']}")
         deploy = Deploy(module_bot(module), p["profile"], p, secrets=p["secrets"],
-                          run_command=lambda cmd, cwd, env: module.run_command(cmd, cwd=cwd, environ_update=env),
-                          check_mode=module.check_mode, warn=module.warn)
+                        run_command=lambda cmd, cwd, env: module.run_command(cmd, cwd=cwd, environ_update=env),
+                        check_mode=module.check_mode, warn=module.warn)
         result = deploy.run()
     except DeployFailed as exc:
         module.fail_json(msg=str(exc), **exc.result)

@@ -181,8 +181,7 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet_kill_switch import (
-    MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF, argument_spec, run_fleet,
-)
+    MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF, argument_spec, run_fleet)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import REQUIRED_IF
 
 

@@ -187,8 +187,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (
-    REQUIRED_IF, KillSwitch, KillSwitchError, kill_switch_options,
-)
+    REQUIRED_IF, KillSwitch, KillSwitchError, kill_switch_options)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AUDIT_LOG, HOLDERS
 
 

@@ -84,7 +84,8 @@ previous:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import LockError, describe, new_lock, plan_acquire, read_lock, release, stale_reason, write_lock
+from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import (
+    LockError, describe, new_lock, plan_acquire, read_lock, release, stale_reason, write_lock)
 
 
 def main():

@@ -185,11 +185,10 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
-from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (ReleaseHistory, ReleaseError, check_version, current_version,
-                                                  find_artifact, install_release, installed_versions,
-                                                  ledger_lock, read_manifest, read_release_json,
-                                                  remove_leftovers, remove_release, switch_current, utcnow,
-                                                  verify_artifact)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (
+    ReleaseHistory, ReleaseError, check_version, current_version, find_artifact, install_release,
+    installed_versions, ledger_lock, read_manifest, read_release_json, remove_leftovers, remove_release,
+    switch_current, utcnow, verify_artifact)
 
 ACTION_WORDS = {"present": "install", "current": "activate", "absent": "remove", "list": "list", "marked": "mark"}
 

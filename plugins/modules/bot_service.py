@@ -136,8 +136,8 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import reapply
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import KillSwitchEngaged, yield_to_operator
-from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (KILL_WAIT, NotReady, WindowSlots, graceful_stop, start,
-                                                  stop_timeout, wait_ready)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (
+    KILL_WAIT, NotReady, WindowSlots, graceful_stop, start, stop_timeout, wait_ready)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
@@ -236,7 +236,7 @@ def main():
                 yield_to_operator(bot, "trading", p["override_kill_switch"],
                                   "the bot runs again with the operator's level put back")
         elif state == "started" and p["wait_ready"]:
-            ok, observed, _ = wait_ready(bot, profile, began + p["ready_timeout"], p["ready_stable_for"])
+            ok, observed, ready_at = wait_ready(bot, profile, began + p["ready_timeout"], p["ready_stable_for"])
             result["ready"] = ok
             if not ok:
                 result["observed"] = observed
