@@ -14,7 +14,7 @@ description:
     damaged set, the newest verified one, or one the release history still links to a current or good release.
   - Listing the sets is the read-only module M(botops.fleet.bot_backup_info).
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description: V(present) takes a backup; V(verified) verifies one; V(pruned) applies retention.
@@ -74,17 +74,21 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports the set that would be created, the verification that would be recorded or the sets that would be deleted; writes nothing and creates no scratch database.
+    details:
+      - Reports the set that would be created, the verification that would be recorded or the sets that would be
+        deleted; writes nothing and creates no scratch database.
   diff_mode:
     support: partial
     details: The list of backup ids before and after (present, pruned).
+  platform:
+    platforms: posix
 notes:
   - A test restore needs the bot's database role to have CREATEDB; format V(custom_zstd) needs the C(zstd) binary on the host.
   - "How a set is taken, verified and pruned, and why: C(docs/operations/backup.md)."
 seealso:
   - module: botops.fleet.bot_backup_info
   - module: botops.fleet.bot_restore
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -12,7 +12,7 @@ description:
   - A damaged set (its C(manifest.json) missing or unreadable) is listed with the reason in C(damaged), and
     V(latest) never resolves past it (RV(latest_blocked_by)).
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   backup_id:
     description:
@@ -26,12 +26,14 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - O(secrets) is not used; it is accepted so every bot module takes the same three inputs.
   - "What a set holds and why a damaged set is never skipped: C(docs/operations/backup.md)."
 seealso:
   - module: botops.fleet.bot_backup
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -53,8 +55,8 @@ backups:
   type: list
   elements: dict
   contains:
-    backup_id: {description: Id of the set., type: str}
-    path: {description: Directory of the set., type: str}
+    backup_id: {description: "Id of the set.", type: str}
+    path: {description: "Directory of the set.", type: str}
     damaged:
       description:
         - "Why the set cannot be used (e.g. C(manifest.json missing)); null for a complete set. A damaged
@@ -63,19 +65,19 @@ backups:
     created_at:
       description: When it was taken (UTC ISO 8601); for a damaged set, the time its id starts with.
       type: str
-    size: {description: Total bytes of its files., type: int}
-    release: {description: Release current when it was taken., type: str}
-    linked_release: {description: Release the backup is linked to (deploys)., type: str}
-    label: {description: Label given when it was taken., type: str}
-    reason: {description: Reason given when it was taken., type: str}
-    safety_for: {description: For a restore's safety backup, the backup that restore put back., type: str}
-    format: {description: Database dump format., type: str}
-    alembic_revision: {description: Alembic revision of the database in the set., type: str}
-    row_counts: {description: Row counts of the profile's tables., type: dict}
-    ledger_max_id: {description: Max id of the ledger table., type: int}
-    verified: {description: The last verification passed., type: bool}
-    verified_at: {description: When it was last verified., type: str}
-    test_restored: {description: A test restore into a scratch database passed., type: bool}
+    size: {description: "Total bytes of its files.", type: int}
+    release: {description: "Release current when it was taken.", type: str}
+    linked_release: {description: "Release the backup is linked to (deploys).", type: str}
+    label: {description: "Label given when it was taken.", type: str}
+    reason: {description: "Reason given when it was taken.", type: str}
+    safety_for: {description: "For a restore's safety backup, the backup that restore put back.", type: str}
+    format: {description: "Database dump format.", type: str}
+    alembic_revision: {description: "Alembic revision of the database in the set.", type: str}
+    row_counts: {description: "Row counts of the profile's tables.", type: dict}
+    ledger_max_id: {description: "Max id of the ledger table.", type: int}
+    verified: {description: "The last verification passed.", type: bool}
+    verified_at: {description: "When it was last verified.", type: str}
+    test_restored: {description: "A test restore into a scratch database passed.", type: bool}
 latest:
   description:
     - Id of the newest set that is not a restore's safety backup (what C(backup_id=latest) resolves to), or null

@@ -13,7 +13,7 @@ description:
     window twice does the work once.
   - Bots whose profile has no PostgreSQL database are left alone (C(changed=false), C(msg) says why).
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   vacuum_analyze:
     description: Run C(VACUUM (ANALYZE)) on the tables.
@@ -49,11 +49,13 @@ attributes:
     details: Finds the tables and reports what would be done; runs no statement.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Vacuums and analyzes are read from C(pg_stat_user_tables) (autovacuum's included); reindexes this module ran are
     recorded in C(<bot_root>/shared/data/botops-db-maintenance.json).
   - The maintenance role stops the bot before a plain C(REINDEX), which locks each table against writes and each index against reads.
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -14,7 +14,7 @@ description:
   - Any failure after the first change is reverted by the call itself, which then fails (C(reverted=true)).
   - Idempotent - a bot already on the target, its database up to date and ready, is left alone.
 version_added: "0.2.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   version:
     description:
@@ -128,6 +128,8 @@ attributes:
   diff_mode:
     support: full
     details: The release and the database revision before and after.
+  platform:
+    platforms: posix
 notes:
   - Runs on the bot's host, once per bot, after the playbook took the bot's lock, checked the bot and took
     the backup (M(botops.fleet.bot_lock), M(botops.fleet.bot_facts), M(botops.fleet.bot_backup)).
@@ -138,7 +140,7 @@ seealso:
   - module: botops.fleet.bot_migrate
   - module: botops.fleet.bot_service
   - module: botops.fleet.bot_restore
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -172,7 +174,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ledger_loss:
-  description: "When the data comes back from a backup: what the live ledger holds that the backup does not (C(table), C(rows), C(first_id), C(last_id), C(first_time), C(last_time)); after the swap, measured in the kept database."
+  description:
+    - "When the data comes back from a backup: what the live ledger holds that the backup does not (C(table), C(rows),
+      C(first_id), C(last_id), C(first_time), C(last_time)); after the swap, measured in the kept database."
   returned: when the data comes back from a backup
   type: dict
 ledger:
@@ -212,7 +216,9 @@ revision_after:
   returned: always
   type: str
 downtime:
-  description: Seconds from the stop (or the pause that stopped the process) until the bot was ready again with its pause released - the trading downtime. Null when the window was not reached.
+  description:
+    - Seconds from the stop (or the pause that stopped the process) until the bot was ready again with its pause
+      released - the trading downtime. Null when the window was not reached.
   returned: always
   type: float
 slot_wait:
@@ -229,7 +235,9 @@ timings:
   type: dict
   sample: {"pause entries": 0.031, "stop": 0.412, "switch current": 0.004, "start": 0.853, "release the pause": 0.02, "readiness gate": 1.004}
 migration:
-  description: "What the database needs: C({release, direction, from, to, pending, contract}) of the migration, or C({restore, revision}) when the data comes back from a backup; null without migrations."
+  description:
+    - "What the database needs: C({release, direction, from, to, pending, contract}) of the migration, or
+      C({restore, revision}) when the data comes back from a backup; null without migrations."
   returned: always
   type: dict
 backup_id:
@@ -281,7 +289,9 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["pause entries (maintenance)", "service stop", "switch current 1.0.0 -> 1.1.0", "upgrade 0001_initial -> 0002_trade_fee (release 1.1.0's scripts)", "service start", "ready", "release the pause (maintenance off)", "mark 1.1.0 good"]
+  sample: ["pause entries (maintenance)", "service stop", "switch current 1.0.0 -> 1.1.0",
+           "upgrade 0001_initial -> 0002_trade_fee (release 1.1.0's scripts)", "service start", "ready",
+           "release the pause (maintenance off)", "mark 1.1.0 good"]
 seconds:
   description: Duration of the call.
   returned: always

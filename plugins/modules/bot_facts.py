@@ -13,7 +13,7 @@ description:
   - Then checks that the bot accepts its credentials, where the profile declares C(auth.check) (RV(bot.credentials)).
   - A fact that cannot be read is null, with the reason in C(errors).
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   database:
     description: Also read the Alembic revision and the ledger count from the database.
@@ -38,9 +38,11 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - "What each identity and credentials outcome means, and why it is checked: C(docs/operations/facts.md)."
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -71,47 +73,51 @@ bot:
   returned: always
   type: dict
   contains:
-    name: {description: Bot name., type: str}
+    name: {description: "Bot name.", type: str}
     identity:
       description: Who the bot at the inventory's address says it is, against the inventory.
       type: dict
       contains:
         expected: {description: "The inventory's C(bot_id) (default the bot's name).", type: str}
-        reported: {description: The id the bot reports (null when it reports none or does not answer)., type: str}
+        reported: {description: "The id the bot reports (null when it reports none or does not answer).", type: str}
         ok:
           description:
             - True - the bot reports the expected id. False - it reports another, or its address serves
               another API (HTTP 404 / 405 to the probe). Null - it cannot be told (not answering, no
               identity probe in the profile, no id in the answer).
           type: bool
-        message: {description: Why it is not ok or not checked (null when ok)., type: str}
+        message: {description: "Why it is not ok or not checked (null when ok).", type: str}
     credentials:
       description: Whether the bot accepts botops' credentials (the profile's C(auth.check)).
       type: dict
       contains:
-        checked: {description: The authenticated request was sent (or found the credentials missing)., type: bool}
+        checked: {description: "The authenticated request was sent (or found the credentials missing).", type: bool}
         ok:
           description:
             - True - accepted. False - refused (HTTP 401 / 403) or not set, the kill switch's API rungs
               would fail the same way. Null - not checked or not told (no answer, another status).
           type: bool
-        status: {description: HTTP status of the check (null when none was received)., type: int}
-        message: {description: Why it is not ok or not checked (null when ok)., type: str}
-    live: {description: The liveness check passed., type: bool}
-    ready: {description: The readiness check passed., type: bool}
-    health: {description: The profile's health details document (component states)., type: raw}
-    release: {description: Version the C(current) symlink points to., type: str}
-    kill_switch: {description: "The kill switch level an operator engaged, as recorded on the bot's host (C(level), C(who), C(time), C(reason)); null when none.", type: dict}
-    version: {description: Version the running bot reports., type: str}
-    service_state: {description: State reported by the service manager (RUNNING, STOPPED...)., type: str}
-    disk_free_mb: {description: Free space on the file system of the bot root, in MiB., type: int}
-    execution_mode: {description: DRY or LIVE., type: str}
-    paper_trading: {description: Paper flag., type: bool}
-    open_positions: {description: Number of open positions., type: int}
-    open_orders: {description: Number of open orders., type: int}
-    portfolio_value: {description: Portfolio value., type: float}
-    alembic_revision: {description: Revision in alembic_version (null without migrations)., type: str}
-    errors: {description: Fact name to the reason it could not be read., type: dict}
+        status: {description: "HTTP status of the check (null when none was received).", type: int}
+        message: {description: "Why it is not ok or not checked (null when ok).", type: str}
+    live: {description: "The liveness check passed.", type: bool}
+    ready: {description: "The readiness check passed.", type: bool}
+    health: {description: "The profile's health details document (component states).", type: raw}
+    release: {description: "Version the C(current) symlink points to.", type: str}
+    kill_switch:
+      description:
+        - The kill switch level an operator engaged, as recorded on the bot's host (C(level), C(who), C(time),
+          C(reason)); null when none.
+      type: dict
+    version: {description: "Version the running bot reports.", type: str}
+    service_state: {description: "State reported by the service manager (RUNNING, STOPPED...).", type: str}
+    disk_free_mb: {description: "Free space on the file system of the bot root, in MiB.", type: int}
+    execution_mode: {description: "DRY or LIVE.", type: str}
+    paper_trading: {description: "Paper flag.", type: bool}
+    open_positions: {description: "Number of open positions.", type: int}
+    open_orders: {description: "Number of open orders.", type: int}
+    portfolio_value: {description: "Portfolio value.", type: float}
+    alembic_revision: {description: "Revision in alembic_version (null without migrations).", type: str}
+    errors: {description: "Fact name to the reason it could not be read.", type: dict}
 identity_refused:
   description: With O(require_identity), the bot is not who the inventory says; nothing was changed.
   returned: when refused

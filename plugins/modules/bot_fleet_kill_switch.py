@@ -14,6 +14,7 @@ description:
   - The audit log is written on the controller; C(local) bots' own audit logs are written too.
   - Rungs that need a shell on the bot's host run only for C(local) bots; drive remote fleets with M(botops.fleet.bot_kill_switch).
 version_added: "0.1.0"
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot.fleet]
 options:
   hosts:
     description:
@@ -23,28 +24,11 @@ options:
     type: list
     elements: str
   bots:
-    description: The bots, each with its profile and secrets. Required unless O(hosts) is given.
+    description:
+      - The bots, each with its profile and secrets (the options of M(botops.fleet.bot_kill_switch)). Required unless
+        O(hosts) is given.
     type: list
     elements: dict
-    suboptions:
-      bot:
-        description: The bot's inventory facts (C(botops_bot)), with the sub-options of M(botops.fleet.bot_kill_switch)'s O(botops.fleet.bot_kill_switch#module:bot).
-        type: dict
-        required: true
-      profile:
-        description: The bot family's profile. Default the entry of O(profiles) named by the bot's C(family).
-        type: dict
-      secrets:
-        description: The bot's secrets (C(botops_secrets)), with the sub-options of M(botops.fleet.bot_kill_switch)'s O(botops.fleet.bot_kill_switch#module:secrets).
-        type: dict
-        default: {}
-      local:
-        description: The bot runs on the controller's host (C(ansible_connection=local)) - host rungs run and its own audit log is written too.
-        type: bool
-        default: false
-      audit_log:
-        description: The bot's own audit log, for C(local) bots. Default C(<bot root>/shared/data/botops-kill-switch.log).
-        type: path
   run_id:
     description: The run that engages or releases, recorded with the operator's engagement on each bot's host.
     type: str
@@ -101,16 +85,18 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports per bot whether it would engage or release and which rung would run first.
+    details: Reports per bot whether it would engage or release and which rung would run first.
   diff_mode:
     support: full
-    description: The engaged level of every bot before and after.
+    details: The engaged level of every bot before and after.
+  platform:
+    platforms: posix
 notes:
   - "What the fleet form shares between bots, and how it keeps slow bots from holding up the others:
     C(docs/operations/kill-switch.md)."
 seealso:
   - module: botops.fleet.bot_kill_switch
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -163,15 +149,15 @@ summary:
   returned: always
   type: dict
   contains:
-    total: {description: Bots given., type: int}
+    total: {description: "Bots given.", type: int}
     halted: {description: "For V(engaged): bots now engaged at O(level) or stronger.", type: int}
     released: {description: "For V(released): bots on which O(level) is no longer engaged.", type: int}
-    changed: {description: Bots changed (or that would change, in check mode)., type: int}
+    changed: {description: "Bots changed (or that would change, in check mode).", type: int}
     failed:
       description: Bots that could not be brought to the asked state, or only by an escalation their inventory entry forced.
       type: int
-    failed_bots: {description: Their names., type: list, elements: str}
-    duration: {description: Seconds for the whole fleet., type: float}
+    failed_bots: {description: "Their names.", type: list, elements: str}
+    duration: {description: "Seconds for the whole fleet.", type: float}
 actions:
   description: "Every action done, as C(<bot>: <action>)."
   returned: always

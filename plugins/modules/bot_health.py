@@ -12,7 +12,7 @@ description:
     connection refused...) is in the message.
   - Never changes anything.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   wait_for:
     description: V(live) waits for the liveness check, V(ready) for the readiness check.
@@ -26,10 +26,12 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Read-only; runs the same in check mode.
+    details: Read-only; runs the same in check mode.
   diff_mode:
     support: none
-author: botops contributors
+  platform:
+    platforms: posix
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -14,7 +14,7 @@ description:
     tokens, C(password=) assignments) is redacted from log lines.
   - Reads only; changes nothing.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   log_lines:
     description: How many lines to keep from the end of each log file.
@@ -25,9 +25,11 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: botops.fleet.bot_incident_bundle
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -45,15 +47,15 @@ incident:
   returned: always
   type: dict
   contains:
-    bot: {description: Bot name., type: str}
-    captured_at: {description: When (UTC)., type: str}
-    status: {description: The status snapshot (as bot_facts returns it)., type: dict}
-    positions: {description: Open positions as the bot lists them (null when the profile has no list)., type: raw}
-    ledger: {description: The release history., type: raw}
-    audit: {description: Kill-switch audit records (JSON lines)., type: list}
-    last_shutdown: {description: The bot's last shutdown record, when it wrote one., type: raw}
-    logs: {description: File name to its last lines (secrets redacted)., type: dict}
-    errors: {description: What could not be captured and why., type: dict}
+    bot: {description: "Bot name.", type: str}
+    captured_at: {description: "When (UTC).", type: str}
+    status: {description: "The status snapshot (as bot_facts returns it).", type: dict}
+    positions: {description: "Open positions as the bot lists them (null when the profile has no list).", type: raw}
+    ledger: {description: "The release history.", type: raw}
+    audit: {description: "Kill-switch audit records (JSON lines).", type: list}
+    last_shutdown: {description: "The bot's last shutdown record, when it wrote one.", type: raw}
+    logs: {description: "File name to its last lines (secrets redacted).", type: dict}
+    errors: {description: "What could not be captured and why.", type: dict}
 """
 
 import glob

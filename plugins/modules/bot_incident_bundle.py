@@ -14,6 +14,7 @@ description:
     0700, files 0600.
   - Run it once, on the controller.
 version_added: "0.1.0"
+extends_documentation_fragment: [ansible.builtin.action_common_attributes]
 options:
   dest:
     description: Directory holding the incident bundles.
@@ -44,10 +45,12 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports where the bundle would go; writes nothing.
+    details: Reports where the bundle would go; writes nothing.
   diff_mode:
     support: none
-author: botops contributors
+  platform:
+    platforms: posix
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

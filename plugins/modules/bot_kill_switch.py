@@ -14,7 +14,7 @@ description:
   - A bot that answers as another bot gets only its escalation rungs, and the call fails naming both ids.
   - M(botops.fleet.bot_fleet_kill_switch) runs this same code for a whole fleet from the controller.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description: V(engaged) engages O(level), V(released) releases it.
@@ -60,16 +60,18 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports whether it would engage or release and which rung would run first; changes nothing.
+    details: Reports whether it would engage or release and which rung would run first; changes nothing.
   diff_mode:
     support: full
-    description: The engaged level before and after.
+    details: The engaged level before and after.
+  platform:
+    platforms: posix
 notes:
   - Runs on the bot's host (service manager, signals and processes are local there).
   - "The ladder step by step, the release and the identity check: C(docs/operations/kill-switch.md)."
 seealso:
   - module: botops.fleet.bot_fleet_kill_switch
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -138,12 +140,12 @@ steps:
   type: list
   elements: dict
   contains:
-    name: {description: Rung name., type: str}
-    actions: {description: Actions done., type: list, elements: str}
-    errors: {description: Actions that failed and why., type: list, elements: str}
-    verified: {description: The rung's checks held within its timeout., type: bool}
-    seconds: {description: Time spent on the rung., type: float}
-    observed: {description: Last observation of the checks when not verified., type: list}
+    name: {description: "Rung name.", type: str}
+    actions: {description: "Actions done.", type: list, elements: str}
+    errors: {description: "Actions that failed and why.", type: list, elements: str}
+    verified: {description: "The rung's checks held within its timeout.", type: bool}
+    seconds: {description: "Time spent on the rung.", type: float}
+    observed: {description: "Last observation of the checks when not verified.", type: list}
 actions:
   description: Every action done, in order (empty when nothing changed).
   returned: always

@@ -11,7 +11,7 @@ description:
   - With O(state=absent) removes the debris; the pauses are only listed, for the caller to release with M(botops.fleet.bot_kill_switch).
   - Removing debris needs the bot's lock (M(botops.fleet.bot_lock)); without it a live run's scratch database could be taken for debris.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description: V(list) reports, V(absent) also removes the scratch databases, temporary sets and installs.
@@ -31,11 +31,13 @@ attributes:
     details: Lists what would be removed; removes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - "What each kind of leftover is and why it is safe to remove: C(docs/operations/leftovers.md)."
 seealso:
   - module: botops.fleet.bot_lock
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

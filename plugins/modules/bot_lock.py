@@ -13,6 +13,7 @@ description:
   - A lock whose expiry has passed, or whose owning process on this host is gone, is stale. A stale
     lock is reported with its owner and is only taken over when C(takeover=true).
 version_added: "0.1.0"
+extends_documentation_fragment: [ansible.builtin.action_common_attributes]
 options:
   path:
     description: The lock file.
@@ -53,7 +54,9 @@ attributes:
     support: full
   diff_mode:
     support: none
-author: botops contributors
+  platform:
+    platforms: posix
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

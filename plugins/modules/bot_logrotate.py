@@ -12,7 +12,7 @@ description:
     Lines written between the last copied byte and the truncation are lost; the copy is repeated until the
     file stops growing to keep that instant short.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   path:
     description: Directory of the logs, relative to the bot root unless absolute.
@@ -40,9 +40,11 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Uses only O(bot.name) and O(bot.root); O(profile) and O(secrets) are accepted for a uniform call.
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -12,7 +12,7 @@ description:
   - A downgrade across a contract revision (one older code cannot run on) is refused; the way back is the backup.
   - Does not stop or start the bot.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description:
@@ -50,12 +50,14 @@ attributes:
   diff_mode:
     support: full
     details: The revision before and after.
+  platform:
+    platforms: posix
 notes:
   - Linear revision histories only (one row in C(alembic_version)); branches must be merged.
   - "Where alembic comes from, how the URL reaches it and how contract revisions are marked: C(docs/operations/migrate.md)."
 seealso:
   - module: botops.fleet.bot_deploy
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

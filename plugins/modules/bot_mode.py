@@ -13,7 +13,7 @@ description:
     a change that did not take effect fails (its actions run again with the old values, when the bot still reports them).
   - With O(keep_out_of_live), O(execution_mode=DRY) and O(paper=true) are limits kept with whatever the profile can set.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   execution_mode:
     description: V(DRY) (simulated orders) or V(LIVE).
@@ -40,13 +40,15 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports the actions that would run; refusals are the same as in a real run.
+    details: Reports the actions that would run; refusals are the same as in a real run.
   diff_mode:
     support: full
-    description: Mode and paper flag before and after.
+    details: Mode and paper flag before and after.
+  platform:
+    platforms: posix
 notes:
   - "How a change is made and verified, and how O(keep_out_of_live) keeps a bot off LIVE: C(docs/operations/mode.md)."
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

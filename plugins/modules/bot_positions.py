@@ -14,7 +14,7 @@ description:
     with level V(halt) or V(flatten)).
   - A bot that keeps trading may open new orders or positions right after; halt or pause it first when they must stay at 0.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description: V(list) only reads; V(orders_cancelled) leaves no open order; V(closed) leaves no open position (nor order).
@@ -28,11 +28,13 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports the counts and the actions that would run.
+    details: Reports the counts and the actions that would run.
   diff_mode:
     support: full
-    description: Open positions and orders before and after.
-author: botops contributors
+    details: Open positions and orders before and after.
+  platform:
+    platforms: posix
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -13,7 +13,7 @@ description:
   - C(current) is switched atomically. The module never starts or stops the bot.
   - Removal and pruning never touch the current release, the last good one nor the rollback target C(previous_good).
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description:
@@ -31,7 +31,9 @@ options:
     description: The artifact tarball C(<name>-<version>.tar.gz), or a directory that holds it; needed only when the release is not installed yet.
     type: path
   artifact_name:
-    description: Artifact name (C(tradebot) in C(tradebot-1.1.0.tar.gz)) when O(artifact) is a directory holding artifacts of several names for the same version.
+    description:
+      - Artifact name (C(tradebot) in C(tradebot-1.1.0.tar.gz)) when O(artifact) is a directory holding artifacts of
+        several names for the same version.
     type: str
   status:
     description: Status to set in the release history with O(state=marked).
@@ -64,12 +66,14 @@ attributes:
   diff_mode:
     support: full
     details: Shows the C(current) version (and the status for O(state=marked)) before and after.
+  platform:
+    platforms: posix
 notes:
   - Run it once per bot, on the bot's host. Secrets are not needed.
   - "What an artifact holds, how it is installed and what the ledger records: C(docs/operations/release.md)."
 seealso:
   - module: botops.fleet.bot_deploy
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -14,7 +14,7 @@ description:
   - Refuses to lose ledger rows written since the backup unless O(carry_forward) carries them or O(accept_ledger_loss).
   - Idempotent - a live database that carries this backup's marker and matches its manifest is left alone.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   backup_id:
     description:
@@ -91,6 +91,8 @@ attributes:
   diff_mode:
     support: partial
     details: The live database's restore marker, row counts and ledger max id before and after.
+  platform:
+    platforms: posix
 notes:
   - The bot's database role must own its database and have CREATEDB.
   - The bot is started again only when it was running before the restore.
@@ -99,7 +101,7 @@ notes:
 seealso:
   - module: botops.fleet.bot_backup
   - module: botops.fleet.bot_deploy
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -14,7 +14,7 @@ description:
   - At most O(window_slots) bots of one host restart at once.
   - Idempotent - V(started) on a running bot and V(stopped) on a stopped one change nothing.
 version_added: "0.1.0"
-extends_documentation_fragment: [botops.fleet.botops_bot]
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description: V(started), V(stopped) or V(restarted) (always restarts).
@@ -54,14 +54,16 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports what would be done (C(would)); changes nothing.
+    details: Reports what would be done (C(would)); changes nothing.
   diff_mode:
     support: full
-    description: Process state before and after.
+    details: Process state before and after.
+  platform:
+    platforms: posix
 notes:
   - Runs on the bot's host. A mojorust bot closes its positions when stopped gracefully (its runbook).
   - "The stop and the start step by step, the kill switch and the window slots: C(docs/operations/restart.md)."
-author: botops contributors
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
