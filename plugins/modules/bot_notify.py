@@ -16,6 +16,7 @@ description:
     must not stop a maintenance window.
   - The URL usually carries a token, so it is never shown in results or logs.
 version_added: "0.1.0"
+extends_documentation_fragment: [ansible.builtin.action_common_attributes]
 options:
   url:
     description: The webhook URL (C(botops_notify_webhook_url)); empty or null sends nothing.
@@ -32,8 +33,8 @@ options:
     description: What happened, a short machine-readable name (C(maintenance_started)...).
     type: str
     required: true
-  message:
-    description: The text for people.
+  msg:
+    description: The text for people (the C(text) of a chat post, the C(message) of a C(generic) one).
     type: str
     required: true
   details:
@@ -58,7 +59,9 @@ attributes:
     details: Reports the payload that would be posted; posts nothing.
   diff_mode:
     support: none
-author: botops contributors
+  platform:
+    platforms: posix
+author: botops contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -67,7 +70,7 @@ EXAMPLES = r"""
     url: "{{ botops_notify_webhook_url | default(omit) }}"
     format: slack
     event: maintenance_started
-    message: "Weekly maintenance starts on bot01, bot02"
+    msg: "Weekly maintenance starts on bot01, bot02"
     details: {window: weekly, bots: [bot01, bot02]}
   delegate_to: localhost
   run_once: true
@@ -123,7 +126,7 @@ def main():
             format=dict(type="str", choices=["generic", "slack", "telegram"], default="generic"),
             chat_id=dict(type="str"),
             event=dict(type="str", required=True),
-            message=dict(type="str", required=True),
+            msg=dict(type="str", required=True),
             details=dict(type="dict", default={}),
             timeout=dict(type="int", default=10),
             validate_certs=dict(type="bool", default=True),
@@ -139,7 +142,7 @@ def main():
     if p["format"] == "telegram" and not p["chat_id"]:
         module.fail_json(msg=f"Failed to post notification '{p['event']}': format telegram needs chat_id "
                              "(botops_notify_chat_id)", **result)
-    payload = build_payload(p["format"], p["event"], p["message"], p["details"], p["chat_id"])
+    payload = build_payload(p["format"], p["event"], p["msg"], p["details"], p["chat_id"])
     result.update(payload=payload, changed=True, actions=[f"post {p['event']}"])
     if module.check_mode:
         module.exit_json(**result)

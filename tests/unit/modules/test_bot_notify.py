@@ -44,7 +44,7 @@ def webhook():
 
 
 def notify(**kw):
-    return run_module(bot_notify.main, dict(dict(event="maintenance_started", message="Weekly maintenance starts"), **kw))
+    return run_module(bot_notify.main, dict(dict(event="maintenance_started", msg="Weekly maintenance starts"), **kw))
 
 
 def test_generic_payload(webhook):
@@ -79,7 +79,7 @@ def test_no_url_sends_nothing_and_does_not_fail():
 
 
 def test_check_mode_posts_nothing(webhook):
-    result = run_module(bot_notify.main, dict(event="e", message="m", url=webhook.url), check_mode=True)
+    result = run_module(bot_notify.main, dict(event="e", msg="m", url=webhook.url), check_mode=True)
     assert result["changed"] and result["sent"] is False and result["payload"]["message"] == "m"
     assert webhook.received == []
 
