@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import getpass
 import glob
 import hashlib
 import json
@@ -377,3 +378,55 @@ class ReleaseHistory:
             rows.append(entry)
         rows.sort(key=lambda e: (self._recency(e), e["version"]), reverse=True)
         return rows
+
+
+# ---------------------------------------------------------------------------- one bot's releases, as found
+def default_who():
+    """The operator a release history records: BOTOPS_USER, else who runs the module."""
+    for var in ("BOTOPS_USER", "SUDO_USER", "USER", "LOGNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class BotReleases:
+    """One bot's releases as they are on its host: the versions installed, the one `current` points
+    to and the release history, releases found on disk without an entry adopted into it (in memory:
+    nothing is written here). What bot_release changes and bot_release_info reports."""
+
+    def __init__(self, root, bot_name, who):
+        self.root = root
+        self.releases_dir = os.path.join(root, "releases")
+        self.ledger = ReleaseHistory(root, bot_name)
+        self.installed = installed_versions(self.releases_dir)
+        self.current = current_version(root)
+        self.ledger.adopt(self.current, self.installed, who)
+
+    def resolve_target(self, target):
+        """The installed release a rollback to `target` (latest, or a version) would switch to; ReleaseError
+        naming what the bot has when there is none."""
+        installed = ", ".join(sorted(self.installed)) or "none"
+        if target == "latest":
+            found = self.ledger.previous_good(self.current, self.installed)
+            if found is None:
+                raise ReleaseError(f"no release to roll back to: no release marked good other than the current "
+                                   f"{self.current} is installed (installed: {installed}); name one with --target=VERSION")
+            return found
+        check_version(target)
+        if target not in self.installed:
+            raise ReleaseError(f"release {target} is not installed (installed: {installed}); "
+                               "--target takes 'latest' or one of those")
+        return target
+
+    def report(self, version=None):
+        """The releases as the modules return them: current, previous_good (the rollback target),
+        last_good, every release; with `version`, its ledger entry and directory."""
+        found = dict(current=self.current, previous_good=self.ledger.previous_good(self.current, self.installed),
+                     last_good=self.ledger.last_good(self.installed),
+                     releases=self.ledger.listing(self.current, self.installed))
+        if version:
+            found.update(release=self.ledger.get(version), path=os.path.join(self.releases_dir, version))
+        return found

@@ -4,7 +4,7 @@
 
 DOCUMENTATION = r"""
 module: bot_release
-short_description: Install, activate, list, mark and remove releases of one trading bot
+short_description: Install, activate, mark and remove releases of one trading bot
 description:
   - Manages C(<bot_root>/releases/<version>/), the C(<bot_root>/current) symlink and the release history
     C(<bot_root>/releases/ledger.json) (status, checksum, backup and history of every release).
@@ -12,20 +12,21 @@ description:
     safely aside, then renamed into place.
   - C(current) is switched atomically. The module never starts or stops the bot.
   - Removal and pruning never touch the current release, the last good one nor the rollback target C(previous_good).
+  - M(botops.fleet.bot_release_info) lists the releases and resolves a rollback target.
 version_added: "0.1.0"
 extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
     description:
       - V(present) installs the release; V(current) also points C(current) at it; V(absent) removes it (without
-        O(version), only prunes to O(keep)); V(list) reports releases and ledger; V(marked) sets its O(status).
+        O(version), only prunes to O(keep)); V(marked) sets its O(status).
     type: str
-    choices: [present, current, absent, list, marked]
+    choices: [present, current, absent, marked]
     default: present
   version:
     description:
       - Release version, matching C(^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$) and without C(..). Required unless
-        O(state=list) (or O(state=absent) with O(keep)).
+        O(state=absent) with O(keep).
     type: str
   artifact:
     description: The artifact tarball C(<name>-<version>.tar.gz), or a directory that holds it; needed only when the release is not installed yet.
@@ -48,16 +49,10 @@ options:
   who:
     description: Operator recorded in the ledger. Defaults to the user running the module.
     type: str
-  target:
-    description:
-      - With O(state=list), also resolve a rollback target on this bot, V(latest) (the previous good release) or a
-        version, into RV(target_release); a target the bot cannot roll back to fails the call, which changes nothing
-        (C(input_refused=true)). Playbooks resolve it on every targeted bot before the first change.
-    type: str
   keep:
     description:
-      - With any O(state) but V(list), remove the oldest installed releases until this many remain (the current
-        release, the last good one and C(previous_good) are always kept).
+      - With any O(state), remove the oldest installed releases until this many remain (the current release, the
+        last good one and C(previous_good) are always kept).
     type: int
 attributes:
   check_mode:
@@ -72,6 +67,7 @@ notes:
   - Run it once per bot, on the bot's host. Secrets are not needed.
   - "What an artifact holds, how it is installed and what the ledger records: C(docs/operations/release.md)."
 seealso:
+  - module: botops.fleet.bot_release_info
   - module: botops.fleet.bot_deploy
 author: botops contributors (!UNKNOWN)
 """
@@ -105,10 +101,9 @@ EXAMPLES = r"""
     status: good
 
 - name: Find the rollback target (latest good release before current)
-  botops.fleet.bot_release:
+  botops.fleet.bot_release_info:
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
-    state: list
   register: releases
 
 - name: Roll back to it
@@ -161,15 +156,6 @@ ledger:
   description: The ledger file's path.
   returned: always
   type: str
-target_release:
-  description: The release O(target) resolves to on this bot.
-  returned: when O(target) is given
-  type: str
-history:
-  description: The activations recorded in the ledger, oldest first.
-  returned: when O(state=list)
-  type: list
-  elements: dict
 pruned:
   description: Versions removed (or that would be removed) by O(keep).
   returned: always
@@ -184,44 +170,27 @@ actions:
 """
 
 import contextlib
-import getpass
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (
-    ReleaseHistory, ReleaseError, check_version, current_version, find_artifact, install_release,
-    installed_versions, ledger_lock, read_manifest, read_release_json, remove_leftovers, remove_release,
-    switch_current, utcnow, verify_artifact)
+    BotReleases, ReleaseError, check_version, default_who, find_artifact, install_release, ledger_lock, read_manifest,
+    read_release_json, remove_leftovers, remove_release, switch_current, utcnow, verify_artifact)
 
-ACTION_WORDS = {"present": "install", "current": "activate", "absent": "remove", "list": "list", "marked": "mark"}
-
-
-def default_who():
-    for var in ("BOTOPS_USER", "SUDO_USER", "USER", "LOGNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+ACTION_WORDS = {"present": "install", "current": "activate", "absent": "remove", "marked": "mark"}
 
 
-class ReleaseRun:
+class ReleaseRun(BotReleases):
     """One call of the module on one bot."""
 
     def __init__(self, module, result):
+        p = module.params
+        self.who = p["who"] or default_who()
+        super().__init__(p["bot"]["root"], p["bot"]["name"], self.who)
         self.module = module
         self.result = result
         self.check_mode = module.check_mode
-        p = module.params
-        self.root = p["bot"]["root"]
-        self.releases_dir = os.path.join(self.root, "releases")
-        self.who = p["who"] or default_who()
-        self.ledger = ReleaseHistory(self.root, p["bot"]["name"])
-        self.installed = installed_versions(self.releases_dir)
-        self.current = current_version(self.root)
-        self.ledger.adopt(self.current, self.installed, self.who)
         self.dirty = False
         self.actions = result["actions"]
 
@@ -321,36 +290,11 @@ class ReleaseRun:
         if self.dirty and not self.check_mode:
             self.ledger.write()
 
-    def resolve_target(self, target):
-        """The installed release a rollback to `target` (latest, or a version) would switch to; ReleaseError
-        naming what the bot has when there is none."""
-        installed = ", ".join(sorted(self.installed)) or "none"
-        if target == "latest":
-            found = self.ledger.previous_good(self.current, self.installed)
-            if found is None:
-                raise ReleaseError(f"no release to roll back to: no release marked good other than the current "
-                                   f"{self.current} is installed (installed: {installed}); name one with --target=VERSION")
-            return found
-        check_version(target)
-        if target not in self.installed:
-            raise ReleaseError(f"release {target} is not installed (installed: {installed}); "
-                               "--target takes 'latest' or one of those")
-        return target
-
-    def report(self, version):
-        self.result["current"] = self.current
-        self.result["previous_good"] = self.ledger.previous_good(self.current, self.installed)
-        self.result["last_good"] = self.ledger.last_good(self.installed)
-        self.result["releases"] = self.ledger.listing(self.current, self.installed)
-        if version:
-            self.result["release"] = self.ledger.get(version)
-            self.result["path"] = os.path.join(self.releases_dir, version)
-
 
 def main():
     argument_spec = bot_argument_spec()
     argument_spec.update(
-        state=dict(type="str", default="present", choices=["present", "current", "absent", "list", "marked"]),
+        state=dict(type="str", default="present", choices=["present", "current", "absent", "marked"]),
         version=dict(type="str"),
         artifact=dict(type="path"),
         artifact_name=dict(type="str"),
@@ -359,7 +303,6 @@ def main():
         note=dict(type="str"),
         who=dict(type="str"),
         keep=dict(type="int"),
-        target=dict(type="str"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -384,8 +327,7 @@ def main():
             check_version(version)
         if p["keep"] is not None and p["keep"] < 1:
             raise ReleaseError(f"keep must be at least 1, got {p['keep']}")
-        writes = not module.check_mode and state != "list"
-        with ledger_lock(os.path.join(p["bot"]["root"], "releases")) if writes else contextlib.nullcontext():
+        with ledger_lock(os.path.join(p["bot"]["root"], "releases")) if not module.check_mode else contextlib.nullcontext():
             run = ReleaseRun(module, result)
             result["previous"] = run.current
             changed = False
@@ -408,15 +350,7 @@ def main():
                 if p["keep"]:
                     changed |= run.prune(p["keep"])
             run.save()
-        run.report(version)
-        if state == "list":
-            result["history"] = run.ledger.history
-            if p["target"] is not None:
-                try:
-                    result["target_release"] = run.resolve_target(p["target"])
-                except ReleaseError as exc:
-                    module.fail_json(msg=f"Cannot roll bot '{name}' back to {p['target']}: {exc}", input_refused=True,
-                                     **result)
+        result.update(run.report(version))
         if state != "marked":
             result["diff"] = {"before": {"current": result["previous"]}, "after": {"current": run.current}}
         result["changed"] = changed

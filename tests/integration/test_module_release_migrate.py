@@ -309,9 +309,8 @@ def test_release_switch_and_migration_round_trip(fleet, bots, corrupt_artifacts)
         state: absent
         keep: 1
     - name: List releases
-      botops.fleet.bot_release:
+      botops.fleet.bot_release_info:
         {COMMON}
-        state: list
 """, artifacts=artifacts)
     for host, res in results(out, "Downgrade the expand migration in check mode").items():
         assert res["changed"] and res["pending"] == ["0002_trade_fee"] and "DROP COLUMN fee" in res["sql"], host

@@ -1,5 +1,6 @@
 """bot_release: checksum before extraction, safe extraction, atomic current switch, the ledger,
-previous_good, protected releases, pruning, check mode."""
+previous_good, protected releases, pruning, check mode; bot_release_info: the listing and the
+rollback target."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.botops.fleet.plugins.modules import bot_release
+from ansible_collections.botops.fleet.plugins.modules import bot_release, bot_release_info
 
 from .utils import run_module
 
@@ -69,6 +70,11 @@ def artifacts(tmp_path):
 def call(root, check_mode=False, **options):
     args = dict(profile=PROFILE, bot={"name": "bot01", "root": str(root)}, who="tester", **options)
     return run_module(bot_release.main, args, check_mode=check_mode)
+
+
+def info(root, check_mode=False, **options):
+    args = dict(profile=PROFILE, bot={"name": "bot01", "root": str(root)}, **options)
+    return run_module(bot_release_info.main, args, check_mode=check_mode)
 
 
 def ledger(root):
@@ -202,23 +208,23 @@ def test_adopted_current_is_good_and_previous_good_skips_bad(root, artifacts):
     call(root, version="1.0.0", artifact=str(artifacts))
     os.unlink(root / "releases" / "ledger.json")
     os.symlink("releases/1.0.0", root / "current")
-    listed = call(root, state="list")
+    listed = info(root)
     assert listed["current"] == "1.0.0" and listed["last_good"] == "1.0.0" and listed["previous_good"] is None
     assert listed["releases"][0]["alembic_head"] == "0001_initial" and listed["releases"][0]["adopted"]
-    assert not (root / "releases" / "ledger.json").exists()  # list writes nothing
+    assert not (root / "releases" / "ledger.json").exists()  # bot_release_info writes nothing
 
     call(root, version="1.1.0", artifact=str(artifacts), state="current")
     call(root, version="1.1.0", state="marked", status="good")
     call(root, version="2.0.0", artifact=str(artifacts), state="current")
     call(root, version="2.0.0", state="marked", status="bad", note="INC-7")
-    listed = call(root, state="list")
+    listed = info(root)
     assert listed["current"] == "2.0.0" and listed["previous_good"] == "1.1.0"
     assert [r["version"] for r in listed["releases"]][:1] == ["2.0.0"]
     assert {r["version"]: r["status"] for r in listed["releases"]} == {"1.0.0": "good", "1.1.0": "good", "2.0.0": "bad"}
     assert [h["version"] for h in listed["history"]] == ["1.1.0", "2.0.0"]
 
     call(root, version="1.1.0", state="marked", status="failed")
-    assert call(root, state="list")["previous_good"] == "1.0.0"
+    assert info(root)["previous_good"] == "1.0.0"
 
 
 def test_marked_is_idempotent_and_diffs_the_status(root, artifacts):
@@ -300,23 +306,24 @@ def test_required_options(root):
     assert call(root, state="absent")["failed"]
     assert call(root, state="present")["failed"]
     assert call(root, state="present", version="1.0.0", keep=0)["failed"]
+    assert call(root, state="list")["failed"]  # listing is bot_release_info's
 
 
-def test_list_resolves_a_rollback_target_or_refuses_it_as_input(root, artifacts):
+def test_info_resolves_a_rollback_target_or_refuses_it_as_input(root, artifacts):
     """A rollback resolves its target on every bot before the first change: an unknown version or no
     good release to go back to is refused (input_refused: the front end exits 2), nothing written."""
     call(root, version="1.0.0", artifact=str(artifacts), state="current")
-    alone = call(root, state="list", target="latest")
+    alone = info(root, target="latest")
     assert alone["failed"] and alone["input_refused"]
     assert "no release marked good other than the current 1.0.0 is installed (installed: 1.0.0)" in alone["msg"]
     call(root, version="1.0.0", state="marked", status="good")
     call(root, version="1.1.0", artifact=str(artifacts), state="current")
     before = (root / "releases" / "ledger.json").read_text()
-    assert call(root, state="list", target="latest")["target_release"] == "1.0.0"
-    assert call(root, state="list", target="1.1.0")["target_release"] == "1.1.0"  # the current one: a no-op later
-    unknown = call(root, state="list", target="garbage")
+    assert info(root, target="latest")["target_release"] == "1.0.0"
+    assert info(root, target="1.1.0")["target_release"] == "1.1.0"  # the current one: a no-op later
+    unknown = info(root, target="garbage")
     assert unknown["failed"] and unknown["input_refused"]
     assert unknown["msg"] == ("Cannot roll bot 'bot01' back to garbage: release garbage is not installed "
                               "(installed: 1.0.0, 1.1.0); --target takes 'latest' or one of those")
-    assert call(root, state="list", target="../x")["input_refused"]
+    assert info(root, target="../x")["input_refused"]
     assert (root / "releases" / "ledger.json").read_text() == before
