@@ -4,10 +4,10 @@
 
 DOCUMENTATION = r"""
 module: bot_positions
-short_description: List a trading bot's open positions and orders, cancel its orders or close its positions
+short_description: Cancel a trading bot's open orders or close its open positions
 description:
-  - Counts open positions and orders through the profile's C(facts) probes, and lists the positions through
-    C(positions.list) when the profile has it.
+  - Counts open positions and orders through the profile's C(facts) probes before and after;
+    M(botops.fleet.bot_positions_info) only reads them.
   - V(orders_cancelled) runs the profile's C(positions.cancel_orders); V(closed) cancels the open orders (when the
     profile can) and runs C(positions.close_all). Each is verified by polling until the counts reach 0.
   - A profile without the action needed fails at once, naming the way that works for it (M(botops.fleet.bot_kill_switch)
@@ -17,10 +17,10 @@ version_added: "0.1.0"
 extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
 options:
   state:
-    description: V(list) only reads; V(orders_cancelled) leaves no open order; V(closed) leaves no open position (nor order).
+    description: V(orders_cancelled) leaves no open order; V(closed) leaves no open position (nor order).
     type: str
-    choices: [list, orders_cancelled, closed]
-    default: list
+    choices: [orders_cancelled, closed]
+    required: true
   timeout:
     description: Seconds to poll for the counts to reach 0 after the actions.
     type: float
@@ -34,6 +34,9 @@ attributes:
     details: Open positions and orders before and after.
   platform:
     platforms: posix
+seealso:
+  - module: botops.fleet.bot_positions_info
+  - module: botops.fleet.bot_kill_switch
 author: botops contributors (!UNKNOWN)
 """
 
@@ -45,11 +48,12 @@ EXAMPLES = r"""
     bot: "{{ botops_bot }}"
     secrets: "{{ botops_secrets }}"
 
-- name: List open positions before a restart
+- name: Close every open position (and cancel the open orders) of the bot
   botops.fleet.bot_positions:
+    state: closed
     profile: "{{ botops_profile }}"
     bot: "{{ botops_bot }}"
-  register: open_book
+    secrets: "{{ botops_secrets }}"
 """
 
 RETURN = r"""
@@ -86,30 +90,14 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL, bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_positions import counts, listing
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action
-
-
-def count(bot, facts, name):
-    spec = facts.get(name)
-    if spec is None:
-        return None
-    value = bot.probe(spec)
-    if isinstance(value, (list, dict)):
-        return len(value)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BotError(f"fact {name} is not a count: {value!r}") from None
-
-
-def counts(bot, facts):
-    return {"open_positions": count(bot, facts, "open_positions"), "open_orders": count(bot, facts, "open_orders")}
 
 
 def main():
     argument_spec = bot_argument_spec()
     argument_spec.update(
-        state=dict(type="str", choices=["list", "orders_cancelled", "closed"], default="list"),
+        state=dict(type="str", choices=["orders_cancelled", "closed"], required=True),
         timeout=dict(type="float", default=10),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -119,7 +107,7 @@ def main():
     family = profile.get("family")
     conf = profile.get("positions") or {}
     state = p["state"]
-    what = {"list": "list positions", "orders_cancelled": "cancel open orders", "closed": "close open positions"}[state]
+    what = {"orders_cancelled": "cancel open orders", "closed": "close open positions"}[state]
     actions = []
     result = dict(changed=False, open_positions=None, open_orders=None, previous={}, actions=actions)
     try:
@@ -133,7 +121,7 @@ def main():
         before = counts(bot, profile["facts"])
         result.update(before, previous=dict(before))
         plan = []
-        if state in ("orders_cancelled", "closed") and conf.get("cancel_orders") and before["open_orders"] != 0:
+        if conf.get("cancel_orders") and before["open_orders"] != 0:
             plan += conf["cancel_orders"]
         if state == "closed" and before["open_positions"] != 0:
             plan += conf["close_all"]
@@ -169,7 +157,7 @@ def main():
                 if unknown:
                     module.warn(f"profile '{family}' cannot count {', '.join(unknown)} on bot '{name}': not verified")
         if conf.get("list"):
-            result["positions"] = bot.probe(conf["list"])
+            result["positions"] = listing(bot, profile)
     except (BotError, KeyError) as exc:
         module.fail_json(msg=f"Failed to {what} on bot '{name}': {exc}", **result)
     module.exit_json(**result)

@@ -1,4 +1,4 @@
-"""bot_positions on the shared sandbox fleet, through real Ansible.
+"""bot_positions_info and bot_positions on the shared sandbox fleet, through real Ansible.
 
 hyperliquid (bot04): open orders are cancelled (check mode first: the orders are still open for
 the real run), verified in the bot's database; then, with the bot halted so that nothing new
@@ -39,7 +39,7 @@ CANCEL = f"""\
   gather_facts: false
   tasks:
     - name: List
-      botops.fleet.bot_positions:
+      botops.fleet.bot_positions_info:
 {ARGS}{ONLY.format(BOT)}
     - name: Cancel orders in check mode
       botops.fleet.bot_positions:

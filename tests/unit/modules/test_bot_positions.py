@@ -1,8 +1,9 @@
-"""bot_positions: list, cancel orders, close positions; idempotent, verified, clear when impossible."""
+"""bot_positions_info: counts and lists; bot_positions: cancel orders, close positions; idempotent, verified,
+clear when impossible."""
 
 from __future__ import annotations
 
-from ansible_collections.botops.fleet.plugins.modules import bot_positions
+from ansible_collections.botops.fleet.plugins.modules import bot_positions, bot_positions_info
 
 from .fake_bot import fake, fakes, stop_profile  # noqa: F401  (fixtures)
 from .utils import run_module
@@ -12,11 +13,17 @@ def positions(fake, check_mode=False, profile=None, **kw):
     return run_module(bot_positions.main, fake.args(profile=profile, **kw), check_mode=check_mode)
 
 
-def test_list(fake):
-    res = positions(fake)
+def test_info_counts_and_lists(fake):
+    res = run_module(bot_positions_info.main, fake.args())
     assert not res.get("failed"), res["msg"]
     assert (res["open_positions"], res["open_orders"], res["changed"]) == (2, 3, False)
     assert res["positions"] == [{"id": 1}, {"id": 2}]
+    assert (fake.positions, fake.orders) == (2, 3)
+
+
+def test_a_state_is_required(fake):
+    res = positions(fake)
+    assert res["failed"] and "state" in res["msg"]
 
 
 def test_cancel_orders_then_again_is_unchanged(fake):
