@@ -1,0 +1,120 @@
+#!/usr/bin/python
+# Copyright: botops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: bot_leftovers_info
+short_description: List what crashed botops runs left on one bot
+description:
+  - Lists what runs killed in the middle of an operation left on the bot's host - other runs' pauses, scratch
+    databases, unfinished backup sets, half-installed or half-removed releases - and the bot's state. Never changes anything.
+  - M(botops.fleet.bot_leftovers) removes the debris among it; M(botops.fleet.bot_kill_switch) releases the pauses.
+version_added: "0.1.0"
+extends_documentation_fragment: [ansible.builtin.action_common_attributes, botops.fleet.botops_bot]
+options:
+  run_id:
+    description: The calling run, whose own pause is not a leftover.
+    type: str
+  maintenance_db:
+    description: Database the bot's role connects to for listing databases.
+    type: str
+    default: postgres
+attributes:
+  check_mode:
+    support: full
+    details: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - "What each kind of leftover is and why it is safe to remove: C(docs/operations/leftovers.md)."
+seealso:
+  - module: botops.fleet.bot_leftovers
+  - module: botops.fleet.bot_lock
+author: botops contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: What did the crashed run leave?
+  botops.fleet.bot_leftovers_info:
+    profile: "{{ botops_profile }}"
+    bot: "{{ botops_bot }}"
+    secrets: "{{ botops_secrets }}"
+    run_id: "{{ botops_run_id }}"
+  register: leftovers
+"""
+
+RETURN = r"""
+pauses:
+  description: "Other runs' pauses still recorded on the bot: C(run_id), C(level), C(reason), C(who), C(time)."
+  returned: always
+  type: list
+  elements: dict
+scratch_databases:
+  description: Scratch databases (or SQLite files) found.
+  returned: always
+  type: list
+  elements: str
+temporary_sets:
+  description: Unfinished backup sets and carry-forward directories found.
+  returned: always
+  type: list
+  elements: str
+installs:
+  description: Half-installed or half-removed release directories found.
+  returned: always
+  type: list
+  elements: str
+operator:
+  description: The kill switch level an operator engaged (C(level), C(who), C(time), C(reason)), or null.
+  returned: always
+  type: dict
+running:
+  description: The bot's process is running.
+  returned: always
+  type: bool
+current:
+  description: The current release (null when none).
+  returned: always
+  type: str
+current_status:
+  description: The current release's status in the ledger (good, bad, pending; null when unknown).
+  returned: always
+  type: str
+previous_good:
+  description: The latest good release other than the current one (null when none).
+  returned: always
+  type: str
+found:
+  description: One line per leftover, for people.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
+from ansible_collections.botops.fleet.plugins.module_utils.botops_leftovers import ERRORS, Leftovers
+
+
+def main():
+    argument_spec = bot_argument_spec()
+    argument_spec.update(
+        run_id=dict(type="str"),
+        maintenance_db=dict(type="str", default="postgres"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    leftovers = Leftovers(p)
+    try:
+        leftovers.look(module_bot(module))
+    except ERRORS as exc:
+        module.fail_json(msg=f"Failed to look for leftovers on bot '{p['bot']['name']}': {exc}", **leftovers.result)
+    finally:
+        leftovers.close()
+    module.exit_json(**leftovers.result)
+
+
+if __name__ == "__main__":
+    main()
