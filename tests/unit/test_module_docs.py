@@ -89,10 +89,20 @@ def test_the_fragment_is_the_collections():
     assert (REPO / "plugins" / "doc_fragments" / f"{FRAGMENT.rpartition('.')[2]}.py").is_file()
 
 
+def test_the_fleet_entries_say_what_the_shared_options_say():
+    """The fragment's FLEET (bot_fleet_kill_switch's bots entries) repeats DOCUMENTATION's bot and secrets:
+    a fragment is literal YAML, so the copy is checked here instead."""
+    fragment = importlib.import_module("ansible_collections.botops.fleet.plugins.doc_fragments.botops_bot").ModuleDocFragment
+    shared = yaml.safe_load(fragment.DOCUMENTATION)["options"]
+    entries = yaml.safe_load(fragment.FLEET)["options"]["bots"]["suboptions"]
+    differ = [key for key in ("bot", "secrets") if entries.get(key) != shared[key]]
+    assert not differ, f"the FLEET entries' {differ} differ from DOCUMENTATION's: copy them word for word"
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_shared_options_come_from_the_fragment(name):
     """profile, bot and secrets are never documented by hand, at any depth: a module that takes them
-    extends the fragment, and an option nested elsewhere (bot_fleet_kill_switch's bots) refers to it."""
+    extends the fragment, and one that takes them nested (bot_fleet_kill_switch's bots) extends its FLEET."""
     doc = own_documentation(name)
     own = doc.get("options") or {}
     hand = sorted(set(own) & set(SHARED))
