@@ -8,7 +8,7 @@ module_utils as ``ansible_collections.botops.fleet.plugins.module_utils.<name>``
 installed collection has. scripts/bootstrap runs ``python -m botops.collection``, which also puts the
 directory on the virtualenv's import path (a ``.pth`` file).
 
-``run_sanity`` runs ``ansible-test sanity`` on what the built collection ships (``invoke sanity``, and
+``run_sanity`` runs ``ansible-test sanity`` on what the built collection ships (the ``sanity`` task, and
 tests/unit/test_ansible_sanity.py in the default test run).
 """
 
@@ -85,8 +85,9 @@ def sanity_home(repo: Path = REPO) -> Path:
 def lay_out(scratch: Path, repo: Path = REPO) -> Path:
     """Lay out what the built collection ships in ``scratch/ansible_collections/botops/fleet`` and return
     that directory: ``build()``'s tarball unpacked, so the file selection is the build's (galaxy.yml's
-    build_ignore honoured, MANIFEST.json and FILES.json in place of galaxy.yml), plus ansible-test's
-    configuration, tests/sanity/ignore-*.txt, which is not shipped."""
+    build_ignore honoured, MANIFEST.json and FILES.json in place of galaxy.yml; the wheel ships the same
+    files, botops.collection_content), plus ansible-test's configuration, tests/sanity/ignore-*.txt,
+    which is not shipped."""
     scratch = Path(scratch)
     place = scratch / "ansible_collections" / NAMESPACE / NAME
     if place.exists():
@@ -182,8 +183,11 @@ def sanity(c, test=None, scratch=None):
     """Run ansible-test sanity (Python 3.11) on what the built collection ships; fails on any error."""
     import tempfile
 
+    from botops.layout import CHECKOUT
     from botops.report import shown
 
+    if not CHECKOUT:
+        raise Exit("sanity: runs in a checkout of botops: it builds the collection from the repository", code=2)
     try:
         if scratch:
             proc = run_sanity(Path(scratch).resolve(), tests=tuple(test or ()), capture=False)
