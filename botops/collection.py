@@ -15,6 +15,7 @@ tests/unit/test_ansible_sanity.py in the default test run).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -188,6 +189,23 @@ def sanity(c, test=None, scratch=None):
 
     if not CHECKOUT:
         raise Exit("sanity: runs in a checkout of botops: it builds the collection from the repository", code=2)
+    for name in test or ():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", name):
+            raise Exit(f"sanity: --test {shown(name)} is not a sanity test's name (lower-case letters, digits and "
+                       "dashes, e.g. --test=validate-modules; ansible-test sanity --list-tests names them)", code=2)
+    if scratch is not None:
+        accepted = "a directory outside the checkout it can write to, e.g. --scratch=/tmp/botops-sanity"
+        if not str(scratch).strip() or "\0" in str(scratch):
+            raise Exit(f"sanity: --scratch {shown(scratch)} is not a directory path ({accepted})", code=2)
+        where = Path(scratch).resolve()
+        if where == REPO or REPO in where.parents:
+            raise Exit(f"sanity: --scratch {shown(scratch)} is inside the checkout, which the collection is "
+                       f"built from ({accepted})", code=2)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Exit(f"sanity: --scratch {shown(scratch)} cannot be created: {exc.strerror} ({accepted})",
+                       code=2) from None
     try:
         if scratch:
             proc = run_sanity(Path(scratch).resolve(), tests=tuple(test or ()), capture=False)
@@ -196,6 +214,8 @@ def sanity(c, test=None, scratch=None):
                 proc = run_sanity(Path(tmp), tests=tuple(test or ()), capture=False)
     except RuntimeError as exc:
         raise Exit(f"sanity: {exc}", code=1) from None
+    if proc.returncode == 2:  # ansible-test's own refusal of its arguments (an unknown --test), said above
+        raise Exit("sanity: ansible-test refused the arguments (see above: --test takes the names it lists)", code=2)
     if proc.returncode != 0:
         where = f" (the collection as tested: {shown(str(scratch), 200)})" if scratch else ""
         raise Exit(f"sanity: ansible-test sanity found errors{where}", code=1)

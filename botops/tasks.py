@@ -29,6 +29,7 @@ ns.add_task(maintenance.maintenance)
 ns.add_task(schedule.schedule)
 ns.add_task(bench.bench)
 ns.add_task(collection.build_collection)
+ns.add_task(collection.sanity)
 ns.add_collection(sandbox.collection)
 
 # Long flags only: Invoke's automatic short flags gave -l four meanings (--limit, --label, --level,

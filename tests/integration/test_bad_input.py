@@ -188,6 +188,12 @@ MATRIX: dict[str, tuple[dict, dict[str, list[tuple[str, str | tuple[str, ...]]]]
     "build-collection": ({}, {
         "output": [("", "a directory it can write to"), ("/proc/botops-dist", "cannot be created")],
     }),
+    "sanity": ({}, {
+        "test": [("", "is not a sanity test's name"), ("../../etc", "lower-case letters, digits and dashes"),
+                 (HUGE, "e.g. --test=validate-modules")],
+        "scratch": [("", "a directory outside the checkout"), ("/proc/botops-sanity", "cannot be created"),
+                    (str(REPO / "dist"), "is inside the checkout")],
+    }),
     "sandbox.up": ({}, {
         "bots": [("", "whole number of bots"), ("abc", "whole number of bots"), ("0", "1 or more"),
                  ("100000000", "at most 6450"), ("9" * 10_000, "whole number of bots")],
@@ -346,7 +352,7 @@ def repo_files() -> dict[str, str]:
 def matrix(fleet, tmp_path_factory):
     import ansible.utils.display  # noqa: F401  (imported outside the capture: it looks at the real streams)
 
-    from botops import bench, host_commands, runner, schedule
+    from botops import bench, collection, host_commands, runner, schedule
     from botops.sandbox.fleet import Fleet
 
     tmp = tmp_path_factory.mktemp("bad-input")
@@ -382,6 +388,7 @@ def matrix(fleet, tmp_path_factory):
         mp.setattr(runner.PlaybookRun, "run", _tripwire("a playbook"))
         mp.setattr(host_commands, "run_on", _tripwire("a command on a bot's host"))
         mp.setattr(bench, "machine_lock", _tripwire("a benchmark"))
+        mp.setattr(collection, "run_sanity", _tripwire("ansible-test sanity"))
         mp.setattr(Fleet, "_up", _tripwire("a sandbox"))
         mp.setattr(schedule, "write_awx", _tripwire("writing the AWX files"))
         mp.setattr(schedule, "write_crontab", _tripwire("writing the crontab"))
