@@ -18,12 +18,19 @@ every bot's facts into the task's arguments costs seconds (Ansible templates, ta
 every value of a task's arguments), and this costs a fraction of one. A host whose variables
 cannot make an entry (one missing, of the wrong type, or a family without a loadable profile) is
 that bot's failure, reported and counted with the others: the kill switch drives every other bot.
+
+Bots on other hosts reached over SSH are driven on their hosts through one SSH session per host, every
+host at once (plugins/plugin_utils/fleet_ssh.py), while the controller's own bots are driven here:
+the per-host task of playbooks/tasks/fleet_kill_switch.yml is left only the hosts that need become or
+another connection, and the hosts whose inventory sets ``bot_kill_switch_sessions: per_host_task``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
+from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
@@ -32,6 +39,7 @@ from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_k
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import REQUIRED_IF
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot_vars import (
     SECRET_VARS, MissingVariable, bot_entry, in_inventory_words, read_vars)
+from ansible_collections.botops.fleet.plugins.plugin_utils import fleet_ssh
 
 MODULE = "botops.fleet.bot_fleet_kill_switch"
 LOCAL = ("local", "ansible.builtin.local")
@@ -66,18 +74,22 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
 
     def split_hosts(self, hosts, task_vars, entry_spec):
-        """(entries of the local bots, profiles by family, remote hosts, {host: why it cannot be driven}).
+        """(entries of the local bots, entries of the bots driven over SSH sessions, profiles by family,
+        hosts left to the per-host task, {host: why it cannot be driven}).
 
         One pass over the hosts, each host's variables computed once and each family's profile
         loaded once; a host whose variables are missing or wrong, or whose family has no loadable
         profile, is reported as that bot's failure, never the whole fleet's."""
         hostvars = task_vars["hostvars"]
-        entries, remote, broken = [], [], {}
+        entries, remote, broken, sessions = [], [], {}, {}
         for name in hosts:
             host_vars = hostvars[name]
             if host_vars.get("ansible_connection", "ssh") not in LOCAL:
-                remote.append(name)
-                continue
+                if (str(host_vars.get("bot_kill_switch_sessions") or "ssh") == "per_host_task"
+                        or not fleet_ssh.reachable_by_ssh(host_vars)):
+                    remote.append(name)
+                    continue
+                sessions[name] = fleet_ssh.destination(host_vars, name)
             try:
                 bot = bot_entry(host_vars, name)
                 secrets = read_vars(host_vars, SECRET_VARS)
@@ -97,14 +109,16 @@ class ActionModule(ActionBase):
                 profiles[family] = plain(lookup.run([family], variables=task_vars)[0])
             except AnsibleError as exc:  # an unknown family, an invalid profile: its bots fail, not the fleet
                 unloadable[family] = exc.message
-        usable = []
+        usable, over_ssh = [], {}
         for e in entries:
             why = unloadable.get(e["bot"]["family"])
-            if why is None:
-                usable.append(e)
-            else:
+            if why is not None:
                 broken[e["bot"]["name"]] = why  # names the family and the profiles directory
-        return usable, profiles, remote, broken
+            elif e["bot"]["name"] in sessions:
+                over_ssh.setdefault(sessions[e["bot"]["name"]], []).append(dict(e, local=True))  # local there
+            else:
+                usable.append(e)
+        return usable, over_ssh, profiles, remote, broken
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -114,13 +128,13 @@ class ActionModule(ActionBase):
         args = plain({k: v for k, v in self._task.args.items() if k != "hosts"})
         hosts = self._task.args.get("hosts")
         spec = fleet.argument_spec()
-        entries, broken = None, {}
+        entries, broken, over_ssh = None, {}, {}
         if hosts is not None:
             if args.get("bots") is not None:
                 result.update(failed=True, changed=False, msg=f"{MODULE}: give hosts or bots, not both")
                 return result
             # the entries are checked one by one in split_hosts; the call's own options here
-            entries, found, result["remote_hosts"], broken = self.split_hosts(
+            entries, over_ssh, found, result["remote_hosts"], broken = self.split_hosts(
                 plain(hosts), task_vars, spec["bots"]["options"])
             args["profiles"] = dict(found, **(args.get("profiles") or {}))
             args["bots"] = []
@@ -132,8 +146,19 @@ class ActionModule(ActionBase):
         params = validated.validated_parameters
         if entries is not None:
             params["bots"] = entries
+        check_mode = bool(self._play_context.check_mode)
+        elsewhere = None
+        if over_ssh:
+            payload = fleet_ssh.module_utils_payload(os.path.dirname(fleet.__file__))
+            shared = {k: v for k, v in params.items() if k != "bots"}
+            # where the ssh connection plugin keeps its shared connections (its control_path_dir)
+            control_dir = os.path.expanduser(os.environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR")
+                                             or os.path.join(C.ANSIBLE_HOME, "cp"))
+            elsewhere = ([e["bot"]["name"] for group in over_ssh.values() for e in group],
+                         lambda: fleet_ssh.drive_hosts(over_ssh, payload, shared, check_mode, control_dir,
+                                                       host_key_checking=bool(C.HOST_KEY_CHECKING)))
         # every targeted bot is in the result and the summary, the ones refused here too
-        out, failure = fleet.run_fleet(params, bool(self._play_context.check_mode), refused=broken)
+        out, failure = fleet.run_fleet(params, check_mode, refused=broken, elsewhere=elsewhere)
         result.update(out)
         if failure:
             result.update(failed=True, msg=failure)

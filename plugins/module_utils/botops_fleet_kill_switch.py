@@ -20,7 +20,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import re
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (
     KillSwitch, KillSwitchError, kill_switch_options)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import LEVELS, HostlessBot, rank
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AUDIT_LOG, AuditIndex
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AUDIT_LOG, AuditIndex, append_audit
 
 # What a rung's error says (in botops_bot's words) when the bot's inventory entry is wrong rather
 # than the bot unwell, and the variables to check. A bot that does not answer in time is escalated
@@ -159,18 +159,23 @@ def own_secrets(entry):
     return sorted(found, key=len, reverse=True)
 
 
-def run_fleet(p, check_mode, refused=None):
+def run_fleet(p, check_mode, refused=None, elsewhere=None, return_audit=False):
     """The whole operation on validated parameters: (result, failure message or None).
 
     Shared by the module's main() and its controller-side action plugin (plugins/action/), which runs
     it in the controller's own process when the task runs on the controller. `refused`: {bot name:
     why} for bots of the fleet that the caller could not even make an entry of (their inventory
-    variables are missing or wrong): each is reported failed and counted, like any bot that fails."""
+    variables are missing or wrong): each is reported failed and counted, like any bot that fails.
+    `elsewhere`: (bot names, a function returning {bot name: result}) for bots driven on their own
+    hosts at the same time (plugins/plugin_utils/fleet_ssh.py); their results are counted with these
+    bots', and their audit records go to this call's audit log. `return_audit`: keep each bot's
+    audit record in its result (the host side of that)."""
     started = time.monotonic()
     verb = "engage" if p["state"] == "engaged" else "release"
     refused = dict(refused or {})
     result = dict(changed=False, bots={}, actions=[], summary={})
-    names = [e["bot"]["name"] for e in p["bots"]] + sorted(refused)
+    away_names, away = elsewhere or ((), None)
+    names = [e["bot"]["name"] for e in p["bots"]] + list(away_names) + sorted(refused)
     seen, duplicates = set(), set()
     for n in names:
         (duplicates if n in seen else seen).add(n)
@@ -193,8 +198,11 @@ def run_fleet(p, check_mode, refused=None):
                    per_host=p["max_requests_per_host"])
     index = AuditIndex([p["audit_log"]])
     workers = min(p["max_workers"], len(p["bots"])) or 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
-        outcomes = list(pool.map(lambda e: one_bot(e, p, check_mode, run, index), p["bots"]))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kill-switch-hosts") as hosts:
+        driven = hosts.submit(away) if away is not None else None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
+            outcomes = list(pool.map(lambda e: one_bot(e, p, check_mode, run, index), p["bots"]))
+        driven = driven.result() if driven is not None else {}
     # AnsibleModule would scrub every secret of the call out of every string of the result: one
     # bot's short or common token ("1", "bot") then garbles every other bot's row, and the cost
     # is quadratic for a large fleet. A bot's result holds only what was said to and by that bot,
@@ -204,6 +212,16 @@ def run_fleet(p, check_mode, refused=None):
         secrets = own_secrets(e)
         scrubbed.append((name, scrub(res, secrets) if secrets else res))
     outcomes = scrubbed
+    for name in away_names:
+        res = driven.get(name) or dict(changed=False, bot=name, failed=True, steps=[], actions=[],
+                                       msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': "
+                                           "its host gave no result for it")
+        if res.get("audit") and not check_mode and p.get("audit_log"):
+            try:
+                append_audit(p["audit_log"], res["audit"])
+            except OSError as exc:
+                res.setdefault("audit_errors", []).append(f"could not write the audit log {p['audit_log']}: {exc}")
+        outcomes.append((name, res))
     outcomes += [(name, dict(changed=False, bot=name, failed=True, steps=[], actions=[],
                              msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {why} "
                                  "(nothing was tried on it)"))
@@ -217,7 +235,8 @@ def run_fleet(p, check_mode, refused=None):
         if diff:
             before.append(f"{name}: {diff['before'].split(': ', 1)[1]}")
             after.append(f"{name}: {diff['after'].split(': ', 1)[1]}")
-        res.pop("audit", None)
+        if not return_audit:
+            res.pop("audit", None)
         res.pop("audit_logs", None)
     failed = sorted(n for n, r in result["bots"].items() if r["failed"])
     ok = [r for r in result["bots"].values() if not r["failed"]]

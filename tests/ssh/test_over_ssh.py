@@ -111,9 +111,18 @@ def test_status_over_ssh_shows_every_bot(ssh_fleet):
         assert f"Accepted publickey for {host.user}" in log, host.name
 
 
+def logins(ssh_fleet: SshFleet, host: SshHost) -> int:
+    return (ssh_fleet.dir / "sshd" / f"{host.name}.log").read_text().count(f"Accepted publickey for {host.user}")
+
+
 def test_kill_switch_halts_and_releases_over_ssh(ssh_fleet):
+    before = {name: logins(ssh_fleet, host) for name, host in ssh_fleet.hosts.items()}
     proc = invoke(ssh_fleet, "kill-switch", "--level=halt", "--reason=exchange incident (ssh tier)")
     assert proc.returncode == 0, output(proc)
+    # every host's bots went through one SSH session to their host (plugins/plugin_utils/fleet_ssh.py),
+    # not through Ansible's per-host task, which would log in again for each of its steps
+    assert {name: logins(ssh_fleet, host) - before[name] for name, host in ssh_fleet.hosts.items()} == \
+        {name: 1 for name in ssh_fleet.hosts}, output(proc)
     for host in ssh_fleet.hosts.values():
         assert_not_trading(host)
         own = audit(host.root / "shared" / "data" / "botops-kill-switch.log")
