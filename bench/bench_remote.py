@@ -269,6 +269,8 @@ class Runs:
                    ANSIBLE_CALLBACK_PLUGINS=str(REPO / "bench" / "callback_plugins"),
                    ANSIBLE_CALLBACKS_ENABLED="bench_timeline", BENCH_TIMELINE=str(timeline))
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+        # this checkout's botops and collection, whatever checkout the virtualenv's editable install points to
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         return env
 
     def timed(self, label, cmd, watch=None, downtime=None, grace=5.0, env=None):
@@ -501,8 +503,8 @@ def section(info, sizes, deploy, note):
         f"- date: {now}",
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, kernel {info['kernel']}; "
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)",
-        f"- software: Python {info['python']}, ansible-core {info['ansible_core']}, OpenSSH {info.get('openssh', '?')}; "
-        "ansible.cfg as shipped (forks 20, pipelining, ControlPersist 60 s)",
+        f"- software: botops {info.get('commit', '?')}, Python {info['python']}, ansible-core {info['ansible_core']}, "
+        f"OpenSSH {info.get('openssh', '?')}; ansible.cfg as shipped (forks 20, pipelining, ControlPersist 60 s)",
         "- hosts (bench/remote_fleet.py): host i is 127.0.1.i with its own sshd on port 2222 (keys only, no "
         "password, no root login, only the host's user), strict host key checking against a known_hosts file the "
         "harness writes, an unprivileged user per host running its bots from its home under its own supervisord; "
@@ -595,6 +597,14 @@ def section(info, sizes, deploy, note):
     return "\n".join(lines)
 
 
+def commit():
+    """The commit measured (and whether the checkout has changes of its own)."""
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True)
+    return (head.stdout.strip() or "?") + (" with uncommitted changes" if dirty.stdout.strip() else "")
+
+
 def openssh_version():
     proc = subprocess.run(["ssh", "-V"], capture_output=True, text=True)
     return (proc.stderr or proc.stdout).strip().split(",")[0].replace("OpenSSH_", "")
@@ -616,7 +626,7 @@ def main(argv=None):
 
     load = os.getloadavg()
     info = machine(load)
-    info.update(poll=args.poll, openssh=openssh_version())
+    info.update(poll=args.poll, openssh=openssh_version(), commit=commit())
     print(f"machine: {info['nproc']} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
           f"{mem_available_mb()} MB available", flush=True)
     work = Path(f"/tmp/botops-bench-remote-runs-{os.getpid()}")
