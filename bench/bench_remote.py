@@ -468,6 +468,10 @@ def where_the_time_goes(run):
         if name.startswith("task: "):
             parts.append((name[len("task: "):], nxt - at))
     parts.append(("after the play: ansible-runner, the report", run["ended_at"] - events[-1][1]))
+    merged: dict[str, float] = {}  # a task that starts once per batch of hosts (meta end_host) is one part
+    for part, seconds in parts:
+        merged[part] = merged.get(part, 0.0) + seconds
+    parts = list(merged.items())
     spans = {}
     for task, hosts in (tl.get("hosts") or {}).items():
         if task.startswith(PER_HOST_TASK):
@@ -656,7 +660,10 @@ bot (20 at a time), which templates the bot's variables, opens (or reuses) the h
 and runs the module with the hosts' Python on the host; the two bots of a host share one SSH
 connection (ControlPersist), but not a task. The hosts are on the controller's machine, so their
 sshd and bots' CPU comes out of the same two cores: on separate hosts the controller would have
-the cores to itself, and the host-side columns say how much of the wall time that is."""
+the cores to itself, and the host-side columns say how much of the wall time that is. After the
+per-host task, fleet_kill_gather.yml writes each remote bot's record into the controller's audit
+log with one `lineinfile` per bot, a loop on localhost whose module runs one after the other: a
+second part of the run that grows with the number of remote bots."""
 
 
 if __name__ == "__main__":
