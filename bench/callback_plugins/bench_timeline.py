@@ -1,7 +1,8 @@
 # Copyright: botops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmarks only: when $BENCH_TIMELINE names a file, write the wall-clock time of the playbook's
-start, of every task's start and of the end into it (JSON), with the fleet kill switch's summary.
+start, of every task's start and of the end into it (JSON), with the fleet kill switch's summary and,
+per task, when each host's worker started and when its result came back (``hosts``).
 Enabled by bench/bench_kill_switch.py through ANSIBLE_CALLBACK_PLUGINS / ANSIBLE_CALLBACKS_ENABLED."""
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class CallbackModule(CallbackBase):
         self.loaded = time.time()
         self.events = []
         self.fleet = None
+        self.hosts = {}  # task name -> host -> [started, ended]
 
     def v2_playbook_on_start(self, playbook):
         self.events.append(["playbook start", time.time()])
@@ -42,7 +44,22 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         self.events.append([f"task: {task.get_name()}", time.time()])
 
+    def v2_runner_on_start(self, host, task):
+        self.hosts.setdefault(task.get_name(), {})[host.get_name()] = [time.time(), None]
+
+    def _ended(self, result):
+        seen = self.hosts.get(result._task.get_name(), {}).get(result._host.get_name())
+        if seen is not None:
+            seen[1] = time.time()
+
+    def v2_runner_on_skipped(self, result):
+        self._ended(result)
+
+    def v2_runner_on_unreachable(self, result):
+        self._ended(result)
+
     def v2_runner_on_ok(self, result):
+        self._ended(result)
         summary = result._result.get("summary") if isinstance(result._result, dict) else None
         if isinstance(summary, dict) and "duration" in summary and self.fleet is None:
             self.fleet = {k: summary.get(k) for k in ("total", "halted", "released", "changed", "failed", "duration")}
@@ -55,4 +72,5 @@ class CallbackModule(CallbackBase):
         path = os.environ.get("BENCH_TIMELINE")
         if path:
             with open(path, "w") as f:
-                json.dump({"callback_loaded": self.loaded, "events": self.events, "fleet": self.fleet}, f)
+                json.dump({"callback_loaded": self.loaded, "events": self.events, "fleet": self.fleet,
+                           "hosts": self.hosts}, f)
