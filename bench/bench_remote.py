@@ -376,7 +376,17 @@ def idle_cpu(seconds=5.0):
             "machine_busy": cpu_busy(m0, m1)}
 
 
-def bench_kill_switch(hosts, rounds, with_baseline, poll, work):
+def sessions(fleet, value):
+    """How the fleet kill switch reaches the remote bots: the inventory's bot_kill_switch_sessions for
+    every bot (None: the default, one SSH session per host; per_host_task: Ansible's per-host task)."""
+    path = fleet.inventory / "group_vars" / "all" / "kill_switch_sessions.yml"
+    if value is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(f"bot_kill_switch_sessions: {value}\n")
+
+
+def bench_kill_switch(hosts, rounds, with_baseline, poll, work, per_host=True):
     fleet = RemoteFleet()
     out = {"hosts": hosts, "halt": [], "release": []}
     try:
@@ -387,18 +397,25 @@ def bench_kill_switch(hosts, rounds, with_baseline, poll, work):
         runs = Runs(fleet, work / f"ks-{hosts}")
         runs.work.mkdir(parents=True, exist_ok=True)
         inventory = f"--inventory={fleet.inventory}"
-        for i in range(rounds):
-            pids = pack_pids(fleet)
-            halt = runs.timed(f"[{hosts} hosts] halt {i + 1}", [str(BOTOPS), "kill-switch", "--level=halt",
-                              "--reason=bench: remote kill switch drill", inventory],
-                              watch=Watch(bots, lambda b: halted(b, pids), poll))
-            halt["verified"] = verify(bots, lambda b: halted(b, pids), "halted")
-            release = runs.timed(f"[{hosts} hosts] release {i + 1}",
-                                 [str(BOTOPS), "kill-switch", "--level=halt", "--release", inventory],
-                                 watch=Watch(bots, released, poll), grace=10.0)
-            release["verified"] = verify(bots, released, "released (ready, halt flag down)", wait=30)
-            out["halt"].append(halt)
-            out["release"].append(release)
+        paths = [("sessions", "halt", "release")] + ([("per-host", "halt_per_host", "release_per_host")]
+                                                     if per_host else [])
+        for path, halt_key, release_key in paths:
+            out.setdefault(halt_key, [])
+            out.setdefault(release_key, [])
+            sessions(fleet, "per_host_task" if path == "per-host" else None)
+            for i in range(rounds):
+                pids = pack_pids(fleet)
+                halt = runs.timed(f"[{hosts} hosts, {path}] halt {i + 1}", [
+                    str(BOTOPS), "kill-switch", "--level=halt", "--reason=bench: remote kill switch drill", inventory],
+                    watch=Watch(bots, lambda b: halted(b, pids), poll))
+                halt["verified"] = verify(bots, lambda b: halted(b, pids), "halted")
+                release = runs.timed(f"[{hosts} hosts, {path}] release {i + 1}",
+                                     [str(BOTOPS), "kill-switch", "--level=halt", "--release", inventory],
+                                     watch=Watch(bots, released, poll), grace=10.0)
+                release["verified"] = verify(bots, released, "released (ready, halt flag down)", wait=30)
+                out[halt_key].append(halt)
+                out[release_key].append(release)
+        sessions(fleet, None)
         if with_baseline:
             pids = pack_pids(fleet)
             env = runs.env(runs.work / "baseline-timeline.json")
@@ -555,9 +572,14 @@ def section(info, sizes, deploy, note):
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for s in sorted(sizes, key=lambda s: s["hosts"]):
-        for kind, runs in (("halt", s["halt"]), ("release", s["release"])):
+        for path, kind, runs in (("one SSH session per host", "halt", s["halt"]),
+                                 ("one SSH session per host", "release", s["release"]),
+                                 ("per-host task (bot_kill_switch_sessions: per_host_task)", "halt",
+                                  s.get("halt_per_host") or []),
+                                 ("per-host task (bot_kill_switch_sessions: per_host_task)", "release",
+                                  s.get("release_per_host") or [])):
             for r in runs:
-                lines.append(run_row(f"today's per-host path: {kind}", s["hosts"], s["bots"], r,
+                lines.append(run_row(f"{path}: {kind}", s["hosts"], s["bots"], r,
                                      f"{r['verified']}/{s['bots']} {'halted' if kind == 'halt' else 'released'}"))
         if "baseline" in s:
             b = s["baseline"]
@@ -584,8 +606,9 @@ def section(info, sizes, deploy, note):
                          f"{r['cpu_s'] / deploy['bots']:.2f} | {r['pss_mb']} / {r['rss_mb']} | {r['sshd_cpu_s']} | "
                          f"{r['bots_cpu_s']} | {down['median']} / {down['max']} | {report['median']} / {report['max']} | "
                          f"{r['verified']}/{deploy['bots']} on {version} and ready | {r['load_before'][0]} |")
-    if largest and largest["halt"]:
-        halt = sorted(largest["halt"], key=lambda r: r["seconds"])[len(largest["halt"]) // 2]
+    if largest and (largest.get("halt_per_host") or largest["halt"]):
+        halts = largest.get("halt_per_host") or largest["halt"]
+        halt = sorted(halts, key=lambda r: r["seconds"])[len(halts) // 2]
         parts, spans = where_the_time_goes(halt)
         if parts:
             lines += ["", f"Where the time of a {largest['bots']}-bot halt goes ({halt['seconds']} s, controller CPU "
@@ -622,6 +645,8 @@ def main(argv=None):
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between two polls of a bot (default 0.5)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain-Ansible uri baseline")
     parser.add_argument("--no-deploy", action="store_true", help="skip the deploy and rollback")
+    parser.add_argument("--no-per-host", action="store_true",
+                        help="skip the per-host task runs (bot_kill_switch_sessions: per_host_task) beside the sessions'")
     parser.add_argument("--note", default="", help="text added under the numbers")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
@@ -641,7 +666,7 @@ def main(argv=None):
         for n in hosts:
             print(f"== kill switch, {n} hosts", flush=True)
             sizes.append(bench_kill_switch(n, args.rounds, with_baseline=not args.no_baseline and n == max(hosts),
-                                           poll=args.poll, work=work))
+                                           poll=args.poll, work=work, per_host=not args.no_per_host))
         if not args.no_deploy:
             print(f"== deploy and rollback, {args.deploy_hosts} hosts", flush=True)
             deploy = bench_deploy(args.deploy_hosts, args.poll, work)
