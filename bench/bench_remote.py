@@ -647,6 +647,8 @@ def main(argv=None):
     parser.add_argument("--no-deploy", action="store_true", help="skip the deploy and rollback")
     parser.add_argument("--no-per-host", action="store_true",
                         help="skip the per-host task runs (bot_kill_switch_sessions: per_host_task) beside the sessions'")
+    parser.add_argument("--per-host-max", type=int, default=None,
+                        help="run the per-host task path only at sizes up to this many hosts (default: every size)")
     parser.add_argument("--note", default="", help="text added under the numbers")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
@@ -666,7 +668,8 @@ def main(argv=None):
         for n in hosts:
             print(f"== kill switch, {n} hosts", flush=True)
             sizes.append(bench_kill_switch(n, args.rounds, with_baseline=not args.no_baseline and n == max(hosts),
-                                           poll=args.poll, work=work, per_host=not args.no_per_host))
+                                           poll=args.poll, work=work, per_host=not args.no_per_host and (
+                                               args.per_host_max is None or n <= args.per_host_max)))
         if not args.no_deploy:
             print(f"== deploy and rollback, {args.deploy_hosts} hosts", flush=True)
             deploy = bench_deploy(args.deploy_hosts, args.poll, work)
@@ -680,7 +683,11 @@ def main(argv=None):
     return 0
 
 
-NOTE = """Notes: the per-host path runs one `bot_kill_switch` task per bot: Ansible forks a worker per
+NOTE = """Notes: the one-SSH-session path (the default) drives a host's bots through one `ssh` session to
+the host, every host at once: the host's Python runs `run_fleet` for that host's bots on the
+collection's module_utils read from the session's stdin (plugins/plugin_utils/fleet_ssh.py), and
+the controller writes every result and audit record itself; no per-host task, no per-bot worker.
+The per-host path (`bot_kill_switch_sessions: per_host_task`) runs one `bot_kill_switch` task per bot: Ansible forks a worker per
 bot (20 at a time), which templates the bot's variables, opens (or reuses) the host's SSH connection
 and runs the module with the hosts' Python on the host; the two bots of a host share one SSH
 connection (ControlPersist), but not a task. The hosts are on the controller's machine, so their
