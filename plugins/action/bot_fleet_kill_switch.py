@@ -85,8 +85,7 @@ class ActionModule(ActionBase):
         for name in hosts:
             host_vars = hostvars[name]
             if host_vars.get("ansible_connection", "ssh") not in LOCAL:
-                if (str(host_vars.get("bot_kill_switch_sessions") or "ssh") == "per_host_task"
-                        or not fleet_ssh.reachable_by_ssh(host_vars)):
+                if not fleet_ssh.reachable_by_ssh(host_vars):
                     remote.append(name)
                     continue
                 sessions[name] = fleet_ssh.destination(host_vars, name)

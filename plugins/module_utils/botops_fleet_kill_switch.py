@@ -81,16 +81,20 @@ def operation_under_way(root):
     return f"{lock.get('operation')} run {lock.get('run_id')}"
 
 
+def bot_failed(name, p, why):
+    """One bot's failed result, the same shape as a ladder's: nothing changed on it, saying why."""
+    verb = "engage" if p["state"] == "engaged" else "release"
+    return dict(changed=False, bot=name, failed=True, steps=[], actions=[],
+                msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {why}")
+
+
 def one_bot(entry, p, check_mode, run, index):
     """The kill switch on one bot; never raises (the fleet goes on)."""
     name = (entry.get("bot") or {}).get("name", "?")
-    verb = "engage" if p["state"] == "engaged" else "release"
     try:
         problem = entry_problem(entry)
         if problem:
-            return name, dict(changed=False, bot=name, failed=True, steps=[], actions=[],
-                              msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {problem} "
-                                  "(nothing was tried on it)")
+            return name, bot_failed(name, p, f"{problem} (nothing was tried on it)")
         profile = entry["profile"]
         cls = Bot if entry["local"] else HostlessBot
         bot = run.attach(cls(profile, entry["bot"], entry.get("secrets")))
@@ -120,8 +124,7 @@ def one_bot(entry, p, check_mode, run, index):
     except KillSwitchError as exc:
         result = dict(exc.result, failed=True, msg=str(exc))
     except Exception as exc:  # one bot's surprise (a bad value its entry holds) is its failure, never the fleet's
-        result = dict(changed=False, bot=name, failed=True, steps=[], actions=[],
-                      msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {exc}")
+        result = bot_failed(name, p, exc)
     return name, result
 
 
@@ -213,19 +216,14 @@ def run_fleet(p, check_mode, refused=None, elsewhere=None, return_audit=False):
         scrubbed.append((name, scrub(res, secrets) if secrets else res))
     outcomes = scrubbed
     for name in away_names:
-        res = driven.get(name) or dict(changed=False, bot=name, failed=True, steps=[], actions=[],
-                                       msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': "
-                                           "its host gave no result for it")
+        res = driven.get(name) or bot_failed(name, p, "its host gave no result for it")
         if res.get("audit") and not check_mode and p.get("audit_log"):
             try:
                 append_audit(p["audit_log"], res["audit"])
             except OSError as exc:
                 res.setdefault("audit_errors", []).append(f"could not write the audit log {p['audit_log']}: {exc}")
         outcomes.append((name, res))
-    outcomes += [(name, dict(changed=False, bot=name, failed=True, steps=[], actions=[],
-                             msg=f"Failed to {verb} kill switch level '{p['level']}' on bot '{name}': {why} "
-                                 "(nothing was tried on it)"))
-                 for name, why in sorted(refused.items())]
+    outcomes += [(name, bot_failed(name, p, f"{why} (nothing was tried on it)")) for name, why in sorted(refused.items())]
 
     before, after = [], []
     for name, res in outcomes:

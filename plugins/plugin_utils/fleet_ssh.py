@@ -35,6 +35,8 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_kill_switch as fleet
+
 SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh", "smart")
 PAYLOAD_PACKAGE = "ansible_collections/botops/fleet/plugins/module_utils/"
 CONNECT_TIMEOUT = 10
@@ -87,7 +89,10 @@ def module_utils_payload(module_utils_dir):
 
 
 def reachable_by_ssh(host_vars):
-    """Whether this host's bots can go through one SSH session here: an SSH connection without become."""
+    """Whether this host's bots go through one SSH session here: an SSH connection without become,
+    unless the inventory keeps them to the per-host task (bot_kill_switch_sessions: per_host_task)."""
+    if str(host_vars.get("bot_kill_switch_sessions") or "ssh") == "per_host_task":
+        return False
     connection = str(host_vars.get("ansible_connection") or "ssh")
     become = host_vars.get("ansible_become")
     return connection in SSH_CONNECTIONS and not (become is True or str(become).lower() in ("true", "yes", "1"))
@@ -165,10 +170,13 @@ def drive_hosts(groups, payload, params, check_mode, control_dir, host_key_check
                                           check_mode, timeout)
             return result["bots"]
         except RuntimeError as exc:
-            verb = "engage" if params["state"] == "engaged" else "release"
-            return {e["bot"]["name"]: dict(changed=False, bot=e["bot"]["name"], failed=True, unreachable=True,
-                                           steps=[], msg=f"Failed to {verb} kill switch level '{params['level']}' "
-                                                         f"on bot '{e['bot']['name']}': its host {key[0]} {exc}")
+            # what ssh or the host's Python said may quote a value it was given: never a bot's secret
+            why = str(exc)
+            for entry in entries:
+                for secret in fleet.own_secrets(entry):
+                    why = why.replace(secret, "********")
+            return {e["bot"]["name"]: dict(fleet.bot_failed(e["bot"]["name"], params, f"its host {key[0]} {why}"),
+                                           unreachable=True)
                     for e in entries}
 
     found = {}

@@ -81,18 +81,19 @@ def test_a_host_ssh_cannot_reach_fails_each_of_its_bots_and_no_other(tmp_path, m
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "ssh"
-    fake.write_text("#!/bin/sh\ncat >/dev/null\necho 'ssh: connect to host 10.9.9.9 port 22: No route to host' >&2\n"
-                    "exit 255\n")
+    fake.write_text("#!/bin/sh\ncat >/dev/null\n"
+                    "echo 'ssh: connect to host 10.9.9.9 port 22: No route to host (token s3cret-token)' >&2\nexit 255\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     key = fleet_ssh.destination({"ansible_host": "10.9.9.9"}, "far")
-    p = params([entry("far1"), entry("far2")])
+    p = params([dict(entry("far1"), secrets={"api_token": "s3cret-token"}), entry("far2")])
     found = fleet_ssh.drive_hosts({key: p["bots"]}, b"", {k: v for k, v in p.items() if k != "bots"}, False,
                                   str(tmp_path / "cp"))
     assert set(found) == {"far1", "far2"}
     for result in found.values():
         assert result["failed"] and result["unreachable"]
         assert "its host 10.9.9.9 unreachable over SSH: ssh: connect to host 10.9.9.9 port 22: No route" in result["msg"]
+        assert "s3cret" not in result["msg"] and "(token ********)" in result["msg"], result["msg"]
 
 
 def test_run_fleet_counts_the_bots_driven_elsewhere_and_logs_their_audit(tmp_path):
