@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
-from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
@@ -70,54 +70,98 @@ def check_entries(entries, spec):
     return valid, wrong
 
 
+class HostReader:
+    """The play's hosts, read one at a time as the kill switch asks for them (entries()).
+
+    Each host's variables are computed once, each family's profile loaded once; a host whose
+    variables are missing or wrong, or whose family has no loadable profile, is that bot's
+    failure (refused), never the whole fleet's. A bot of the controller's host is handed on at once,
+    so the first bots are driven while the last hosts are still being read (at a thousand bots,
+    reading them takes about a second). A bot of a host reached over SSH waits in over_ssh, grouped
+    by host, until every host is read (ready is then set); a host that needs the per-host task is
+    listed in remote."""
+
+    def __init__(self, action, hosts, task_vars, entry_spec, profiles):
+        self.action, self.hosts, self.task_vars = action, hosts, task_vars
+        self.entry_spec = entry_spec
+        self.profiles = profiles  # the call's own, then each family's as it is loaded
+        self.unloadable = {}
+        self.refused, self.remote, self.over_ssh = {}, [], {}
+        self.ready = threading.Event()
+        self._ssh = None
+        self._lookup = action._shared_loader_obj.lookup_loader.get(
+            "botops.fleet.bot_profile", loader=action._loader, templar=action._templar)
+
+    def entries(self):
+        try:
+            for name in self.hosts:
+                try:
+                    entry = self._entry(name)
+                except Exception as exc:  # pylint: disable=broad-exception-caught
+                    # one host's unforeseen error is its bot's failure: the bots driven already, and
+                    # every other, are still reported
+                    self.refused[name] = f"its inventory variables cannot be read: {type(exc).__name__}: {exc}"
+                    continue
+                if entry is not None:
+                    yield entry
+        finally:
+            self.ready.set()
+
+    def _profile(self, family):
+        if family not in self.profiles and family not in self.unloadable:
+            try:
+                self.profiles[family] = plain(self._lookup.run([family], variables=self.task_vars)[0])
+            except AnsibleError as exc:  # an unknown family, an invalid profile: its bots fail, not the fleet
+                self.unloadable[family] = exc.message
+        return self.profiles.get(family), self.unloadable.get(family)
+
+    def _entry(self, name):
+        """The host's entry if it is driven here, now; None if it is refused, or driven elsewhere."""
+        host_vars = self.task_vars["hostvars"][name]
+        session = None
+        if host_vars.get("ansible_connection", "ssh") not in LOCAL:
+            if not fleet_ssh.reachable_by_ssh(host_vars):
+                self.remote.append(name)
+                return None
+            try:
+                if self._ssh is None:  # one ssh plugin, given each host's variables in turn
+                    self._ssh = self.action._shared_loader_obj.connection_loader.get(
+                        "ssh", self.action._play_context, None)
+                options = fleet_ssh.connection_options(self._ssh, host_vars)
+            except AnsibleError as exc:  # an ssh setting of the host that Ansible itself refuses
+                self.refused[name] = f"its SSH settings cannot be read: {exc.message}"
+                return None
+            if not fleet_ssh.reachable_by_ssh(host_vars, options):
+                self.remote.append(name)
+                return None
+            session = fleet_ssh.destination(options, host_vars)
+        try:
+            bot = bot_entry(host_vars, name)
+            secrets = read_vars(host_vars, SECRET_VARS)
+        except MissingVariable as exc:
+            self.refused[name] = str(exc)
+            return None
+        except AnsibleError as exc:  # a variable templated from an undefined one, a vars file that fails
+            self.refused[name] = f"its inventory variables cannot be read: {exc.message}"
+            return None
+        valid, wrong = check_entries(plain([{"local": True, "bot": bot, "secrets": secrets}]), self.entry_spec)
+        if wrong:
+            self.refused.update(wrong)
+            return None
+        entry = valid[0]
+        profile, why = self._profile(entry["bot"]["family"])
+        if why is not None:
+            self.refused[name] = why  # names the family and the profiles directory
+            return None
+        if session is not None:
+            self.over_ssh.setdefault(session, []).append(entry)  # local there; its profile goes with the call
+            return None
+        entry["profile"] = profile
+        return entry
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-
-    def split_hosts(self, hosts, task_vars, entry_spec):
-        """(entries of the local bots, entries of the bots driven over SSH sessions, profiles by family,
-        hosts left to the per-host task, {host: why it cannot be driven}).
-
-        One pass over the hosts, each host's variables computed once and each family's profile
-        loaded once; a host whose variables are missing or wrong, or whose family has no loadable
-        profile, is reported as that bot's failure, never the whole fleet's."""
-        hostvars = task_vars["hostvars"]
-        entries, remote, broken, sessions = [], [], {}, {}
-        for name in hosts:
-            host_vars = hostvars[name]
-            if host_vars.get("ansible_connection", "ssh") not in LOCAL:
-                if not fleet_ssh.reachable_by_ssh(host_vars):
-                    remote.append(name)
-                    continue
-                sessions[name] = fleet_ssh.destination(host_vars, name)
-            try:
-                bot = bot_entry(host_vars, name)
-                secrets = read_vars(host_vars, SECRET_VARS)
-            except MissingVariable as exc:
-                broken[name] = str(exc)
-                continue
-            except AnsibleError as exc:  # a variable templated from an undefined one, a vars file that fails
-                broken[name] = f"its inventory variables cannot be read: {exc.message}"
-                continue
-            entries.append({"local": True, "bot": bot, "secrets": secrets})
-        entries, wrong = check_entries(plain(entries), entry_spec)
-        broken.update(wrong)
-        lookup = self._shared_loader_obj.lookup_loader.get("botops.fleet.bot_profile", loader=self._loader, templar=self._templar)
-        profiles, unloadable = {}, {}
-        for family in sorted({e["bot"]["family"] for e in entries}):
-            try:
-                profiles[family] = plain(lookup.run([family], variables=task_vars)[0])
-            except AnsibleError as exc:  # an unknown family, an invalid profile: its bots fail, not the fleet
-                unloadable[family] = exc.message
-        usable, over_ssh = [], {}
-        for e in entries:
-            why = unloadable.get(e["bot"]["family"])
-            if why is not None:
-                broken[e["bot"]["name"]] = why  # names the family and the profiles directory
-            elif e["bot"]["name"] in sessions:
-                over_ssh.setdefault(sessions[e["bot"]["name"]], []).append(dict(e, local=True))  # local there
-            else:
-                usable.append(e)
-        return usable, over_ssh, profiles, remote, broken
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -127,37 +171,37 @@ class ActionModule(ActionBase):
         args = plain({k: v for k, v in self._task.args.items() if k != "hosts"})
         hosts = self._task.args.get("hosts")
         spec = fleet.argument_spec()
-        entries, broken, over_ssh = None, {}, {}
         if hosts is not None:
             if args.get("bots") is not None:
                 result.update(failed=True, changed=False, msg=f"{MODULE}: give hosts or bots, not both")
                 return result
-            # the entries are checked one by one in split_hosts; the call's own options here
-            entries, over_ssh, found, result["remote_hosts"], broken = self.split_hosts(
-                plain(hosts), task_vars, spec["bots"]["options"])
-            args["profiles"] = dict(found, **(args.get("profiles") or {}))
-            args["bots"] = []
+            args["bots"] = []  # the hosts' entries come from the reader, checked one by one
         validated = ArgumentSpecValidator(spec, required_if=REQUIRED_IF).validate(args)
         if validated.error_messages:
             result.update(failed=True, changed=False, msg=f"Invalid arguments for {MODULE}: "
                                                           + "; ".join(validated.error_messages))
             return result
         params = validated.validated_parameters
-        if entries is not None:
-            params["bots"] = entries
         check_mode = bool(self._play_context.check_mode)
-        elsewhere = None
-        if over_ssh:
-            payload = fleet_ssh.module_utils_payload(os.path.dirname(fleet.__file__))
-            shared = {k: v for k, v in params.items() if k != "bots"}
-            # where the ssh connection plugin keeps its shared connections (its control_path_dir)
-            control_dir = os.path.expanduser(os.environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR")
-                                             or os.path.join(C.ANSIBLE_HOME, "cp"))
-            elsewhere = ([e["bot"]["name"] for group in over_ssh.values() for e in group],
-                         lambda: fleet_ssh.drive_hosts(over_ssh, payload, shared, check_mode, control_dir,
-                                                       host_key_checking=bool(C.HOST_KEY_CHECKING)))
-        # every targeted bot is in the result and the summary, the ones refused here too
-        out, failure = fleet.run_fleet(params, check_mode, refused=broken, elsewhere=elsewhere)
+        if hosts is None:
+            out, failure = fleet.run_fleet(params, check_mode)
+        else:
+            reader = HostReader(self, plain(hosts), task_vars, spec["bots"]["options"], params["profiles"])
+            away_names = []  # known once every host is read
+
+            def drive_away():
+                reader.ready.wait()
+                if not reader.over_ssh:
+                    return {}
+                away_names.extend(e["bot"]["name"] for group in reader.over_ssh.values() for e in group)
+                payload = fleet_ssh.module_utils_payload(os.path.dirname(fleet.__file__))
+                shared = {k: v for k, v in params.items() if k != "bots"}
+                return fleet_ssh.drive_hosts(reader.over_ssh, payload, shared, check_mode)
+
+            # every targeted bot is in the result and the summary, the ones refused here too
+            out, failure = fleet.run_fleet(params, check_mode, refused=reader.refused,
+                                           elsewhere=(away_names, drive_away), arriving=reader.entries())
+            result["remote_hosts"] = reader.remote
         result.update(out)
         if failure:
             result.update(failed=True, msg=failure)

@@ -9,6 +9,7 @@ docs/operations/kill-switch.md.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -162,7 +163,7 @@ def own_secrets(entry):
     return sorted(found, key=len, reverse=True)
 
 
-def run_fleet(p, check_mode, refused=None, elsewhere=None, return_audit=False):
+def run_fleet(p, check_mode, refused=None, elsewhere=None, return_audit=False, arriving=None):
     """The whole operation on validated parameters: (result, failure message or None).
 
     Shared by the module's main() and its controller-side action plugin (plugins/action/), which runs
@@ -172,10 +173,15 @@ def run_fleet(p, check_mode, refused=None, elsewhere=None, return_audit=False):
     `elsewhere`: (bot names, a function returning {bot name: result}) for bots driven on their own
     hosts at the same time (plugins/plugin_utils/fleet_ssh.py); their results are counted with these
     bots', and their audit records go to this call's audit log. `return_audit`: keep each bot's
-    audit record in its result (the host side of that)."""
+    audit record in its result (the host side of that).
+
+    `arriving`: more entries, from an iterator that makes them as it goes (the action plugin reads
+    each host's variables in turn): each bot is driven as soon as its entry comes, the first ones
+    while the last are still being read. The names it covers are unique (inventory host names), and
+    it may fill `refused` and elsewhere's names as it goes: both are read once it is exhausted."""
     started = time.monotonic()
     verb = "engage" if p["state"] == "engaged" else "release"
-    refused = dict(refused or {})
+    refused = refused if refused is not None else {}
     result = dict(changed=False, bots={}, actions=[], summary={})
     away_names, away = elsewhere or ((), None)
     names = [e["bot"]["name"] for e in p["bots"]] + list(away_names) + sorted(refused)
@@ -190,33 +196,39 @@ def run_fleet(p, check_mode, refused=None, elsewhere=None, return_audit=False):
         return result, f"Failed to {verb} the fleet kill switch: max_requests_per_host must be 1 or more"
     if p["fail_fast"] <= 0:
         return result, f"Failed to {verb} the fleet kill switch: fail_fast must be more than 0 seconds"
-    for e in p["bots"]:
-        if not e.get("profile"):
-            # a bot without a profile fails alone (one_bot says so): the others are still driven
-            e["profile"] = p["profiles"].get(e["bot"].get("family"))
+    driven = []  # the entries in the order they were handed to the workers
+
+    def entries():
+        for e in itertools.chain(p["bots"], arriving or ()):
+            if not e.get("profile"):
+                # a bot without a profile fails alone (one_bot says so): the others are still driven
+                e["profile"] = p["profiles"].get(e["bot"].get("family"))
+            driven.append(e)
+            yield e
 
     # fail fast only on the way down: a bot that does not answer is escalated, but a slow one being
     # released is given its full timeouts
     run = FleetRun(fail_fast=p["fail_fast"] if p["state"] == "engaged" else None,
                    per_host=p["max_requests_per_host"])
     index = AuditIndex([p["audit_log"]])
-    workers = min(p["max_workers"], len(p["bots"])) or 1
+    # the pool starts a thread per bot only as bots come, up to max_workers
+    workers = (min(p["max_workers"], len(p["bots"])) or 1) if arriving is None else p["max_workers"]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kill-switch-hosts") as hosts:
-        driven = hosts.submit(away) if away is not None else None
+        there = hosts.submit(away) if away is not None else None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kill-switch") as pool:
-            outcomes = list(pool.map(lambda e: one_bot(e, p, check_mode, run, index), p["bots"]))
-        driven = driven.result() if driven is not None else {}
+            outcomes = list(pool.map(lambda e: one_bot(e, p, check_mode, run, index), entries()))
+        there = there.result() if there is not None else {}
     # AnsibleModule would scrub every secret of the call out of every string of the result: one
     # bot's short or common token ("1", "bot") then garbles every other bot's row, and the cost
     # is quadratic for a large fleet. A bot's result holds only what was said to and by that bot,
     # so each is scrubbed of its own secrets, each distinct string once.
     scrubbed = []
-    for (name, res), e in zip(outcomes, p["bots"]):
+    for (name, res), e in zip(outcomes, driven):
         secrets = own_secrets(e)
         scrubbed.append((name, scrub(res, secrets) if secrets else res))
     outcomes = scrubbed
     for name in away_names:
-        res = driven.get(name) or bot_failed(name, p, "its host gave no result for it")
+        res = there.get(name) or bot_failed(name, p, "its host gave no result for it")
         if res.get("audit") and not check_mode and p.get("audit_log"):
             try:
                 append_audit(p["audit_log"], res["audit"])
@@ -256,7 +268,8 @@ def run_fleet(p, check_mode, refused=None, elsewhere=None, return_audit=False):
         result["diff"] = {"before": "".join(before), "after": "".join(after)}
     # the invocation names the bots rather than echo every bot's arguments and profile back
     args = {k: v for k, v in p.items() if k not in ("bots", "profiles")}
-    result["invocation"] = {"module_args": dict(args, bots=names, profiles=sorted(p["profiles"]))}
+    result["invocation"] = {"module_args": dict(args, bots=[name for name, _res in outcomes],
+                                                profiles=sorted(p["profiles"]))}
     if failed:
         details = "; ".join(f"{n}: {result['bots'][n]['msg']}" for n in failed)
         return result, (f"Failed to {verb} kill switch level '{p['level']}' on {len(failed)} of "

@@ -17,124 +17,194 @@ code the module runs, for those bots as local ones. Every rung, the API's and th
 host, as the per-host task would; the operator's record is written there before the ladder, under its
 lock. The answer is the same per-bot results, which the plugin merges with the local bots'.
 
-The session is OpenSSH's, with the host's inventory settings (ansible_host, ansible_port,
-ansible_user, ansible_ssh_private_key_file, ansible_ssh_common_args, ansible_ssh_extra_args), in
-batch mode (no prompt), with Ansible's host key checking, and a shared connection per host
-(ControlMaster, kept 60 s) so the next command reuses it. A host that needs become, or another
-connection plugin, is left to the per-host task.
+The session is OpenSSH's, built as the ssh connection plugin builds its own, from that plugin's
+options for the host (inventory variables, ansible.cfg, environment: the address, port, user, key,
+``ssh_args``, ``ssh_common_args``, ``ssh_extra_args``, timeout, host key checking), in batch mode (no
+prompt). Its ControlPath is the plugin's: with ControlPersist in ``ssh_args`` (botops' ansible.cfg
+keeps connections 60 s), a session rides on a connection Ansible's tasks opened to that host, and
+leaves its own for the next command. A host that needs become, a password, a key given as content,
+or another connection plugin, is left to the per-host task.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
+import importlib.util
 import json
+import marshal
 import os
+import re
 import shlex
 import subprocess
 import time
-import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+
+from ansible import constants as C
 
 from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_kill_switch as fleet
 
 SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh", "smart")
-PAYLOAD_PACKAGE = "ansible_collections/botops/fleet/plugins/module_utils/"
-CONNECT_TIMEOUT = 10
+PACKAGE = "ansible_collections.botops.fleet.plugins.module_utils"
 EXIT_SSH = 255  # ssh's own failure: the host could not be reached or refused the key
+# the ssh connection plugin's options a session follows, as that plugin resolves them for the host
+# (inventory variables, ansible.cfg, environment)
+SSH_OPTIONS = ("host", "port", "remote_user", "private_key_file", "ssh_executable", "ssh_args", "ssh_common_args",
+               "ssh_extra_args", "control_path", "control_path_dir", "host_key_checking", "timeout")
+# what only the per-host task can do: a password (sshpass) or a key given as content (ssh-agent)
+NEEDS_PER_HOST_TASK = ("password", "private_key")
+IMPORT_LINE = re.compile(r"\s*(from|import)\s.*module_utils")
+MODULE_NAME = re.compile(r"\b(botops_\w+)")
 
-# What the host's Python runs: the module_utils zip from stdin, imported from memory, then
-# run_fleet on the host's bots. Standard library only; Python 3.8 and newer.
+# What the host's Python runs. From its standard input: the collection's module_utils (their sources,
+# and the controller's compiled code, used when the host's Python has the same bytecode: compiling
+# them is most of a session's cost on the host), imported from memory (nothing is written on the
+# host); then the parameters of the host's bots, for run_fleet. Standard library only; Python 3.8+.
 BOOTSTRAP = r"""
-import importlib.abc, importlib.util, io, json, sys, zipfile
+import importlib.util, json, marshal, sys, zlib
 data = sys.stdin.buffer.read()
-size = int(data[:16])
-archive = zipfile.ZipFile(io.BytesIO(data[16:16 + size]))
-params = json.loads(data[16 + size:])
-names = set(archive.namelist())
-class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if not name.startswith("ansible_collections"):
+parts, at = [], 0
+for _ in range(2):
+    size = int(data[at:at + 16])
+    parts.append(zlib.decompress(data[at + 16:at + 16 + size]))
+    at += 16 + size
+sources = json.loads(parts[0])
+codes = marshal.loads(parts[1][4:]) if parts[1][:4] == importlib.util.MAGIC_NUMBER else {}
+params = json.loads(data[at:])
+class Finder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name not in sources:
             return None
-        base = name.replace(".", "/")
-        if base + ".py" in names:
-            return importlib.util.spec_from_loader(name, self, origin="<botops>/" + base + ".py")
-        if any(n.startswith(base + "/") for n in names):
-            return importlib.util.spec_from_loader(name, self, origin="<botops>/" + base, is_package=True)
+        return importlib.util.spec_from_loader(name, cls, origin="<botops>/" + name, is_package=not sources[name])
+    @staticmethod
+    def create_module(spec):
         return None
-    def create_module(self, spec):
-        return None
-    def exec_module(self, module):
-        base = module.__name__.replace(".", "/")
-        if base + ".py" in names:
-            exec(compile(archive.read(base + ".py"), "<botops>/" + base + ".py", "exec"), module.__dict__)
-        else:
+    @staticmethod
+    def exec_module(module):
+        name = module.__name__
+        if not sources[name]:
             module.__path__ = []
-sys.meta_path.insert(0, Finder())
+            return
+        exec(codes.get(name) or compile(sources[name], "<botops>/" + name.replace(".", "/") + ".py", "exec"),
+             module.__dict__)
+sys.meta_path.insert(0, Finder)
 from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_kill_switch as fleet
 result, failure = fleet.run_fleet(params["params"], params["check_mode"], return_audit=True)
 sys.stdout.write(json.dumps({"result": result, "failure": failure}))
 """
 
 
+def needed_modules(module_utils_dir, first="botops_fleet_kill_switch"):
+    """The module_utils the kill switch imports, first and all those it imports in turn (every import
+    line that names one, at any depth of the code): the only ones a host is sent."""
+    found, todo = set(), [first]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        with open(os.path.join(module_utils_dir, name + ".py"), encoding="utf-8") as source:
+            for line in source:
+                if IMPORT_LINE.match(line):
+                    todo += [n for n in MODULE_NAME.findall(line)
+                             if os.path.exists(os.path.join(module_utils_dir, n + ".py"))]
+    return sorted(found)
+
+
 def module_utils_payload(module_utils_dir):
-    """The collection's module_utils as a zip (deterministic: sorted, fixed dates), once per run."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(os.listdir(module_utils_dir)):
-            if name.endswith(".py"):
-                with open(os.path.join(module_utils_dir, name), "rb") as source:
-                    info = zipfile.ZipInfo(PAYLOAD_PACKAGE + name, date_time=(1980, 1, 1, 0, 0, 0))
-                    archive.writestr(info, source.read(), zipfile.ZIP_DEFLATED)
-    return buffer.getvalue()
+    """What the bootstrap reads first, built once per run: the kill switch's module_utils as sources
+    (the packages above them empty) and as code compiled by this Python, each part zlib-compressed
+    and preceded by its size."""
+    sources = {}
+    parts = PACKAGE.split(".")
+    for i in range(1, len(parts) + 1):
+        sources[".".join(parts[:i])] = ""
+    for name in needed_modules(module_utils_dir):
+        with open(os.path.join(module_utils_dir, name + ".py"), encoding="utf-8") as source:
+            sources[f"{PACKAGE}.{name}"] = source.read()
+    codes = {name: compile(text, "<botops>/" + name.replace(".", "/") + ".py", "exec")
+             for name, text in sources.items() if text}
+    blobs = [zlib.compress(json.dumps(sources, sort_keys=True).encode(), 6),
+             zlib.compress(importlib.util.MAGIC_NUMBER + marshal.dumps(codes), 6)]
+    return b"".join(b"%016d" % len(blob) + blob for blob in blobs)
 
 
-def reachable_by_ssh(host_vars):
+def reachable_by_ssh(host_vars, options=None):
     """Whether this host's bots go through one SSH session here: an SSH connection without become,
-    unless the inventory keeps them to the per-host task (bot_kill_switch_sessions: per_host_task)."""
+    a password or a key given as content, unless the inventory keeps them to the per-host task
+    (bot_kill_switch_sessions: per_host_task). `options`: the ssh plugin's, when resolved."""
     if str(host_vars.get("bot_kill_switch_sessions") or "ssh") == "per_host_task":
         return False
     connection = str(host_vars.get("ansible_connection") or "ssh")
     become = host_vars.get("ansible_become")
+    if any((options or {}).get(name) for name in NEEDS_PER_HOST_TASK):
+        return False
     return connection in SSH_CONNECTIONS and not (become is True or str(become).lower() in ("true", "yes", "1"))
 
 
-def destination(host_vars, name):
-    """(the session's key: who is reached where, the ssh command for it, the host's Python)."""
-    address = str(host_vars.get("ansible_host") or name)
-    port = host_vars.get("ansible_port") or host_vars.get("ansible_ssh_port")
-    user = host_vars.get("ansible_user") or host_vars.get("ansible_ssh_user")
-    key_file = host_vars.get("ansible_ssh_private_key_file") or host_vars.get("ansible_private_key_file")
-    extra = " ".join(str(host_vars.get(v) or "") for v in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
+def connection_options(connection, host_vars):
+    """The ssh connection plugin's options for a host, as Ansible resolves them for its own tasks:
+    `connection` is a loaded ssh plugin (reused from host to host), given the host's variables."""
+    names = C.config.get_plugin_vars("connection", connection._load_name)
+    connection.set_options(var_options={name: host_vars[name] for name in names if name in host_vars})
+    return {name: connection.get_option(name) for name in SSH_OPTIONS + NEEDS_PER_HOST_TASK}
+
+
+def destination(options, host_vars):
+    """The session's key (hashable): the ssh options that decide who is reached where and how, and the
+    host's Python."""
     python = str(host_vars.get("ansible_python_interpreter") or "/usr/bin/python3")
     if python.startswith("auto"):
         python = "/usr/bin/python3"
-    key = (address, str(port or ""), str(user or ""), str(key_file or ""), extra.strip(), python)
-    return key
+    return tuple((name, options.get(name)) for name in SSH_OPTIONS) + (("python", python),)
 
 
-def ssh_command(key, control_dir, host_key_checking=True):
-    address, port, user, key_file, extra, python = key
-    command = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-               "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
-               "-o", f"ControlPath={os.path.join(control_dir, 'botops-%C')}"]
-    if not host_key_checking:
+def control_path(options):
+    """Where ssh keeps the host's shared connection, as the ssh connection plugin names it: a session
+    and Ansible's own tasks on that host share one connection while ControlPersist keeps it."""
+    directory = os.path.abspath(os.path.expanduser(options["control_path_dir"]))
+    name = options.get("control_path")
+    if not name:
+        name = "%(directory)s/" + hashlib.sha1(
+            f"{options['host']}-{options['port']}-{options['remote_user']}".encode()).hexdigest()[:10]
+    return directory, name % {"directory": directory}
+
+
+def ssh_command(key):
+    """The ssh command for one host, built as the ssh connection plugin builds its own (ssh_args first,
+    then the host's port, key, user and timeout, then ssh_common_args and ssh_extra_args; the first
+    value ssh reads of an option is the one it keeps), in batch mode: it never prompts."""
+    o = dict(key)
+    command = [o["ssh_executable"] or "ssh"]
+    command += shlex.split(o["ssh_args"] or "")
+    command += ["-o", "BatchMode=yes"]
+    if o["host_key_checking"] is False:
         command += ["-o", "StrictHostKeyChecking=no"]
-    if port:
-        command += ["-p", port]
-    if user:
-        command += ["-l", user]
-    if key_file:
-        command += ["-i", os.path.expanduser(key_file), "-o", "IdentitiesOnly=yes"]
-    command += shlex.split(extra)
-    remote = f"{shlex.quote(python)} -E -c {shlex.quote(BOOTSTRAP)}"
-    return command + ["--", address, remote]
+    if o["port"] is not None:
+        command += ["-o", f"Port={o['port']}"]
+    if o["private_key_file"]:
+        command += ["-o", f'IdentityFile="{os.path.expanduser(o["private_key_file"])}"']
+    command += ["-o", "KbdInteractiveAuthentication=no", "-o", "PasswordAuthentication=no"]
+    if o["remote_user"]:
+        command += ["-o", f'User="{o["remote_user"]}"']
+    command += ["-o", f"ConnectTimeout={o['timeout']}"]
+    for extra in (o["ssh_common_args"], o["ssh_extra_args"]):
+        command += shlex.split(extra or "")
+    said = " ".join(command).lower()
+    if "controlpersist" in said and "controlpath" not in said:
+        directory, path = control_path(o)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        command += ["-o", f'ControlPath="{path}"']
+    remote = f"{shlex.quote(o['python'])} -E -c {shlex.quote(BOOTSTRAP)}"
+    return command + ["--", o["host"], remote]
 
 
 def drive_host(command, payload, params, check_mode, timeout):
     """One host's bots through one SSH session: (the host's run_fleet result, its failure) or raises
     RuntimeError saying why the host could not be driven."""
     body = json.dumps({"params": params, "check_mode": check_mode}).encode()
-    stdin = b"%016d" % len(payload) + payload + body
+    stdin = payload + body
     started = time.monotonic()
     try:
         proc = subprocess.run(command, input=stdin, capture_output=True, timeout=timeout, check=False)
@@ -156,18 +226,16 @@ def drive_host(command, payload, params, check_mode, timeout):
     return answer["result"], answer["failure"]
 
 
-def drive_hosts(groups, payload, params, check_mode, control_dir, host_key_checking=True, timeout=900,
-                max_sessions=256):
-    """Every host's bots at once. `groups`: {session key: [entries]}. Returns {bot name: result}, each
-    bot's result as run_fleet gives it, the audit record kept ("audit") for the controller's log."""
-    os.makedirs(control_dir, mode=0o700, exist_ok=True)
+def drive_hosts(groups, payload, params, check_mode, timeout=900, max_sessions=256):
+    """Every host's bots at once. `groups`: {session key (destination()): [entries]}. Returns {bot name:
+    result}, each bot's result as run_fleet gives it, the audit record kept ("audit") for the
+    controller's log."""
 
     def one(item):
         key, entries = item
         host_params = dict(params, bots=entries, audit_log="")
         try:
-            result, _failure = drive_host(ssh_command(key, control_dir, host_key_checking), payload, host_params,
-                                          check_mode, timeout)
+            result, _failure = drive_host(ssh_command(key), payload, host_params, check_mode, timeout)
             return result["bots"]
         except RuntimeError as exc:
             # what ssh or the host's Python said may quote a value it was given: never a bot's secret
@@ -175,7 +243,7 @@ def drive_hosts(groups, payload, params, check_mode, control_dir, host_key_check
             for entry in entries:
                 for secret in fleet.own_secrets(entry):
                     why = why.replace(secret, "********")
-            return {e["bot"]["name"]: dict(fleet.bot_failed(e["bot"]["name"], params, f"its host {key[0]} {why}"),
+            return {e["bot"]["name"]: dict(fleet.bot_failed(e["bot"]["name"], params, f"its host {dict(key)['host']} {why}"),
                                            unreachable=True)
                     for e in entries}
 

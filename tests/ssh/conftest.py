@@ -433,13 +433,13 @@ def _bring_up(workdir: Path, hosts: list[SshHost], python: Path, started: float)
                     setup_seconds=round(time.monotonic() - started, 1))
 
 
-def _close_control_masters(workdir: Path) -> None:
+def close_control_masters(workdir: Path) -> None:
     for sock in (workdir / "cp").glob("*") if (workdir / "cp").is_dir() else []:
         run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "botops-ssh-tier"], timeout=10)
 
 
 def _tear_down(workdir: Path, hosts: list[SshHost], python: Path) -> None:
-    _close_control_masters(workdir)
+    close_control_masters(workdir)
     for host in hosts:
         stop_sshd(host)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SshFleet, SshHost
+from .conftest import REPO, SshFleet, SshHost, close_control_masters
 
 # The tier runs longer than the default suite's budget (a deploy over SSH in two batches is most of
 # it): run it with `python -m pytest -m ssh` (or with the other slow tiers, `-m slow`).
@@ -116,11 +116,18 @@ def logins(ssh_fleet: SshFleet, host: SshHost) -> int:
 
 
 def test_kill_switch_halts_and_releases_over_ssh(ssh_fleet):
+    close_control_masters(ssh_fleet.dir)  # no connection open: the halt logs in itself
     before = {name: logins(ssh_fleet, host) for name, host in ssh_fleet.hosts.items()}
     proc = invoke(ssh_fleet, "kill-switch", "--level=halt", "--reason=exchange incident (ssh tier)")
     assert proc.returncode == 0, output(proc)
     # every host's bots went through one SSH session to their host (plugins/plugin_utils/fleet_ssh.py),
     # not through Ansible's per-host task, which would log in again for each of its steps
+    assert {name: logins(ssh_fleet, host) - before[name] for name, host in ssh_fleet.hosts.items()} == \
+        {name: 1 for name in ssh_fleet.hosts}, output(proc)
+    # the session left its connection open (ControlPersist, at Ansible's control path): a status
+    # right after reuses it and logs in nowhere
+    proc = invoke(ssh_fleet, "status")
+    assert proc.returncode != 2, output(proc)
     assert {name: logins(ssh_fleet, host) - before[name] for name, host in ssh_fleet.hosts.items()} == \
         {name: 1 for name in ssh_fleet.hosts}, output(proc)
     for host in ssh_fleet.hosts.values():

@@ -2,17 +2,25 @@
 
 The SSH tier (tests/ssh, `-m ssh`) drives real bots behind real sshd this way; here, the parts alone:
 the bootstrap the host's Python runs (fed to a local Python, as sshd would hand it on), the ssh
-command made from a host's inventory settings, and a host ssh cannot reach.
+command made from the ssh connection plugin's options for a host, and a host ssh cannot reach.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import marshal
 import os
 import stat
+import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.playbook.play_context import PlayContext
+from ansible.plugins.connection.ssh import Connection as SshConnection
+from ansible.plugins.loader import connection_loader
 
 from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_kill_switch as fleet
 from ansible_collections.botops.fleet.plugins.plugin_utils import fleet_ssh
@@ -31,43 +39,91 @@ def entry(name, root="/srv/bots/x"):
     return {"local": True, "bot": {"name": name, "family": "nosuchfamily", "root": root}, "secrets": {}}
 
 
-def test_the_bootstrap_runs_run_fleet_from_the_zip_it_is_given():
+def ssh_key(host_vars, tmp_path):
+    """The session key for a host, from the ssh connection plugin's options as the action plugin reads them."""
+    connection = connection_loader.get("ssh", PlayContext(), None)
+    host_vars = dict({"ansible_control_path_dir": str(tmp_path / "cp")}, **host_vars)
+    return fleet_ssh.destination(fleet_ssh.connection_options(connection, host_vars), host_vars)
+
+
+def run_bootstrap(payload, p):
+    return fleet_ssh.drive_host([sys.executable, "-E", "-I", "-c", fleet_ssh.BOOTSTRAP], payload,
+                                dict(p, audit_log=""), False, timeout=60)
+
+
+def test_the_bootstrap_runs_run_fleet_from_the_payload_it_is_given():
     p = params([entry("bot01"), entry("bot02", root="relative/root")])
-    payload = fleet_ssh.module_utils_payload(MODULE_UTILS)
-    result, failure = fleet_ssh.drive_host([sys.executable, "-E", "-I", "-c", fleet_ssh.BOOTSTRAP], payload,
-                                           dict(p, audit_log=""), False, timeout=60)
+    result, failure = run_bootstrap(fleet_ssh.module_utils_payload(MODULE_UTILS), p)
     assert set(result["bots"]) == {"bot01", "bot02"}
     for name in ("bot01", "bot02"):  # each judged on the host, by run_fleet, as the module would
         assert f"on bot '{name}': it has no profile (bot_family 'nosuchfamily')" in result["bots"][name]["msg"]
     assert result["summary"]["failed"] == 2 and failure
 
 
-def test_the_payload_holds_only_module_utils_and_is_the_same_each_time():
+def payload_parts(payload):
+    parts, at = [], 0
+    for _ in range(2):
+        size = int(payload[at:at + 16])
+        parts.append(zlib.decompress(payload[at + 16:at + 16 + size]))
+        at += 16 + size
+    assert at == len(payload)
+    return json.loads(parts[0]), parts[1]
+
+
+def test_a_host_python_of_another_bytecode_compiles_the_sources():
+    """The compiled code is used only by a Python of the controller's bytecode: another one (another
+    version on the host) compiles the sources, and runs the same."""
+    sources, compiled = payload_parts(fleet_ssh.module_utils_payload(MODULE_UTILS))
+    assert compiled[:4] == importlib.util.MAGIC_NUMBER
+    other = b"".join(b"%016d" % len(blob) + blob for blob in (
+        zlib.compress(json.dumps(sources).encode()), zlib.compress(b"\0\0\r\n" + b"not marshal data")))
+    result, failure = run_bootstrap(other, params([entry("bot01")]))
+    assert "it has no profile (bot_family 'nosuchfamily')" in result["bots"]["bot01"]["msg"] and failure
+
+
+def test_the_payload_holds_what_the_kill_switch_imports_and_is_the_same_each_time():
     first = fleet_ssh.module_utils_payload(MODULE_UTILS)
     assert first == fleet_ssh.module_utils_payload(MODULE_UTILS)
-    import io
-    import zipfile
+    sources, compiled = payload_parts(first)
+    package = "ansible_collections.botops.fleet.plugins.module_utils"
+    modules = {n.rsplit(".", 1)[1] for n, text in sources.items() if text}
+    assert all(n.startswith(package + ".") for n, text in sources.items() if text)
+    # every module_utils a fresh Python imports for the kill switch, and none of the others
+    probe = subprocess.run([sys.executable, "-c", "import sys; import " + package + ".botops_fleet_kill_switch; "
+                            "print(' '.join(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('"
+                            + package + ".')))"], capture_output=True, text=True, check=True)
+    assert modules == set(probe.stdout.split())
+    assert "botops_backup" not in modules and set(marshal.loads(compiled[4:])) == {
+        n for n, text in sources.items() if text}
 
-    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
-    assert names and all(n.startswith(fleet_ssh.PAYLOAD_PACKAGE) and n.endswith(".py") for n in names)
-    assert fleet_ssh.PAYLOAD_PACKAGE + "botops_fleet_kill_switch.py" in names
 
-
-def test_the_ssh_command_follows_the_inventory_and_carries_no_secret(tmp_path):
+def test_the_ssh_command_is_the_ssh_plugins_for_the_host_and_carries_no_secret(tmp_path):
     host_vars = {"ansible_host": "10.0.1.11", "ansible_port": 2222, "ansible_user": "bot",
                  "ansible_ssh_private_key_file": "~/.ssh/fleet", "ansible_python_interpreter": "/opt/bot/bin/python",
                  "ansible_ssh_common_args": "-o UserKnownHostsFile=/etc/botops/known_hosts -o StrictHostKeyChecking=yes",
                  "bot_api_token": "s3cret-token"}
-    command = fleet_ssh.ssh_command(fleet_ssh.destination(host_vars, "hl-eu-1"), str(tmp_path))
-    assert command[0] == "ssh" and "BatchMode=yes" in command and "ControlMaster=auto" in command
-    assert command[command.index("-p") + 1] == "2222" and command[command.index("-l") + 1] == "bot"
-    assert command[command.index("-i") + 1] == os.path.expanduser("~/.ssh/fleet")
+    command = fleet_ssh.ssh_command(ssh_key(host_vars, tmp_path))
+    assert command[0] == "ssh" and "BatchMode=yes" in command
+    assert "Port=2222" in command and 'User="bot"' in command and "ConnectTimeout=10" in command
+    assert f'IdentityFile="{os.path.expanduser("~/.ssh/fleet")}"' in command
     assert "UserKnownHostsFile=/etc/botops/known_hosts" in command
     assert command[-2] == "10.0.1.11" and command[-1].startswith("/opt/bot/bin/python -E -c ")
     assert "StrictHostKeyChecking=no" not in command
     assert not any("s3cret" in part for part in command)
-    assert "StrictHostKeyChecking=no" in fleet_ssh.ssh_command(fleet_ssh.destination({}, "h"), str(tmp_path),
-                                                               host_key_checking=False)
+    # ansible.cfg's ssh_args, and the control path Ansible's own tasks on this host use: one shared connection
+    assert "ControlPersist=60s" in command
+    ansible_path = SshConnection._create_control_path("10.0.1.11", 2222, "bot") % {"directory": str(tmp_path / "cp")}
+    assert f'ControlPath="{ansible_path}"' in command
+    relaxed = fleet_ssh.ssh_command(ssh_key({"ansible_host_key_checking": False}, tmp_path))
+    assert "StrictHostKeyChecking=no" in relaxed
+
+
+def test_a_password_or_a_key_as_content_is_left_to_the_per_host_task(tmp_path):
+    connection = connection_loader.get("ssh", PlayContext(), None)
+    for host_vars in ({"ansible_password": "pw"}, {"ansible_private_key": "-----BEGIN KEY-----"}):
+        options = fleet_ssh.connection_options(connection, host_vars)
+        assert fleet_ssh.reachable_by_ssh(host_vars) and not fleet_ssh.reachable_by_ssh(host_vars, options)
+    assert fleet_ssh.reachable_by_ssh({}, fleet_ssh.connection_options(connection, {}))
 
 
 def test_become_and_other_connections_are_left_to_the_per_host_task():
@@ -85,10 +141,9 @@ def test_a_host_ssh_cannot_reach_fails_each_of_its_bots_and_no_other(tmp_path, m
                     "echo 'ssh: connect to host 10.9.9.9 port 22: No route to host (token s3cret-token)' >&2\nexit 255\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    key = fleet_ssh.destination({"ansible_host": "10.9.9.9"}, "far")
+    key = ssh_key({"ansible_host": "10.9.9.9"}, tmp_path)
     p = params([dict(entry("far1"), secrets={"api_token": "s3cret-token"}), entry("far2")])
-    found = fleet_ssh.drive_hosts({key: p["bots"]}, b"", {k: v for k, v in p.items() if k != "bots"}, False,
-                                  str(tmp_path / "cp"))
+    found = fleet_ssh.drive_hosts({key: p["bots"]}, b"", {k: v for k, v in p.items() if k != "bots"}, False)
     assert set(found) == {"far1", "far2"}
     for result in found.values():
         assert result["failed"] and result["unreachable"]
