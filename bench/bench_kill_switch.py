@@ -57,6 +57,7 @@ PROCESSES = 20  # bot processes per fleet: size/20 bots each
 TRADE_INTERVAL = 1.0
 TARGETS = {
     "halt_1000_s": 3.0,  # botops kill-switch --level=halt, 1000 bots, halted and verified, end to end
+    "first_halt_1000_s": 1.0,  # from `botops kill-switch` to the first bot halted (verified), 1000 bots
     "speedup_200": 50.0,  # baseline / botops, 200 bots
     "memory_1000_mb": 500.0,  # controller, 1000-bot run
 }
@@ -179,7 +180,21 @@ class Bench:
         run["rows"] = summary.get("bots") or {}
         with contextlib.suppress(OSError, ValueError):
             run["timeline"] = json.loads(timeline.read_text())
+        run["first_s"], run["last_s"] = self.done_at(run["started_at"], "released" if release else "engaged")
         return run
+
+    def done_at(self, started, outcome):
+        """Seconds from the run's start to the first and the last bot the controller's audit log records
+        in `outcome` (each record is written when the bot's rung is verified): (None, None) if none."""
+        stamps = []
+        with contextlib.suppress(OSError):
+            for line in self.audit_log.read_text().splitlines():
+                rec = json.loads(line)
+                if rec.get("outcome") == outcome:
+                    stamp = datetime.fromisoformat(rec["time"].replace("Z", "+00:00")).timestamp()
+                    if stamp >= started:
+                        stamps.append(stamp - started)
+        return (round(min(stamps), 2), round(max(stamps), 2)) if stamps else (None, None)
 
     def _summaries(self):
         return list((self.artifacts / "kill_switch").glob("*/botops-summary.json"))
@@ -406,15 +421,17 @@ def section(info, sizes, note):
         "- the idle fleet's own share of the machine's CPU (bots trading, nothing else running): "
         + "; ".join(f"{size} bots {by[size]['idle_cpu_busy']:.0%}" for size in sorted(by) if by[size].get("idle_cpu_busy") is not None),
         "",
-        "| run | bots | seconds | target | ratio | CPU s | controller memory MB (PSS / RSS) | result | load before |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| run | bots | seconds | target | ratio | first bot done s | last bot done s | CPU s | controller memory MB "
+        "(PSS / RSS) | result | load before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
 
     def row(label, size, runs, target=None, result=""):
         secs = med(runs, "seconds")
         ratio = f"{secs / target:.2f}" if target and secs is not None else ""
         lines.append(f"| {label} | {size} | {secs} (min {min(r['seconds'] for r in runs)}) | "
-                     f"{target if target else ''} | {ratio} | {med(runs, 'cpu_s')} | {med(runs, 'pss_mb')} / "
+                     f"{target if target else ''} | {ratio} | {med(runs, 'first_s')} | {med(runs, 'last_s')} | "
+                     f"{med(runs, 'cpu_s')} | {med(runs, 'pss_mb')} / "
                      f"{med(runs, 'rss_mb')} | {result} | {', '.join(str(r['load_before']) for r in runs)} |")
 
     for size in sorted(by):
@@ -442,6 +459,11 @@ def section(info, sizes, note):
         mem = max(r["pss_mb"] for r in s["halt"] + s["release"])
         lines.append(f"| halt 1000 bots, end to end | {secs} | | {secs / TARGETS['halt_1000_s']:.2f} of target | "
                      f"<= {TARGETS['halt_1000_s']:g} s | {'yes' if secs <= TARGETS['halt_1000_s'] else 'no'} |")
+        first = med(s["halt"], "first_s")
+        if first is not None:
+            lines.append(f"| halt 1000 bots, `botops` start to the first bot halted | {first} | | "
+                         f"{first / TARGETS['first_halt_1000_s']:.2f} of target | <= {TARGETS['first_halt_1000_s']:g} s | "
+                         f"{'yes' if first <= TARGETS['first_halt_1000_s'] else 'no'} |")
         lines.append(f"| controller memory, 1000-bot runs (peak PSS) | {mem} MB | | "
                      f"{mem / TARGETS['memory_1000_mb']:.2f} of target | <= {TARGETS['memory_1000_mb']:g} MB | "
                      f"{'yes' if mem <= TARGETS['memory_1000_mb'] else 'no'} |")

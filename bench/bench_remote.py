@@ -75,6 +75,10 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 SECTION = "remote"
 PER_HOST_TASK = "Drive the kill switch on the host of every remote bot"
 DEPLOY_FROM, DEPLOY_TO = "1.0.0", "1.1.0"
+TARGETS = {
+    "halt_200_s": 5.0,  # 200 remote bots halted and verified, end to end
+    "speedup": 10.0,  # today's per-host path / the sessions path, same run
+}
 
 
 # ---------------------------------------------------------------------------------- the bots' own state
@@ -273,10 +277,12 @@ class Runs:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         return env
 
-    def timed(self, label, cmd, watch=None, downtime=None, grace=5.0, env=None):
-        """One run from a cold start (no SSH connection open): wall, CPU by cgroup, peak memory, watch."""
+    def timed(self, label, cmd, watch=None, downtime=None, grace=5.0, env=None, cold=True):
+        """One run, from a cold start (no SSH connection open) unless `cold` is false (the connections the
+        last run left open, ControlPersist, are kept): wall, CPU by cgroup, peak memory, watch."""
         self.n += 1
-        self.fleet.close_connections()
+        if cold:
+            self.fleet.close_connections()
         timeline = self.work / f"timeline-{self.n}.json"
         env = env or self.env(timeline)
         env["BENCH_TIMELINE"] = str(timeline)
@@ -386,7 +392,7 @@ def sessions(fleet, value):
         path.write_text(f"bot_kill_switch_sessions: {value}\n")
 
 
-def bench_kill_switch(hosts, rounds, with_baseline, poll, work, per_host=True):
+def bench_kill_switch(hosts, rounds, with_baseline, poll, work, per_host=True, per_host_rounds=None):
     fleet = RemoteFleet()
     out = {"hosts": hosts, "halt": [], "release": []}
     try:
@@ -397,21 +403,25 @@ def bench_kill_switch(hosts, rounds, with_baseline, poll, work, per_host=True):
         runs = Runs(fleet, work / f"ks-{hosts}")
         runs.work.mkdir(parents=True, exist_ok=True)
         inventory = f"--inventory={fleet.inventory}"
-        paths = [("sessions", "halt", "release")] + ([("per-host", "halt_per_host", "release_per_host")]
-                                                     if per_host else [])
-        for path, halt_key, release_key in paths:
+        # (path, its keys, from a cold start): "warm" keeps the connections the previous run left open
+        paths = [("sessions", "halt", "release", True), ("sessions, warm", "halt_warm", "release_warm", False)]
+        paths += [("per-host", "halt_per_host", "release_per_host", True)] if per_host else []
+        for path, halt_key, release_key, cold in paths:
             out.setdefault(halt_key, [])
             out.setdefault(release_key, [])
             sessions(fleet, "per_host_task" if path == "per-host" else None)
-            for i in range(rounds):
+            if not cold:  # every host's connection opened by a run before (a release of released bots)
+                runs.timed(f"[{hosts} hosts, {path}] open the connections", [
+                    str(BOTOPS), "kill-switch", "--level=halt", "--release", inventory])
+            for i in range(rounds if path != "per-host" or per_host_rounds is None else per_host_rounds):
                 pids = pack_pids(fleet)
                 halt = runs.timed(f"[{hosts} hosts, {path}] halt {i + 1}", [
                     str(BOTOPS), "kill-switch", "--level=halt", "--reason=bench: remote kill switch drill", inventory],
-                    watch=Watch(bots, lambda b: halted(b, pids), poll))
+                    watch=Watch(bots, lambda b: halted(b, pids), poll), cold=cold)
                 halt["verified"] = verify(bots, lambda b: halted(b, pids), "halted")
                 release = runs.timed(f"[{hosts} hosts, {path}] release {i + 1}",
                                      [str(BOTOPS), "kill-switch", "--level=halt", "--release", inventory],
-                                     watch=Watch(bots, released, poll), grace=10.0)
+                                     watch=Watch(bots, released, poll), grace=10.0, cold=cold)
                 release["verified"] = verify(bots, released, "released (ready, halt flag down)", wait=30)
                 out[halt_key].append(halt)
                 out[release_key].append(release)
@@ -574,6 +584,9 @@ def section(info, sizes, deploy, note):
     for s in sorted(sizes, key=lambda s: s["hosts"]):
         for path, kind, runs in (("one SSH session per host", "halt", s["halt"]),
                                  ("one SSH session per host", "release", s["release"]),
+                                 ("one SSH session per host, connections open (warm)", "halt", s.get("halt_warm") or []),
+                                 ("one SSH session per host, connections open (warm)", "release",
+                                  s.get("release_warm") or []),
                                  ("per-host task (bot_kill_switch_sessions: per_host_task)", "halt",
                                   s.get("halt_per_host") or []),
                                  ("per-host task (bot_kill_switch_sessions: per_host_task)", "release",
@@ -585,6 +598,20 @@ def section(info, sizes, deploy, note):
             b = s["baseline"]
             lines.append(run_row("plain Ansible: uri per bot from its host (bench/baseline_uri_kill_switch.yml)",
                                  s["hosts"], s["bots"], b, f"{b['verified']}/{s['bots']} halted"))
+    lines += ["", "| halt, medians | bots | one SSH session per host, cold s | the same, warm s | per-host task s | "
+              "per-host / sessions (cold) | target | meets |", "|---|---:|---:|---:|---:|---:|---|---|"]
+    for s in sorted(sizes, key=lambda s: s["hosts"]):
+        cold, warm = med([r["seconds"] for r in s["halt"]]), med([r["seconds"] for r in s.get("halt_warm") or []])
+        per_host = med([r["seconds"] for r in s.get("halt_per_host") or []])
+        ratio = per_host / cold if per_host and cold else None
+        target = f"<= {TARGETS['halt_200_s']:g} s, >= {TARGETS['speedup']:g}x" if s["bots"] >= 200 else ""
+        def within(v):
+            return "-" if v is None else "yes" if v <= TARGETS["halt_200_s"] else "no"
+        meets = "" if not target else (
+            f"{TARGETS['halt_200_s']:g} s: cold {within(cold)}, warm {within(warm)}; {TARGETS['speedup']:g}x: "
+            + ("-" if ratio is None else "yes" if ratio >= TARGETS["speedup"] else "no"))
+        lines.append(f"| {s['hosts']} hosts | {s['bots']} | {fmt(cold)} | {fmt(warm)} | {fmt(per_host)} | "
+                     f"{'-' if ratio is None else f'{ratio:.1f}x'} | {target} | {meets} |")
     if deploy:
         lines += [
             "",
@@ -649,6 +676,8 @@ def main(argv=None):
                         help="skip the per-host task runs (bot_kill_switch_sessions: per_host_task) beside the sessions'")
     parser.add_argument("--per-host-max", type=int, default=None,
                         help="run the per-host task path only at sizes up to this many hosts (default: every size)")
+    parser.add_argument("--per-host-rounds", type=int, default=None,
+                        help="rounds of the per-host task path (default: --rounds; it takes minutes a round at 100 hosts)")
     parser.add_argument("--note", default="", help="text added under the numbers")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
@@ -669,7 +698,8 @@ def main(argv=None):
             print(f"== kill switch, {n} hosts", flush=True)
             sizes.append(bench_kill_switch(n, args.rounds, with_baseline=not args.no_baseline and n == max(hosts),
                                            poll=args.poll, work=work, per_host=not args.no_per_host and (
-                                               args.per_host_max is None or n <= args.per_host_max)))
+                                               args.per_host_max is None or n <= args.per_host_max),
+                                           per_host_rounds=args.per_host_rounds))
         if not args.no_deploy:
             print(f"== deploy and rollback, {args.deploy_hosts} hosts", flush=True)
             deploy = bench_deploy(args.deploy_hosts, args.poll, work)

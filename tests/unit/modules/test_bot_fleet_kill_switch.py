@@ -241,3 +241,30 @@ def test_a_short_token_masks_only_its_own_bot_and_never_the_names(fakes, tmp_pat
     assert sorted(res["bots"]) == ["b01", "b02"] and res["summary"]["failed_bots"] == ["b02"]
     assert res["bots"]["b01"]["msg"] == "kill switch 'halt' engaged on bot 'b01' by rung 'breaker'"
     assert "b0" not in res["bots"]["b02"]["msg"], "a bot's own token must be masked in its own row"
+
+
+def test_arriving_bots_are_halted_as_they_come_while_the_next_are_still_being_read(fakes, tmp_path):
+    """The action plugin reads a thousand hosts' variables one after another (about a second): each bot
+    is driven as soon as its entry comes, not once every host is read. The second entry is held back
+    until the first bot's breaker is open: were the bots driven only after the reading, it never opens."""
+    first, second = fakes("b01"), fakes("b02")
+    refused = {}
+    waited = {}
+
+    def arriving():
+        yield entry(first)
+        deadline = time.monotonic() + 30
+        while first.breaker != "open" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waited["first_open"] = first.breaker == "open"
+        refused["b03"] = "its inventory sets no bot_root"  # found while reading, counted at the end
+        yield entry(second)
+
+    params = dict(bots=[], profiles={}, state="engaged", level="halt", reason="drill", who="carol", force=False,
+                  escalate=True, audit_log=str(tmp_path / "audit.log"), max_workers=8, max_requests_per_host=8,
+                  fail_fast=0.5)
+    result, failure = bot_fleet_kill_switch.run_fleet(params, False, refused=refused, arriving=arriving())
+    assert waited["first_open"], "the first bot was not driven before the second was read"
+    assert first.breaker == "open" and second.breaker == "open"
+    assert sorted(result["bots"]) == ["b01", "b02", "b03"] and result["summary"]["failed_bots"] == ["b03"]
+    assert result["summary"]["halted"] == 2 and failure and "on 1 of 3 bots" in failure
