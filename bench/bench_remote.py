@@ -75,6 +75,7 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 SECTION = "remote"
 PER_HOST_TASK = "Drive the kill switch on the host of every remote bot"
 DEPLOY_FROM, DEPLOY_TO = "1.0.0", "1.1.0"
+WARM_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=15m"  # the warm path's ssh_args
 TARGETS = {
     "halt_200_s": 5.0,  # 200 remote bots halted and verified, end to end
     "speedup": 10.0,  # today's per-host path / the sessions path, same run
@@ -263,6 +264,7 @@ class Runs:
     def __init__(self, fleet: RemoteFleet, work: Path):
         self.fleet, self.work, self.n = fleet, work, 0
         self.artifacts = work / "runs"
+        self.ssh_args = None  # ANSIBLE_SSH_ARGS for the runs, when not ansible.cfg's
 
     def env(self, timeline):
         env = dict(os.environ)
@@ -275,6 +277,8 @@ class Runs:
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
         # this checkout's botops and collection, whatever checkout the virtualenv's editable install points to
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        if self.ssh_args:
+            env["ANSIBLE_SSH_ARGS"] = self.ssh_args
         return env
 
     def timed(self, label, cmd, watch=None, downtime=None, grace=5.0, env=None, cold=True):
@@ -283,6 +287,7 @@ class Runs:
         self.n += 1
         if cold:
             self.fleet.close_connections()
+        settled = settle()
         timeline = self.work / f"timeline-{self.n}.json"
         env = env or self.env(timeline)
         env["BENCH_TIMELINE"] = str(timeline)
@@ -329,7 +334,7 @@ class Runs:
             "machine_busy": busy,
             "pss_mb": round(sampler.peak_pss / 1024), "rss_mb": round(sampler.peak_rss / 1024),
             "controller_processes": sampler.peak_processes,
-            "load_before": [round(v, 2) for v in load], "started_at": t0, "ended_at": t0 + seconds,
+            "load_before": [round(v, 2) for v in load], "settled": settled, "started_at": t0, "ended_at": t0 + seconds,
             "status": summary.get("status"), "rows": summary.get("bots") or {},
         }
         result.update(seen)
@@ -345,6 +350,21 @@ class Runs:
             tail = (self.work / f"run-{self.n}.log").read_text()[-3000:]
             raise SystemExit(f"remote bench: {label} exited {rc}; the end of its output:\n{tail}")
         return result
+
+
+def settle(busy_below=0.3, quiet_for=3, timeout=120.0):
+    """Wait (up to `timeout`) until the machine has been less than `busy_below` busy for `quiet_for`
+    seconds in a row: a run does not start while the last one's aftermath (a hundred bots starting
+    after a release) still holds the cores. Returns (seconds waited, the last second's busy share)."""
+    began, quiet, busy = time.monotonic(), 0, None
+    while time.monotonic() - began < timeout:
+        before = cpu_times()
+        time.sleep(1.0)
+        busy = cpu_busy(before, cpu_times())
+        quiet = quiet + 1 if busy is not None and busy < busy_below else 0
+        if quiet >= quiet_for:
+            break
+    return round(time.monotonic() - began, 1), busy
 
 
 # ---------------------------------------------------------------------------------- the kill switch
@@ -410,7 +430,11 @@ def bench_kill_switch(hosts, rounds, with_baseline, poll, work, per_host=True, p
             out.setdefault(halt_key, [])
             out.setdefault(release_key, [])
             sessions(fleet, "per_host_task" if path == "per-host" else None)
-            if not cold:  # every host's connection opened by a run before (a release of released bots)
+            # warm: ControlPersist long enough to outlast the settling between runs (ansible.cfg's ssh_args
+            # with 15m: the tuning docs/operations/kill-switch.md names), every host's connection opened
+            # by a run before (a release of released bots)
+            runs.ssh_args = None if cold else WARM_SSH_ARGS
+            if not cold:
                 runs.timed(f"[{hosts} hosts, {path}] open the connections", [
                     str(BOTOPS), "kill-switch", "--level=halt", "--release", inventory])
             for i in range(rounds if path != "per-host" or per_host_rounds is None else per_host_rounds):
@@ -465,6 +489,17 @@ def bench_deploy(hosts, poll, work):
                              watch=Watch(bots, on_release(version), poll), downtime=Downtime(bots), grace=10.0)
             run["verified"] = verify(bots, on_release(version), f"ready on {version}", wait=30)
             out[label] = run
+        # plain Ansible beside it: restart every bot and wait until it is ready, nothing else
+        readiness = runs.work / "baseline_readiness.json"
+        readiness.write_text(json.dumps({"baseline_readiness": {f.name: list(f.readiness) for f in FAMILIES.values()}}))
+        env = runs.env(runs.work / "baseline-restart-timeline.json")
+        env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_HOME=str(runs.work / ".ansible"))
+        base = runs.timed(f"[{hosts} hosts] plain Ansible restart", [
+            str(ANSIBLE_PLAYBOOK), "-i", str(fleet.inventory), str(REPO / "bench" / "baseline_restart.yml"),
+            "-e", f"@{readiness}"], watch=Watch(bots, on_release(DEPLOY_FROM), poll), downtime=Downtime(bots),
+            grace=10.0, env=env)
+        base["verified"] = verify(bots, on_release(DEPLOY_FROM), f"ready on {DEPLOY_FROM}", wait=30)
+        out["baseline_restart"] = base
     finally:
         fleet.down()
     return out
@@ -552,7 +587,11 @@ def section(info, sizes, deploy, note):
         "alone), each host its own PostgreSQL cluster, Redis and supervisord; trade every 0.5 s; deploy "
         f"{DEPLOY_FROM} -> {DEPLOY_TO} (artifact copied to each host, backup, expand migration), then rollback "
         "--target=latest.",
-        "- every run is `botops ...` as an operator runs it, started with no SSH connection open. \"first\" and "
+        "- every run is `botops ...` as an operator runs it, started with no SSH connection open, except the rows "
+        "marked warm: there every host's connection was left open by the run before (ansible.cfg's ssh_args with "
+        f"`{WARM_SSH_ARGS}`, docs/operations/kill-switch.md). Before each run the benchmark waits (up to 2 min) "
+        "until the machine has been under 30% busy for 3 s, so that a run does not start in the last one's "
+        "aftermath (a release restarts a hundred bot processes). \"first\" and "
         "\"last\" are seconds from its start until the benchmark, polling every bot on its host itself (its API, "
         "or its process for mojorust), first saw a bot / saw the last bot in the asked state (resolution: the poll "
         f"interval, {info['poll']} s); every bot is checked again after the run, and a run where one is not in the "
@@ -624,11 +663,14 @@ def section(info, sizes, deploy, note):
             "| result | load before |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
         ]
-        for label, version in (("deploy", DEPLOY_TO), ("rollback", DEPLOY_FROM)):
-            r = deploy[label]
+        for label, version in (("deploy", DEPLOY_TO), ("rollback", DEPLOY_FROM), ("baseline_restart", DEPLOY_FROM)):
+            r = deploy.get(label)
+            if r is None:
+                continue
             down = quantiles(r["downtime"].values())
             report = quantiles([float(row["downtime"]) for row in r["rows"].values() if row.get("downtime") is not None])
-            command = (f"`botops deploy --version={DEPLOY_TO}`" if label == "deploy" else "`botops rollback --target=latest`")
+            command = {"deploy": f"`botops deploy --version={DEPLOY_TO}`", "rollback": "`botops rollback --target=latest`",
+                       "baseline_restart": "plain Ansible: restart each bot, wait until ready (bench/baseline_restart.yml)"}[label]
             lines.append(f"| {command} | {r['seconds']} | {fmt(r.get('first_s'))} | {fmt(r.get('last_s'))} | {r['cpu_s']} | "
                          f"{r['cpu_s'] / deploy['bots']:.2f} | {r['pss_mb']} / {r['rss_mb']} | {r['sshd_cpu_s']} | "
                          f"{r['bots_cpu_s']} | {down['median']} / {down['max']} | {report['median']} / {report['max']} | "
