@@ -723,7 +723,14 @@ def main(argv=None):
     parser.add_argument("--note", default="", help="text added under the numbers")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    parser.add_argument("--from-json", type=Path,
+                        help="run nothing: write the section of the results a run saved with --json (a new --note)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        publish(SECTION, section(saved["machine"], saved["sizes"], saved["deploy"], args.note or NOTE),
+                write=not args.no_write)
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # a TERM brings the fleet down too
 
     load = os.getloadavg()
