@@ -43,6 +43,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_processes impo
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import supervisor_endpoint, supervisor_proxy
 
 FAIL_FAST_TIMEOUT = 0.5
+REDIS_TIMEOUT = 2.0  # seconds a Redis connect, or a reply, may take
 REQUESTS_PER_HOST = 128
 SCAN_GAP = 0.05  # seconds between two scans of /proc
 SUPERVISOR_RPC_TIMEOUT = 300.0  # stopProcess waits for the program's stopwaitsecs, then SIGKILL
@@ -254,7 +255,7 @@ class _Reader:
 class RedisClient:
     """One Redis command per connection (redis://, rediss:// and unix:// URLs, AUTH, database)."""
 
-    def __init__(self, timeout=2.0):
+    def __init__(self, timeout=REDIS_TIMEOUT):
         self.timeout = timeout
 
     def command(self, url, *args):
@@ -294,7 +295,7 @@ class RedisClient:
 class FleetRun:
     """The helpers one fleet run shares between its Bots; `attach(bot)` gives them to a Bot."""
 
-    def __init__(self, fail_fast=FAIL_FAST_TIMEOUT, redis_timeout=2.0, per_host=REQUESTS_PER_HOST):
+    def __init__(self, fail_fast=FAIL_FAST_TIMEOUT, redis_timeout=REDIS_TIMEOUT, per_host=REQUESTS_PER_HOST):
         self.started = time.monotonic()
         self.processes = ProcessTable()
         self.services = ServiceGate()

@@ -16,12 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot, bot_argument_spec
-from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import REQUESTS_PER_HOST, FleetRun, scrub
+from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import REDIS_TIMEOUT, REQUESTS_PER_HOST, FleetRun, scrub
+from ansible_collections.botops.fleet.plugins.module_utils.botops_host import PROGRAM_REAP, BotHost
 from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import read_lock, stale_reason
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import (
-    KillSwitch, KillSwitchError, kill_switch_options)
+    DEFAULT_RUNG_TIMEOUT, START_TIMEOUT, KillSwitch, KillSwitchError, kill_switch_options)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import LEVELS, HostlessBot, rank
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AUDIT_LOG, AuditIndex, append_audit
+from ansible_collections.botops.fleet.plugins.module_utils.botops_service import DEFAULT_STOP_TIMEOUT
 
 # What a rung's error says (in botops_bot's words) when the bot's inventory entry is wrong rather
 # than the bot unwell, and the variables to check. A bot that does not answer in time is escalated
@@ -38,6 +40,13 @@ INVENTORY_FAULTS = (
     (re.compile(r"(Redis|redis-cli) \w+ failed: .*(Connection refused|Could not connect)"),
      "nothing listens at its Redis address (check bot_redis_url)"),
 )
+
+
+# What bounds a ladder's time beside its rungs' own timeouts (ladder_seconds)
+HTTP_TRIES = 3  # one request may log in first and, its token refused (HTTP 401), be sent again
+EACH_ITEMS = 10  # the items of a list an `each` action is counted for (a bot's open trades with an open order: a few)
+LOOK_SECONDS = 1.0  # a look at the process table, the bot's files, the audit logs and the record (well under a second)
+DATABASE_SECONDS = 10.0  # a flatten's open positions read from the bot's database (SQLite waits 10 s for its lock)
 
 
 def entry_problem(entry):
@@ -127,6 +136,109 @@ def one_bot(entry, p, check_mode, run, index):
     except Exception as exc:  # one bot's surprise (a bad value its entry holds) is its failure, never the fleet's
         result = bot_failed(name, p, exc)
     return name, result
+
+
+def check_seconds(check, http_timeout):
+    """At most how long one look at a check, a probe or an `each`'s list takes: its HTTP request
+    (a login and a second try included), its program (killed at its timeout, then reaped) or its
+    Redis read (a connect and a reply); the process table and a file are a look's own time."""
+    if "any_of" in check:
+        return sum(check_seconds(one, http_timeout) for one in check["any_of"])
+    if "http" in check:
+        return HTTP_TRIES * http_timeout
+    if "command" in check:
+        return BotHost.command_timeout(check["command"]) + PROGRAM_REAP
+    if "redis" in check:
+        return 2 * REDIS_TIMEOUT
+    return 0.0
+
+
+def action_seconds(action, http_timeout, stop_timeout):
+    """At most how long one `do` action takes: a request (as check_seconds), a Redis merge (a read
+    and a write), a program (its timeout), the service manager (a stop within the service's
+    stop_timeout, which a profile sets above the manager's own wait - supervisord's stopwaitsecs,
+    systemd's TimeoutStopSec -, a start within the kill switch's START_TIMEOUT, a restart both),
+    an `each` (its list, then its actions for EACH_ITEMS items); a signal or a config file key, none."""
+    if "each" in action:
+        per_item = sum(action_seconds(one, http_timeout, stop_timeout) for one in action.get("do") or [])
+        return check_seconds(action["each"], http_timeout) + EACH_ITEMS * per_item
+    if "http" in action:
+        return HTTP_TRIES * http_timeout
+    if "redis_merge" in action:
+        return 2 * 2 * REDIS_TIMEOUT
+    if "command" in action:
+        return BotHost.command_timeout(action["command"]) + PROGRAM_REAP
+    if "service" in action:
+        return {"stop": stop_timeout, "start": START_TIMEOUT}.get(action["service"], stop_timeout + START_TIMEOUT)
+    return 0.0
+
+
+def rung_seconds(rung, http_timeout, stop_timeout, released=()):
+    """At most how long one rung takes: its actions, then its `verify` checks polled for its timeout
+    (default DEFAULT_RUNG_TIMEOUT), the last look begun just before the deadline (with a release's
+    `released` checks: the level's engaged checks, looked at again when verify holds)."""
+    timeout = float(rung.get("timeout", DEFAULT_RUNG_TIMEOUT))
+    actions = sum(action_seconds(action, http_timeout, stop_timeout) for action in rung.get("do") or [])
+    last_look = sum(check_seconds(check, http_timeout) for check in list(rung.get("verify") or []) + list(released))
+    return timeout + actions + last_look + LOOK_SECONDS
+
+
+def ladder_seconds(profile, state="engaged", level="halt", escalate=True, force=False, service=None):
+    """An upper bound, in seconds, of how long the kill switch takes on one bot of this profile:
+    `state` (engaged or released) at `level`, as KillSwitch walks it (botops_kill_switch). `service`:
+    the bot's own service settings (its inventory's bot_service), which may set its stop_timeout.
+
+    An upper bound, not an estimate: every rung the operation may walk is counted whole, as if none
+    verified before its timeout - its actions at their own bounds (action_seconds: an HTTP request at
+    the profile's http.timeout, the service manager at the service's stop_timeout, a program at its
+    timeout), its verify polled to its timeout and one last look begun at the deadline -, and every
+    look at the bot (its level, who answers at its address) at its checks' bounds. An engage walks
+    the level's engage rungs, then the escalation (with `escalate`); a flatten reads the open
+    positions, from the bot's database at worst. A release walks the release rungs of the level (and
+    with `force` those of every stronger one), each after a service start (START_TIMEOUT, then up to
+    START_TIMEOUT for the level to show or the bot to be ready) when the escalation left the process
+    stopped; a stronger level the operator engaged meanwhile is put back, which is that level's
+    engage, escalation included. Only the rungs this operation may walk are counted: a halt is not
+    held up by the release rungs' long waits for a restart. A bot that takes longer than this is not
+    walking its ladder: its host or its Python hangs. Finite for any valid profile (every timeout
+    there has a maximum)."""
+    levels = profile["kill_switch"]["levels"]
+    escalation = list(profile["kill_switch"].get("escalation") or [])
+    http_timeout = float((profile.get("http") or {}).get("timeout", 2.0))
+    conf = dict(profile.get("service") or {}, **(service or {}))
+    stop_timeout = float(conf.get("stop_timeout") or DEFAULT_STOP_TIMEOUT)
+    health = profile.get("health") or {}
+    # a look at the bot: every level's engaged checks and, when the profile has one, its identity probe
+    look = LOOK_SECONDS + sum(check_seconds(check, http_timeout) for name in LEVELS for check in levels[name]["engaged"])
+    if profile.get("identity"):
+        look += check_seconds(profile["identity"], http_timeout)
+
+    def walk(rungs, released=()):
+        return sum(rung_seconds(rung, http_timeout, stop_timeout, released) for rung in rungs)
+
+    def engage(name, escalate):
+        rungs = list(levels[name].get("engage") or []) + (escalation if escalate else [])
+        seconds = 2 * look + walk(rungs)  # a look before the walk and one after it
+        if name == "flatten":
+            facts = (profile.get("facts") or {}).get("open_positions")
+            seconds += (check_seconds(facts, http_timeout) if facts else 0.0) + DATABASE_SECONDS
+        return seconds
+
+    if state == "engaged":
+        return engage(level, escalate)
+    seconds = 2 * look
+    for target in LEVELS[rank(level):] if force else [level]:
+        level_conf = levels[target]
+        seconds += look
+        if not level_conf.get("stops_process") and health.get("liveness"):
+            start = {"name": "service start", "do": [{"service": "start"}], "verify": [health["liveness"]],
+                     "timeout": START_TIMEOUT}
+            readiness = [health["readiness"]] if health.get("readiness") else []
+            seconds += (walk([start]) + START_TIMEOUT
+                        + sum(check_seconds(check, http_timeout) for check in list(level_conf["engaged"]) + readiness))
+        seconds += walk(level_conf.get("release") or [], released=level_conf["engaged"])
+    # putting a stronger level back escalates as the operator's own engage would (reapply)
+    return seconds + max([engage(stronger, True) for stronger in LEVELS[rank(level) + 1:]] or [0.0])
 
 
 def argument_spec():

@@ -19,6 +19,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_check, describe_source, map_key, ok_codes
 
 COMMAND_TIMEOUT = 10.0  # seconds a profile's program may run when its `timeout` does not say
+PROGRAM_REAP = 2.0  # seconds a program killed at its timeout is given to close its output
 FILE_LIMIT = 8 << 20  # bytes of a status file read at most: a status is small, a huge file is not one
 
 
@@ -73,7 +74,7 @@ def run_program(argv, cwd, timeout, name=None):
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         try:
-            proc.communicate(timeout=2)
+            proc.communicate(timeout=PROGRAM_REAP)
         except subprocess.TimeoutExpired:  # something outside its group holds its output open
             for stream in (proc.stdout, proc.stderr):
                 with contextlib.suppress(OSError):

@@ -24,17 +24,24 @@ prompt). Its ControlPath is the plugin's: with ControlPersist in ``ssh_args`` (b
 keeps connections 60 s), a session rides on a connection Ansible's tasks opened to that host, and
 leaves its own for the next command. A host that needs become, a password, a key given as content,
 or another connection plugin, is left to the per-host task.
+
+A host is waited for as long as its bots' kill-switch ladders can take, no longer (``host_wait``): a
+host whose sshd accepts but whose Python never answers fails its bots then, saying their state there
+is unknown, instead of holding the fleet's result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import marshal
+import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 import zlib
@@ -46,6 +53,9 @@ from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_k
 
 SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh", "smart")
 PACKAGE = "ansible_collections.botops.fleet.plugins.module_utils"
+PYTHON_START = 5  # seconds for the host's Python to start and import the module_utils it is sent
+REAP_WAIT = 2  # seconds an ssh killed at the end of its wait is given to close its output
+UNREAD_LADDER = 900  # seconds a ladder is counted for when its profile cannot be read here (the host judges it)
 EXIT_SSH = 255  # ssh's own failure: the host could not be reached or refused the key
 # the ssh connection plugin's options a session follows, as that plugin resolves them for the host
 # (inventory variables, ansible.cfg, environment)
@@ -200,52 +210,113 @@ def ssh_command(key):
     return command + ["--", o["host"], remote]
 
 
+class NoAnswer(RuntimeError):
+    """The host's session gave no answer within the wait: its bots' state there is unknown."""
+
+
+def end_session(proc):
+    """SIGKILL to ssh and whatever it started in its session (a ProxyCommand), then reap it; a
+    shared connection's master, which detaches into a session of its own, is left to its ControlPersist."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    try:
+        proc.communicate(timeout=REAP_WAIT)
+    except subprocess.TimeoutExpired:  # something outside its session holds its output open
+        for stream in (proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+        proc.wait()
+
+
 def drive_host(command, payload, params, check_mode, timeout):
     """One host's bots through one SSH session: (the host's run_fleet result, its failure) or raises
-    RuntimeError saying why the host could not be driven."""
+    RuntimeError saying why the host could not be driven (NoAnswer: nothing within `timeout` seconds;
+    ssh and what it started are killed then)."""
     body = json.dumps({"params": params, "check_mode": check_mode}).encode()
     stdin = payload + body
     started = time.monotonic()
     try:
-        proc = subprocess.run(command, input=stdin, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"no answer over SSH within {timeout:.0f} s") from None
+        # a session of its own: at the end of the wait, everything it started goes with it
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
     except OSError as exc:
         raise RuntimeError(f"cannot run ssh: {exc.strerror}") from None
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        end_session(proc)
+        raise NoAnswer(f"gave no answer over SSH within {timeout:.0f} s") from None
+    except BaseException:
+        end_session(proc)
+        raise
     if proc.returncode != 0:
-        said = proc.stderr.decode(errors="replace").strip().splitlines()
+        said = stderr.decode(errors="replace").strip().splitlines()
         why = said[-1] if said else f"exit {proc.returncode}"
         if proc.returncode == EXIT_SSH:
             raise RuntimeError(f"unreachable over SSH: {why}")
         raise RuntimeError(f"the host's Python failed (exit {proc.returncode}): {why}")
     try:
-        answer = json.loads(proc.stdout)
+        answer = json.loads(stdout)
     except ValueError:
-        raise RuntimeError(f"the host's answer is not JSON: {proc.stdout[:200]!r}") from None
+        raise RuntimeError(f"the host's answer is not JSON: {stdout[:200]!r}") from None
     answer["result"].setdefault("summary", {})["ssh_seconds"] = round(time.monotonic() - started, 3)
     return answer["result"], answer["failure"]
 
 
-def drive_hosts(groups, payload, params, check_mode, timeout=900, max_sessions=256):
-    """Every host's bots at once. `groups`: {session key (destination()): [entries]}. Returns {bot name:
-    result}, each bot's result as run_fleet gives it, the audit record kept ("audit") for the
-    controller's log."""
+def host_wait(entries, params, connect_timeout):
+    """Seconds to wait for one host's answer: the SSH connect (`connect_timeout`: the ssh plugin's timeout), then the longest
+    kill-switch ladder of its bots (fleet.ladder_seconds: an upper bound of a bot's ladder at this
+    operation, from its profile and its service's stop timeout) once for each wave of its bots (the
+    host runs at most min(max_workers, max_requests_per_host) of them at once), and PYTHON_START.
+    A bot without a profile fails on the host before anything is tried: it adds nothing; one whose
+    profile's ladder cannot be read here (a value of the wrong type) counts UNREAD_LADDER."""
+    profiles = params.get("profiles") or {}
+    longest = 0.0
+    for e in entries:
+        profile = e.get("profile") or profiles.get(e["bot"].get("family"))
+        if not profile:
+            continue
+        try:
+            ladder = fleet.ladder_seconds(profile, params["state"], params["level"], params["escalate"], params["force"],
+                                          service=e["bot"].get("service"))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            ladder = UNREAD_LADDER
+        longest = max(longest, ladder)
+    at_once = max(1, min(params["max_workers"], params["max_requests_per_host"]))
+    return float(connect_timeout or 0) + longest * math.ceil(len(entries) / at_once) + PYTHON_START
+
+
+def drive_hosts(groups, payload, params, check_mode, timeout=None, max_sessions=256):
+    """Every host's bots at once. `groups`: {session key (destination()): [entries]}. Returns {bot name: result}, each
+    bot's result as run_fleet gives it, the audit record kept ("audit") for the controller's log.
+
+    Each host is waited for host_wait() seconds (`timeout`: at most that many); a host that gives no
+    answer by then fails each of its bots, unreachable, their state there unknown."""
 
     def one(item):
         key, entries = item
         host_params = dict(params, bots=entries, audit_log="")
+        bound = host_wait(entries, params, dict(key)["timeout"])
+        wait = bound if timeout is None else min(bound, timeout)
         try:
-            result, _failure = drive_host(ssh_command(key), payload, host_params, check_mode, timeout)
+            result, _failure = drive_host(ssh_command(key), payload, host_params, check_mode, wait)
             return result["bots"]
+        except NoAnswer as exc:
+            what = ("the bound of its bots' kill-switch ladders plus the SSH connect" if wait == bound
+                    else "the most this run waits for a host")
+            why = f"{exc} ({what}): the bots' state there is unknown; check them on the host"
         except RuntimeError as exc:
-            # what ssh or the host's Python said may quote a value it was given: never a bot's secret
             why = str(exc)
-            for entry in entries:
-                for secret in fleet.own_secrets(entry):
-                    why = why.replace(secret, "********")
-            return {e["bot"]["name"]: dict(fleet.bot_failed(e["bot"]["name"], params, f"its host {dict(key)['host']} {why}"),
-                                           unreachable=True)
-                    for e in entries}
+        # what ssh or the host's Python said may quote a value it was given: never a bot's secret
+        for entry in entries:
+            for secret in fleet.own_secrets(entry):
+                why = why.replace(secret, "********")
+        return {e["bot"]["name"]: dict(fleet.bot_failed(e["bot"]["name"], params, f"its host {dict(key)['host']} {why}"),
+                                       unreachable=True)
+                for e in entries}
 
     found = {}
     with ThreadPoolExecutor(max_workers=max(1, min(max_sessions, len(groups))),
