@@ -675,12 +675,23 @@ def section(info, sizes, deploy, note):
                          f"{r['cpu_s'] / deploy['bots']:.2f} | {r['pss_mb']} / {r['rss_mb']} | {r['sshd_cpu_s']} | "
                          f"{r['bots_cpu_s']} | {down['median']} / {down['max']} | {report['median']} / {report['max']} | "
                          f"{r['verified']}/{deploy['bots']} on {version} and ready | {r['load_before'][0]} |")
+    for key, what in (("halt", "one SSH session per host, cold"), ("halt_warm", "one SSH session per host, warm")):
+        halts = (largest or {}).get(key) or []
+        if not halts:
+            continue
+        halt = sorted(halts, key=lambda r: r["seconds"])[len(halts) // 2]
+        parts, _spans = where_the_time_goes(halt)
+        if parts:
+            lines += ["", f"Where the time of a {largest['bots']}-bot halt goes, {what} (the median run: "
+                          f"{halt['seconds']} s, controller CPU {halt['cpu_s']} s, hosts' sshd and Python "
+                          f"{halt['sshd_cpu_s']} s, bots {halt['bots_cpu_s']} s):", "", "| part | seconds |", "|---|---:|"]
+            lines += [f"| {p} | {s} |" for p, s in parts]
     if largest and (largest.get("halt_per_host") or largest["halt"]):
         halts = largest.get("halt_per_host") or largest["halt"]
         halt = sorted(halts, key=lambda r: r["seconds"])[len(halts) // 2]
         parts, spans = where_the_time_goes(halt)
         if parts:
-            lines += ["", f"Where the time of a {largest['bots']}-bot halt goes ({halt['seconds']} s, controller CPU "
+            lines += ["", f"Where the time of a {largest['bots']}-bot halt goes, per-host task ({halt['seconds']} s, controller CPU "
                           f"{halt['cpu_s']} s; the timeline callback):", "", "| part | seconds |", "|---|---:|"]
             lines += [f"| {p} | {s} |" for p, s in parts]
         if spans:
