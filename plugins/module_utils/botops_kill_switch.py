@@ -39,8 +39,8 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_checks import (
     LEVELS, HostlessBot, Observation, check_all, open_positions, poll, rank, tried)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import (
-    AUDIT_LOG, Engagements, append_audit, default_who, describe_engagement, operator_level, read_audits, unreleased,
-    utcnow)
+    AUDIT_LOG, UNSEEN, Engagements, append_audit, default_who, describe_engagement, operator_level, read_audits,
+    unreleased, utcnow)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, uses_http
 
 DEFAULT_RUNG_TIMEOUT = 5.0
@@ -124,19 +124,22 @@ class KillSwitch:
     def _fail(self, msg):
         raise KillSwitchError(msg, self.result)
 
-    def _observe(self):
+    def _observe(self, held=UNSEEN):
+        """What the bot shows, with the level the records say was engaged (`held`: the operator's record
+        to go by, when it was read before this call wrote its own)."""
         record = unreleased(read_audits(self.audit_logs, self.bot.name, self.audit_index)) if self.audit_logs else None
-        held = self.engagements.operator() if self.engagements is not None else None
+        if held is UNSEEN:
+            held = self.engagements.operator() if self.engagements is not None else None
         if held is not None and (record is None or rank(held["level"]) > rank(record.get("level"))):
             # the operator's record outranks an audit log that lost the engagement (rotated, another host's)
             record = dict({k: held.get(k) for k in ("level", "time", "who", "reason")}, rung=None)
         return Observation(self.bot, self.profile, record)
 
-    def _look(self, identity=False):
+    def _look(self, identity=False, held=UNSEEN):
         """The observation and, with `identity`, who the bot at the inventory's address says it is,
         read at one moment: an identity probe on an endpoint the level's checks read costs no request."""
         with self.bot.memoized():
-            obs = self._observe()
+            obs = self._observe(held)
             who = self.bot.identity() if identity and self.profile.get("identity") else None
         return obs, who
 
@@ -251,13 +254,18 @@ class KillSwitch:
         if not self.reason:
             self._fail(f"Failed to {what}: a reason is required to engage")
         own = list(self.levels[self.level].get("engage") or [])
+        held = UNSEEN
+        if self.holder == "operator":
+            # recorded before anything else: an operation about to start this bot sees it from now on,
+            # and it stays recorded if no rung verifies (the operator still wants it engaged). Before
+            # the look too: a release running meanwhile may show the bot still halted to the look
+            # below and start it just after; it finds this record at its end, and puts the level back.
+            # The look goes by the record as it was before this one (which level the bot holds).
+            held = self.engagements.operator() if self.engagements is not None else None
+            self._record()
         # what the bot shows and what was engaged before this call; who answers at its address
         # when the level's own rungs would act through it
-        obs, identity = self._look(identity=self._through_api(own))
-        if self.holder == "operator":
-            # recorded before the ladder: an operation about to start this bot sees it from now on,
-            # and it stays recorded if no rung verifies (the operator still wants it engaged)
-            self._record()
+        obs, identity = self._look(identity=self._through_api(own), held=held)
         # another bot answers at this bot's address: what its API shows is that bot's, and the
         # level's own rungs would engage that bot; a stopped process is this bot's own
         impostor = identity if identity is not None and identity["ok"] is False and obs.process != "absent" else None
@@ -360,6 +368,9 @@ class KillSwitch:
                 r["msg"] = (f"kill switch '{self.level}' of this run left to the operator's level on bot "
                             f"'{self.bot.name}': {describe_engagement(held)}")
                 return self._finish()
+        # the operator's record as this release finds it: one engaged while the release runs (a halt
+        # at 3 a.m. during a release) is not this release's to remove, and is put back at its end
+        seen = self.engagements.operator() if self.engagements is not None else UNSEEN
         # who answers at the bot's address: a release there through another bot's API would release
         # that bot's level (a service start would start this bot, then reset that bot's)
         obs, identity = self._look(identity=True)
@@ -401,7 +412,7 @@ class KillSwitch:
             r["msg"] = f"kill switch level '{self.level}' is not engaged on bot '{self.bot.name}'"
             if self.engagements is not None and not self.check_mode:
                 # a record the bot no longer shows (restarted outside botops) goes with the release
-                r["changed"] = self.engagements.release(self.holder, self.level, self.run_id, self.force)
+                r["changed"] = self.engagements.release(self.holder, self.level, self.run_id, self.force, seen=seen)
             return self._finish()
         r["changed"] = True
         r["released_levels"] = targets
@@ -425,11 +436,12 @@ class KillSwitch:
                     continue  # the stronger level's release released this one too
             r["released_by"] = self._release_level(target, obs, what)
         if self.engagements is not None:
-            self.engagements.release(self.holder, self.level, self.run_id, self.force)
+            self.engagements.release(self.holder, self.level, self.run_id, self.force, seen=seen)
             held = self.engagements.operator()
-            if held is not None and rank(held["level"]) > rank(self.level):
-                # a stronger level engaged while this one was released (a release rung that restarts
-                # the bot would lift it): put it back
+            if held is not None and (rank(held["level"]) > rank(self.level) or held != seen):
+                # an operator's level engaged while this one was released - a stronger one, or the
+                # same one engaged again -: a release rung that restarts the bot would have lifted
+                # it, or the engage found the bot still halted mid-release and did nothing: put it back
                 reapplied = reapply(self.bot, self.profile, self.audit_logs[0] if self.audit_logs else None,
                                     source=self.source)
                 r["kept"] = reapplied

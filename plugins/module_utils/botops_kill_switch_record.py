@@ -55,6 +55,9 @@ def default_who():
 
 
 # ---------------------------------------------------------------------------------- engagements
+UNSEEN = object()  # Engagements.release: no record was read before the release began
+
+
 class Engagements:
     """The record of what is engaged on one bot, on its host: the authority, not the bot's memory.
 
@@ -100,24 +103,30 @@ class Engagements:
             os.close(fd)
 
     def engage(self, holder, level, entry, run_id=None):
-        """Record `level` for `holder`; an operator's stronger level already recorded is kept.
-        Returns the operator's record after the change (None for an operation's pause)."""
+        """Record `level` for `holder`; an operator's stronger level already recorded is kept, one of
+        the same level is replaced (the newest engage is the one in force: a release that began before
+        it sees its record changed, and leaves it). Returns the operator's record after the change
+        (None for an operation's pause)."""
         with self._locked() as doc:
             entry = dict(entry, level=level)
             if holder == "operator":
                 current = doc.get("operator")
-                if not isinstance(current, dict) or rank(current.get("level")) < rank(level):
+                if not isinstance(current, dict) or rank(current.get("level")) <= rank(level):
                     doc["operator"] = entry
                 return doc["operator"]
             doc.setdefault("operations", {})[run_id or "unknown"] = entry
             return None
 
-    def release(self, holder, level, run_id=None, force=False):
+    def release(self, holder, level, run_id=None, force=False, seen=UNSEEN):
         """Remove `holder`'s engagement of `level` (or, with force, of any level from `level` up);
-        returns True when the record changed."""
+        returns True when the record changed. `seen`: the operator's record as the release found it
+        before it began (None: there was none); a record that is not that one was engaged while the
+        release ran, and stays: the kill switch an operator engages last wins."""
         with self._locked() as doc:
             if holder == "operator":
                 current = doc.get("operator")
+                if seen is not UNSEEN and current != seen:
+                    return False
                 if isinstance(current, dict) and (rank(current.get("level")) == rank(level) or
                                                   (force and rank(current.get("level")) >= rank(level))):
                     del doc["operator"]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot, bot_argument_spec
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitch, kill_switch_options
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AUDIT_LOG, Engagements
 from ansible_collections.botops.fleet.plugins.modules import bot_kill_switch
 
 from .fake_bot import fake, fakes, stop_profile  # noqa: F401  (fixtures)
@@ -201,3 +206,65 @@ def test_audit_log_path_can_be_given(fake, tmp_path):
 def test_token_is_never_in_the_result(fake):
     res = engage(fake)
     assert "fake-token" not in json.dumps(res)
+
+
+def operator_engage(fake, level="halt"):
+    """An operator's engage from another process, in the middle of something else: the module's own
+    class on a Bot made from the same validated arguments."""
+    validated = ArgumentSpecValidator(dict(bot_argument_spec(), **kill_switch_options())).validate(
+        fake.args(level=level, reason="3 a.m. incident", who="carol"))
+    assert not validated.error_messages, validated.error_messages
+    p = validated.validated_parameters
+    bot = Bot(p["profile"], p["bot"], p["secrets"])
+    return KillSwitch(bot, p["profile"], level, reason=p["reason"], who="carol",
+                      audit_logs=[os.path.join(p["bot"]["root"], AUDIT_LOG)]).run("engaged")
+
+
+def during_the_release_ladder(monkeypatch, before=None, after=None):
+    """Run `before` / `after` once, as the release's ladder begins / ends (the record read, not yet removed)."""
+    ladder = KillSwitch._release_level
+    done = []
+
+    def release_level(switch, *args):
+        if not done and before:
+            done.append(before())
+        answer = ladder(switch, *args)
+        if not done and after:
+            done.append(after())
+        return answer
+
+    monkeypatch.setattr(KillSwitch, "_release_level", release_level)
+    return done
+
+
+def test_a_halt_engaged_while_a_release_runs_holds_whichever_it_sees(fake, monkeypatch):
+    """The kill switch an operator engages last wins. Bob's release is about to reset the breaker when
+    Carol engages halt: her look still sees the breaker open ("already engaged") and her record replaces
+    the one Bob's release began with; the release then resets the breaker. At its end the release finds
+    a record it did not begin with: it leaves it, and puts the level back."""
+    engage(fake, level="halt")
+    carol = during_the_release_ladder(monkeypatch, before=lambda: operator_engage(fake))
+    res = release(fake, level="halt")
+    assert carol and carol[0]["msg"].startswith("kill switch already engaged"), carol
+    assert fake.breaker == "open", "the release lifted a halt engaged while it ran"
+    assert res.get("kept", {}).get("who") == "carol", res
+    record = Engagements(fake.root).operator()
+    assert record and record["level"] == "halt" and record["who"] == "carol", record
+
+
+def test_a_halt_engaged_just_after_a_release_ladder_is_not_lost(fake, monkeypatch):
+    """Carol's halt lands after the release's ladder reset the breaker and before the release removed
+    the record: her ladder opens the breaker again, and her record is not the release's to remove."""
+    engage(fake, level="halt")
+    carol = during_the_release_ladder(monkeypatch, after=lambda: operator_engage(fake))
+    release(fake, level="halt")
+    assert carol and carol[0]["changed"] and fake.breaker == "open", carol
+    record = Engagements(fake.root).operator()
+    assert record and record["who"] == "carol", record
+
+
+def test_a_release_with_no_engage_meanwhile_removes_the_record(fake):
+    engage(fake, level="halt")
+    res = release(fake, level="halt")
+    assert not res.get("failed") and "kept" not in res and fake.breaker == "closed"
+    assert Engagements(fake.root).operator() is None
