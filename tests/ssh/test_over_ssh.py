@@ -2,9 +2,9 @@
 
 Three hosts behind their own sshd (tests/ssh/conftest.py), one unprivileged bot user each, secrets
 in Ansible Vault files. The tests run in file order, like an operator's day: the hosts refuse what
-they must refuse, the morning status, a halt and its release, a deploy, the Fabric tasks (logs,
-exec, a last-resort kill of a bot whose API hangs, and its restart), and at the end no secret in
-anything that was printed or kept.
+they must refuse, the morning status, a halt and its release, a halt engaged again while a release
+runs (the kill switch wins), a deploy, the Fabric tasks (logs, exec, a last-resort kill of a bot
+whose API hangs, and its restart), and at the end no secret in anything that was printed or kept.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .conftest import REPO, SshFleet, SshHost, close_control_masters
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
 BOTOPS = Path(sys.executable).with_name("botops")
+RECORD = Path("shared") / "data" / "botops-kill-switch.json"  # the operator's engagement, on the bot's host
 OUTPUTS: list[str] = []  # everything the tier's `invoke` runs printed, checked for secrets at the end
 
 
@@ -142,6 +143,77 @@ def test_kill_switch_halts_and_releases_over_ssh(ssh_fleet):
     assert proc.returncode == 0, output(proc)
     for host in ssh_fleet.hosts.values():
         wait_growth(host)
+
+
+def engaged_record(host: SshHost) -> dict | None:
+    path = host.root / RECORD
+    return json.loads(path.read_text()).get("operator") if path.exists() else None
+
+
+def session_on_host(host: SshHost) -> bool:
+    """A kill switch's SSH session runs on the host: its Python, as the bot user, on the bootstrap
+    (plugins/plugin_utils/fleet_ssh.py) that runs run_fleet."""
+    uid = pwd.getpwnam(host.user).pw_uid
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"importlib.abc" in cmdline and b"run_fleet" in cmdline:
+            return True
+    return False
+
+
+def test_a_halt_engaged_while_a_release_runs_over_ssh_holds(ssh_fleet):
+    """The kill switch wins: an operator engages halt again while the release of an earlier halt runs
+    on the same bot over its SSH session. Whichever reaches the bot's host last, the bot ends halted
+    and the operator's engagement stays recorded there."""
+    host = ssh_fleet.hosts["mojo-1"]  # mojorust halts by stopping its service: its release starts it again
+    first, again = "desk halt (ssh tier)", "halt again during the release (ssh tier)"
+    proc = invoke(ssh_fleet, "kill-switch", "--level=halt", f"--reason={first}", "--limit=mojo-1")
+    assert proc.returncode == 0, output(proc)
+    assert bot_pid(host) is None and engaged_record(host)["reason"] == first
+
+    release = subprocess.Popen([str(BOTOPS), "kill-switch", "--release", "--level=halt", "--limit=mojo-1",
+                                f"--inventory={ssh_fleet.inventory}"], env=ssh_fleet.env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # the release is under way on the host: its session runs there (or it has already ended)
+        deadline = time.monotonic() + 120
+        while not session_on_host(host) and release.poll() is None:
+            assert time.monotonic() < deadline, "the release never reached its host"
+            time.sleep(0.02)
+        seen_on_host = release.poll() is None
+        proc = invoke(ssh_fleet, "kill-switch", "--level=halt", f"--reason={again}", "--limit=mojo-1")
+        halt_ended_first = release.poll() is None
+        released, _ = release.communicate(timeout=600)
+    finally:
+        if release.poll() is None:
+            release.kill()
+            release.wait()
+    OUTPUTS.append(released)
+    order = (f"the release {'was seen on the host' if seen_on_host else 'had ended'} when the halt began; "
+             f"the {'halt' if halt_ended_first else 'release'} ended first")
+    assert proc.returncode == 0, f"{order}\n{output(proc)}"
+    # the release may end either way (released, or left to the halt): the bot's state is what counts
+    assert release.returncode in (0, 1), f"{order}\n{released}"
+
+    assert bot_pid(host) is None, f"{order}: the bot runs after the operator's halt\n{released}\n{output(proc)}"
+    assert_not_trading(host)
+    record = engaged_record(host)
+    assert record and record["level"] == "halt" and record["who"] == "ssh-tier", (order, record)
+    assert record["reason"] in (first, again), (order, record)
+    on_host = [r for r in audit(host.root / "shared" / "data" / "botops-kill-switch.log") if r["reason"] == again]
+    assert not on_host or on_host[-1]["outcome"] == "engaged", (order, on_host)
+
+    proc = invoke(ssh_fleet, "kill-switch", "--release", "--level=halt", "--limit=mojo-1")
+    assert proc.returncode == 0, output(proc)
+    assert engaged_record(host) is None
+    wait_growth(host)
 
 
 def test_deploy_over_ssh_copies_the_artifact_to_each_host(ssh_fleet):
