@@ -53,6 +53,20 @@ def _kill_group(proc):
             proc.kill()
 
 
+def end_group(proc, reap=PROGRAM_REAP):
+    """A program past its time (started with start_new_session): SIGKILL to it and its process group,
+    then reap it, waiting `reap` seconds for its output to close; something outside its group that
+    holds its output open (a child that left the group) does not hold this up."""
+    _kill_group(proc)
+    try:
+        proc.communicate(timeout=reap)
+    except subprocess.TimeoutExpired:
+        for stream in (proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+        proc.wait()
+
+
 def run_program(argv, cwd, timeout, name=None):
     """Run a program without a shell, stdin closed (/dev/null), the environment inherited, in a
     process group of its own; returns (exit code, stdout, stderr).
@@ -72,14 +86,7 @@ def run_program(argv, cwd, timeout, name=None):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        try:
-            proc.communicate(timeout=PROGRAM_REAP)
-        except subprocess.TimeoutExpired:  # something outside its group holds its output open
-            for stream in (proc.stdout, proc.stderr):
-                with contextlib.suppress(OSError):
-                    stream.close()
-            proc.wait()
+        end_group(proc)
         raise BotError(f"{name} did not finish within {timeout:g}s (killed)") from None
     except BaseException:
         _kill_group(proc)

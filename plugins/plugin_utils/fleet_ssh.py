@@ -32,7 +32,6 @@ is unknown, instead of holding the fleet's result.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -41,7 +40,6 @@ import math
 import os
 import re
 import shlex
-import signal
 import subprocess
 import time
 import zlib
@@ -50,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible import constants as C
 
 from ansible_collections.botops.fleet.plugins.module_utils import botops_fleet_kill_switch as fleet
+from ansible_collections.botops.fleet.plugins.module_utils.botops_host import end_group
 
 SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh", "smart")
 PACKAGE = "ansible_collections.botops.fleet.plugins.module_utils"
@@ -215,20 +214,10 @@ class NoAnswer(RuntimeError):
 
 
 def end_session(proc):
-    """SIGKILL to ssh and whatever it started in its session (a ProxyCommand), then reap it; a
-    shared connection's master, which detaches into a session of its own, is left to its ControlPersist."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        with contextlib.suppress(OSError):
-            proc.kill()
-    try:
-        proc.communicate(timeout=REAP_WAIT)
-    except subprocess.TimeoutExpired:  # something outside its session holds its output open
-        for stream in (proc.stdout, proc.stderr):
-            with contextlib.suppress(OSError):
-                stream.close()
-        proc.wait()
+    """ssh past its wait: it and whatever it started in its session (a ProxyCommand) are killed and
+    reaped (botops_host.end_group); a shared connection's master, which detaches into a session of
+    its own, is left to its ControlPersist."""
+    end_group(proc, reap=REAP_WAIT)
 
 
 def drive_host(command, payload, params, check_mode, timeout):
