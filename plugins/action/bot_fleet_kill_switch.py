@@ -51,23 +51,18 @@ def plain(value):
     return json.loads(json.dumps(value))
 
 
-def check_entries(entries, spec):
-    """(the entries valid against the module's entry spec, {bot: why not} for the others).
-
-    Each entry alone: validated as one list, a single bot's wrong value (bot_ports that is not a
-    mapping, a bot_root that is a list) would fail the whole call, and no bot would be driven."""
-    validator = ArgumentSpecValidator(spec)
-    valid, wrong = [], {}
-    for entry in entries:
-        checked = validator.validate(entry)
-        if checked.error_messages:
-            why = "; ".join(checked.error_messages)
-            for secret in sorted(checked._no_log_values, key=len, reverse=True):  # a message may quote a value
-                why = why.replace(secret, "********")
-            wrong[entry["bot"]["name"]] = in_inventory_words(why)
-        else:
-            valid.append(checked.validated_parameters)
-    return valid, wrong
+def check_entry(entry, validator):
+    """(the entry as the module's entry spec makes it, None) when it is valid, else (None, why not in
+    the inventory's words, its secrets masked: a message may quote a value). Each entry alone:
+    validated as one list, a single bot's wrong value (bot_ports that is not a mapping, a bot_root
+    that is a list) would fail the whole call, and no bot would be driven."""
+    checked = validator.validate(entry)
+    if not checked.error_messages:
+        return checked.validated_parameters, None
+    why = "; ".join(checked.error_messages)
+    for secret in sorted(checked._no_log_values, key=len, reverse=True):
+        why = why.replace(secret, "********")
+    return None, in_inventory_words(why)
 
 
 class HostReader:
@@ -83,7 +78,7 @@ class HostReader:
 
     def __init__(self, action, hosts, task_vars, entry_spec, profiles):
         self.action, self.hosts, self.task_vars = action, hosts, task_vars
-        self.entry_spec = entry_spec
+        self.validator = ArgumentSpecValidator(entry_spec)  # one for every host's entry
         self.profiles = profiles  # the call's own, then each family's as it is loaded
         self.unloadable = {}
         self.refused, self.remote, self.over_ssh = {}, [], {}
@@ -144,11 +139,10 @@ class HostReader:
         except AnsibleError as exc:  # a variable templated from an undefined one, a vars file that fails
             self.refused[name] = f"its inventory variables cannot be read: {exc.message}"
             return None
-        valid, wrong = check_entries(plain([{"local": True, "bot": bot, "secrets": secrets}]), self.entry_spec)
-        if wrong:
-            self.refused.update(wrong)
+        entry, why = check_entry(plain({"local": True, "bot": bot, "secrets": secrets}), self.validator)
+        if why is not None:
+            self.refused[name] = why
             return None
-        entry = valid[0]
         profile, why = self._profile(entry["bot"]["family"])
         if why is not None:
             self.refused[name] = why  # names the family and the profiles directory

@@ -162,12 +162,10 @@ def action_seconds(action, http_timeout, stop_timeout):
     if "each" in action:
         per_item = sum(action_seconds(one, http_timeout, stop_timeout) for one in action.get("do") or [])
         return check_seconds(action["each"], http_timeout) + EACH_ITEMS * per_item
-    if "http" in action:
-        return HTTP_TRIES * http_timeout
+    if "http" in action or "command" in action:
+        return check_seconds(action, http_timeout)
     if "redis_merge" in action:
         return 2 * 2 * REDIS_TIMEOUT
-    if "command" in action:
-        return BotHost.command_timeout(action["command"]) + PROGRAM_REAP
     if "service" in action:
         return {"stop": stop_timeout, "start": START_TIMEOUT}.get(action["service"], stop_timeout + START_TIMEOUT)
     return 0.0

@@ -369,11 +369,12 @@ class KillSwitch:
                             f"'{self.bot.name}': {describe_engagement(held)}")
                 return self._finish()
         # the operator's record as this release finds it: one engaged while the release runs (a halt
-        # at 3 a.m. during a release) is not this release's to remove, and is put back at its end
+        # at 3 a.m. during a release) is not this release's to remove, and is put back at its end.
+        # The look below goes by the same record.
         seen = self.engagements.operator() if self.engagements is not None else UNSEEN
         # who answers at the bot's address: a release there through another bot's API would release
         # that bot's level (a service start would start this bot, then reset that bot's)
-        obs, identity = self._look(identity=True)
+        obs, identity = self._look(identity=True, held=seen)
         previous = obs.current()
         r["previous_level"] = previous
         if identity is not None and identity["ok"] is False:

@@ -213,13 +213,6 @@ class NoAnswer(RuntimeError):
     """The host's session gave no answer within the wait: its bots' state there is unknown."""
 
 
-def end_session(proc):
-    """ssh past its wait: it and whatever it started in its session (a ProxyCommand) are killed and
-    reaped (botops_host.end_group); a shared connection's master, which detaches into a session of
-    its own, is left to its ControlPersist."""
-    end_group(proc, reap=REAP_WAIT)
-
-
 def drive_host(command, payload, params, check_mode, timeout):
     """One host's bots through one SSH session: (the host's run_fleet result, its failure) or raises
     RuntimeError saying why the host could not be driven (NoAnswer: nothing within `timeout` seconds;
@@ -236,10 +229,12 @@ def drive_host(command, payload, params, check_mode, timeout):
     try:
         stdout, stderr = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        end_session(proc)
+        # ssh and what it started in its session (a ProxyCommand) are killed; a shared connection's
+        # master, which detaches into a session of its own, is left to its ControlPersist
+        end_group(proc, reap=REAP_WAIT)
         raise NoAnswer(f"gave no answer over SSH within {timeout:.0f} s") from None
     except BaseException:
-        end_session(proc)
+        end_group(proc, reap=REAP_WAIT)
         raise
     if proc.returncode != 0:
         said = stderr.decode(errors="replace").strip().splitlines()
@@ -256,8 +251,8 @@ def drive_host(command, payload, params, check_mode, timeout):
 
 
 def host_wait(entries, params, connect_timeout):
-    """Seconds to wait for one host's answer: the SSH connect (`connect_timeout`: the ssh plugin's timeout), then the longest
-    kill-switch ladder of its bots (fleet.ladder_seconds: an upper bound of a bot's ladder at this
+    """Seconds to wait for one host's answer: the SSH connect (`connect_timeout`: the ssh plugin's
+    timeout), then the longest kill-switch ladder of its bots (fleet.ladder_seconds: an upper bound of a bot's ladder at this
     operation, from its profile and its service's stop timeout) once for each wave of its bots (the
     host runs at most min(max_workers, max_requests_per_host) of them at once), and PYTHON_START.
     A bot without a profile fails on the host before anything is tried: it adds nothing; one whose
@@ -279,8 +274,9 @@ def host_wait(entries, params, connect_timeout):
 
 
 def drive_hosts(groups, payload, params, check_mode, timeout=None, max_sessions=256):
-    """Every host's bots at once. `groups`: {session key (destination()): [entries]}. Returns {bot name: result}, each
-    bot's result as run_fleet gives it, the audit record kept ("audit") for the controller's log.
+    """Every host's bots at once. `groups`: {session key (destination()): [entries]}. Returns {bot name:
+    result}, each bot's result as run_fleet gives it, the audit record kept ("audit") for the
+    controller's log.
 
     Each host is waited for host_wait() seconds (`timeout`: at most that many); a host that gives no
     answer by then fails each of its bots, unreachable, their state there unknown."""

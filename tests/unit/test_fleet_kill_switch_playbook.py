@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.errors import AnsibleLookupError
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.botops.fleet.plugins.action import bot_fleet_kill_switch as action
 from ansible_collections.botops.fleet.plugins.lookup import bot_vars
 from ansible_collections.botops.fleet.plugins.module_utils import botops_bot_vars, botops_fleet_kill_switch
@@ -86,7 +87,10 @@ def test_one_entry_with_a_wrong_value_leaves_the_others_valid():
             "secrets": {"api_token": "tok-1"}, "local": True}
     wrong = {"bot": {"name": "b2", "family": "vanta", "root": "/srv/b2", "ports": 27020},
              "secrets": {}, "local": True}
-    valid, refused = action.check_entries([good, wrong], entry_spec())
+    validator = ArgumentSpecValidator(entry_spec())  # one for every host's entry, as HostReader checks them
+    checked = {e["bot"]["name"]: action.check_entry(e, validator) for e in (wrong, good, wrong)}
+    valid = [entry for entry, why in checked.values() if why is None]
+    refused = {name: why for name, (entry, why) in checked.items() if why is not None}
     assert [e["bot"]["name"] for e in valid] == ["b1"] and valid[0]["bot"]["listen"] == "127.0.0.1"
     assert refused == {"b2": "bot_ports is of type int and we were unable to convert to dict: "
                              "<class 'int'> cannot be converted to a dict"}
