@@ -11,8 +11,11 @@ every Bot of a run the same helpers instead (see `Bot`'s class attributes):
   twenty scans a second;
 - `ServiceGate`: a service operation asked by several bots behind the same service (bots that
   share a process) is done once: a bot joins an operation of the same kind on the same service
-  that started after its own previous action, else starts one. supervisord is driven over its
-  XML-RPC unix socket (what `supervisorctl` does, without a Python process per call);
+  that started after its own previous action, else starts one. Operations of different kinds on
+  one service go one after the other: a bot that saw its process gone in the middle of another
+  bot's restart and asks a start waits for the restart to end, rather than start the process
+  under a stop that then waits for a stopped state that never comes. supervisord is driven over
+  its XML-RPC unix socket (what `supervisorctl` does, without a Python process per call);
 - `RedisClient`: GET and SET over a socket (RESP), without a `redis-cli` process;
 - `fail_fast`: once a request to a bot timed out, later requests to it wait at most this long;
 - `http_slots`: at most `per_host` requests in flight to one host (one listen address) at a time.
@@ -40,17 +43,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_processes import scan_processes
-from ansible_collections.botops.fleet.plugins.module_utils.botops_service import supervisor_endpoint, supervisor_proxy
+from ansible_collections.botops.fleet.plugins.module_utils.botops_service import SupervisorRPC, stop_timeout, supervisor_endpoint, supervisor_proxy
 
 FAIL_FAST_TIMEOUT = 0.5
 REDIS_TIMEOUT = 2.0  # seconds a Redis connect, or a reply, may take
 REQUESTS_PER_HOST = 128
 SCAN_GAP = 0.05  # seconds between two scans of /proc
-SUPERVISOR_RPC_TIMEOUT = 300.0  # stopProcess waits for the program's stopwaitsecs, then SIGKILL
+SUPERVISOR_RPC_TIMEOUT = 30.0  # one XML-RPC call (none waits in supervisord: the stop and start are polled)
+SUPERVISOR_START_WAIT = 60.0  # seconds a start waits for RUNNING (the program's startsecs); then the rung's verify decides
 # supervisor.xmlrpc.Faults
 FAULT_BAD_NAME = 10
-FAULT_ALREADY_STARTED = 60
-FAULT_NOT_RUNNING = 70
 
 
 # ---------------------------------------------------------------------------------- processes
@@ -101,6 +103,7 @@ class ServiceGate:
     def __init__(self, rpc_timeout=SUPERVISOR_RPC_TIMEOUT):
         self._lock = threading.Lock()
         self._ops = {}
+        self._serial = {}  # service key -> the lock its operations take, one after the other
         self._endpoints = {}
         self.rpc_timeout = rpc_timeout
         self.done = []  # (service key, op): what was really done, for tests and reports
@@ -120,13 +123,15 @@ class ServiceGate:
             if shared is None:
                 mine = _Operation(op)
                 self._ops.setdefault(key, []).append(mine)
+            serial = self._serial.setdefault(key, threading.Lock())
         if shared is not None:
             shared.done.wait()
             if shared.error is not None:
                 raise BotError(str(shared.error))
             return shared.text
         try:
-            mine.text = self._execute(bot, op)
+            with serial:
+                mine.text = self._execute(bot, op)
             self.done.append((key, op))
             return mine.text
         except BotError as exc:
@@ -169,32 +174,20 @@ class ServiceGate:
         return f"supervisorctl {op} {name} (XML-RPC on {self._endpoint(bot)[0]}) failed: {cause}"
 
     def _execute(self, bot, op):
-        rpc = self._rpc(bot)
-        if rpc is None:
+        endpoint = self._endpoint(bot)
+        if endpoint is None or op not in ("stop", "start", "restart"):
             return bot.service_run(op)
         name = bot.service_conf["name"]
+        rpc = SupervisorRPC(endpoint, name, timeout=self.rpc_timeout)
         texts = []
-        try:
-            if op in ("stop", "restart"):
-                try:
-                    rpc.supervisor.stopProcess(name, True)
-                    texts.append(f"{name}: stopped")
-                except xmlrpc.client.Fault as fault:
-                    if fault.faultCode != FAULT_NOT_RUNNING:
-                        raise
-                    texts.append(f"{name}: ERROR (not running)")
-            if op in ("start", "restart"):
-                try:
-                    rpc.supervisor.startProcess(name, True)
-                    texts.append(f"{name}: started")
-                except xmlrpc.client.Fault as fault:
-                    if fault.faultCode != FAULT_ALREADY_STARTED:
-                        raise
-                    texts.append(f"{name}: ERROR (already started)")
-            if op not in ("stop", "start", "restart"):
-                return bot.service_run(op)
-        except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
-            raise BotError(self._describe(bot, op, exc)) from None
+        if op in ("stop", "restart"):
+            texts.append(f"{name}: stopped" if rpc.stop(stop_timeout(bot)) else f"{name}: ERROR (not running)")
+        if op in ("start", "restart"):
+            if rpc.start():
+                rpc.wait_running(SUPERVISOR_START_WAIT)
+                texts.append(f"{name}: started")
+            else:
+                texts.append(f"{name}: ERROR (already started)")
         return "\n".join(texts)
 
 

@@ -279,20 +279,41 @@ class SupervisorRPC:
             raise BotError(f"supervisord {method} {self.name}: {exc.__class__.__name__}: {exc}") from None
 
     def stop(self, timeout=30.0):
-        """Send the stop and poll until supervisord has reaped the process (up to timeout seconds).
+        """Send the stop and poll until supervisord has reaped the process (up to timeout seconds);
+        False when it was not running.
 
         `supervisorctl stop` waits through supervisord's own wait, which is noticed only when its
-        event loop wakes (up to a second after the process is gone); polling wakes it at once."""
-        self._call("stopProcess", self.name, False)
+        event loop wakes (up to a second after the process is gone); polling wakes it at once. And
+        while an XML-RPC call waits in supervisord (stopProcess or startProcess with wait), its
+        event loop spins on the waiting connection: a core of the host, taken from its bots."""
+        if self._call("stopProcess", self.name, False) is None:
+            return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.info().get("statename") in ("STOPPED", "EXITED", "FATAL"):
-                return
+                break
             time.sleep(POLL_INTERVAL)
+        return True
 
     def start(self):
-        """Spawn without waiting for the program's startsecs; the caller polls readiness."""
-        self._call("startProcess", self.name, False)
+        """Spawn without waiting for the program's startsecs; the caller polls readiness. False when
+        it was already running."""
+        return self._call("startProcess", self.name, False) is not None
+
+    def wait_running(self, timeout):
+        """Poll until supervisord counts the program RUNNING (it stayed up for its startsecs), as
+        `supervisorctl start` waits; at the timeout the caller's own checks decide. Raises BotError
+        when supervisord gave up on it (FATAL) or it is no longer starting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.info()
+            state = info.get("statename")
+            if state == "RUNNING" or time.monotonic() >= deadline:
+                return
+            if state not in ("STARTING", "BACKOFF"):
+                why = f": {info['spawnerr']}" if info.get("spawnerr") else ""
+                raise BotError(f"supervisord start {self.name}: it is {state}{why}, not running")
+            time.sleep(POLL_INTERVAL)
 
     def info(self):
         return self._call("getProcessInfo", self.name) or {}

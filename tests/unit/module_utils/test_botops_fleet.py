@@ -5,8 +5,12 @@ from __future__ import annotations
 import http.server
 import os
 import socketserver
+import subprocess
+import sys
 import threading
 import time
+import xmlrpc.client
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import Bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_fleet import (FleetRun, ProcessTable, RedisClient, RedisReplyError, ServiceGate,
                                                scrub)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_service import UnixSocketTransport
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import AuditIndex, append_audit, read_audits
 
 PROFILE = {
@@ -228,11 +233,97 @@ def test_supervisor_over_xml_rpc(tmp_path):
         b2.last_action_at = time.monotonic()
         assert "already started" in b2.service("start")
         ghost = run.attach(bot("b3", service_name="nope", config=str(conf)))
-        with pytest.raises(BotError, match="supervisorctl stop nope .*BAD_NAME"):
+        with pytest.raises(BotError, match="supervisord stopProcess nope: BAD_NAME"):
             ghost.service("stop")
     finally:
         server.shutdown()
         server.server_close()
+
+
+SLOW_STOP = """\
+import signal, sys, time
+def stop(signum, frame):
+    time.sleep(1.0)  # a bot that closes its positions before it exits
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def real_supervisord(tmp_path):
+    """A real supervisord with one program (pack01) whose process takes a second to stop."""
+    script = tmp_path / "slow_stop.py"
+    script.write_text(SLOW_STOP)
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(f"""[unix_http_server]
+file = {tmp_path}/s.sock
+[supervisord]
+logfile = {tmp_path}/supervisord.log
+pidfile = {tmp_path}/supervisord.pid
+nodaemon = true
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl = unix://{tmp_path}/s.sock
+[program:pack01]
+command = {sys.executable} {script}
+startsecs = 1
+stopwaitsecs = 10
+""")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("supervisord")), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rpc = xmlrpc.client.ServerProxy("http://localhost", transport=UnixSocketTransport(str(tmp_path / "s.sock"), 10))
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if rpc.supervisor.getProcessInfo("pack01")["statename"] == "RUNNING":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "supervisord did not start pack01"
+        time.sleep(0.05)
+    try:
+        yield conf, rpc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_start_asked_in_the_middle_of_a_restart_waits_for_it(real_supervisord):
+    """A bot that sees its process gone while another bot's restart is stopping it asks a start:
+    the start waits for the restart. Run together, supervisord refused the start (the process was
+    still stopping), or started it under the restart's stop, which then waited minutes for a
+    stopped state that never came (a 1000-bot release hung on one pack for 300 s)."""
+    conf, rpc = real_supervisord
+    first_pid = rpc.supervisor.getProcessInfo("pack01")["pid"]
+    run = FleetRun()
+    restarter = run.attach(bot("b1", config=str(conf)))
+    starter = run.attach(bot("b2", config=str(conf)))
+    outcome = {}
+
+    def restart():
+        try:
+            outcome["restart"] = restarter.service("restart")
+        except BotError as exc:
+            outcome["restart"] = exc
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while rpc.supervisor.getProcessInfo("pack01")["statename"] != "STOPPING":
+        assert time.monotonic() < deadline, "the restart never began its stop"
+        time.sleep(0.01)
+    starter.last_action_at = time.monotonic()
+    started = starter.service("start")  # raised ABNORMAL_TERMINATION before the fix
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert outcome["restart"] == "pack01: stopped\npack01: started"
+    assert started == "pack01: ERROR (already started)"
+    info = rpc.supervisor.getProcessInfo("pack01")
+    assert info["statename"] == "RUNNING" and info["pid"] not in (0, first_pid)
+    assert run.services.done == [(ServiceGate.key(restarter), "restart"), (ServiceGate.key(starter), "start")]
 
 
 # ------------------------------------------------------------------------------ Redis
