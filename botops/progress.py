@@ -46,6 +46,9 @@ class Progress:
             self._end()
         elif host and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
             self._result(host, name, kind, res or {})
+            self._fleet(res or {})
+        elif kind == "runner_on_failed_ignored":
+            self._fleet(res or {})
 
     def _where(self, host) -> str:
         batch = self.seen.get(host, self.batch)
@@ -85,6 +88,15 @@ class Progress:
         shown.append(message)
         word = "FAILED" if kind == "runner_on_failed" else "UNREACHABLE"
         self._line(f"{self._where(host)}: {name}: {word}: {message}")
+
+    def _fleet(self, res):
+        """A fleet task's result (the fleet kill switch: one task on one host for every bot, its
+        `bots` one result per bot) counts each of its bots as having run; a bot it failed is counted
+        failed when the task that fails that bot as itself reports it."""
+        bots = res.get("bots")
+        if isinstance(bots, dict):
+            for bot in bots:
+                self.seen.setdefault(bot, self.batch or 1)
 
     def _end(self):
         if self.seen:

@@ -58,3 +58,19 @@ def test_a_single_batch_names_no_batch_and_a_failure_is_a_sentence():
                           {"msg": {"ready": False, "why": ["disk full", "no answer"]}})])
     assert out.splitlines()[-1] == "bot01: Check the bot: FAILED: ready: False; why: disk full; no answer"
     assert one_line("a\n  b") == "a b" and one_line(None) == ""
+
+
+def test_a_fleet_task_counts_every_bot_it_drove():
+    """The fleet kill switch is one task on one host for every bot: its bots are counted from its
+    result (a halt of 1000 bots ended 'done 1, waiting 999 of 1000'), the ones it failed as failed
+    once the play that fails each as itself reports them."""
+    bots = {"b1": {"failed": False}, "b2": {"failed": True, "msg": "no answer"}, "b3": {"failed": False}}
+    for kind in ("runner_on_ok", "runner_on_failed_ignored"):
+        out = run(Progress(total=4, stream=io.StringIO(), tty=False), [
+            (None, "Drive the kill switch", "playbook_on_play_start", {}),
+            ("b1", "Drive the kill switch of every bot", kind, {"changed": True, "bots": bots}),
+            (None, "Fail the bots whose kill switch failed", "playbook_on_play_start", {}),
+            ("b2", "Fail the bot", "runner_on_failed", {"msg": "no answer"}),
+            (None, "", "playbook_on_stats", {}),
+        ])
+        assert out.splitlines()[-1] == "done 2, failed 1, waiting 1 of 4", (kind, out)
