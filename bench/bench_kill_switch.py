@@ -365,10 +365,14 @@ def dead_bots(fleet, bench, size):
     run["dead_rungs"] = sorted({str(r.get("rung")) for r in dead})
     run["dead_s"] = [min(r.get("duration") or 0 for r in dead), max(r.get("duration") or 0 for r in dead)]
     run["dead_reported"] = sum(1 for n in frozen if n in run["rows"])
+    # a failed bot's message, kept: the fleet and its run directory go when the benchmark ends
+    run["failures"] = {n: r.get("message") for n, r in sorted(run["rows"].items()) if r.get("result") == "failed"}
     del run["rows"]
     print(f"  [{size}] frozen {len(frozen)} bots ({frozen_pack}): run {run['seconds']}s; live bots all verified "
           f"{run['live_all_verified_after_s']}s after invoke started (slowest bot {run['live_max_bot_s']}s); "
           f"frozen: {run['dead_rows']} by {run['dead_rungs']} in {run['dead_s']}s", flush=True)
+    for name, message in run["failures"].items():
+        print(f"  [{size}] failed: {name}: {message}", flush=True)
     fleet.start_stopped_packs()
     fleet.wait_ready(timeout=120)
     release = bench.kill_switch(fleet, release=True)

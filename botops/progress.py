@@ -32,6 +32,7 @@ class Progress:
     seen: dict = field(default_factory=dict)  # bot -> batch it ran in
     failed: dict = field(default_factory=dict)  # bot -> the failure messages shown
     _status: bool = False
+    _pending: str | None = None  # the play's name, until its first bot
 
     def __post_init__(self):
         self.stream = self.stream or sys.stderr
@@ -43,12 +44,9 @@ class Progress:
         if kind == "playbook_on_play_start":
             self._play_start(name)
         elif kind == "playbook_on_stats":
-            self._end()
+            self._end((res or {}).get("botops_report"))
         elif host and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
             self._result(host, name, kind, res or {})
-            self._fleet(res or {})
-        elif kind == "runner_on_failed_ignored":
-            self._fleet(res or {})
 
     def _where(self, host) -> str:
         batch = self.seen.get(host, self.batch)
@@ -58,8 +56,10 @@ class Progress:
 
     def _play_start(self, name):
         if name != self.play:
+            # shown with its first bot: a play that has none (the kill switch's play that fails the
+            # bots that failed, when none did) says nothing
             self.play, self.batch = name, 1
-            self._line(f"{name}" + (f" (batch 1: {self.first_batch})" if self.first_batch else ""))
+            self._pending = f"{name}" + (f" (batch 1: {self.first_batch})" if self.first_batch else "")
             return
         self.batch += 1
         self._line(f"batch {self.batch}: {self._counts()}")
@@ -76,6 +76,9 @@ class Progress:
         return ", ".join(parts)
 
     def _result(self, host, name, kind, res):
+        if self._pending:
+            self._line(self._pending)
+            self._pending = None
         self.seen.setdefault(host, self.batch or 1)
         if kind == "runner_on_ok":
             word = "changed" if res.get("changed") else "ok"
@@ -89,16 +92,13 @@ class Progress:
         word = "FAILED" if kind == "runner_on_failed" else "UNREACHABLE"
         self._line(f"{self._where(host)}: {name}: {word}: {message}")
 
-    def _fleet(self, res):
-        """A fleet task's result (the fleet kill switch: one task on one host for every bot, its
-        `bots` one result per bot) counts each of its bots as having run; a bot it failed is counted
-        failed when the task that fails that bot as itself reports it."""
-        bots = res.get("bots")
-        if isinstance(bots, dict):
-            for bot in bots:
-                self.seen.setdefault(bot, self.batch or 1)
-
-    def _end(self):
+    def _end(self, report=None):
+        """The final count. The run's report (botops_report: one row per bot) counts every bot it
+        has a row for: the fleet kill switch drives every bot in one task on one host."""
+        for bot, row in (report or {}).items():
+            self.seen.setdefault(bot, self.batch or 1)
+            if isinstance(row, dict) and row.get("result") == "failed":
+                self.failed.setdefault(bot, [one_line(row.get("message")) or "failed"])
         if self.seen:
             self._line(self._counts(final=True))
 

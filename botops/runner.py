@@ -249,7 +249,7 @@ class PlaybookRun:
             if kind != "runner_on_skipped" and (kind != "runner_on_ok" or is_module_call(action)):
                 self.progress(host, data.get("task", ""), kind, res)
         if kind == "playbook_on_stats":
-            self.progress(None, "", kind, {})
+            self.progress(None, "", kind, {"botops_report": self._report})
         return False  # keep the job_events/ files lean: stdout is in the artifact dir anyway
 
     def run(self) -> RunResult:

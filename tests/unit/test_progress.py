@@ -60,17 +60,22 @@ def test_a_single_batch_names_no_batch_and_a_failure_is_a_sentence():
     assert one_line("a\n  b") == "a b" and one_line(None) == ""
 
 
-def test_a_fleet_task_counts_every_bot_it_drove():
-    """The fleet kill switch is one task on one host for every bot: its bots are counted from its
-    result (a halt of 1000 bots ended 'done 1, waiting 999 of 1000'), the ones it failed as failed
-    once the play that fails each as itself reports them."""
-    bots = {"b1": {"failed": False}, "b2": {"failed": True, "msg": "no answer"}, "b3": {"failed": False}}
-    for kind in ("runner_on_ok", "runner_on_failed_ignored"):
-        out = run(Progress(total=4, stream=io.StringIO(), tty=False), [
-            (None, "Drive the kill switch", "playbook_on_play_start", {}),
-            ("b1", "Drive the kill switch of every bot", kind, {"changed": True, "bots": bots}),
-            (None, "Fail the bots whose kill switch failed", "playbook_on_play_start", {}),
-            ("b2", "Fail the bot", "runner_on_failed", {"msg": "no answer"}),
-            (None, "", "playbook_on_stats", {}),
-        ])
-        assert out.splitlines()[-1] == "done 2, failed 1, waiting 1 of 4", (kind, out)
+def test_the_report_counts_every_bot_of_a_fleet_task():
+    """The fleet kill switch is one task on one host for every bot: its bots are counted from the
+    run's report (a halt of 1000 bots ended 'done 1, waiting 999 of 1000'); the play that fails the
+    bots that failed is named only when it has one."""
+    report = {"b1": {"result": "changed"}, "b2": {"result": "failed", "message": "no answer"},
+              "b3": {"result": "ok"}}
+    events = [(None, "Drive the kill switch", "playbook_on_play_start", {}),
+              ("b1", "Drive the kill switch of every bot", "runner_on_ok", {"changed": True}),
+              (None, "Fail the bots whose kill switch failed", "playbook_on_play_start", {}),
+              ("b2", "Fail the bot", "runner_on_failed", {"msg": "no answer"}),
+              (None, "", "playbook_on_stats", {"botops_report": report})]
+    out = run(Progress(total=4, stream=io.StringIO(), tty=False), events)
+    assert out.splitlines() == ["Drive the kill switch", "  b1: Drive the kill switch of every bot: changed",
+                                "Fail the bots whose kill switch failed", "b2: Fail the bot: FAILED: no answer",
+                                "done 2, failed 1, waiting 1 of 4"]
+    quiet = [e for e in events if e[0] != "b2"]
+    quiet[-1] = (None, "", "playbook_on_stats", {"botops_report": dict(report, b2={"result": "ok"})})
+    out = run(Progress(total=3, stream=io.StringIO(), tty=False), quiet)
+    assert "Fail the bots" not in out and out.splitlines()[-1] == "done 3, failed 0, waiting 0 of 3"
