@@ -14,25 +14,37 @@ The search path, first match wins (a family found earlier shadows one of the sam
 
 The lookup plugin `bot_profile`, the Invoke front end and the playbooks it runs (botops.runner
 hands the resolved path on to ansible-runner) all search the same path.
+
+A profile that passed is remembered (`CACHE_DIR`, one JSON file per profile file, valid for that
+text of the file under this schema and this module): the lookup runs in each task's own worker process,
+where loading and validating a profile anew - importing jsonschema, building the validator, parsing
+the YAML - cost about 0.2 s of CPU per bot and task, most of a deploy's controller CPU per bot.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jsonschema
 import yaml
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import map_key
 
-from botops.layout import COLLECTION
+from botops.layout import COLLECTION, HOME
 from botops.report import shown
+
+if TYPE_CHECKING:  # jsonschema is imported when a profile is validated, not with this module
+    import jsonschema
 
 BUILTIN_DIR = COLLECTION / "profiles"
 SCHEMA_FILE = Path(__file__).with_name("profile_schema.yml")
+CACHE_DIR = HOME / ".ansible" / "botops" / "profiles"  # validated profiles (see the module docstring)
+CACHE_FORMAT = 1
 
 
 class ProfileError(ValueError):
@@ -79,6 +91,8 @@ def _directories(directory) -> list[Path]:
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
+    import jsonschema  # here, not at the top: a worker process that finds its profile remembered never needs it
+
     schema = yaml.safe_load(SCHEMA_FILE.read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
@@ -339,11 +353,68 @@ def _cross_checks(data: dict, source: str) -> list[str]:
     return problems
 
 
+def _cache_file(path: Path) -> Path:
+    return CACHE_DIR / f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _rules() -> str:
+    """The rules a profile is validated by: the schema and this module, as they are."""
+    digest = hashlib.sha256()
+    for one in (SCHEMA_FILE, Path(__file__)):
+        digest.update(one.read_bytes())
+    return digest.hexdigest()
+
+
+def _stamp(text: str) -> list:
+    """What a remembered profile is valid for: this text of the profile, under these rules."""
+    return [CACHE_FORMAT, hashlib.sha256(text.encode()).hexdigest(), _rules()]
+
+
+def _remembered(path: Path, text: str) -> dict | None:
+    try:
+        with open(_cache_file(path), encoding="utf-8") as f:
+            kept = json.load(f)
+        if isinstance(kept, dict) and kept.get("stamp") == _stamp(text) and isinstance(kept.get("profile"), dict):
+            return kept["profile"]
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _remember(path: Path, text: str, data: dict) -> None:
+    """Keep a validated profile for the next process; a profile that JSON would change (a key that is
+    not a string) is not kept, and a cache that cannot be written changes nothing."""
+    try:
+        if json.loads(json.dumps(data)) != data:
+            return
+        CACHE_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, prefix=".profile-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"source": str(path), "stamp": _stamp(text), "profile": data}, f)
+            os.replace(tmp, _cache_file(path))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except (OSError, TypeError, ValueError):
+        pass
+
+
 def load_file(path: Path) -> dict:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    remembered = _remembered(path, text)
+    if remembered is not None:
+        return remembered
+    data = _load_and_validate(path, text)
+    _remember(path, text, data)
+    return data
+
+
+def _load_and_validate(path: Path, text: str) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

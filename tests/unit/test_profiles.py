@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,46 @@ def test_a_family_without_an_identity_probe_still_loads(tmp_path, valid):
     del data["identity"]
     write(tmp_path, "hyperliquid", data)
     assert "identity" not in profiles.load("hyperliquid", tmp_path)
+
+
+# ------------------------------------------------------------------ remembered profiles
+def test_a_validated_profile_is_remembered_for_its_text_only(tmp_path, monkeypatch):
+    """Each task's worker process loads the profile anew; a profile validated once is read back
+    without validating, until its text (or the rules) change. An invalid one is never remembered."""
+    monkeypatch.setattr(profiles, "CACHE_DIR", tmp_path / "cache")
+    text = profiles.find("vanta").read_text()
+    path = write(tmp_path, "vanta", text)
+    first = profiles.load_file(path)
+    assert len(list((tmp_path / "cache").glob("vanta-*.json"))) == 1
+
+    def no_validation(data, source):
+        raise AssertionError("validated again")
+
+    with monkeypatch.context() as m:
+        m.setattr(profiles, "validate", no_validation)
+        assert profiles.load_file(path) == first
+        path.write_text(text + "\n# edited\n")  # another text: validated again
+        with pytest.raises(AssertionError, match="validated again"):
+            profiles.load_file(path)
+    broken = yaml.safe_load(text)
+    del broken["kill_switch"]
+    write(tmp_path, "vanta", broken)
+    for _ in range(2):
+        with pytest.raises(ProfileError, match="kill_switch"):
+            profiles.load_file(path)
+
+
+def test_a_profile_loads_when_nothing_can_be_remembered(tmp_path, monkeypatch):
+    (tmp_path / "not-a-directory").write_text("")
+    monkeypatch.setattr(profiles, "CACHE_DIR", tmp_path / "not-a-directory" / "profiles")
+    assert profiles.load("vanta")["family"] == "vanta"
+
+
+def test_a_worker_that_finds_its_profile_remembered_imports_no_validator(tmp_path):
+    """Importing jsonschema and building the validator cost a worker process ~0.2 s of CPU per task."""
+    env = dict(os.environ, BOTOPS_HOME=str(tmp_path))
+    code = ("import sys; from botops import profiles; p = profiles.load('vanta'); "
+            "print(p['family'], 'jsonschema' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+            for _ in range(2)]
+    assert runs == [["vanta", "True"], ["vanta", "False"]]
