@@ -61,6 +61,9 @@ class Progress:
             self.play, self.batch = name, 1
             self._pending = f"{name}" + (f" (batch 1: {self.first_batch})" if self.first_batch else "")
             return
+        if self._pending:  # its first batch had no bot to show: the play is named before its second
+            self._line(self._pending)
+            self._pending = None
         self.batch += 1
         self._line(f"batch {self.batch}: {self._counts()}")
 

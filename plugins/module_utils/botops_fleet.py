@@ -89,8 +89,9 @@ class ProcessTable:
 
 # ---------------------------------------------------------------------------------- supervisord
 class _Operation:
-    def __init__(self, op):
+    def __init__(self, op, by=None):
         self.op = op
+        self.by = by  # the bot that asked it first
         self.started = time.monotonic()
         self.done = threading.Event()
         self.text = None
@@ -121,7 +122,7 @@ class ServiceGate:
         with self._lock:
             shared = next((o for o in self._ops.get(key, []) if o.op == op and o.started >= not_before), None)
             if shared is None:
-                mine = _Operation(op)
+                mine = _Operation(op, bot.name)
                 self._ops.setdefault(key, []).append(mine)
             serial = self._serial.setdefault(key, threading.Lock())
         if shared is not None:
@@ -139,6 +140,13 @@ class ServiceGate:
             raise
         finally:
             mine.done.set()
+
+    def stopped_for_another(self, bot):
+        """The bot for which this run stopped this bot's service (a stop or a restart another bot
+        behind the same service asked), or None."""
+        with self._lock:
+            ops = list(self._ops.get(self.key(bot), []))
+        return next((o.by for o in ops if o.op in ("stop", "restart") and o.by != bot.name), None)
 
     def state(self, bot):
         rpc = self._rpc(bot)

@@ -120,10 +120,17 @@ def one_bot(entry, p, check_mode, run, index):
         fault = None if check_mode else inventory_fault(profile, p, result)
         if fault and fault[0].startswith("nothing listens") and entry["local"]:
             running = operation_under_way(entry["bot"]["root"])
+            sibling = None if running else run.services.stopped_for_another(bot)
             if running:
                 # a botops operation is restarting the bot: its API is down for that, not for a wrong
                 # port; the escalation halted it, which is what the operator asked
                 result["msg"] = f"{result.get('msg')} (its API was down: {running} holds the bot)"
+                fault = None
+            elif sibling:
+                # bots that share a process: another bot's escalation stopped it before this one's
+                # request (a frozen process that the first bot to get there thawed and stopped)
+                result["msg"] = (f"{result.get('msg')} (its API was down: its service was stopped for bot "
+                                 f"'{sibling}', which shares it)")
                 fault = None
         if fault:
             # engaged all the same (the kill switch reaches what it can), but not as the profile

@@ -10,10 +10,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from ansible_collections.botops.fleet.plugins.module_utils import botops_bot, botops_processes
 from ansible_collections.botops.fleet.plugins.modules import bot_fleet_kill_switch
 
 from .fake_bot import TOKEN, api_profile, fake, fakes  # noqa: F401  (fixtures)
 from .utils import run_module
+
+
+original_service = botops_processes.BotProcesses.service  # before the fakes fixture patches Bot.service
 
 
 def entry(fake, local=True):
@@ -230,6 +234,35 @@ def test_a_bot_that_does_not_answer_in_time_is_escalated_without_failing(fakes, 
     res = fleet([entry(bot)], tmp_path)
     assert not res.get("failed"), res["msg"]
     assert res["bots"]["b01"]["engaged_by"] == "service stop" and not bot.running
+
+
+def test_a_bot_whose_shared_process_a_sibling_stopped_is_not_blamed_on_its_inventory(fakes, tmp_path, monkeypatch):
+    """Two bots in one process (one service): the first one's escalation stops it, so the second's
+    API refuses the connection. That is not a wrong port: the second is halted and does not fail
+    (in a 1000-bot halt with a frozen pack, one bot failed 'nothing listens ... check bot_ports')."""
+    shared = fakes("b01")
+    shared.failing.add("/breaker")  # unwell, not misconfigured: the first bot escalates to service stop
+
+    def service_run(bot, op):  # the real service gate, over a manager that stops the one process
+        shared.service(op)
+        if not shared.running:
+            shared.server.shutdown()
+            shared.server.server_close()  # nothing listens any more: connections are refused
+        return ""
+
+    monkeypatch.setattr(botops_bot.Bot, "service", original_service)
+    monkeypatch.setattr(botops_bot.Bot, "service_run", service_run)
+    first = entry(shared)
+    second = entry(shared)
+    second["bot"] = dict(second["bot"], name="b02", root=str(tmp_path / "b02"))
+    os.makedirs(second["bot"]["root"])
+    res = fleet([first, second], tmp_path, max_workers=1)  # one after the other: b01's stop comes first
+    assert not shared.running
+    row = res["bots"]["b02"]
+    assert not row["failed"], row["msg"]
+    assert row["engaged_by"] == "service stop" and row["current_level"] == "halt", row
+    assert "its service was stopped for bot 'b01', which shares it" in row["msg"], row["msg"]
+    assert not res.get("failed"), res.get("msg")
 
 
 def test_a_short_token_masks_only_its_own_bot_and_never_the_names(fakes, tmp_path):
