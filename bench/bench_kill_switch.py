@@ -551,11 +551,13 @@ bot_fleet_kill_switch.py, HostReader): the first bots are halted while the last 
 being read. Against the code before that change, measured on this machine the same day (the commit
 this stop began from, 1000 bots, 3 rounds): 20.5-22.8 s end to end, the bots' own work 15.8-18.2 s;
 read every host first and then drive them (the same code, the hosts read up front): 17.1-23.4 s
-(2 rounds). The 7.83 s of 2026-11-21 is not reached by either: at 1000 bots each bot's own ladder
-now takes a median 3.7-4.9 s (1.0-1.2 s at 200 bots) with no escalation - the packed bot processes
-answer slower than then, not yet explained; the first halt at 1000 bots comes 3.9 s after `botops`
-starts, 2.2 s of it before the fleet task (the floor here: ansible-playbook with no inventory 0.6 s,
-with this 1000-host inventory 2.1 s)."""
+(2 rounds). The 7.83 s of 2026-11-21 is not reached by either: its controller used 6.0 CPU-s,
+today's about 11-12. A profile of the fleet task (py-spy, time holding the GIL): about 40% reading
+every host's variables (Ansible's get_vars and templating, 1.0 s for 1000 hosts alone, about 3.6 s
+among a thousand ladder threads), 12% the ladders, 12% the inventory parse. With max_workers 64 each
+ladder takes 0.47 s instead of 4.8 s, but the run 21 s; the first halt at 1000 bots comes 4-5 s after
+`botops` starts, 2.5-3 s of it before the fleet task (the floor here: ansible-playbook with no
+inventory 0.6-1.0 s, with this 1000-host inventory 2.1-3.5 s)."""
 
 
 if __name__ == "__main__":

@@ -61,9 +61,7 @@ class Progress:
             self.play, self.batch = name, 1
             self._pending = f"{name}" + (f" (batch 1: {self.first_batch})" if self.first_batch else "")
             return
-        if self._pending:  # its first batch had no bot to show: the play is named before its second
-            self._line(self._pending)
-            self._pending = None
+        self._name_play()  # its first batch had no bot to show: the play is named before its second
         self.batch += 1
         self._line(f"batch {self.batch}: {self._counts()}")
 
@@ -78,10 +76,13 @@ class Progress:
             parts.append(f"waiting {max(self.total - len(self.seen), 0)} of {self.total}")
         return ", ".join(parts)
 
-    def _result(self, host, name, kind, res):
+    def _name_play(self):
         if self._pending:
             self._line(self._pending)
             self._pending = None
+
+    def _result(self, host, name, kind, res):
+        self._name_play()
         self.seen.setdefault(host, self.batch or 1)
         if kind == "runner_on_ok":
             word = "changed" if res.get("changed") else "ok"

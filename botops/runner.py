@@ -232,7 +232,6 @@ class PlaybookRun:
                 outcome.skipped += 1
             elif kind == "runner_on_failed" and data.get("ignore_errors"):
                 outcome.ok += 1
-                self.progress(host, data.get("task", ""), "runner_on_failed_ignored", res)  # a fleet task's bots count
                 return False
             else:
                 if kind == "runner_on_failed":

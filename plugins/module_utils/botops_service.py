@@ -302,15 +302,16 @@ class SupervisorRPC:
 
     def wait_running(self, timeout):
         """Poll until supervisord counts the program RUNNING (it stayed up for its startsecs), as
-        `supervisorctl start` waits; at the timeout the caller's own checks decide. Raises BotError
-        when supervisord gave up on it (FATAL) or it is no longer starting."""
+        `supervisorctl start` waits; at the timeout the caller's own checks decide. Raises BotError,
+        as `supervisorctl start` fails, when the program left STARTING for anything but RUNNING (it
+        exited before its startsecs: BACKOFF, EXITED, FATAL)."""
         deadline = time.monotonic() + timeout
         while True:
             info = self.info()
             state = info.get("statename")
             if state == "RUNNING" or time.monotonic() >= deadline:
                 return
-            if state not in ("STARTING", "BACKOFF"):
+            if state != "STARTING":
                 why = f": {info['spawnerr']}" if info.get("spawnerr") else ""
                 raise BotError(f"supervisord start {self.name}: it is {state}{why}, not running")
             time.sleep(POLL_INTERVAL)

@@ -182,3 +182,21 @@ def test_slot_files_are_shared_by_the_hosts_users_and_never_reached_through_a_sy
 def test_window_slots_must_be_at_least_one():
     with pytest.raises(BotError, match="window_slots must be at least 1, got 0"):
         botops_service.WindowSlots(0)
+
+
+def test_a_start_waits_for_running_and_fails_as_supervisorctl_does_when_the_program_exits_early(monkeypatch):
+    """The fleet's service gate starts without waiting in supervisord (its event loop spins on a
+    waiting call) and polls: RUNNING is a start; leaving STARTING for anything else (BACKOFF: it
+    exited before its startsecs) fails, as `supervisorctl start` and stopProcess(wait) did."""
+    monkeypatch.setattr(botops_service, "POLL_INTERVAL", 0)
+    rpc = SupervisorRPC.__new__(SupervisorRPC)
+    rpc.name = "pack01"
+    states = ["STARTING", "STARTING", "RUNNING"]
+    monkeypatch.setattr(rpc, "info", lambda: {"statename": states.pop(0) if len(states) > 1 else states[0]})
+    rpc.wait_running(5)
+    assert states == ["RUNNING"]
+    states[:] = ["STARTING", "BACKOFF"]
+    monkeypatch.setattr(rpc, "info", lambda: {"statename": states.pop(0) if len(states) > 1 else states[0],
+                                              "spawnerr": "Exited too quickly"})
+    with pytest.raises(BotError, match="supervisord start pack01: it is BACKOFF: Exited too quickly, not running"):
+        rpc.wait_running(5)
