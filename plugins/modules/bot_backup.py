@@ -192,6 +192,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store i
     BackupError, BackupStore, find_bin, new_backup_id, utc_iso, validate_backup_id, verify_files)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_retention import plan_kept_retention, plan_retention, protected_releases
 
 
@@ -365,6 +366,7 @@ def main():
         maintenance_db=dict(type="str", default="postgres"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     started = time.monotonic()
     result = dict(changed=False, actions=[])

@@ -101,12 +101,14 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_backup_store import BackupError, BackupStore, DamagedBackup, summarize
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 
 
 def main():
     argument_spec = bot_argument_spec()
     argument_spec.update(backup_id=dict(type="str"), backup_dir=dict(type="path"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     result = dict(changed=False, backups=[], latest=None, latest_blocked_by=None)
     store = BackupStore(p["backup_dir"] or os.path.join(p["bot"]["root"], "backups"))

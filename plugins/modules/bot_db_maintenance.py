@@ -109,6 +109,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
 from ansible_collections.botops.fleet.plugins.module_utils.botops_files import write_json
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError, module_database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 
 RECORD = os.path.join("shared", "data", "botops-db-maintenance.json")
 
@@ -187,6 +188,7 @@ def main():
         timeout=dict(type="int", default=1800),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     result = dict(changed=False, tables_done={"vacuum_analyze": [], "reindex": []},

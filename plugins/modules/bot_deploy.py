@@ -303,6 +303,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy import Deploy
 from ansible_collections.botops.fleet.plugins.module_utils.botops_deploy_errors import DeployFailed
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 
 
 def main():
@@ -339,6 +340,7 @@ def main():
         required_if=[("restore", "always", ["backup_id"])],
         supports_check_mode=True,
     )
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     result = dict(changed=False, actions=[])

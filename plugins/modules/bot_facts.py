@@ -129,6 +129,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_facts import gather
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError, module_database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 
 
 def main():
@@ -136,6 +137,7 @@ def main():
     argument_spec.update(database=dict(type="bool", default=True), ready_wait=dict(type="float", default=0.0),
                          credentials=dict(type="bool", default=True), require_identity=dict(type="bool", default=False))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     result = dict(changed=False)
     try:
         bot = module_bot(module)

@@ -77,6 +77,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
 
 
@@ -87,6 +88,7 @@ def main():
         timeout=dict(type="float", default=60),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     result = dict(changed=False, live=False, ready=False, components=None, waited=0.0, observed=[])

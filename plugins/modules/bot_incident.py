@@ -69,6 +69,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_facts import gather
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError, module_database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_redact import redact
 
 
@@ -135,6 +136,7 @@ def main():
     argument_spec = bot_argument_spec()
     argument_spec.update(log_lines=dict(type="int", default=500))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     result = dict(changed=False)
     try:
         result["incident"] = capture(module)

@@ -91,6 +91,7 @@ import tarfile
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_redact import redact, redact_tree
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -150,6 +151,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    yield_cpu(module)
     p = module.params
     incident_id = p["incident_id"] or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     result = dict(changed=True, bots=[str(i.get("bot")) for i in p["incidents"]])

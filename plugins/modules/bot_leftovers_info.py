@@ -96,6 +96,7 @@ found:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_leftovers import ERRORS, Leftovers
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 
 
 def main():
@@ -105,6 +106,7 @@ def main():
         maintenance_db=dict(type="str", default="postgres"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     leftovers = Leftovers(p)
     try:

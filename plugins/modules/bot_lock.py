@@ -89,6 +89,7 @@ previous:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import (
     LockError, describe, new_lock, plan_acquire, read_lock, release, stale_reason, write_lock)
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 
 
 def main():
@@ -105,6 +106,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    yield_cpu(module)
     p = module.params
     path = p["path"]
     result = dict(changed=False, lock=None)

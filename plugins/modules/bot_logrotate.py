@@ -83,6 +83,7 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
 CHUNK = 1024 * 1024
@@ -127,6 +128,7 @@ def main():
         compress=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     result = dict(changed=False, rotated=[], removed=[], actions=[])

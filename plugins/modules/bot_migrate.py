@@ -152,6 +152,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_alembic import
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
 from ansible_collections.botops.fleet.plugins.module_utils.botops_migrate import AlembicFailed, Migrations
 from ansible_collections.botops.fleet.plugins.module_utils.botops_pg import PgError, module_database
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import ReleaseError, check_version
 
 
@@ -169,6 +170,7 @@ def main():
         required_if=[("state", "downgraded", ["revision"])],
         supports_check_mode=True,
     )
+    yield_cpu(module)
     p = module.params
     state = p["state"]
     name = p["bot"]["name"]

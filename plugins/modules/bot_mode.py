@@ -135,6 +135,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import 
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import KillSwitchError, reapply
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import describe_engagement, operator_level
 from ansible_collections.botops.fleet.plugins.module_utils.botops_mode import keep_plan, kept_by, plan_actions, read_mode, read_what_can_be_read
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action, describe_answer
 
 
@@ -164,6 +165,7 @@ def main():
         keep_out_of_live=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     profile = p["profile"]

@@ -91,6 +91,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import POLL_INTERVAL, bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_positions import counts, listing
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_action
 
 
@@ -101,6 +102,7 @@ def main():
         timeout=dict(type="float", default=10),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     profile = p["profile"]

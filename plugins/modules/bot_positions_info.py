@@ -56,10 +56,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec, module_bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_positions import counts, listing
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 
 
 def main():
     module = AnsibleModule(argument_spec=bot_argument_spec(), supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     profile = p["profile"]
     result = dict(changed=False, open_positions=None, open_orders=None)

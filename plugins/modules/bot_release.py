@@ -174,6 +174,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import (
     BotReleases, ReleaseError, check_version, default_who, find_artifact, install_release, ledger_lock, read_manifest,
     read_release_json, remove_leftovers, remove_release, switch_current, utcnow, verify_artifact)
@@ -314,6 +315,7 @@ def main():
         ],
         supports_check_mode=True,
     )
+    yield_cpu(module)
     p = module.params
     state, version = p["state"], p["version"]
     name = p["bot"]["name"]

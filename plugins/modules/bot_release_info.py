@@ -86,6 +86,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_release import BotReleases, ReleaseError, default_who
 
 
@@ -93,6 +94,7 @@ def main():
     argument_spec = bot_argument_spec()
     argument_spec.update(target=dict(type="str"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     result = dict(changed=False, current=None, ledger=os.path.join(p["bot"]["root"], "releases", "ledger.json"))

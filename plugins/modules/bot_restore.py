@@ -201,6 +201,7 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot_argument_spec
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_restore import Restore
 
 
@@ -224,6 +225,7 @@ def main():
         carry_forward=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     restore = Restore(module)
     try:
         restore.run()

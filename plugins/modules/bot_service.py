@@ -138,6 +138,7 @@ from ansible_collections.botops.fleet.plugins.module_utils.botops_bot import bot
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch import reapply
 from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import KillSwitchEngaged, yield_to_operator
+from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
 from ansible_collections.botops.fleet.plugins.module_utils.botops_service import (
     KILL_WAIT, NotReady, WindowSlots, graceful_stop, start, stop_timeout, wait_ready)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_values import describe_answer
@@ -169,6 +170,7 @@ def main():
         override_kill_switch=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    yield_cpu(module)
     p = module.params
     name = p["bot"]["name"]
     state = p["state"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,8 +17,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_playbook(inventory: Path | str, text: str, extravars: dict | None = None, limit: str | None = None,
                  check: bool = False) -> dict:
-    """Run the playbook; returns {"status", "rc", "results": {(host, task name): res}, "stdout"}."""
+    """Run the playbook; returns {"status", "rc", "results": {(host, task name): res}, "stdout"}.
+
+    The run's private data directory is removed afterwards: a test run leaves nothing in /tmp."""
     workdir = Path(tempfile.mkdtemp(prefix="botops-play-"))
+    try:
+        return _run(workdir, inventory, text, extravars, limit, check)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(workdir: Path, inventory, text, extravars, limit, check) -> dict:
     play = workdir / "play.yml"
     play.write_text(text)
     # group_vars next to the playbook: the same botops_bot / botops_profile the real playbooks use
@@ -55,4 +65,4 @@ def run_playbook(inventory: Path | str, text: str, extravars: dict | None = None
         suppress_env_files=True,
     )
     stdout = runner.stdout.read() if runner.stdout else ""
-    return {"status": runner.status, "rc": runner.rc, "results": results, "stdout": stdout, "dir": workdir}
+    return {"status": runner.status, "rc": runner.rc, "results": results, "stdout": stdout}

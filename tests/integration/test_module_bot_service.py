@@ -7,6 +7,10 @@ The fleet is put back (running, ready) even when a step fails.
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
+
 import pytest
 
 try:  # tests/integration as a package or as a plain directory on sys.path
@@ -69,6 +73,28 @@ STOP_START = f"""\
 """
 
 
+# a restart as botops' non-emergency playbooks run it: their plays' environment (playbooks/group_vars)
+RESTART_YIELDING = f"""\
+- hosts: all
+  gather_facts: false
+  environment: "{{{{ botops_nice_environment }}}}"
+  tasks:
+    - name: Restart
+      botops.fleet.bot_service:
+        state: restarted
+{ARGS}
+"""
+
+
+def niceness(pid):
+    """The process's niceness (/proc/<pid>/stat field 19), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
 def by_host(out, task, names):
     found = {h: r for (h, t), r in out["results"].items() if t == task}
     assert sorted(found) == sorted(names), f"{task}: results for {sorted(found)}\n{out['stdout'][-3000:]}"
@@ -129,4 +155,45 @@ def test_stop_then_start(fleet, bots):
     assert start["changed"] and start["actions"] == ["service start", "ready"] and start["ready"] is True
     assert start["downtime"] > 0
     assert fleet.processes()[name]["statename"] == "RUNNING" and fleet.is_ready(name)
+    wait_trading(fleet, [name])
+
+
+def test_botops_work_yields_the_cpu_but_the_bot_it_starts_keeps_its_priority(fleet, bots):
+    """The module process of a non-emergency play runs at the inventory's bot_ops_nice, read from
+    /proc while it runs (its environment names BOTOPS_NICE); the bot it restarts, started by
+    supervisord, runs at the priority the fleet was started with."""
+    name = "bot02"
+    base = niceness(fleet.pids()[name])
+    seen: dict[int, int] = {}  # pid of every process carrying BOTOPS_NICE -> the highest niceness seen
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    environ = Path(entry.path, "environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"BOTOPS_NICE=7" in environ:
+                    nice = niceness(entry.name)
+                    if nice is not None:
+                        seen[int(entry.name)] = max(nice, seen.get(int(entry.name), nice))
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        out = run_playbook(fleet.hosts_file, RESTART_YIELDING, extravars={"bot_ops_nice": 7}, limit=name)
+    finally:
+        done.set()
+        watcher.join()
+    assert out["rc"] == 0, out["stdout"][-3000:]
+    restart = by_host(out, "Restart", [name])[name]
+    assert restart["pids_after"] and restart["pids_after"] != restart["pids_before"], restart
+    assert seen and max(seen.values()) == max(7, base), f"processes carrying BOTOPS_NICE=7: {seen}"
+    new_pid = fleet.pids()[name]
+    assert new_pid == restart["pids_after"][0] and new_pid not in seen
+    assert niceness(new_pid) == base, f"the restarted bot runs at niceness {niceness(new_pid)}, not {base}"
     wait_trading(fleet, [name])

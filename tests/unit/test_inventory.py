@@ -35,7 +35,8 @@ def test_limit_selects_bots_and_groups(inventory):
 
 def test_wrong_bot_variables_are_each_named(inventory):
     vanta = inventory / "group_vars" / "vanta" / "main.yml"
-    vanta.write_text(vanta.read_text() + 'bot_ports: {api: "80x", metrics: 9000}\nbot_paper_only: "yes"\n')
+    vanta.write_text(vanta.read_text() + 'bot_ports: {api: "80x", metrics: 9000}\nbot_paper_only: "yes"\n'
+                     'bot_ops_nice: 20\n')
     hl = inventory / "group_vars" / "hyperliquid" / "main.yml"
     hl.write_text(hl.read_text().replace("bot_root: /opt/trading-bot", "bot_root: /opt/../etc"))
     mojo = inventory / "group_vars" / "mojorust" / "main.yml"
@@ -48,6 +49,7 @@ def test_wrong_bot_variables_are_each_named(inventory):
     assert "  vanta-1: bot_ports.api: expected integer, got str '80x'" in lines
     assert "  vanta-1: bot_ports.metrics: not a port of vanta (expected one of: api)" in lines
     assert "  vanta-1: bot_paper_only: expected boolean, got str 'yes'" in lines
+    assert "  vanta-1: bot_ops_nice: 20 is out of range (expected 0 to 19)" in lines
     assert len(lines) == len(set(lines))
 
 

@@ -262,6 +262,7 @@ file = {tmp_path}/s.sock
 [supervisord]
 logfile = {tmp_path}/supervisord.log
 pidfile = {tmp_path}/supervisord.pid
+childlogdir = {tmp_path}
 nodaemon = true
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
