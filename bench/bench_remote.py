@@ -1,7 +1,7 @@
 """Remote fleet: the kill switch of 200 bots on 100 hosts over SSH, and a 20-host deploy and rollback.
 
     botops bench --only=remote [--args='--hosts 5,20,100 --deploy-hosts 20 --rounds 2 --no-write']
-    .venv/bin/python bench/bench_remote.py [--hosts 100] [--deploy-hosts 20] [--no-baseline] [--no-deploy]
+    .venv/bin/python bench/bench_remote.py [--hosts 100] [--deploy-hosts 20] [--no-baseline] [--no-deploy] [--ops-nice N]
 
 Bots on other hosts than the controller's take botops' per-host path: the fleet kill switch
 (playbooks/tasks/fleet_kill_switch.yml) hands every bot whose ``ansible_connection`` is not local
@@ -20,6 +20,8 @@ bots per host, a production-shaped inventory with strict host key checking):
     process and one PostgreSQL database per bot, each host's own PostgreSQL cluster: a packed bot
     shares its process and release with its host's other bot and cannot be deployed alone):
     ``botops deploy --version=1.1.0 --artifacts=...`` then ``botops rollback --target=latest``.
+    botops' work on the hosts runs at the inventory's ``bot_ops_nice`` (botops' default 10);
+    ``--ops-nice 0`` runs it at the bots' priority, the comparison.
 
 Every run is the real front end as an operator runs it (a subprocess ``botops ...``), started with
 no SSH connection open (ControlPersist masters of earlier runs are closed first). While it runs,
@@ -471,11 +473,13 @@ def bench_kill_switch(hosts, rounds, with_baseline, poll, work, per_host=True, p
 
 
 # ---------------------------------------------------------------------------------- deploy and rollback
-def bench_deploy(hosts, poll, work):
+def bench_deploy(hosts, poll, work, ops_nice=None):
     fleet = RemoteFleet()
-    out = {"hosts": hosts}
+    out = {"hosts": hosts, "ops_nice": ops_nice}
     try:
         out["up"] = fleet.up(hosts=hosts, kind="real", trade_interval=0.5)
+        if ops_nice is not None:  # the inventory's bot_ops_nice for every host (botops' default: 10)
+            fleet.set_group_vars(bot_ops_nice=ops_nice)
         bots = fleet.bots()
         out["bots"] = len(bots)
         out["idle"] = idle_cpu()
@@ -658,7 +662,8 @@ def section(info, sizes, deploy, note):
     if deploy:
         lines += [
             "",
-            f"Deploy and rollback, {deploy['hosts']} hosts, {deploy['bots']} real bots (\"first\" / \"last\": on the "
+            f"Deploy and rollback, {deploy['hosts']} hosts, {deploy['bots']} real bots, bot_ops_nice "
+            f"{10 if deploy.get('ops_nice') is None else deploy['ops_nice']} (\"first\" / \"last\": on the "
             "new release and ready; downtime: the longest stretch each bot's readiness did not answer 200, "
             "sampled every 0.25 s by the benchmark; \"report\": bot_deploy's own stop -> ready):",
             "",
@@ -735,6 +740,9 @@ def main(argv=None):
                         help="run the per-host task path only at sizes up to this many hosts (default: every size)")
     parser.add_argument("--per-host-rounds", type=int, default=None,
                         help="rounds of the per-host task path (default: --rounds; it takes minutes a round at 100 hosts)")
+    parser.add_argument("--ops-nice", type=int, default=None, metavar="N",
+                        help="the deploy fleet's bot_ops_nice (default: botops' own, 10; 0: botops' work at the bots' "
+                             "priority, the comparison run)")
     parser.add_argument("--note", default="", help="text added under the numbers")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
@@ -766,7 +774,7 @@ def main(argv=None):
                                            per_host_rounds=args.per_host_rounds))
         if not args.no_deploy:
             print(f"== deploy and rollback, {args.deploy_hosts} hosts", flush=True)
-            deploy = bench_deploy(args.deploy_hosts, args.poll, work)
+            deploy = bench_deploy(args.deploy_hosts, args.poll, work, ops_nice=args.ops_nice)
     finally:
         if args.json:
             args.json.write_text(json.dumps({"machine": info, "sizes": sizes, "deploy": deploy}, indent=2, default=str))

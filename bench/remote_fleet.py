@@ -281,6 +281,13 @@ class RemoteFleet:
         self._save()
 
     # ------------------------------------------------------------------ inventory
+    def set_group_vars(self, **variables) -> None:
+        """Add variables to the inventory's group_vars/all (e.g. bot_ops_nice for every host)."""
+        path = self.inventory / "group_vars" / "all" / "main.yml"
+        data = yaml.safe_load(path.read_text()) or {}
+        data.update(variables)
+        path.write_text(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
+
     def _write_inventory(self, python: str) -> None:
         inv = self.inventory
         shutil.rmtree(inv, ignore_errors=True)
