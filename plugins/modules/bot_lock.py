@@ -12,6 +12,9 @@ description:
     controller (delegated to localhost, run once) for the fleet lock.
   - A lock whose expiry has passed, or whose owning process on this host is gone, is stale. A stale
     lock is reported with its owner and is only taken over when C(takeover=true).
+  - With C(kill_switch_record), the kill switch always wins in the same call. A bot whose operator
+    engaged a kill switch level is not locked, and the result says which level, who, when and why
+    (C(yielded)), unless C(override_kill_switch=true).
 version_added: "0.1.0"
 extends_documentation_fragment: [ansible.builtin.action_common_attributes]
 options:
@@ -49,6 +52,16 @@ options:
     description: Release the lock even when another run holds it.
     type: bool
     default: false
+  kill_switch_record:
+    description:
+      - The bot's kill switch record (C(<bot_root>/shared/data/botops-kill-switch.json)), read first. When it holds
+        an operator's level, no lock is taken and the result is C(yielded=true), unchanged, not failed.
+      - A record that cannot be read fails the module and takes no lock.
+    type: path
+  override_kill_switch:
+    description: Take the lock even when the operator's level is recorded (--override-kill-switch); C(kill_switch) still reports it.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -73,6 +86,14 @@ EXAMPLES = r"""
     path: "{{ bot_root }}/shared/data/botops.lock"
     run_id: "{{ botops_run_id }}"
     state: released
+
+- name: Take the bot's lock, unless an operator engaged the kill switch
+  botops.fleet.bot_lock:
+    path: "{{ bot_root }}/shared/data/botops.lock"
+    run_id: "{{ botops_run_id }}"
+    operation: deploy
+    kill_switch_record: "{{ bot_root }}/shared/data/botops-kill-switch.json"
+  register: lock
 """
 
 RETURN = r"""
@@ -84,9 +105,19 @@ previous:
   description: The lock found before the call, with C(stale) and C(stale_reason).
   returned: when a lock file existed
   type: dict
+kill_switch:
+  description: The operator's kill switch engagement recorded for the bot (C(level), C(who), C(time), C(reason)), or null.
+  returned: when kill_switch_record is given
+  type: dict
+yielded:
+  description: True when the lock was not taken because an operator engaged a kill switch level.
+  returned: when kill_switch_record is given
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import Engagements
 from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import (
     LockError, describe, new_lock, plan_acquire, read_lock, release, stale_reason, write_lock)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
@@ -103,6 +134,8 @@ def main():
             owner_pid=dict(type="int"),
             takeover=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
+            kill_switch_record=dict(type="path"),
+            override_kill_switch=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -125,6 +158,17 @@ def main():
             release(path, p["run_id"], force=True)
         module.exit_json(**result)
 
+    if p["kill_switch_record"]:
+        # the kill switch always wins: read before the lock, a bot an operator stopped is not locked
+        try:
+            record = Engagements(None, p["kill_switch_record"]).operator()
+        except BotError as exc:
+            module.fail_json(msg=f"Failed to take lock {path}: {exc}", **result)
+        result["kill_switch"] = (None if record is None else
+                                 {k: record.get(k) for k in ("level", "who", "time", "reason")})
+        result["yielded"] = record is not None and not p["override_kill_switch"]
+        if result["yielded"]:
+            module.exit_json(**result)
     try:
         action, previous = plan_acquire(path, p["run_id"], p["takeover"])
         if action == "held":
