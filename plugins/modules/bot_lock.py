@@ -113,11 +113,16 @@ yielded:
   description: True when the lock was not taken because an operator engaged a kill switch level.
   returned: when kill_switch_record is given
   type: bool
+msg:
+  description: Why the lock was not taken, in the words an operation reports a skipped bot with.
+  returned: when yielded
+  type: str
+  sample: "skipped: kill switch halt engaged by alice at 2026-12-07T03:00:00Z (exchange outage)"
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botops.fleet.plugins.module_utils.botops_errors import BotError
-from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import Engagements
+from ansible_collections.botops.fleet.plugins.module_utils.botops_kill_switch_record import Engagements, describe_engagement
 from ansible_collections.botops.fleet.plugins.module_utils.botops_lock import (
     LockError, describe, new_lock, plan_acquire, read_lock, release, stale_reason, write_lock)
 from ansible_collections.botops.fleet.plugins.module_utils.botops_priority import yield_cpu
@@ -168,7 +173,7 @@ def main():
                                  {k: record.get(k) for k in ("level", "who", "time", "reason")})
         result["yielded"] = record is not None and not p["override_kill_switch"]
         if result["yielded"]:
-            module.exit_json(**result)
+            module.exit_json(msg=f"skipped: kill switch {describe_engagement(record)}", **result)
     try:
         action, previous = plan_acquire(path, p["run_id"], p["takeover"])
         if action == "held":

@@ -83,6 +83,7 @@ def test_a_bot_whose_operator_engaged_the_kill_switch_is_not_locked(tmp_path):
         assert not res.get("failed") and res["changed"] is False and res["yielded"] is True, res
         assert res["kill_switch"] == {"level": "halt", "who": "alice", "time": "2026-12-07T03:00:00Z",
                                       "reason": "exchange outage"}
+        assert res["msg"] == "skipped: kill switch halt engaged by alice at 2026-12-07T03:00:00Z (exchange outage)"
         assert not path.exists(), "the lock was taken on a bot an operator stopped"
 
 
